@@ -1,0 +1,200 @@
+//! Gateway configuration: one YAML file plus `COUNTERSIGN_*` environment overrides.
+//!
+//! Every error names the file (or environment variable), the line and the field at fault.
+
+mod env;
+mod load;
+
+pub use load::{ConfigError, load, parse};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The MCP servers behind the gateway, in order; the first is the default route for
+    /// methods that name no server.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Separator between an upstream's prefix and a tool or prompt name (`server__tool`).
+    #[serde(default = "default_separator")]
+    pub namespace_separator: String,
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Directory of policy files (`policies/*.yaml`), resolved against the config file.
+    #[serde(default)]
+    pub policy_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address for the HTTP listener. Loopback unless `allow_non_loopback` is set.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Must be true to bind an address other than loopback.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
+    /// Accept callers without an API key (identity `anonymous`). For local testing only.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// Origins allowed in the `Origin` header besides the listener's own loopback origins.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Page size of merged `tools/list`, `prompts/list`, `resources/list` results.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// Idle legacy sessions are dropped after this many seconds.
+    #[serde(default = "default_session_idle")]
+    pub session_idle_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name; also the default namespace prefix.
+    pub name: String,
+    /// Namespace prefix for tool and prompt names; `""` exposes names unprefixed.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A Streamable HTTP endpoint (exactly one of `http` and `stdio`).
+    #[serde(default)]
+    pub http: Option<HttpUpstreamConfig>,
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+    #[serde(default)]
+    pub stdio: Option<StdioUpstreamConfig>,
+    /// Which protocol era to speak; `auto` probes.
+    #[serde(default)]
+    pub era: EraPreference,
+    /// Per-request timeout in seconds (a hard maximum for one upstream request).
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// How to reach one upstream (validated: exactly one of `http`, `stdio`).
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamTransport<'a> {
+    Http(&'a HttpUpstreamConfig),
+    Stdio(&'a StdioUpstreamConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUpstreamConfig {
+    pub url: String,
+    /// Extra headers (e.g. the gateway's own credentials for this upstream). Never the agent's.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioUpstreamConfig {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EraPreference {
+    #[default]
+    Auto,
+    Legacy,
+    Modern,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The agent's identity as recorded with its calls.
+    pub id: String,
+    /// The human the agent acts for, when known.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// SHA-256 of the API key, hex (`countersign hash-key` prints it).
+    pub key_sha256: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `tracing` filter directive, e.g. `info,countersign=debug`.
+    #[serde(default)]
+    pub log_filter: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[serde(default)]
+    pub json_logs: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            allow_non_loopback: false,
+            allow_anonymous: false,
+            allowed_origins: Vec::new(),
+            max_body_bytes: default_max_body(),
+            page_size: default_page_size(),
+            session_idle_secs: default_session_idle(),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The namespace prefix for this upstream's tools and prompts.
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The transport; `load` has checked that exactly one is configured.
+    pub fn transport(&self) -> UpstreamTransport<'_> {
+        match (&self.http, &self.stdio) {
+            (Some(http), _) => UpstreamTransport::Http(http),
+            (None, Some(stdio)) => UpstreamTransport::Stdio(stdio),
+            (None, None) => unreachable!("config validation requires http or stdio"),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+fn default_separator() -> String {
+    "__".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8931))
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_page_size() -> usize {
+    200
+}
+fn default_session_idle() -> u64 {
+    3600
+}
+fn default_upstream_timeout() -> u64 {
+    300
+}

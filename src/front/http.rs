@@ -1,0 +1,441 @@
+//! Streamable HTTP at `/mcp`, both eras, plus `/metrics` and `/healthz`.
+//!
+//! A POST that opens with `initialize` starts a legacy session (gateway-minted
+//! `Mcp-Session-Id`); a POST with that header continues it; a POST carrying the modern `_meta`
+//! is a stateless 2026-07-28 request. GET opens a legacy session's standalone stream, DELETE
+//! ends the session.
+
+use super::checks::{self, OriginPolicy, Rejection};
+use crate::auth::{Agent, AuthError, Authenticator};
+use crate::gateway::{self, Caller, Gateway, Reply, ReplyStream, Session};
+use crate::jsonrpc::{self, code};
+use crate::protocol::{self, Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+use serde_json::Value;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Shared state of the HTTP front end.
+#[derive(Clone)]
+pub struct HttpFront {
+    pub gateway: Arc<Gateway>,
+    pub auth: Arc<Authenticator>,
+    pub origins: Arc<OriginPolicy>,
+    pub max_body_bytes: usize,
+}
+
+/// The router, without a socket: tests can drive it with `oneshot`.
+pub fn router(front: HttpFront) -> Router {
+    Router::new()
+        .route("/mcp", get(open_stream).post(post).delete(end_session))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(health))
+        .with_state(front)
+}
+
+async fn post(State(front): State<HttpFront>, headers: HeaderMap, body: Body) -> Response {
+    match handle_post(&front, &headers, body).await {
+        Ok(response) => response,
+        Err(rejection) => reject(rejection),
+    }
+}
+
+async fn handle_post(
+    front: &HttpFront,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Rejection> {
+    front.origins.check(headers)?;
+    let agent = authenticate(front, headers)?;
+    check_content_type(headers)?;
+    let message = read_message(body, front.max_body_bytes).await?;
+    if let Err(why) = jsonrpc::classify(&message) {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            message.get("id").cloned(),
+            code::INVALID_REQUEST,
+            why,
+        ));
+    }
+    let sse = accepts_sse(headers);
+    if jsonrpc::method(&message) == Some("initialize") && !headers.contains_key(HEADER_SESSION_ID) {
+        return Ok(initialize(front, agent, message).await);
+    }
+    if let Some(session) = session_from(front, headers, &agent)? {
+        check_legacy_version(headers, &message)?;
+        session.touch();
+        let caller = Caller {
+            agent,
+            client: session.client(),
+            session: Some(session),
+        };
+        return Ok(respond(
+            front.gateway.handle(&caller, message).await,
+            sse,
+            Era::Legacy,
+        )
+        .await);
+    }
+    if is_modern(headers, &message) {
+        checks::modern_request(headers, &message)?;
+        let caller = Caller {
+            agent,
+            client: gateway::modern_client(&message),
+            session: None,
+        };
+        return Ok(respond(
+            front.gateway.handle(&caller, message).await,
+            sse,
+            Era::Modern,
+        )
+        .await);
+    }
+    Err(Rejection::new(
+        StatusCode::BAD_REQUEST,
+        message.get("id").cloned(),
+        code::INVALID_REQUEST,
+        "no session: send initialize first (legacy), or include the 2026-07-28 _meta and headers",
+    ))
+}
+
+/// Opens a legacy session and answers `initialize` with its id in `Mcp-Session-Id`.
+async fn initialize(front: &HttpFront, agent: Agent, message: Value) -> Response {
+    let client = gateway::legacy_client(&message);
+    let session = Session::new(
+        gateway::session::new_session_id(),
+        agent.clone(),
+        client.clone(),
+    );
+    front.gateway.sessions.insert(session.clone());
+    tracing::info!(session = %session.id, agent = %agent.id, version = %client.protocol_version, "session opened");
+    let caller = Caller {
+        agent,
+        client,
+        session: Some(session.clone()),
+    };
+    let reply = front.gateway.handle(&caller, message).await;
+    let mut response = respond(reply, false, Era::Legacy).await;
+    if let Ok(value) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert(HEADER_SESSION_ID, value);
+    }
+    response
+}
+
+/// The legacy session named by `Mcp-Session-Id`, if the header is present. An unknown session,
+/// or one opened by another agent, is 404 so the client re-initializes.
+fn session_from(
+    front: &HttpFront,
+    headers: &HeaderMap,
+    agent: &Agent,
+) -> Result<Option<Arc<Session>>, Rejection> {
+    let Some(raw) = headers.get(HEADER_SESSION_ID) else {
+        return Ok(None);
+    };
+    let id = raw.to_str().unwrap_or_default();
+    match front.gateway.sessions.get(id) {
+        Some(session) if session.agent.id == agent.id => Ok(Some(session)),
+        _ => Err(Rejection::new(
+            StatusCode::NOT_FOUND,
+            None,
+            code::SESSION_NOT_FOUND,
+            "session not found; initialize a new session",
+        )),
+    }
+}
+
+fn check_legacy_version(headers: &HeaderMap, message: &Value) -> Result<(), Rejection> {
+    let Some(version) = headers.get(HEADER_PROTOCOL_VERSION) else {
+        return Ok(());
+    };
+    let version = version.to_str().unwrap_or_default();
+    if protocol::LEGACY_VERSIONS.contains(&version) {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        StatusCode::BAD_REQUEST,
+        message.get("id").cloned(),
+        code::INVALID_REQUEST,
+        format!("unsupported MCP-Protocol-Version {version} for a session"),
+    ))
+}
+
+fn is_modern(headers: &HeaderMap, message: &Value) -> bool {
+    let header = headers
+        .get(HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok());
+    header.is_some_and(|v| !protocol::LEGACY_VERSIONS.contains(&v))
+        || jsonrpc::meta(message).is_some_and(|m| m.contains_key(protocol::META_PROTOCOL_VERSION))
+}
+
+fn authenticate(front: &HttpFront, headers: &HeaderMap) -> Result<Agent, Rejection> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    front.auth.authenticate(authorization).map_err(|e| {
+        let mut r = Rejection::new(
+            StatusCode::UNAUTHORIZED,
+            None,
+            code::INVALID_REQUEST,
+            e.to_string(),
+        );
+        r.body["error"]["data"] = serde_json::json!({"authenticate": challenge(e)});
+        r
+    })
+}
+
+fn challenge(e: AuthError) -> &'static str {
+    match e {
+        AuthError::Missing => "Bearer realm=\"countersign\"",
+        AuthError::Invalid => "Bearer realm=\"countersign\", error=\"invalid_token\"",
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        None,
+        code::INVALID_REQUEST,
+        "Content-Type must be application/json",
+    ))
+}
+
+async fn read_message(body: Body, limit: usize) -> Result<Value, Rejection> {
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            code::INVALID_REQUEST,
+            format!("request body exceeds {limit} bytes"),
+        )
+    })?;
+    let message: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Rejection::new(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::PARSE_ERROR,
+            format!("malformed JSON: {e}"),
+        )
+    })?;
+    if message.is_array() {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::INVALID_REQUEST,
+            "JSON-RPC batches are not supported",
+        ));
+    }
+    Ok(message)
+}
+
+fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// Turns a gateway reply into an HTTP response: JSON when the answer is complete at once (or the
+/// client takes no SSE), else an SSE stream of the related messages and the response.
+async fn respond(reply: Reply, sse: bool, era: Era) -> Response {
+    match reply {
+        Reply::Accepted => StatusCode::ACCEPTED.into_response(),
+        Reply::Response(message) => json_response(StatusCode::OK, &message),
+        Reply::Stream(mut stream) => {
+            let Some(first) = stream.next().await else {
+                return StatusCode::ACCEPTED.into_response();
+            };
+            if stream.is_done() {
+                return json_response(StatusCode::OK, &first);
+            }
+            if !sse {
+                return json_response(StatusCode::OK, &last_message(first, stream).await);
+            }
+            sse_response(first, stream, era)
+        }
+    }
+}
+
+/// For a client that cannot take SSE: drop the related messages, keep the response.
+async fn last_message(mut last: Value, mut stream: ReplyStream) -> Value {
+    while let Some(next) = stream.next().await {
+        last = next;
+    }
+    last
+}
+
+fn sse_response(first: Value, stream: ReplyStream, era: Era) -> Response {
+    let guard = DrainGuard {
+        stream: Some(stream),
+        era,
+    };
+    let rest = futures::stream::unfold(guard, |mut guard| async move {
+        let next = guard.stream.as_mut()?.next().await?;
+        Some((next, guard))
+    });
+    let events = futures::stream::once(async { first }).chain_events(rest);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Owns a reply stream while SSE sends it. If the client goes away first: a legacy client's
+/// request runs on (disconnect is not cancellation), a modern client's is cancelled (dropped).
+struct DrainGuard {
+    stream: Option<ReplyStream>,
+    era: Era,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take()
+            && self.era == Era::Legacy
+        {
+            stream.drain_in_background();
+        }
+    }
+}
+
+trait ChainEvents: Stream<Item = Value> + Sized + Send + 'static {
+    fn chain_events<S: Stream<Item = Value> + Send + 'static>(
+        self,
+        rest: S,
+    ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+        use futures::StreamExt;
+        self.chain(rest)
+            .map(|message| Ok(Event::default().event("message").data(message.to_string())))
+    }
+}
+
+impl<T: Stream<Item = Value> + Sized + Send + 'static> ChainEvents for T {}
+
+/// GET: a legacy session's standalone stream of server messages (405 without a session).
+async fn open_stream(State(front): State<HttpFront>, headers: HeaderMap) -> Response {
+    let session = match stream_session(&front, &headers) {
+        Ok(session) => session,
+        Err(rejection) => return reject(rejection),
+    };
+    use futures::StreamExt;
+    let messages = tokio_stream::wrappers::BroadcastStream::new(session.subscribe())
+        .filter_map(|m| async move { m.ok() })
+        .map(|m| Ok::<_, Infallible>(Event::default().event("message").data(m.to_string())));
+    let mut response = Sse::new(messages)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn stream_session(front: &HttpFront, headers: &HeaderMap) -> Result<Arc<Session>, Rejection> {
+    front.origins.check(headers)?;
+    let agent = authenticate(front, headers)?;
+    if !headers.contains_key(HEADER_SESSION_ID) {
+        return Err(Rejection::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            code::INVALID_REQUEST,
+            "GET needs an Mcp-Session-Id (legacy sessions only)",
+        ));
+    }
+    let session = session_from(front, headers, &agent)?.expect("header checked");
+    session.touch();
+    Ok(session)
+}
+
+/// DELETE: ends a legacy session.
+async fn end_session(State(front): State<HttpFront>, headers: HeaderMap) -> Response {
+    let result = (|| {
+        front.origins.check(&headers)?;
+        let agent = authenticate(&front, &headers)?;
+        if !headers.contains_key(HEADER_SESSION_ID) {
+            return Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                None,
+                code::INVALID_REQUEST,
+                "DELETE needs an Mcp-Session-Id",
+            ));
+        }
+        let session = session_from(&front, &headers, &agent)?.expect("header checked");
+        front.gateway.sessions.remove(&session.id);
+        tracing::info!(session = %session.id, "session closed by the client");
+        Ok(())
+    })();
+    match result {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(rejection) => reject(rejection),
+    }
+}
+
+async fn metrics() -> Response {
+    let body = crate::telemetry::prometheus().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn health(State(front): State<HttpFront>) -> Response {
+    let upstreams: serde_json::Map<String, Value> = front
+        .gateway
+        .upstreams()
+        .iter()
+        .map(|u| {
+            (
+                u.name.clone(),
+                Value::from(if u.is_healthy() { "up" } else { "down" }),
+            )
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ok", "upstreams": upstreams}),
+    )
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).expect("a JSON value serializes");
+    (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+fn reject(rejection: Rejection) -> Response {
+    let mut response = json_response(rejection.status, &rejection.body);
+    if rejection.status == StatusCode::UNAUTHORIZED
+        && let Some(challenge) = rejection
+            .body
+            .pointer("/error/data/authenticate")
+            .and_then(Value::as_str)
+        && let Ok(value) = HeaderValue::from_str(challenge)
+    {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    if rejection.status == StatusCode::METHOD_NOT_ALLOWED {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
+}

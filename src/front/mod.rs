@@ -1,0 +1,7 @@
+//! MCP toward agents: Streamable HTTP (legacy sessions and modern stateless requests) and stdio.
+
+mod checks;
+pub mod http;
+pub mod stdio;
+
+pub use checks::OriginPolicy;

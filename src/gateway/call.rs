@@ -1,0 +1,118 @@
+//! The path of one `tools/call`: resolve → validate → gate → forward.
+
+use super::catalog::ToolRoute;
+use super::seam::{ToolCall, Verdict};
+use super::{Caller, Gateway, Reply};
+use crate::jsonrpc;
+use crate::telemetry::{self, CallRecord};
+use serde_json::{Map, Value};
+use tracing::Instrument;
+use uuid::Uuid;
+
+impl Gateway {
+    pub(super) async fn call(&self, caller: &Caller, mut message: Value) -> Reply {
+        let id = message["id"].clone();
+        let Some(exposed) = jsonrpc::param_str(&message, "name").map(str::to_owned) else {
+            return invalid(id, "tools/call needs params.name");
+        };
+        let Some(route) = self.resolve_tool(caller, &exposed).await else {
+            return invalid(id, format!("Unknown tool: {exposed}"));
+        };
+        let arguments = match jsonrpc::params(&message).and_then(|p| p.get("arguments")) {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(args @ Value::Object(_)) => args.clone(),
+            Some(_) => return invalid(id, "params.arguments must be an object"),
+        };
+        let upstream_name = self.upstreams[route.upstream].name.clone();
+        let span = call_span(caller, &exposed, &id);
+        telemetry::continue_trace(&span, jsonrpc::meta(&message));
+        let record = CallRecord::start(span.clone(), &upstream_name, &route.name);
+
+        if let Err(why) = check_arguments(&route, &arguments) {
+            record.finish("invalid_arguments");
+            let text = format!("Invalid arguments for tool {exposed}: {why}");
+            return Reply::Response(jsonrpc::result(id, jsonrpc::tool_error_result(text)));
+        }
+        let call = ToolCall {
+            id: Uuid::now_v7(),
+            agent: caller.agent.clone(),
+            upstream: upstream_name.as_str().into(),
+            tool: route.name.clone(),
+            arguments,
+            definition: route.tool.clone(),
+        };
+        span.record("countersign.call_id", tracing::field::display(call.id));
+        if let Verdict::Refuse(reason) = self.gate.check(&call).instrument(span.clone()).await {
+            record.finish("refused");
+            return Reply::Response(jsonrpc::result(id, jsonrpc::tool_error_result(reason)));
+        }
+        if let Some(params) = jsonrpc::params_mut(&mut message) {
+            params.insert("name".into(), Value::String(route.name.clone()));
+        }
+        if let Some(meta) = jsonrpc::meta_mut(&mut message) {
+            telemetry::inject_trace(&span, meta);
+        }
+        self.forward(caller, route.upstream, message, Some(record))
+            .instrument(span)
+            .await
+    }
+
+    /// Finds a tool by its exposed name, re-reading the upstreams' tool lists once on a miss
+    /// (a client may call a tool it learned of elsewhere, or the list may have changed).
+    async fn resolve_tool(&self, caller: &Caller, exposed: &str) -> Option<ToolRoute> {
+        if let Some(route) = self.snapshot().tool(exposed) {
+            return Some(route.clone());
+        }
+        self.refresh(super::catalog::Listing::Tools, &caller.client)
+            .await;
+        self.snapshot().tool(exposed).cloned()
+    }
+}
+
+/// Checks arguments against the tool's compiled `inputSchema`; the error names each failing
+/// location so the model can correct itself.
+fn check_arguments(route: &ToolRoute, arguments: &Value) -> Result<(), String> {
+    let validator =
+        route.validator.as_ref().as_ref().map_err(|e| {
+            format!("the tool's inputSchema cannot be used ({e}); the call is refused")
+        })?;
+    let problems: Vec<String> = validator
+        .iter_errors(arguments)
+        .take(5)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{at}: {e}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn invalid(id: Value, why: impl Into<String>) -> Reply {
+    Reply::Response(jsonrpc::error(Some(id), jsonrpc::code::INVALID_PARAMS, why))
+}
+
+/// The span of one call, with the MCP semantic-convention attributes.
+fn call_span(caller: &Caller, tool: &str, id: &Value) -> tracing::Span {
+    tracing::info_span!(
+        "tools/call",
+        otel.name = %format!("tools/call {tool}"),
+        otel.kind = "server",
+        "mcp.method.name" = "tools/call",
+        "gen_ai.operation.name" = "execute_tool",
+        "gen_ai.tool.name" = tool,
+        "jsonrpc.request.id" = %id,
+        "mcp.session.id" = caller.session.as_ref().map(|s| s.id.as_str()),
+        "mcp.protocol.version" = %caller.client.protocol_version,
+        "countersign.agent" = %caller.agent.id,
+        "countersign.call_id" = tracing::field::Empty,
+        "countersign.outcome" = tracing::field::Empty,
+    )
+}

@@ -1,0 +1,130 @@
+//! Building and running the gateway from a configuration.
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::front::{OriginPolicy, http};
+use crate::gateway::{CallGate, Gateway, catalog::Namespaces};
+use crate::upstream::Upstream;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Connects every upstream (concurrently), reads their catalogs and starts the background
+/// tasks (notification relay, idle-session sweeper). Stops them on `shutdown`.
+pub async fn start_gateway(
+    config: &Config,
+    gate: Arc<dyn CallGate>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Arc<Gateway>> {
+    let starts = config
+        .upstreams
+        .iter()
+        .map(|u| Upstream::start(u, shutdown.child_token()));
+    let mut upstreams = Vec::new();
+    for (config, started) in config
+        .upstreams
+        .iter()
+        .zip(futures::future::join_all(starts).await)
+    {
+        let upstream = started.with_context(|| format!("upstream {}", config.name))?;
+        upstreams.push(Arc::new(upstream));
+    }
+    let namespaces = Namespaces {
+        prefixes: config
+            .upstreams
+            .iter()
+            .map(|u| u.prefix().to_owned())
+            .collect(),
+        separator: config.namespace_separator.clone(),
+    };
+    let gateway = Gateway::new(upstreams, namespaces, gate, config.server.page_size);
+    gateway.refresh_all().await;
+    gateway.spawn_event_relay();
+    spawn_session_sweeper(
+        &gateway,
+        Duration::from_secs(config.server.session_idle_secs),
+        shutdown,
+    );
+    Ok(gateway)
+}
+
+fn spawn_session_sweeper(gateway: &Arc<Gateway>, max_idle: Duration, shutdown: CancellationToken) {
+    let gateway = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(max_idle.min(Duration::from_secs(60)));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let Some(gateway) = gateway.upgrade() else {
+                break;
+            };
+            let gone = gateway.sessions.expire(max_idle);
+            if gone > 0 {
+                tracing::info!(sessions = gone, "idle sessions expired");
+            }
+        }
+    });
+}
+
+/// The HTTP gateway: a bound listener and the router behind it.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    gateway: Arc<Gateway>,
+}
+
+impl Application {
+    /// Starts the gateway and binds the listener (port 0 picks a free port).
+    pub async fn build(
+        config: &Config,
+        gate: Arc<dyn CallGate>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let gateway = start_gateway(config, gate, shutdown).await?;
+        let front = http::HttpFront {
+            gateway: gateway.clone(),
+            auth: Arc::new(Authenticator::new(
+                &config.agents,
+                config.server.allow_anonymous,
+            )),
+            origins: Arc::new(OriginPolicy {
+                allowed_origins: config.server.allowed_origins.clone(),
+                loopback_only: config.server.listen.ip().is_loopback(),
+            }),
+            max_body_bytes: config.server.max_body_bytes,
+        };
+        let _ = crate::telemetry::prometheus();
+        Ok(Application {
+            listener,
+            router: http::router(front),
+            gateway,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Serves until `shutdown`, then drains in-flight requests.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let listener = self.listener;
+        tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    }
+}

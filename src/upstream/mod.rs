@@ -1,0 +1,142 @@
+//! Connections to the MCP servers behind the gateway.
+//!
+//! An [`Upstream`] hides the transport (Streamable HTTP of either era, or a stdio child) and the
+//! era it speaks. The gateway hands it a request exactly as the client sent it; the upstream
+//! rewrites the JSON-RPC id and any `progressToken` into its own space (several clients share
+//! one upstream connection), and maps them back on everything that returns.
+//!
+//! Era bridging: a request is sent over a connection of the client's era when the upstream
+//! speaks it; otherwise the upstream adds the modern `_meta` a modern server requires (from
+//! [`ClientContext`]) or sends the request inside its own legacy session.
+
+mod http;
+mod inflight;
+mod stdio;
+
+pub use inflight::Exchange;
+
+use crate::config::UpstreamConfig;
+use crate::protocol::Era;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// What the upstream needs to know about the client a request comes from.
+#[derive(Debug, Clone)]
+pub struct ClientContext {
+    /// The era the client speaks.
+    pub era: Era,
+    /// The protocol version the client uses (negotiated in `initialize`, or from `_meta`).
+    pub protocol_version: String,
+    /// The client's capabilities (`initialize` params or `_meta`), sent on when bridging to a
+    /// modern upstream.
+    pub capabilities: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream} is unavailable: {reason}")]
+    Unavailable { upstream: String, reason: String },
+    #[error("upstream {upstream} did not answer within {secs} s")]
+    Timeout { upstream: String, secs: u64 },
+    #[error("upstream {upstream} answered with something that is not MCP: {reason}")]
+    Protocol { upstream: String, reason: String },
+}
+
+/// One MCP server behind the gateway.
+pub struct Upstream {
+    /// Configured name (unique), used in logs, metrics and routing.
+    pub name: String,
+    transport: Transport,
+}
+
+enum Transport {
+    Http(http::HttpTransport),
+    Stdio(stdio::StdioTransport),
+}
+
+impl Upstream {
+    /// Connects (HTTP: probes the era; stdio: spawns the child and handshakes). Returns an
+    /// error only for a configuration that can never work; an upstream that is down is
+    /// returned unhealthy and retried in the background until `shutdown`.
+    pub async fn start(
+        config: &UpstreamConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, UpstreamError> {
+        use crate::config::UpstreamTransport as T;
+        let transport = match config.transport() {
+            T::Http(http) => {
+                Transport::Http(http::HttpTransport::start(config, http, shutdown).await?)
+            }
+            T::Stdio(stdio) => {
+                Transport::Stdio(stdio::StdioTransport::start(config, stdio, shutdown).await?)
+            }
+        };
+        Ok(Upstream {
+            name: config.name.clone(),
+            transport,
+        })
+    }
+
+    /// Sends a request. The returned exchange yields the messages related to it (progress and
+    /// log notifications, server-to-client requests) and ends with its response, whose `id` is
+    /// the one in `request`. Dropping the exchange before the response cancels the request
+    /// upstream in the way the upstream's era expects.
+    pub async fn request(
+        &self,
+        request: Value,
+        client: &ClientContext,
+    ) -> Result<Exchange, UpstreamError> {
+        match &self.transport {
+            Transport::Http(t) => t.request(request, client).await,
+            Transport::Stdio(t) => t.request(request, client).await,
+        }
+    }
+
+    /// Sends a client notification (e.g. `notifications/roots/list_changed`).
+    pub async fn notify(
+        &self,
+        notification: Value,
+        client: &ClientContext,
+    ) -> Result<(), UpstreamError> {
+        match &self.transport {
+            Transport::Http(t) => t.notify(notification, client).await,
+            Transport::Stdio(t) => t.notify(notification, client).await,
+        }
+    }
+
+    /// Answers a server-to-client request (sampling, elicitation, roots); `response.id` is the
+    /// id the upstream used.
+    pub async fn respond(&self, response: Value) -> Result<(), UpstreamError> {
+        match &self.transport {
+            Transport::Http(t) => t.respond(response).await,
+            Transport::Stdio(t) => t.respond(response).await,
+        }
+    }
+
+    /// Messages the upstream sent outside any request: list-changed and resource-updated
+    /// notifications, log messages, server-to-client requests not tied to a request.
+    pub fn events(&self) -> broadcast::Receiver<Value> {
+        match &self.transport {
+            Transport::Http(t) => t.events(),
+            Transport::Stdio(t) => t.events(),
+        }
+    }
+
+    /// The server capabilities from `initialize` or `server/discover` (`{}` before the first
+    /// successful handshake).
+    pub fn capabilities(&self) -> Value {
+        match &self.transport {
+            Transport::Http(t) => t.capabilities(),
+            Transport::Stdio(t) => t.capabilities(),
+        }
+    }
+
+    /// Whether the last attempt to reach the upstream succeeded.
+    pub fn is_healthy(&self) -> bool {
+        match &self.transport {
+            Transport::Http(t) => t.is_healthy(),
+            Transport::Stdio(t) => t.is_healthy(),
+        }
+    }
+}
