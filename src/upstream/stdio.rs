@@ -414,3 +414,24 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, name: String) {
         tracing::info!(target: "countersign::upstream", upstream = %name, "{line}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gateway awaits these inside spawned tasks.
+    #[allow(dead_code)]
+    fn futures_are_send(t: &StdioTransport, c: &ClientContext) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(t.request(Value::Null, c));
+        is_send(t.notify(Value::Null, c));
+        is_send(t.respond(Value::Null));
+    }
+
+    #[test]
+    fn lines_end_with_one_newline_and_embed_none() {
+        let line = encode_line(&json!({"text": "a\nb"}));
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        assert_eq!(line.last(), Some(&b'\n'));
+    }
+}

@@ -1,0 +1,192 @@
+//! The MCP conformance suites (0.1.16 and 0.2.0-alpha.12 `--requirements 2026-07-28`) in server
+//! mode, run directly against the project fixture and through the gateway in front of it.
+//! Every scenario that passes directly must pass through the gateway.
+//!
+//! Counts are printed (run with `--nocapture`) and written to `target/conformance-summary.txt`;
+//! the suites' own results stay in `target/conformance/{direct,gateway}/`.
+
+use crate::support::{peers, root, spawn_gateway};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+const SUITES: [&str; 2] = ["0.1.16", "alpha"];
+
+/// The fixture upstream on its own port; killed by PID when dropped.
+struct Fixture {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.try_wait();
+    }
+}
+
+async fn start_fixture(log: &Path) -> Fixture {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(peers().join("venv/bin/python"))
+        .arg(root().join("tests/peers/conformance_fixture.py"))
+        .arg("http")
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("fixture log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the conformance fixture");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the conformance fixture exited before listening: {status} (log {})", log.display());
+        }
+        assert!(Instant::now() < deadline, "the conformance fixture did not listen within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Fixture { child, port }
+}
+
+/// Runs `tests/peers/conformance.sh URL OUT`; returns its summary lines.
+async fn run_suites(url: &str, out: &Path) -> String {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).unwrap();
+    let child = Command::new("bash")
+        .arg(root().join("tests/peers/conformance.sh"))
+        .arg(url)
+        .arg(out)
+        .env("PEERS_DIR", peers())
+        .env("CONF_SUITE_TIMEOUT", "600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run conformance.sh");
+    let output = tokio::time::timeout(Duration::from_secs(1300), child.wait_with_output())
+        .await
+        .expect("conformance.sh finished within 1300 s")
+        .expect("conformance.sh output");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "conformance.sh failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn scenarios(out: &Path, kind: &str, suite: &str) -> BTreeSet<String> {
+    let file = out.join(format!("{kind}-{suite}.txt"));
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The failed checks of a scenario from the suite's `checks.json`, one line each.
+fn failed_checks(out: &Path, suite: &str, scenario: &str) -> Vec<String> {
+    let dir = out.join(suite);
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return vec![format!("(no results directory {})", dir.display())];
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // <mode>-<scenario>-<timestamp>
+        let Some(rest) = name.strip_prefix("server-") else { continue };
+        if !rest.starts_with(scenario) || !rest[scenario.len()..].starts_with('-') {
+            continue;
+        }
+        let rest_after = &rest[scenario.len() + 1..];
+        if !rest_after.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+            continue; // a longer scenario name sharing the prefix
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path().join("checks.json")) else { continue };
+        let Ok(checks) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        for c in checks.as_array().into_iter().flatten() {
+            let status = c["status"].as_str().unwrap_or_default();
+            if status == "SUCCESS" || status == "INFO" {
+                continue;
+            }
+            let mut line = format!("{} [{}]", c["id"].as_str().unwrap_or("?"), status);
+            if let Some(m) = c["errorMessage"].as_str() {
+                let _ = write!(line, ": {}", m.chars().take(300).collect::<String>());
+            }
+            found.push(line);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_through_gateway_matches_direct() {
+    let base: PathBuf = root().join("target/conformance");
+    std::fs::create_dir_all(&base).unwrap();
+    let direct_out = base.join("direct");
+    let gateway_out = base.join("gateway");
+
+    // (a) directly against the fixture
+    let direct_fixture = start_fixture(&base.join("fixture-direct.log")).await;
+    let direct_url = format!("http://127.0.0.1:{}/mcp", direct_fixture.port);
+    let direct_summary = run_suites(&direct_url, &direct_out).await;
+    drop(direct_fixture);
+
+    // (b) through the gateway in front of a fresh fixture
+    let fixture = start_fixture(&base.join("fixture-gateway.log")).await;
+    let yaml = format!(
+        "server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n  - name: fixture\n    prefix: \"\"\n    http: {{url: \"http://127.0.0.1:{}/mcp\"}}\n",
+        fixture.port
+    );
+    let gw = tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml)).await.expect("gateway starts");
+    let gateway_summary = run_suites(&gw.url, &gateway_out).await;
+    drop(gw);
+    drop(fixture);
+
+    let mut report = String::new();
+    let _ = writeln!(report, "direct (fixture):\n{direct_summary}");
+    let _ = writeln!(report, "through the gateway:\n{gateway_summary}");
+    let mut missing_total = 0;
+    for suite in SUITES {
+        let direct = scenarios(&direct_out, "passed", suite);
+        let through = scenarios(&gateway_out, "passed", suite);
+        let direct_failed = scenarios(&direct_out, "failed", suite).len();
+        let through_failed = scenarios(&gateway_out, "failed", suite).len();
+        let lost: Vec<&String> = direct.difference(&through).collect();
+        let gained: Vec<&String> = through.difference(&direct).collect();
+        let _ = writeln!(
+            report,
+            "suite {suite}: direct {} passed / {} failed; through gateway {} passed / {} failed; {} lost, {} gained",
+            direct.len(),
+            direct_failed,
+            through.len(),
+            through_failed,
+            lost.len(),
+            gained.len()
+        );
+        for s in &lost {
+            let _ = writeln!(report, "  LOST {suite} {s}");
+            for check in failed_checks(&gateway_out, suite, s) {
+                let _ = writeln!(report, "      {check}");
+            }
+        }
+        for s in &gained {
+            let _ = writeln!(report, "  gained {suite} {s}");
+        }
+        missing_total += lost.len();
+    }
+    println!("{report}");
+    std::fs::write(root().join("target/conformance-summary.txt"), &report).unwrap();
+    assert!(
+        !SUITES.iter().all(|s| scenarios(&direct_out, "passed", s).is_empty()),
+        "nothing passed directly: the fixture or the suite is broken\n{report}"
+    );
+    assert_eq!(missing_total, 0, "scenarios that pass directly fail through the gateway:\n{report}");
+}

@@ -1,0 +1,7 @@
+//! Integration tests: one binary, one module per area.
+
+mod support;
+
+mod bad_input;
+mod conformance;
+mod peers;

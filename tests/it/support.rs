@@ -1,0 +1,127 @@
+//! The test harness: an in-process gateway on a free loopback port, and the peers installed by
+//! `tests/peers/setup.sh`.
+
+#![allow(dead_code)]
+
+use countersign::gateway::{CallGate, ForwardAll};
+use countersign::startup::Application;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// A running gateway; stopped when dropped.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts a gateway from YAML text. `listen` is forced to `127.0.0.1:0`.
+pub async fn spawn_gateway(yaml: &str) -> TestGateway {
+    spawn_gateway_with_gate(yaml, Arc::new(ForwardAll)).await
+}
+
+pub async fn spawn_gateway_with_gate(yaml: &str, gate: Arc<dyn CallGate>) -> TestGateway {
+    let mut config = countersign::config::parse(yaml, "test.yaml", &[]).unwrap_or_else(|e| panic!("test config: {e}"));
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    let shutdown = CancellationToken::new();
+    let app = Application::build(&config, gate, shutdown.clone()).await.expect("gateway starts");
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestGateway { addr, url: format!("http://{addr}/mcp"), shutdown }
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `.peers/`, installed by `tests/peers/setup.sh` (which `.ci/run` runs).
+pub fn peers() -> PathBuf {
+    let dir = root().join(".peers");
+    assert!(
+        dir.join("venv/bin/python").exists() && dir.join("node_modules").exists(),
+        "the test peers are missing: run `bash tests/peers/setup.sh` first"
+    );
+    dir
+}
+
+/// Path of the Python stdlib echo upstream used by the quick start.
+pub fn echo_upstream() -> PathBuf {
+    root().join("examples/upstreams/echo_server.py")
+}
+
+/// A raw HTTP exchange with the gateway.
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// The JSON-RPC messages of an SSE body, or the single JSON body.
+    pub fn messages(&self) -> Vec<Value> {
+        if !self.text.starts_with("event:") && !self.text.starts_with("data:") && !self.text.starts_with(':') {
+            return vec![self.json()];
+        }
+        self.text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| serde_json::from_str(d.trim()).expect("SSE data is JSON"))
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// POSTs `body` (raw text) with `headers` plus the usual MCP content negotiation.
+pub async fn post_raw(url: &str, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> RawResponse {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.body(body).send().await.expect("gateway reachable");
+    RawResponse {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        text: response.text().await.unwrap_or_default(),
+    }
+}
+
+pub async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> RawResponse {
+    post_raw(url, headers, body.to_string()).await
+}
+
+/// Opens a legacy session; returns its id.
+pub async fn initialize(url: &str, auth: &[(&str, &str)]) -> String {
+    let init = serde_json::json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"it","version":"0"}}});
+    let r = post(url, auth, &init).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.header("mcp-session-id").expect("session id").to_owned()
+}
+
+/// The `_meta` every 2026-07-28 request carries.
+pub fn modern_meta() -> Value {
+    serde_json::json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{},
+        "io.modelcontextprotocol/clientInfo":{"name":"it","version":"0"}})
+}
