@@ -19,6 +19,8 @@ pub async fn start_gateway(
     gate: Arc<dyn CallGate>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Arc<Gateway>> {
+    // Install the metrics recorder before anything records (upstream health is set at start).
+    let _ = crate::telemetry::prometheus();
     let starts = config
         .upstreams
         .iter()
@@ -101,7 +103,6 @@ impl Application {
             }),
             max_body_bytes: config.server.max_body_bytes,
         };
-        let _ = crate::telemetry::prometheus();
         Ok(Application {
             listener,
             router: http::router(front),

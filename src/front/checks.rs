@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 pub struct Rejection {
     pub status: StatusCode,
     pub body: Value,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<&'static str>,
 }
 
 impl Rejection {
@@ -23,6 +25,7 @@ impl Rejection {
         Rejection {
             status,
             body: jsonrpc::error(id, code, message),
+            challenge: None,
         }
     }
 }

@@ -186,7 +186,7 @@ fn authenticate(front: &HttpFront, headers: &HeaderMap) -> Result<Agent, Rejecti
             code::INVALID_REQUEST,
             e.to_string(),
         );
-        r.body["error"]["data"] = serde_json::json!({"authenticate": challenge(e)});
+        r.challenge = Some(challenge(e));
         r
     })
 }
@@ -421,16 +421,10 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 
 fn reject(rejection: Rejection) -> Response {
     let mut response = json_response(rejection.status, &rejection.body);
-    if rejection.status == StatusCode::UNAUTHORIZED
-        && let Some(challenge) = rejection
-            .body
-            .pointer("/error/data/authenticate")
-            .and_then(Value::as_str)
-        && let Ok(value) = HeaderValue::from_str(challenge)
-    {
+    if let Some(challenge) = rejection.challenge {
         response
             .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
     if rejection.status == StatusCode::METHOD_NOT_ALLOWED {
         response

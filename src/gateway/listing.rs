@@ -114,6 +114,9 @@ impl Gateway {
                     return None;
                 }
             };
+            if response.pointer("/error/code") == Some(&json!(jsonrpc::code::METHOD_NOT_FOUND)) {
+                return Some(Vec::new());
+            }
             let result = response.get("result");
             let Some(page) = result
                 .and_then(|r| r.get(listing.key()))

@@ -86,7 +86,10 @@ impl HttpTransport {
         http: &HttpUpstreamConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, UpstreamError> {
-        let unusable = |reason: String| UpstreamError::Unavailable { upstream: config.name.clone(), reason };
+        let unusable = |reason: String| UpstreamError::Unavailable {
+            upstream: config.name.clone(),
+            reason,
+        };
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -112,10 +115,17 @@ impl HttpTransport {
             tracing::warn!(target: "countersign::upstream", upstream = %shared.name, error = %e, "upstream not reachable; retrying in the background");
             tokio::spawn(shared.clone().probe_until_up());
         }
-        Ok(HttpTransport { shared, _stop: stop.drop_guard() })
+        Ok(HttpTransport {
+            shared,
+            _stop: stop.drop_guard(),
+        })
     }
 
-    pub async fn request(&self, mut request: Value, client: &ClientContext) -> Result<Exchange, UpstreamError> {
+    pub async fn request(
+        &self,
+        mut request: Value,
+        client: &ClientContext,
+    ) -> Result<Exchange, UpstreamError> {
         let s = &self.shared;
         let route = s.route().await?;
         if matches!(route, Route::Modern) {
@@ -129,17 +139,24 @@ impl HttpTransport {
                 Ok(Exchange::ready(msg, &s.name))
             }
             Body::Stream(response) => Ok(self.stream_exchange(response, rewrite, &route)),
-            Body::Json(_) | Body::Accepted => Err(s.protocol_error("a request was not answered with a response")),
+            Body::Json(_) | Body::Accepted => {
+                Err(s.protocol_error("a request was not answered with a response"))
+            }
         }
     }
 
     /// Sends a client notification; those the gateway owns, or the modern era removed, are
     /// dropped.
-    pub async fn notify(&self, notification: Value, _client: &ClientContext) -> Result<(), UpstreamError> {
+    pub async fn notify(
+        &self,
+        notification: Value,
+        _client: &ClientContext,
+    ) -> Result<(), UpstreamError> {
         let s = &self.shared;
         let method = jsonrpc::method(&notification).unwrap_or_default();
         let route = s.route().await?;
-        let removed = matches!(route, Route::Modern) && protocol::REMOVED_IN_MODERN.contains(&method);
+        let removed =
+            matches!(route, Route::Modern) && protocol::REMOVED_IN_MODERN.contains(&method);
         if removed || inflight::is_gateway_owned(method) {
             tracing::debug!(upstream = %s.name, method, "notification not forwarded");
             return Ok(());
@@ -147,11 +164,12 @@ impl HttpTransport {
         s.post_accepted(&notification, route).await
     }
 
-    /// Answers a server-to-client request inside the legacy session.
+    /// Answers a server-to-client request inside the legacy session (not retried in a new
+    /// session: the request that asked died with the old one).
     pub async fn respond(&self, response: Value) -> Result<(), UpstreamError> {
         let s = &self.shared;
         match s.route().await? {
-            route @ Route::Legacy(_) => s.post_accepted(&response, route).await,
+            route @ Route::Legacy(_) => s.expect_accepted(s.post(&response, &route).await?).await,
             _ => Err(s.protocol_error("a modern upstream sends no server-to-client requests")),
         }
     }
@@ -170,7 +188,12 @@ impl HttpTransport {
 
     /// Feeds an SSE response into a new exchange. Dropping the exchange closes the stream
     /// (modern cancellation) and, in a legacy session, also sends `notifications/cancelled`.
-    fn stream_exchange(&self, response: reqwest::Response, rewrite: Rewrite, route: &Route) -> Exchange {
+    fn stream_exchange(
+        &self,
+        response: reqwest::Response,
+        rewrite: Rewrite,
+        route: &Route,
+    ) -> Exchange {
         let s = &self.shared;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(pump(response, tx, rewrite.clone(), s.clone()));
@@ -189,10 +212,14 @@ impl HttpTransport {
 /// `Accept`, `Content-Type` and the configured headers.
 fn base_headers(http: &HttpUpstreamConfig) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (name, value) in &http.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header name {name:?}: {e}"))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("header name {name:?}: {e}"))?;
         let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
         headers.insert(name, value);
     }
@@ -201,7 +228,8 @@ fn base_headers(http: &HttpUpstreamConfig) -> Result<HeaderMap, String> {
 
 /// A header value from text that [`protocol::encode_header_value`] made header-safe.
 fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(&protocol::encode_header_value(text)).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&protocol::encode_header_value(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Adds `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` as the modern era requires.
@@ -213,7 +241,9 @@ fn add_modern_headers(headers: &mut HeaderMap, msg: &Value) {
     headers.insert(protocol::HEADER_PROTOCOL_VERSION, header_value(version));
     if let Some(method) = jsonrpc::method(msg) {
         headers.insert(protocol::HEADER_METHOD, header_value(method));
-        if let Some(name) = protocol::name_param(method).and_then(|key| jsonrpc::param_str(msg, key)) {
+        if let Some(name) =
+            protocol::name_param(method).and_then(|key| jsonrpc::param_str(msg, key))
+        {
             headers.insert(protocol::HEADER_NAME, header_value(name));
         }
     }
@@ -223,7 +253,10 @@ fn add_session_headers(headers: &mut HeaderMap, session: &Session) {
     if let Some(id) = &session.id {
         headers.insert(protocol::HEADER_SESSION_ID, header_value(id));
     }
-    headers.insert(protocol::HEADER_PROTOCOL_VERSION, header_value(&session.version));
+    headers.insert(
+        protocol::HEADER_PROTOCOL_VERSION,
+        header_value(&session.version),
+    );
 }
 
 impl Shared {
@@ -240,15 +273,24 @@ impl Shared {
     }
 
     fn current_session(&self) -> Option<Arc<Session>> {
-        self.session.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn unavailable(&self, reason: impl Into<String>) -> UpstreamError {
-        UpstreamError::Unavailable { upstream: self.name.clone(), reason: reason.into() }
+        UpstreamError::Unavailable {
+            upstream: self.name.clone(),
+            reason: reason.into(),
+        }
     }
 
     fn protocol_error(&self, reason: impl Into<String>) -> UpstreamError {
-        UpstreamError::Protocol { upstream: self.name.clone(), reason: reason.into() }
+        UpstreamError::Protocol {
+            upstream: self.name.clone(),
+            reason: reason.into(),
+        }
     }
 
     /// How the next message goes: the era found at start, in the session if legacy.
@@ -266,15 +308,20 @@ impl Shared {
     /// Finds the era (as configured, or `server/discover` then `initialize`).
     async fn probe(self: &Arc<Self>) -> Result<(), UpstreamError> {
         if self.era_preference != EraPreference::Legacy {
-            match self.discover().await {
-                Ok(capabilities) => {
+            match self.discover().await? {
+                Some(capabilities) => {
                     self.set_server(Era::Modern, capabilities);
                     self.health.set(true);
                     return Ok(());
                 }
-                Err(e @ (UpstreamError::Unavailable { .. } | UpstreamError::Timeout { .. })) => return Err(e),
-                Err(e) if self.era_preference == EraPreference::Modern => return Err(e),
-                Err(e) => tracing::debug!(upstream = %self.name, error = %e, "not a modern server; trying initialize"),
+                None if self.era_preference == EraPreference::Modern => {
+                    return Err(
+                        self.protocol_error("server/discover was not answered with a result")
+                    );
+                }
+                None => {
+                    tracing::debug!(upstream = %self.name, "not a modern server; trying initialize")
+                }
             }
         }
         self.initialize().await?;
@@ -292,22 +339,27 @@ impl Shared {
             }
             match self.probe().await {
                 Ok(()) => return,
-                Err(e) => tracing::debug!(upstream = %self.name, error = %e, "upstream still not reachable"),
+                Err(e) => {
+                    tracing::debug!(upstream = %self.name, error = %e, "upstream still not reachable")
+                }
             }
         }
     }
 
-    /// A modern `server/discover`; its result's capabilities, or why it failed.
-    async fn discover(&self) -> Result<Value, UpstreamError> {
+    /// A modern `server/discover`: the result's capabilities, `None` for any other answer (the
+    /// server is not modern), an error when the upstream could not be reached.
+    async fn discover(&self) -> Result<Option<Value>, UpstreamError> {
         let mut request = inflight::discover_request();
         let id = self.mint();
         jsonrpc::set_id(&mut request, id.into());
         let response = self.post(&request, &Route::Modern).await?;
-        let answer = self.single_response(response, id).await?;
-        match answer.get("result") {
-            Some(result) => Ok(result.get("capabilities").cloned().unwrap_or_else(|| Value::Object(Default::default()))),
-            None => Err(self.protocol_error(format!("server/discover answered {answer}"))),
-        }
+        let answer = self.single_response(response, id).await;
+        let result = answer.as_ref().ok().and_then(|a| a.get("result"));
+        Ok(result.map(|r| {
+            r.get("capabilities")
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Default::default()))
+        }))
     }
 
     // === legacy session ===
@@ -325,7 +377,10 @@ impl Shared {
     }
 
     /// Replaces a session the server no longer knows (404), unless another request already did.
-    async fn renew_session(self: &Arc<Self>, stale: &Arc<Session>) -> Result<Arc<Session>, UpstreamError> {
+    async fn renew_session(
+        self: &Arc<Self>,
+        stale: &Arc<Session>,
+    ) -> Result<Arc<Session>, UpstreamError> {
         let _init = self.session_init.lock().await;
         match self.current_session() {
             Some(current) if !Arc::ptr_eq(&current, stale) => Ok(current),
@@ -361,13 +416,24 @@ impl Shared {
             .get("protocolVersion")
             .and_then(Value::as_str)
             .unwrap_or(protocol::LATEST_LEGACY_VERSION);
-        let session = Arc::new(Session { id: session_id, version: version.to_owned() });
-        let capabilities = result.get("capabilities").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+        let session = Arc::new(Session {
+            id: session_id,
+            version: version.to_owned(),
+        });
+        let capabilities = result
+            .get("capabilities")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Default::default()));
         self.set_server(Era::Legacy, capabilities);
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
 
-        let initialized = jsonrpc::notification("notifications/initialized", Value::Object(Default::default()));
-        let response = self.post(&initialized, &Route::Legacy(session.clone())).await?;
+        let initialized = jsonrpc::notification(
+            "notifications/initialized",
+            Value::Object(Default::default()),
+        );
+        let response = self
+            .post(&initialized, &Route::Legacy(session.clone()))
+            .await?;
         self.expect_accepted(response).await?;
         self.health.set(true);
         Ok(session)
@@ -376,13 +442,17 @@ impl Shared {
     /// Cancels a legacy request with `notifications/cancelled` (in the background: this runs
     /// when an exchange is dropped).
     fn cancel_legacy(self: &Arc<Self>, upstream_id: i64, reason: &str) {
-        let (Ok(runtime), Some(session)) = (tokio::runtime::Handle::try_current(), self.current_session()) else {
+        let (Ok(runtime), Some(session)) = (
+            tokio::runtime::Handle::try_current(),
+            self.current_session(),
+        ) else {
             return;
         };
         let shared = self.clone();
         let notification = inflight::cancelled_notification(upstream_id, reason);
         runtime.spawn(async move {
-            if let Err(e) = shared.post_accepted(&notification, Route::Legacy(session)).await {
+            let sent = shared.post(&notification, &Route::Legacy(session)).await;
+            if let Err(e) = async { shared.expect_accepted(sent?).await }.await {
                 tracing::debug!(upstream = %shared.name, error = %e, "could not cancel a request");
             }
         });
@@ -391,7 +461,7 @@ impl Shared {
     // === the standalone GET stream (legacy) ===
 
     /// Keeps the session's GET stream open, feeding it to `events`, until the server says it
-    /// has none (405) or the transport stops; then ends the session.
+    /// has none (405) or the transport stops; at shutdown, ends the session.
     async fn listen(self: Arc<Self>) {
         let mut backoff = Backoff::new();
         loop {
@@ -407,14 +477,15 @@ impl Shared {
                 _ = self.stop.cancelled() => break,
             }
         }
-        if self.stop.is_cancelled() {
-            self.end_session().await;
-        }
+        self.stop.cancelled().await;
+        self.end_session().await;
     }
 
     /// Opens the GET stream once and reads it to its end; false when the server has none.
     async fn listen_once(self: &Arc<Self>, backoff: &mut Backoff) -> bool {
-        let Ok(session) = self.session().await else { return true };
+        let Ok(session) = self.session().await else {
+            return true;
+        };
         let mut headers = self.base_headers.clone();
         add_session_headers(&mut headers, &session);
         let response = match self.client.get(&self.url).headers(headers).send().await {
@@ -444,8 +515,10 @@ impl Shared {
 
     /// `DELETE` the session at shutdown (best effort).
     async fn end_session(&self) {
-        let Some(session) = self.current_session() else { return };
-        let mut headers = HeaderMap::new();
+        let Some(session) = self.current_session() else {
+            return;
+        };
+        let mut headers = self.base_headers.clone();
         add_session_headers(&mut headers, &session);
         let delete = self.client.delete(&self.url).headers(headers).send();
         let _ = tokio::time::timeout(Duration::from_secs(1), delete).await;
@@ -462,9 +535,17 @@ impl Shared {
             Route::Handshake => {}
         }
         let body = serde_json::to_vec(msg).expect("a JSON value always serialises");
-        let send = self.client.post(&self.url).headers(headers).body(body).send();
+        let send = self
+            .client
+            .post(&self.url)
+            .headers(headers)
+            .body(body)
+            .send();
         match tokio::time::timeout(self.timeout, send).await {
-            Err(_) => Err(UpstreamError::Timeout { upstream: self.name.clone(), secs: self.timeout.as_secs() }),
+            Err(_) => Err(UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                secs: self.timeout.as_secs(),
+            }),
             Ok(Err(e)) => {
                 self.health.set(false);
                 Err(self.unavailable(e.to_string()))
@@ -493,7 +574,11 @@ impl Shared {
     }
 
     /// POSTs a notification or response, which the server accepts with 202.
-    async fn post_accepted(self: &Arc<Self>, msg: &Value, route: Route) -> Result<(), UpstreamError> {
+    async fn post_accepted(
+        self: &Arc<Self>,
+        msg: &Value,
+        route: Route,
+    ) -> Result<(), UpstreamError> {
         let (response, _) = self.post_with_renewal(msg, route).await?;
         self.expect_accepted(response).await
     }
@@ -501,8 +586,12 @@ impl Shared {
     async fn expect_accepted(&self, response: reqwest::Response) -> Result<(), UpstreamError> {
         match self.body(response).await? {
             Body::Accepted => Ok(()),
-            Body::Json(answer) => Err(self.protocol_error(format!("expected 202 Accepted, got {answer}"))),
-            Body::Stream(_) => Err(self.protocol_error("expected 202 Accepted, got an event stream")),
+            Body::Json(answer) => {
+                Err(self.protocol_error(format!("expected 202 Accepted, got {answer}")))
+            }
+            Body::Stream(_) => {
+                Err(self.protocol_error("expected 202 Accepted, got an event stream"))
+            }
         }
     }
 
@@ -521,21 +610,34 @@ impl Shared {
             return Ok(Body::Stream(response));
         }
         let bytes = match tokio::time::timeout(self.timeout, response.bytes()).await {
-            Err(_) => return Err(UpstreamError::Timeout { upstream: self.name.clone(), secs: self.timeout.as_secs() }),
+            Err(_) => {
+                return Err(UpstreamError::Timeout {
+                    upstream: self.name.clone(),
+                    secs: self.timeout.as_secs(),
+                });
+            }
             Ok(Err(e)) => return Err(self.unavailable(e.to_string())),
             Ok(Ok(bytes)) => bytes,
         };
         match serde_json::from_slice::<Value>(&bytes) {
-            Ok(msg) if jsonrpc::classify(&msg).is_ok() => Ok(Body::Json(msg)),
+            Ok(msg) if jsonrpc::classify(&msg).is_ok() || is_error_without_id(&msg) => {
+                Ok(Body::Json(msg))
+            }
             _ if status.is_server_error() => Err(self.unavailable(format!("HTTP {status}"))),
-            _ if status.is_success() => Err(self.protocol_error("the body is not a JSON-RPC message")),
+            _ if status.is_success() => {
+                Err(self.protocol_error("the body is not a JSON-RPC message"))
+            }
             _ => Err(self.protocol_error(format!("HTTP {status}"))),
         }
     }
 
-    /// The response with `id` from a JSON or SSE answer (other messages on the stream are
-    /// dropped, except session events).
-    async fn single_response(&self, response: reqwest::Response, id: i64) -> Result<Value, UpstreamError> {
+    /// The response with `id` from a JSON or SSE answer; other messages on the stream are
+    /// dropped (only handshakes use this).
+    async fn single_response(
+        &self,
+        response: reqwest::Response,
+        id: i64,
+    ) -> Result<Value, UpstreamError> {
         let stream = match self.body(response).await? {
             Body::Json(msg) => return Ok(msg),
             Body::Accepted => return Err(self.protocol_error("a request was answered with 202")),
@@ -552,31 +654,52 @@ impl Shared {
         };
         match tokio::time::timeout(self.timeout, find).await {
             Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout { upstream: self.name.clone(), secs: self.timeout.as_secs() }),
+            Err(_) => Err(UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                secs: self.timeout.as_secs(),
+            }),
         }
     }
 }
 
+/// An error answer whose id is `null` (the request could not be read), as some servers send
+/// with HTTP 400.
+fn is_error_without_id(msg: &Value) -> bool {
+    msg.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+        && msg.get("error").is_some_and(Value::is_object)
+        && msg.get("id").is_none_or(Value::is_null)
+}
+
 /// The JSON-RPC messages in an SSE response; priming events (no data) and comments are skipped.
 fn sse_messages(response: reqwest::Response, upstream: String) -> impl Stream<Item = Value> {
-    response.bytes_stream().eventsource().filter_map(move |event| {
-        let msg = match event {
-            Ok(event) if event.data.trim().is_empty() => None,
-            Ok(event) => serde_json::from_str::<Value>(&event.data)
-                .inspect_err(|e| tracing::warn!(%upstream, error = %e, "SSE event that is not JSON"))
-                .ok(),
-            Err(e) => {
-                tracing::debug!(%upstream, error = %e, "SSE stream broke");
-                None
-            }
-        };
-        std::future::ready(msg)
-    })
+    response
+        .bytes_stream()
+        .eventsource()
+        .filter_map(move |event| {
+            let msg = match event {
+                Ok(event) if event.data.trim().is_empty() => None,
+                Ok(event) => serde_json::from_str::<Value>(&event.data)
+                    .inspect_err(
+                        |e| tracing::warn!(%upstream, error = %e, "SSE event that is not JSON"),
+                    )
+                    .ok(),
+                Err(e) => {
+                    tracing::debug!(%upstream, error = %e, "SSE stream broke");
+                    None
+                }
+            };
+            std::future::ready(msg)
+        })
 }
 
 /// Feeds one request's SSE stream into its exchange until the response (or until the exchange
 /// is dropped, which closes the stream).
-async fn pump(response: reqwest::Response, tx: mpsc::UnboundedSender<Value>, rewrite: Rewrite, shared: Arc<Shared>) {
+async fn pump(
+    response: reqwest::Response,
+    tx: mpsc::UnboundedSender<Value>,
+    rewrite: Rewrite,
+    shared: Arc<Shared>,
+) {
     let mut messages = std::pin::pin!(sse_messages(response, shared.name.clone()));
     loop {
         let msg = tokio::select! {
@@ -623,7 +746,10 @@ mod tests {
         assert_eq!(headers[protocol::HEADER_PROTOCOL_VERSION], "2026-07-28");
         assert_eq!(headers[protocol::HEADER_METHOD], "tools/call");
         let name = headers[protocol::HEADER_NAME].to_str().unwrap();
-        assert_eq!(protocol::decode_header_value(name).as_deref(), Some("naïve"));
+        assert_eq!(
+            protocol::decode_header_value(name).as_deref(),
+            Some("naïve")
+        );
 
         let list = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
         let mut headers = HeaderMap::new();

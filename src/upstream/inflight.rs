@@ -619,10 +619,24 @@ mod tests {
         let cancelled = std::sync::Arc::new(AtomicBool::new(false));
         let flag = cancelled.clone();
         let on_cancel: CancelFn = Box::new(move |_| flag.store(true, Ordering::SeqCst));
-        let mut ex = Exchange::new(rx, "c".into(), "u", Duration::from_millis(50), Some(on_cancel));
-        let err = tokio::time::timeout(Duration::from_secs(5), ex.next()).await.unwrap().unwrap();
+        let mut ex = Exchange::new(
+            rx,
+            "c".into(),
+            "u",
+            Duration::from_millis(50),
+            Some(on_cancel),
+        );
+        let err = tokio::time::timeout(Duration::from_secs(5), ex.next())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(err["id"], "c");
-        assert!(err["error"]["message"].as_str().unwrap().contains("did not answer"));
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not answer")
+        );
         assert!(cancelled.load(Ordering::SeqCst));
         assert!(ex.next().await.is_none());
     }
