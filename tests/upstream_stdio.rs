@@ -106,6 +106,7 @@ fn legacy_client() -> ClientContext {
         era: Era::Legacy,
         protocol_version: "2025-11-25".into(),
         capabilities: json!({"sampling": {}}),
+        mirrored_headers: Vec::new(),
     }
 }
 

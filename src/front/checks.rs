@@ -111,15 +111,6 @@ pub fn modern_request(headers: &HeaderMap, message: &Value) -> Result<(), Reject
             ),
         ));
     };
-    if !protocol::MODERN_VERSIONS.contains(&version) {
-        let mut r = bad(
-            code::UNSUPPORTED_PROTOCOL_VERSION,
-            format!("protocol version {version} is not supported"),
-        );
-        r.body["error"]["data"] =
-            json!({"supported": protocol::MODERN_VERSIONS, "requested": version});
-        return Err(r);
-    }
     match header_str(headers, HEADER_PROTOCOL_VERSION) {
         Some(h) if h == version => {}
         Some(h) => {
@@ -134,6 +125,15 @@ pub fn modern_request(headers: &HeaderMap, message: &Value) -> Result<(), Reject
                 "the MCP-Protocol-Version header is required".into(),
             ));
         }
+    }
+    if !protocol::MODERN_VERSIONS.contains(&version) {
+        let mut r = bad(
+            code::UNSUPPORTED_PROTOCOL_VERSION,
+            format!("protocol version {version} is not supported"),
+        );
+        r.body["error"]["data"] =
+            json!({"supported": protocol::MODERN_VERSIONS, "requested": version});
+        return Err(r);
     }
     let method = jsonrpc::method(message).unwrap_or_default();
     match header_str(headers, HEADER_METHOD) {
@@ -192,6 +192,31 @@ pub fn modern_request(headers: &HeaderMap, message: &Value) -> Result<(), Reject
         ));
     }
     Ok(())
+}
+
+/// The request's `Mcp-Param-*` headers: lowercased name after the prefix, decoded value. A
+/// value that is not valid text or valid base64 is refused (400, `-32020`).
+pub fn param_headers(
+    headers: &HeaderMap,
+    message: &Value,
+) -> Result<Vec<(String, String)>, Rejection> {
+    let mut params = Vec::new();
+    for (name, value) in headers {
+        let Some(param) = name.as_str().strip_prefix("mcp-param-") else {
+            continue;
+        };
+        let decoded = value.to_str().ok().and_then(protocol::decode_header_value);
+        let Some(decoded) = decoded else {
+            return Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                message.get("id").cloned(),
+                code::HEADER_MISMATCH,
+                format!("Mcp-Param-{param} is not valid text or base64"),
+            ));
+        };
+        params.push((param.to_owned(), decoded));
+    }
+    Ok(params)
 }
 
 #[cfg(test)]

@@ -66,7 +66,10 @@ async fn handle_post(
         ));
     }
     let sse = accepts_sse(headers);
-    if jsonrpc::method(&message) == Some("initialize") && !headers.contains_key(HEADER_SESSION_ID) {
+    if jsonrpc::method(&message) == Some("initialize")
+        && !headers.contains_key(HEADER_SESSION_ID)
+        && !is_modern(headers, &message)
+    {
         return Ok(initialize(front, agent, message).await);
     }
     if let Some(session) = session_from(front, headers, &agent)? {
@@ -76,6 +79,7 @@ async fn handle_post(
             agent,
             client: session.client(),
             session: Some(session),
+            param_headers: None,
         };
         return Ok(respond(
             front.gateway.handle(&caller, message).await,
@@ -90,6 +94,7 @@ async fn handle_post(
             agent,
             client: gateway::modern_client(&message),
             session: None,
+            param_headers: Some(checks::param_headers(headers, &message)?),
         };
         return Ok(respond(
             front.gateway.handle(&caller, message).await,
@@ -120,6 +125,7 @@ async fn initialize(front: &HttpFront, agent: Agent, message: Value) -> Response
         agent,
         client,
         session: Some(session.clone()),
+        param_headers: None,
     };
     let reply = front.gateway.handle(&caller, message).await;
     let mut response = respond(reply, false, Era::Legacy).await;
@@ -259,19 +265,33 @@ fn accepts_sse(headers: &HeaderMap) -> bool {
 async fn respond(reply: Reply, sse: bool, era: Era) -> Response {
     match reply {
         Reply::Accepted => StatusCode::ACCEPTED.into_response(),
-        Reply::Response(message) => json_response(StatusCode::OK, &message),
+        Reply::Response(message) => json_response(status_of(&message, era), &message),
         Reply::Stream(mut stream) => {
             let Some(first) = stream.next().await else {
                 return StatusCode::ACCEPTED.into_response();
             };
             if stream.is_done() {
-                return json_response(StatusCode::OK, &first);
+                return json_response(status_of(&first, era), &first);
             }
             if !sse {
-                return json_response(StatusCode::OK, &last_message(first, stream).await);
+                let last = last_message(first, *stream).await;
+                return json_response(status_of(&last, era), &last);
             }
-            sse_response(first, stream, era)
+            sse_response(first, *stream, era)
         }
+    }
+}
+
+/// The HTTP status of a single JSON answer. 2026-07-28 gives some errors their own status,
+/// whoever produced them (the gateway or an upstream); legacy answers are always 200.
+fn status_of(response: &Value, era: Era) -> StatusCode {
+    let code = response.pointer("/error/code").and_then(Value::as_i64);
+    match (era, code) {
+        (Era::Modern, Some(code::METHOD_NOT_FOUND)) => StatusCode::NOT_FOUND,
+        (Era::Modern, Some(code::UNSUPPORTED_PROTOCOL_VERSION..=code::HEADER_MISMATCH)) => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::OK,
     }
 }
 
@@ -422,9 +442,10 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 fn reject(rejection: Rejection) -> Response {
     let mut response = json_response(rejection.status, &rejection.body);
     if let Some(challenge) = rejection.challenge {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
     }
     if rejection.status == StatusCode::METHOD_NOT_ALLOWED {
         response

@@ -80,6 +80,7 @@ fn dispatch(
         agent: session.agent.clone(),
         client,
         session: Some(session.clone()),
+        param_headers: None,
     };
     let gateway = gateway.clone();
     tokio::spawn(async move {

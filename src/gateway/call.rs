@@ -28,6 +28,14 @@ impl Gateway {
         telemetry::continue_trace(&span, jsonrpc::meta(&message));
         let record = CallRecord::start(span.clone(), &upstream_name, &route.name);
 
+        if let Err(why) = check_mirrored(caller, &route, &arguments) {
+            record.finish("header_mismatch");
+            return Reply::Response(jsonrpc::error(
+                Some(id),
+                jsonrpc::code::HEADER_MISMATCH,
+                why,
+            ));
+        }
         if let Err(why) = check_arguments(&route, &arguments) {
             record.finish("invalid_arguments");
             let text = format!("Invalid arguments for tool {exposed}: {why}");
@@ -52,7 +60,9 @@ impl Gateway {
         if let Some(meta) = jsonrpc::meta_mut(&mut message) {
             telemetry::inject_trace(&span, meta);
         }
-        self.forward(caller, route.upstream, message, Some(record))
+        let mut caller = caller.clone();
+        caller.client.mirrored_headers = mirror(&route, &call.arguments);
+        self.forward(&caller, route.upstream, message, Some(record))
             .instrument(span)
             .await
     }
@@ -67,6 +77,60 @@ impl Gateway {
             .await;
         self.snapshot().tool(exposed).cloned()
     }
+}
+
+/// The header form of an argument: strings as they are, other values as JSON text.
+fn header_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A modern HTTP client must mirror `x-mcp-header` arguments in `Mcp-Param-*` headers whose
+/// values match the body (the body is what the gateway decides on).
+fn check_mirrored(caller: &Caller, route: &ToolRoute, arguments: &Value) -> Result<(), String> {
+    let Some(headers) = &caller.param_headers else {
+        return Ok(());
+    };
+    for (header, arg) in route.mirrored.iter() {
+        let Some(expected) = arguments.get(arg).and_then(header_text) else {
+            continue;
+        };
+        let sent = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(header));
+        match sent {
+            Some((_, value)) if value.trim() == expected.trim() => {}
+            Some(_) => {
+                return Err(format!(
+                    "Mcp-Param-{header} does not match the argument {arg}"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "Mcp-Param-{header} is missing but the argument {arg} is present"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `Mcp-Param-*` headers the upstream expects for these arguments.
+fn mirror(route: &ToolRoute, arguments: &Value) -> Vec<(String, String)> {
+    route
+        .mirrored
+        .iter()
+        .filter_map(|(header, arg)| {
+            let text = arguments.get(arg).and_then(header_text)?;
+            Some((
+                format!("Mcp-Param-{header}"),
+                crate::protocol::encode_header_value(&text),
+            ))
+        })
+        .collect()
 }
 
 /// Checks arguments against the tool's compiled `inputSchema`; the error names each failing

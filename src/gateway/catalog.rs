@@ -89,6 +89,8 @@ pub struct ToolRoute {
     pub tool: Arc<Value>,
     /// The compiled `inputSchema`, or why it could not be compiled.
     pub validator: Arc<Result<jsonschema::Validator, String>>,
+    /// Arguments mirrored in `Mcp-Param-{header}` (2026-07-28 `x-mcp-header`): (header, argument).
+    pub mirrored: Arc<[(String, String)]>,
 }
 
 /// Namespacing rules shared by every listing.
@@ -149,7 +151,8 @@ impl Snapshot {
             }
             snap.lists.insert(listing, merged);
         }
-        snap.templates.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        snap.templates
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         snap
     }
 
@@ -219,6 +222,7 @@ impl Snapshot {
             name: name.to_owned(),
             tool: Arc::new(item.clone()),
             validator: Arc::new(compile_schema(item.get("inputSchema"))),
+            mirrored: mirrored_params(item.get("inputSchema")).into(),
         });
         self.tools.insert(exposed.to_owned(), route);
         true
@@ -285,6 +289,20 @@ fn decode_cursor(listing: Listing, cursor: &str) -> Result<usize, CursorError> {
     } else {
         Err(CursorError)
     }
+}
+
+/// The `(header, argument)` pairs of an `inputSchema`'s `x-mcp-header` properties.
+fn mirrored_params(schema: Option<&Value>) -> Vec<(String, String)> {
+    let properties = schema
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object);
+    properties
+        .into_iter()
+        .flatten()
+        .filter_map(|(arg, prop)| {
+            Some((prop.get("x-mcp-header")?.as_str()?.to_owned(), arg.clone()))
+        })
+        .collect()
 }
 
 /// Compiles a tool's `inputSchema`. Remote `$ref`s are never fetched: such a schema fails to

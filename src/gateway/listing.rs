@@ -145,5 +145,6 @@ fn gateway_client() -> ClientContext {
         era: Era::Modern,
         protocol_version: crate::protocol::MODERN_VERSION.into(),
         capabilities: json!({}),
+        mirrored_headers: Vec::new(),
     }
 }

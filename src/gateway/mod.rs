@@ -31,6 +31,9 @@ pub struct Caller {
     pub client: ClientContext,
     /// The legacy session (HTTP) or the stdio client; `None` for modern stateless HTTP.
     pub session: Option<Arc<Session>>,
+    /// The request's `Mcp-Param-*` headers (lowercased name after the prefix, decoded value),
+    /// checked against the arguments; `None` where the transport has no headers (stdio).
+    pub param_headers: Option<Vec<(String, String)>>,
 }
 
 /// The gateway's shared core. Cheap to share behind an `Arc`.
@@ -90,6 +93,24 @@ impl Gateway {
     }
 
     async fn request(&self, caller: &Caller, message: Value) -> Reply {
+        let method = jsonrpc::method(&message).unwrap_or_default().to_owned();
+        let reply = self.answer(caller, message).await;
+        if caller.client.era != Era::Modern {
+            return reply;
+        }
+        match reply {
+            Reply::Response(mut response) => {
+                complete_modern_result(&method, &mut response);
+                Reply::Response(response)
+            }
+            Reply::Stream(stream) => {
+                Reply::Stream(Box::new(stream.completing_modern_results(method)))
+            }
+            Reply::Accepted => Reply::Accepted,
+        }
+    }
+
+    async fn answer(&self, caller: &Caller, message: Value) -> Reply {
         let id = message["id"].clone();
         let method = jsonrpc::method(&message).unwrap_or_default();
         match method {
@@ -234,6 +255,34 @@ impl Gateway {
     }
 }
 
+/// Results that 2026-07-28 makes cacheable: they must carry `ttlMs` and `cacheScope`.
+const CACHEABLE: &[&str] = &[
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+/// Adds what 2026-07-28 requires of a result when whoever produced it left it out (a legacy
+/// upstream answering a modern client, or the gateway's own tool errors): `resultType`, and
+/// cache hints on cacheable results (`private`: results may differ per agent).
+pub fn complete_modern_result(method: &str, response: &mut Value) {
+    let Some(result) = response.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    result
+        .entry("resultType")
+        .or_insert_with(|| json!("complete"));
+    if CACHEABLE.contains(&method) {
+        result.entry("ttlMs").or_insert_with(|| json!(0));
+        result
+            .entry("cacheScope")
+            .or_insert_with(|| json!("private"));
+    }
+}
+
 fn server_info() -> Value {
     json!({"name": "countersign", "version": env!("CARGO_PKG_VERSION")})
 }
@@ -252,6 +301,7 @@ pub fn modern_client(message: &Value) -> ClientContext {
             .and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES))
             .cloned()
             .unwrap_or_else(|| json!({})),
+        mirrored_headers: Vec::new(),
     }
 }
 
@@ -272,5 +322,6 @@ pub fn legacy_client(initialize: &Value) -> ClientContext {
             .and_then(|p| p.get("capabilities"))
             .cloned()
             .unwrap_or_else(|| json!({})),
+        mirrored_headers: Vec::new(),
     }
 }

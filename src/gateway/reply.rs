@@ -15,7 +15,7 @@ pub enum Reply {
     /// A notification or a client response was taken; nothing to send back.
     Accepted,
     /// Related messages (progress, logs, server-to-client requests), then the response.
-    Stream(ReplyStream),
+    Stream(Box<ReplyStream>),
 }
 
 /// The messages of a forwarded request on their way back to the client.
@@ -31,6 +31,8 @@ pub struct ReplyStream {
     client_id: Value,
     cancelled: CancellationToken,
     record: Option<CallRecord>,
+    /// Set for a modern client: the request's method, to complete the final result.
+    modern_method: Option<String>,
     done: bool,
 }
 
@@ -55,8 +57,16 @@ impl ReplyStream {
             client_id,
             cancelled,
             record,
+            modern_method: None,
             done: false,
         }
+    }
+
+    /// Completes the final result with what 2026-07-28 requires (see
+    /// [`super::complete_modern_result`]).
+    pub(super) fn completing_modern_results(mut self, method: String) -> Self {
+        self.modern_method = Some(method);
+        self
     }
 
     /// The next message for the client; `None` once the response was sent or the request was
@@ -87,8 +97,12 @@ impl ReplyStream {
             };
             match jsonrpc::classify(&message) {
                 Ok(jsonrpc::Kind::Response) => {
+                    let mut message = message;
                     let outcome = outcome_of(&message);
                     self.finish(outcome);
+                    if let Some(method) = &self.modern_method {
+                        super::complete_modern_result(method, &mut message);
+                    }
                     return Some(message);
                 }
                 Ok(jsonrpc::Kind::Request) => {

@@ -40,14 +40,14 @@ impl Gateway {
         let id = message["id"].clone();
         let up = self.upstreams[upstream].clone();
         match up.request(message, &caller.client).await {
-            Ok(exchange) => Reply::Stream(ReplyStream::new(
+            Ok(exchange) => Reply::Stream(Box::new(ReplyStream::new(
                 exchange,
                 up,
                 upstream,
                 caller.session.clone(),
                 id,
                 record,
-            )),
+            ))),
             Err(e) => {
                 if let Some(record) = record {
                     record.finish("upstream_unavailable");

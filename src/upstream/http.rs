@@ -74,6 +74,8 @@ struct Shared {
     /// The era in use and the server's capabilities; `None` until the upstream was reached.
     server: RwLock<(Option<Era>, Value)>,
     session: Mutex<Option<Arc<Session>>>,
+    /// A modern upstream refused `initialize`: legacy clients are bridged onto modern requests.
+    modern_only: std::sync::atomic::AtomicBool,
     /// Held while (re-)initializing, so that concurrent requests share one new session.
     session_init: tokio::sync::Mutex<()>,
     stop: CancellationToken,
@@ -108,6 +110,7 @@ impl HttpTransport {
             health: Health::new(&config.name),
             server: RwLock::new((None, Value::Object(Default::default()))),
             session: Mutex::new(None),
+            modern_only: std::sync::atomic::AtomicBool::new(false),
             session_init: tokio::sync::Mutex::new(()),
             stop: stop.clone(),
         });
@@ -127,12 +130,14 @@ impl HttpTransport {
         client: &ClientContext,
     ) -> Result<Exchange, UpstreamError> {
         let s = &self.shared;
-        let route = s.route().await?;
+        let route = s.route(client).await?;
         if matches!(route, Route::Modern) {
             inflight::add_modern_meta(&mut request, client);
         }
         let rewrite = Rewrite::apply(&mut request, s.mint());
-        let (response, route) = s.post_with_renewal(&request, route).await?;
+        let (response, route) = s
+            .post_with_renewal(&request, route, &client.mirrored_headers)
+            .await?;
         match s.body(response).await? {
             Body::Json(mut msg) if is_response(&msg) => {
                 rewrite.restore(&mut msg);
@@ -150,11 +155,11 @@ impl HttpTransport {
     pub async fn notify(
         &self,
         notification: Value,
-        _client: &ClientContext,
+        client: &ClientContext,
     ) -> Result<(), UpstreamError> {
         let s = &self.shared;
         let method = jsonrpc::method(&notification).unwrap_or_default();
-        let route = s.route().await?;
+        let route = s.route(client).await?;
         let removed =
             matches!(route, Route::Modern) && protocol::REMOVED_IN_MODERN.contains(&method);
         if removed || inflight::is_gateway_owned(method) {
@@ -168,9 +173,14 @@ impl HttpTransport {
     /// session: the request that asked died with the old one).
     pub async fn respond(&self, response: Value) -> Result<(), UpstreamError> {
         let s = &self.shared;
-        match s.route().await? {
-            route @ Route::Legacy(_) => s.expect_accepted(s.post(&response, &route).await?).await,
-            _ => Err(s.protocol_error("a modern upstream sends no server-to-client requests")),
+        match s.current_session() {
+            Some(session) => {
+                let route = Route::Legacy(session);
+                s.expect_accepted(s.post(&response, &route).await?).await
+            }
+            None => Err(s.protocol_error(
+                "no legacy session: a modern upstream sends no server-to-client requests",
+            )),
         }
     }
 
@@ -293,13 +303,29 @@ impl Shared {
         }
     }
 
-    /// How the next message goes: the era found at start, in the session if legacy.
-    async fn route(self: &Arc<Self>) -> Result<Route, UpstreamError> {
+    /// How the next message goes: in the client's era when the upstream speaks it. A modern
+    /// upstream may speak legacy too (dual-era): a legacy client gets a legacy session there, so
+    /// sampling, elicitation, logging and subscriptions keep working; if the upstream refuses
+    /// `initialize`, legacy clients are bridged onto modern requests from then on.
+    async fn route(self: &Arc<Self>, client: &ClientContext) -> Result<Route, UpstreamError> {
+        use std::sync::atomic::Ordering;
         let era = self.read_server().0;
         match era {
             None => Err(self.unavailable("not reached yet")),
-            Some(Era::Modern) => Ok(Route::Modern),
             Some(Era::Legacy) => Ok(Route::Legacy(self.session().await?)),
+            Some(Era::Modern)
+                if client.era == Era::Legacy && !self.modern_only.load(Ordering::Relaxed) =>
+            {
+                match self.session().await {
+                    Ok(session) => Ok(Route::Legacy(session)),
+                    Err(e) => {
+                        tracing::info!(target: "countersign::upstream", upstream = %self.name, error = %e, "modern upstream speaks no legacy; bridging legacy clients");
+                        self.modern_only.store(true, Ordering::Relaxed);
+                        Ok(Route::Modern)
+                    }
+                }
+            }
+            Some(Era::Modern) => Ok(Route::Modern),
         }
     }
 
@@ -424,7 +450,9 @@ impl Shared {
             .get("capabilities")
             .cloned()
             .unwrap_or_else(|| Value::Object(Default::default()));
-        self.set_server(Era::Legacy, capabilities);
+        if self.read_server().0 != Some(Era::Modern) {
+            self.set_server(Era::Legacy, capabilities);
+        }
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
 
         let initialized = jsonrpc::notification(
@@ -528,9 +556,29 @@ impl Shared {
 
     /// POSTs one message; a connection failure marks the upstream unhealthy.
     async fn post(&self, msg: &Value, route: &Route) -> Result<reqwest::Response, UpstreamError> {
+        self.post_mirrored(msg, route, &[]).await
+    }
+
+    /// POSTs one message with `Mcp-Param-*` headers (modern route only).
+    async fn post_mirrored(
+        &self,
+        msg: &Value,
+        route: &Route,
+        mirrored: &[(String, String)],
+    ) -> Result<reqwest::Response, UpstreamError> {
         let mut headers = self.base_headers.clone();
         match route {
-            Route::Modern => add_modern_headers(&mut headers, msg),
+            Route::Modern => {
+                add_modern_headers(&mut headers, msg);
+                for (name, value) in mirrored {
+                    if let (Ok(name), Ok(value)) = (
+                        HeaderName::try_from(name.as_str()),
+                        HeaderValue::from_str(value),
+                    ) {
+                        headers.insert(name, value);
+                    }
+                }
+            }
             Route::Legacy(session) => add_session_headers(&mut headers, session),
             Route::Handshake => {}
         }
@@ -562,8 +610,9 @@ impl Shared {
         self: &Arc<Self>,
         msg: &Value,
         route: Route,
+        mirrored: &[(String, String)],
     ) -> Result<(reqwest::Response, Route), UpstreamError> {
-        let response = self.post(msg, &route).await?;
+        let response = self.post_mirrored(msg, &route, mirrored).await?;
         match &route {
             Route::Legacy(stale) if response.status() == StatusCode::NOT_FOUND => {
                 let route = Route::Legacy(self.renew_session(stale).await?);
@@ -579,7 +628,7 @@ impl Shared {
         msg: &Value,
         route: Route,
     ) -> Result<(), UpstreamError> {
-        let (response, _) = self.post_with_renewal(msg, route).await?;
+        let (response, _) = self.post_with_renewal(msg, route, &[]).await?;
         self.expect_accepted(response).await
     }
 

@@ -655,6 +655,7 @@ mod tests {
             era: protocol::Era::Legacy,
             protocol_version: "2025-11-25".into(),
             capabilities: json!({"sampling": {}}),
+            mirrored_headers: Vec::new(),
         };
         let mut req = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
         add_modern_meta(&mut req, &client);

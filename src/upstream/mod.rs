@@ -31,6 +31,9 @@ pub struct ClientContext {
     /// The client's capabilities (`initialize` params or `_meta`), sent on when bridging to a
     /// modern upstream.
     pub capabilities: Value,
+    /// `Mcp-Param-*` headers for this request (arguments whose schema property carries
+    /// `x-mcp-header`), name and encoded value; sent to modern HTTP upstreams.
+    pub mirrored_headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,11 @@ impl Drop for Fixture {
 }
 
 async fn start_fixture(log: &Path) -> Fixture {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(peers().join("venv/bin/python"))
         .arg(root().join("tests/peers/conformance_fixture.py"))
         .arg("http")
@@ -41,11 +45,20 @@ async fn start_fixture(log: &Path) -> Fixture {
         .spawn()
         .expect("start the conformance fixture");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("the conformance fixture exited before listening: {status} (log {})", log.display());
+            panic!(
+                "the conformance fixture exited before listening: {status} (log {})",
+                log.display()
+            );
         }
-        assert!(Instant::now() < deadline, "the conformance fixture did not listen within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "the conformance fixture did not listen within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Fixture { child, port }
@@ -101,16 +114,26 @@ fn failed_checks(out: &Path, suite: &str, scenario: &str) -> Vec<String> {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // <mode>-<scenario>-<timestamp>
-        let Some(rest) = name.strip_prefix("server-") else { continue };
+        let Some(rest) = name.strip_prefix("server-") else {
+            continue;
+        };
         if !rest.starts_with(scenario) || !rest[scenario.len()..].starts_with('-') {
             continue;
         }
         let rest_after = &rest[scenario.len() + 1..];
-        if !rest_after.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+        if !rest_after
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+        {
             continue; // a longer scenario name sharing the prefix
         }
-        let Ok(text) = std::fs::read_to_string(entry.path().join("checks.json")) else { continue };
-        let Ok(checks) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("checks.json")) else {
+            continue;
+        };
+        let Ok(checks) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
         for c in checks.as_array().into_iter().flatten() {
             let status = c["status"].as_str().unwrap_or_default();
             if status == "SUCCESS" || status == "INFO" {
@@ -145,7 +168,9 @@ async fn conformance_through_gateway_matches_direct() {
         "server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n  - name: fixture\n    prefix: \"\"\n    http: {{url: \"http://127.0.0.1:{}/mcp\"}}\n",
         fixture.port
     );
-    let gw = tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml)).await.expect("gateway starts");
+    let gw = tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
+        .await
+        .expect("gateway starts");
     let gateway_summary = run_suites(&gw.url, &gateway_out).await;
     drop(gw);
     drop(fixture);
@@ -185,8 +210,226 @@ async fn conformance_through_gateway_matches_direct() {
     println!("{report}");
     std::fs::write(root().join("target/conformance-summary.txt"), &report).unwrap();
     assert!(
-        !SUITES.iter().all(|s| scenarios(&direct_out, "passed", s).is_empty()),
+        !SUITES
+            .iter()
+            .all(|s| scenarios(&direct_out, "passed", s).is_empty()),
         "nothing passed directly: the fixture or the suite is broken\n{report}"
     );
-    assert_eq!(missing_total, 0, "scenarios that pass directly fail through the gateway:\n{report}");
+    assert_eq!(
+        missing_total, 0,
+        "scenarios that pass directly fail through the gateway:\n{report}"
+    );
+}
+
+// ---- Pinpoint tests for the differences the suites found (fast, raw HTTP) ----
+
+use crate::support::{modern_meta, post};
+use serde_json::{Value, json};
+
+/// A gateway in front of `server-everything` (a legacy-only stdio server).
+async fn gateway_over_everything() -> crate::support::TestGateway {
+    let ev = peers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let yaml = format!(
+        "server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n  - name: ev\n    stdio: {{command: node, args: [{}, stdio]}}\n",
+        serde_json::to_string(&ev.to_string_lossy()).unwrap()
+    );
+    tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
+        .await
+        .expect("gateway starts")
+}
+
+fn modern_headers<'a>(method: &'a str, name: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", method),
+    ];
+    if let Some(n) = name {
+        h.push(("mcp-name", n));
+    }
+    h
+}
+
+fn modern_request(id: u64, method: &str, mut params: Value) -> Value {
+    params["_meta"] = modern_meta();
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+/// 2026-07-28 requires `resultType` on every result and `ttlMs`/`cacheScope` on cacheable ones
+/// (`resources/read`); a legacy upstream sends neither, so the gateway must add them when it
+/// answers a modern client. (Found by the Python and TypeScript clients in `peers.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_results_from_a_legacy_upstream_carry_result_type() {
+    let gw = gateway_over_everything().await;
+    let uri = "demo://resource/static/document/architecture.md";
+    let cases = [
+        (
+            "tools/call",
+            Some("ev__echo"),
+            json!({"name": "ev__echo", "arguments": {"message": "x"}}),
+            false,
+        ),
+        ("resources/read", Some(uri), json!({"uri": uri}), true),
+        (
+            "prompts/get",
+            Some("ev__simple-prompt"),
+            json!({"name": "ev__simple-prompt"}),
+            false,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (method, name, params, cacheable)) in cases.into_iter().enumerate() {
+        let r = post(
+            &gw.url,
+            &modern_headers(method, name),
+            &modern_request(10 + i as u64, method, params),
+        )
+        .await;
+        let msg = r.messages().pop().expect("a response");
+        let result = &msg["result"];
+        if r.status != 200 || result.is_null() {
+            failures.push(format!("{method}: HTTP {} {}", r.status, r.text));
+            continue;
+        }
+        if result["resultType"] != "complete" {
+            failures.push(format!(
+                "{method}: resultType is {} (want \"complete\")",
+                result["resultType"]
+            ));
+        }
+        if cacheable && (result["ttlMs"].as_u64().is_none() || !result["cacheScope"].is_string()) {
+            failures.push(format!(
+                "{method}: ttlMs/cacheScope missing: ttlMs={} cacheScope={}",
+                result["ttlMs"], result["cacheScope"]
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// server-stateless `sep-2575-http-server-header-mismatch-400`: `_meta` says v999.0.0, the
+/// header says 2026-07-28 → HeaderMismatch (-32020), not UnsupportedProtocolVersion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_header_body_version_mismatch_is_32020() {
+    let gw = gateway_over_everything().await;
+    let mut body = modern_request(302, "server/discover", json!({}));
+    body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("v999.0.0");
+    let r = post(&gw.url, &modern_headers("server/discover", None), &body).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_i64()),
+        (400, Some(-32020)),
+        "{}",
+        r.text
+    );
+}
+
+/// server-stateless `sep-2575-http-server-method-not-found-404-initialize`: a request that
+/// carries the 2026-07-28 headers and `_meta` is modern even when its method is `initialize`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_initialize_is_404_method_not_found() {
+    let gw = gateway_over_everything().await;
+    let r = post(
+        &gw.url,
+        &modern_headers("initialize", None),
+        &modern_request(500, "initialize", json!({})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_i64()),
+        (404, Some(-32601)),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.header("mcp-session-id").is_none(),
+        "a modern request must not open a session"
+    );
+}
+
+/// server-stateless `sep-2575-http-server-method-not-found-404`: an unknown method is 404 +
+/// -32601 for a modern client, also when the -32601 comes from the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_unknown_method_is_http_404() {
+    let gw = gateway_over_everything().await;
+    let r = post(
+        &gw.url,
+        &modern_headers("unknown/method", None),
+        &modern_request(601, "unknown/method", json!({})),
+    )
+    .await;
+    let msg = r.messages().pop().expect("a response");
+    assert_eq!(
+        (r.status, msg["error"]["code"].as_i64()),
+        (404, Some(-32601)),
+        "{}",
+        r.text
+    );
+}
+
+/// 0.1.16 `logging-set-level`, `resources-subscribe`, `tools-call-sampling`, ...: a legacy client
+/// behind the gateway, in front of a dual-era HTTP upstream, must still get the legacy features
+/// (setLevel, subscribe, server-to-client requests): its requests have to reach the upstream in
+/// a legacy session, not bridged onto stateless 2026-07-28 POSTs where those methods are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_client_keeps_legacy_features_with_a_dual_era_http_upstream() {
+    let base = root().join("target/conformance");
+    std::fs::create_dir_all(&base).unwrap();
+    let fixture = start_fixture(&base.join("fixture-pinpoint.log")).await;
+    let yaml = format!(
+        "server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n  - name: fixture\n    prefix: \"\"\n    http: {{url: \"http://127.0.0.1:{}/mcp\"}}\n",
+        fixture.port
+    );
+    let gw = tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
+        .await
+        .expect("gateway starts");
+    let sid = crate::support::initialize(&gw.url, &[]).await;
+    let h = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let mut failures = Vec::new();
+    for (id, method, params) in [
+        (2, "logging/setLevel", json!({"level": "info"})),
+        (
+            3,
+            "resources/subscribe",
+            json!({"uri": "test://watched-resource"}),
+        ),
+        (
+            4,
+            "resources/unsubscribe",
+            json!({"uri": "test://watched-resource"}),
+        ),
+    ] {
+        let r = post(
+            &gw.url,
+            &h,
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        )
+        .await;
+        let msg = r.messages().pop().unwrap_or_default();
+        if r.status != 200 || msg.get("result").is_none() {
+            failures.push(format!("{method}: HTTP {} {}", r.status, r.text));
+        }
+    }
+    // A tool that asks the client for sampling: a legacy client must see sampling/createMessage.
+    let r = post(
+        &gw.url,
+        &h,
+        &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "test_sampling", "arguments": {"prompt": "hi"}}}),
+    )
+    .await;
+    let asked = r
+        .messages()
+        .iter()
+        .any(|m| m["method"] == "sampling/createMessage");
+    if !asked {
+        failures.push(format!(
+            "tools/call test_sampling: no sampling/createMessage relayed: {}",
+            r.text.chars().take(600).collect::<String>()
+        ));
+    }
+    drop(gw);
+    drop(fixture);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

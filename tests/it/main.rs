@@ -5,3 +5,5 @@ mod support;
 mod bad_input;
 mod conformance;
 mod peers;
+mod stdio_front;
+mod telemetry;

@@ -4,7 +4,7 @@
 //! The clients are the scripted ones in `tests/peers/` (copied to `.peers/scripts/` by
 //! `tests/peers/setup.sh`); each prints one JSON line that the tests assert on.
 
-use crate::support::{peers, spawn_gateway, TestGateway};
+use crate::support::{TestGateway, peers, spawn_gateway};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,7 +41,12 @@ impl ClientRun {
     }
 
     fn context(&self) -> String {
-        format!("report: {}\nexit: {:?}\nstderr: {}", self.report, self.exit, tail(&self.stderr, 3000))
+        format!(
+            "report: {}\nexit: {:?}\nstderr: {}",
+            self.report,
+            self.exit,
+            tail(&self.stderr, 3000)
+        )
     }
 }
 
@@ -54,7 +59,13 @@ fn tail(s: &str, n: usize) -> &str {
 }
 
 /// Runs a scripted client against `target` and returns its JSON report.
-async fn run_client(sdk: Sdk, target: &str, mode: &str, steps: &Value, bearer: Option<&str>) -> ClientRun {
+async fn run_client(
+    sdk: Sdk,
+    target: &str,
+    mode: &str,
+    steps: &Value,
+    bearer: Option<&str>,
+) -> ClientRun {
     let peers = peers();
     let mut cmd = match sdk {
         Sdk::Python => {
@@ -81,36 +92,62 @@ async fn run_client(sdk: Sdk, target: &str, mode: &str, steps: &Value, bearer: O
     if let Some(key) = bearer {
         cmd.env("MCP_BEARER", key);
     }
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start the {sdk:?} client: {e}"));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the {sdk:?} client: {e}"));
     let output = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("{sdk:?} client ({mode}) did not finish within {CLIENT_TIMEOUT:?}"))
+        .unwrap_or_else(|_| {
+            panic!("{sdk:?} client ({mode}) did not finish within {CLIENT_TIMEOUT:?}")
+        })
         .expect("client output");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or_else(|| {
-        panic!("{sdk:?} client ({mode}) printed no JSON report\nstdout: {stdout}\nstderr: {}", tail(&stderr, 3000))
-    });
-    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("client report is not JSON ({e}): {line}"));
-    ClientRun { report, exit: output.status.code(), stderr }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "{sdk:?} client ({mode}) printed no JSON report\nstdout: {stdout}\nstderr: {}",
+                tail(&stderr, 3000)
+            )
+        });
+    let report: Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("client report is not JSON ({e}): {line}"));
+    ClientRun {
+        report,
+        exit: output.status.code(),
+        stderr,
+    }
 }
 
 /// A free loopback port (bound then released).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts connections on `port`.
 pub async fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited before listening on {port}: {status}");
         }
-        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {port} within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -178,7 +215,8 @@ fn filesystem_upstream(dir: &Path) -> String {
 }
 
 async fn gateway(upstreams: &str) -> TestGateway {
-    let yaml = format!("server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n{upstreams}");
+    let yaml =
+        format!("server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n{upstreams}");
     tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
         .await
         .expect("the gateway starts within 60 s")
@@ -227,57 +265,125 @@ fn check_everything(run: &ClientRun, label: &str) {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     check(step_ok(0), "list_tools succeeds", Some(0));
-    for t in ["ev__echo", "ev__get-sum", "ev__trigger-long-running-operation"] {
+    for t in [
+        "ev__echo",
+        "ev__get-sum",
+        "ev__trigger-long-running-operation",
+    ] {
         check(tools.contains(&t), &format!("tools/list offers {t}"), None);
     }
-    check(tools.iter().all(|t| t.starts_with("ev__")), "every tool is namespaced ev__", None);
+    check(
+        tools.iter().all(|t| t.starts_with("ev__")),
+        "every tool is namespaced ev__",
+        None,
+    );
 
-    check(step_ok(1) && text(1) == "Echo: hello through countersign", "echo answers", Some(1));
+    check(
+        step_ok(1) && text(1) == "Echo: hello through countersign",
+        "echo answers",
+        Some(1),
+    );
     check(
         step_ok(2) && run.step(2)["is_error"] == false && text(2).contains("42"),
         "get-sum answers 42",
         Some(2),
     );
-    check(step_ok(3) && text(3).contains("Architecture"), "resources/read returns the document", Some(3));
+    check(
+        step_ok(3) && text(3).contains("Architecture"),
+        "resources/read returns the document",
+        Some(3),
+    );
     let prompts: Vec<&str> = run.step(4)["prompts"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    check(step_ok(4) && prompts.contains(&"ev__args-prompt"), "prompts/list offers ev__args-prompt", Some(4));
-    check(step_ok(5) && text(5).contains("Paris"), "prompts/get fills in the arguments", Some(5));
+    check(
+        step_ok(4) && prompts.contains(&"ev__args-prompt"),
+        "prompts/list offers ev__args-prompt",
+        Some(4),
+    );
+    check(
+        step_ok(5) && text(5).contains("Paris"),
+        "prompts/get fills in the arguments",
+        Some(5),
+    );
 
-    let progress = run.step(6)["progress"].as_array().map(Vec::len).unwrap_or(0);
-    check(step_ok(6) && text(6).contains("completed"), "the long-running operation completes", Some(6));
-    check(progress >= 1, &format!("progress notifications arrive (got {progress})"), Some(6));
+    let progress = run.step(6)["progress"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    check(
+        step_ok(6) && text(6).contains("completed"),
+        "the long-running operation completes",
+        Some(6),
+    );
+    check(
+        progress >= 1,
+        &format!("progress notifications arrive (got {progress})"),
+        Some(6),
+    );
     check(
         run.step(6)["progress"][0]["total"].as_f64() == Some(3.0),
         "progress carries the total",
         Some(6),
     );
 
-    check(step_ok(7) && run.step(7)["cancelled"] == true, "the 20 s call is cancelled", Some(7));
     check(
-        run.step(7)["elapsed_ms"].as_u64().is_some_and(|ms| ms < 10_000),
+        step_ok(7) && run.step(7)["cancelled"] == true,
+        "the 20 s call is cancelled",
+        Some(7),
+    );
+    check(
+        run.step(7)["elapsed_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms < 10_000),
         "the cancellation is prompt",
         Some(7),
     );
-    check(step_ok(8) && text(8) == "Echo: after cancel", "a call after the cancellation works", Some(8));
+    check(
+        step_ok(8) && text(8) == "Echo: after cancel",
+        "a call after the cancellation works",
+        Some(8),
+    );
 
     check(r["ok"] == true, "the client reports ok", None);
     check(run.exit == Some(0), "the client exits 0", None);
-    assert!(failures.is_empty(), "[{label}] {} failure(s):\n  {}\n{}", failures.len(), failures.join("\n  "), run.context());
+    assert!(
+        failures.is_empty(),
+        "[{label}] {} failure(s):\n  {}\n{}",
+        failures.len(),
+        failures.join("\n  "),
+        run.context()
+    );
 }
 
-async fn everything_through_gateway(sdk: Sdk, mode: &str, http_upstream: bool, expect_version: &str) {
-    let label = format!("{sdk:?} {mode} / upstream {}", if http_upstream { "http" } else { "stdio" });
-    let server = if http_upstream { Some(everything_http().await) } else { None };
+async fn everything_through_gateway(
+    sdk: Sdk,
+    mode: &str,
+    http_upstream: bool,
+    expect_version: &str,
+) {
+    let label = format!(
+        "{sdk:?} {mode} / upstream {}",
+        if http_upstream { "http" } else { "stdio" }
+    );
+    let server = if http_upstream {
+        Some(everything_http().await)
+    } else {
+        None
+    };
     let upstreams = match &server {
         Some(s) => everything_http_upstream(&s.url()),
         None => everything_stdio_upstream(),
     };
     let gw = gateway(&upstreams).await;
     let run = run_client(sdk, &gw.url, mode, &everything_script(), None).await;
-    assert_eq!(run.report["protocol_version"], expect_version, "[{label}] negotiated version\n{}", run.context());
+    assert_eq!(
+        run.report["protocol_version"],
+        expect_version,
+        "[{label}] negotiated version\n{}",
+        run.context()
+    );
     check_everything(&run, &label);
     drop(gw);
     drop(server);
@@ -357,14 +463,20 @@ async fn filesystem_read_write(sdk: Sdk, mode: &str) {
     assert_eq!(run.step(1)["ok"], true, "write_file\n{ctx}");
     assert_eq!(run.step(1)["is_error"], false, "write_file\n{ctx}");
     assert_eq!(
-        std::fs::read_to_string(root.join("sub-b.txt")).ok().as_deref(),
+        std::fs::read_to_string(root.join("sub-b.txt"))
+            .ok()
+            .as_deref(),
         Some("written via countersign"),
         "write_file wrote the file on disk\n{ctx}"
     );
     assert_eq!(run.step(2)["text"], "written via countersign", "{ctx}");
     // Outside the allowed directory: a tool error from the upstream, passed through as a result.
     assert_eq!(run.step(3)["ok"], true, "{ctx}");
-    assert_eq!(run.step(3)["is_error"], true, "reading outside the root is refused\n{ctx}");
+    assert_eq!(
+        run.step(3)["is_error"],
+        true,
+        "reading outside the root is refused\n{ctx}"
+    );
     assert_eq!(run.exit, Some(0), "{ctx}");
 }
 
@@ -383,7 +495,12 @@ async fn ts_auto_filesystem_read_write() {
 async fn two_upstreams(sdk: Sdk, mode: &str) {
     let (_dir, root) = canonical_tempdir();
     std::fs::write(root.join("two.txt"), "from the filesystem upstream").unwrap();
-    let gw = gateway(&format!("{}{}", everything_stdio_upstream(), filesystem_upstream(&root))).await;
+    let gw = gateway(&format!(
+        "{}{}",
+        everything_stdio_upstream(),
+        filesystem_upstream(&root)
+    ))
+    .await;
     let file = root.join("two.txt").to_string_lossy().into_owned();
     let script = json!([
         {"op": "list_tools"},
@@ -395,22 +512,47 @@ async fn two_upstreams(sdk: Sdk, mode: &str) {
     ]);
     let run = run_client(sdk, &gw.url, mode, &script, None).await;
     let ctx = run.context();
-    let tools: Vec<&str> = run.step(0)["tools"].as_array().expect(&ctx).iter().filter_map(Value::as_str).collect();
-    for t in ["ev__echo", "ev__get-sum", "fs__read_text_file", "fs__write_file", "fs__list_allowed_directories"] {
+    let tools: Vec<&str> = run.step(0)["tools"]
+        .as_array()
+        .expect(&ctx)
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for t in [
+        "ev__echo",
+        "ev__get-sum",
+        "fs__read_text_file",
+        "fs__write_file",
+        "fs__list_allowed_directories",
+    ] {
         assert!(tools.contains(&t), "tools/list lacks {t}: {tools:?}");
     }
-    assert!(tools.iter().all(|t| t.starts_with("ev__") || t.starts_with("fs__")), "{tools:?}");
-    assert!(!tools.contains(&"echo") && !tools.contains(&"read_text_file"), "bare names leak: {tools:?}");
+    assert!(
+        tools
+            .iter()
+            .all(|t| t.starts_with("ev__") || t.starts_with("fs__")),
+        "{tools:?}"
+    );
+    assert!(
+        !tools.contains(&"echo") && !tools.contains(&"read_text_file"),
+        "bare names leak: {tools:?}"
+    );
     assert_eq!(run.step(1)["text"], "Echo: to everything", "{ctx}");
     assert_eq!(run.step(2)["text"], "from the filesystem upstream", "{ctx}");
     assert!(
-        run.step(3)["text"].as_str().unwrap_or_default().contains(root.to_str().unwrap()),
+        run.step(3)["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(root.to_str().unwrap()),
         "list_allowed_directories comes from the fs upstream\n{ctx}"
     );
     // Tools do not cross namespaces: fs has no echo, ev has no read_text_file.
     for i in [4, 5] {
         let s = run.step(i);
-        assert!(s["ok"] == false || s["is_error"] == true, "step {i} must fail: {s}\n{ctx}");
+        assert!(
+            s["ok"] == false || s["is_error"] == true,
+            "step {i} must fail: {s}\n{ctx}"
+        );
     }
     assert_eq!(run.report["ok"], true, "{ctx}");
 }
@@ -440,7 +582,9 @@ async fn authenticated_gateway() -> TestGateway {
         everything_stdio_upstream(),
         countersign::auth::hash_key(AGENT_KEY)
     );
-    tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml)).await.expect("gateway starts")
+    tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
+        .await
+        .expect("gateway starts")
 }
 
 async fn auth_with_key(mode: &str) {
@@ -454,18 +598,32 @@ async fn auth_with_key(mode: &str) {
     assert_eq!(run.exit, Some(0), "{ctx}");
 
     let run = run_client(Sdk::Python, &gw.url, mode, &script, None).await;
-    assert_eq!(run.report["ok"], false, "without a key the client must fail\n{}", run.context());
+    assert_eq!(
+        run.report["ok"],
+        false,
+        "without a key the client must fail\n{}",
+        run.context()
+    );
     assert_ne!(run.exit, Some(0), "{}", run.context());
     assert!(
-        run.report["steps"].as_array().is_none_or(|s| s.iter().all(|s| s["ok"] != true)),
+        run.report["steps"]
+            .as_array()
+            .is_none_or(|s| s.iter().all(|s| s["ok"] != true)),
         "no step may succeed without a key\n{}",
         run.context()
     );
 
     let run = run_client(Sdk::Python, &gw.url, mode, &script, Some("not-the-key")).await;
-    assert_eq!(run.report["ok"], false, "a wrong key must fail\n{}", run.context());
+    assert_eq!(
+        run.report["ok"],
+        false,
+        "a wrong key must fail\n{}",
+        run.context()
+    );
     assert!(
-        run.report["steps"].as_array().is_none_or(|s| s.iter().all(|s| s["ok"] != true)),
+        run.report["steps"]
+            .as_array()
+            .is_none_or(|s| s.iter().all(|s| s["ok"] != true)),
         "no step may succeed with a wrong key\n{}",
         run.context()
     );

@@ -25,7 +25,10 @@ impl StdioGateway {
         );
         std::fs::write(&config, yaml).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_countersign"));
-        command.args(["stdio", "--config"]).arg(&config).env_remove("COUNTERSIGN_API_KEY");
+        command
+            .args(["stdio", "--config"])
+            .arg(&config)
+            .env_remove("COUNTERSIGN_API_KEY");
         if let Some(key) = api_key {
             command.env("COUNTERSIGN_API_KEY", key);
         }
@@ -38,7 +41,12 @@ impl StdioGateway {
             .unwrap();
         let stdin = child.stdin.take().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        StdioGateway { child, stdin, lines, _dir: dir }
+        StdioGateway {
+            child,
+            stdin,
+            lines,
+            _dir: dir,
+        }
     }
 
     async fn send(&mut self, message: Value) {
@@ -72,17 +80,35 @@ async fn a_legacy_client_lists_and_calls_tools_with_progress_over_stdio() {
     let (init, _) = gw.response(1).await;
     assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
     assert_eq!(init["result"]["serverInfo"]["name"], "countersign");
-    gw.send(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
-    gw.send(json!({"jsonrpc":"2.0","id":2,"method":"tools/list"})).await;
+    gw.send(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+        .await;
+    gw.send(json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}))
+        .await;
     let (list, _) = gw.response(2).await;
-    let names: Vec<&str> = list["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"echo__echo") && names.contains(&"echo__slow_count"), "{names:?}");
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"echo__echo") && names.contains(&"echo__slow_count"),
+        "{names:?}"
+    );
     gw.send(json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo__slow_count","arguments":{"n":2},"_meta":{"progressToken":"p-1"}}})).await;
     let (done, notes) = gw.response(3).await;
     assert_eq!(done["result"]["content"][0]["text"], "counted to 2");
-    let progress: Vec<&Value> = notes.iter().filter(|n| n["method"] == "notifications/progress").collect();
+    let progress: Vec<&Value> = notes
+        .iter()
+        .filter(|n| n["method"] == "notifications/progress")
+        .collect();
     assert_eq!(progress.len(), 2, "{notes:?}");
-    assert!(progress.iter().all(|p| p["params"]["progressToken"] == "p-1"), "the client's own token comes back");
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "p-1"),
+        "the client's own token comes back"
+    );
 }
 
 #[tokio::test]
@@ -96,25 +122,40 @@ async fn a_cancelled_request_gets_no_answer_and_the_next_one_does() {
     gw.send(json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo__echo","arguments":{"message":"after"}}})).await;
     let (next, seen) = gw.response(3).await;
     assert_eq!(next["result"]["content"][0]["text"], "after");
-    assert!(seen.iter().all(|m| m["id"] != 2), "no answer to the cancelled request: {seen:?}");
+    assert!(
+        seen.iter().all(|m| m["id"] != 2),
+        "no answer to the cancelled request: {seen:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_modern_client_discovers_and_calls_over_stdio() {
     let mut gw = StdioGateway::spawn(Some("k1")).await;
     let meta = support::modern_meta();
-    gw.send(json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":meta}})).await;
+    gw.send(json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":meta}}))
+        .await;
     let (discover, _) = gw.response(1).await;
-    assert_eq!(discover["result"]["supportedVersions"], json!(["2026-07-28"]));
+    assert_eq!(
+        discover["result"]["supportedVersions"],
+        json!(["2026-07-28"])
+    );
     gw.send(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo__add","arguments":{"a":2,"b":40},"_meta":meta}})).await;
     assert_eq!(gw.response(2).await.0["result"]["content"][0]["text"], "42");
-    gw.send(json!({"jsonrpc":"2.0","id":3,"method":"ping","params":{"_meta":meta}})).await;
-    assert_eq!(gw.response(3).await.0["error"]["code"], -32601, "ping is gone in 2026-07-28");
+    gw.send(json!({"jsonrpc":"2.0","id":3,"method":"ping","params":{"_meta":meta}}))
+        .await;
+    assert_eq!(
+        gw.response(3).await.0["error"]["code"],
+        -32601,
+        "ping is gone in 2026-07-28"
+    );
 }
 
 #[tokio::test]
 async fn stdio_mode_refuses_to_start_without_a_valid_key() {
     let gw = StdioGateway::spawn(Some("wrong")).await;
-    let out = tokio::time::timeout(Duration::from_secs(20), gw.child.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), gw.child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!out.status.success());
 }

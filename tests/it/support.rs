@@ -31,13 +31,20 @@ pub async fn spawn_gateway(yaml: &str) -> TestGateway {
 }
 
 pub async fn spawn_gateway_with_gate(yaml: &str, gate: Arc<dyn CallGate>) -> TestGateway {
-    let mut config = countersign::config::parse(yaml, "test.yaml", &[]).unwrap_or_else(|e| panic!("test config: {e}"));
+    let mut config = countersign::config::parse(yaml, "test.yaml", &[])
+        .unwrap_or_else(|e| panic!("test config: {e}"));
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     let shutdown = CancellationToken::new();
-    let app = Application::build(&config, gate, shutdown.clone()).await.expect("gateway starts");
+    let app = Application::build(&config, gate, shutdown.clone())
+        .await
+        .expect("gateway starts");
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestGateway { addr, url: format!("http://{addr}/mcp"), shutdown }
+    TestGateway {
+        addr,
+        url: format!("http://{addr}/mcp"),
+        shutdown,
+    }
 }
 
 /// The repository root.
@@ -74,7 +81,10 @@ impl RawResponse {
 
     /// The JSON-RPC messages of an SSE body, or the single JSON body.
     pub fn messages(&self) -> Vec<Value> {
-        if !self.text.starts_with("event:") && !self.text.starts_with("data:") && !self.text.starts_with(':') {
+        if !self.text.starts_with("event:")
+            && !self.text.starts_with("data:")
+            && !self.text.starts_with(':')
+        {
             return vec![self.json()];
         }
         self.text
@@ -90,7 +100,11 @@ impl RawResponse {
 }
 
 /// POSTs `body` (raw text) with `headers` plus the usual MCP content negotiation.
-pub async fn post_raw(url: &str, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> RawResponse {
+pub async fn post_raw(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> RawResponse {
     let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")

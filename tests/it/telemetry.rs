@@ -13,16 +13,38 @@ async fn calls_are_counted_by_server_tool_and_outcome() {
         support::echo_upstream().display()
     );
     let gw = support::spawn_gateway(&yaml).await;
-    let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "metered__add")];
+    let headers = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "metered__add"),
+    ];
     for args in [json!({"a":1,"b":2}), json!({"a":"x"})] {
         let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"metered__add","arguments":args,"_meta":modern_meta()}});
         post(&gw.url, &headers, &call).await;
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"countersign_tool_calls_total{server="metered",tool="add",outcome="ok"} 1"#), "{metrics}");
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"countersign_tool_calls_total{server="metered",tool="add",outcome="ok"} 1"#
+        ),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"countersign_tool_calls_total{server="metered",tool="add",outcome="invalid_arguments"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"countersign_tool_call_duration_seconds_count{server="metered",tool="add"}"#), "{metrics}");
-    assert!(metrics.contains(r#"countersign_upstream_up{upstream="metered"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"countersign_tool_call_duration_seconds_count{server="metered",tool="add"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"countersign_upstream_up{upstream="metered"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// A one-route OTLP/HTTP collector that hands every export body to the test.
@@ -49,7 +71,11 @@ async fn a_call_span_is_exported_over_otlp_in_the_clients_trace() {
     let (endpoint, mut exports) = collector().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.yaml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     std::fs::write(
         &config,
         format!(
@@ -69,10 +95,17 @@ async fn a_call_span_is_exported_over_otlp_in_the_clients_trace() {
     let mut meta = modern_meta();
     meta["traceparent"] = json!(format!("00-{trace_id}-00f067aa0ba902b7-01"));
     let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"traced__echo","arguments":{"message":"t"},"_meta":meta}});
-    let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "traced__echo")];
+    let headers = [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "traced__echo"),
+    ];
     let mut answered = false;
     for _ in 0..100 {
-        if let Ok(r) = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await
+        if let Ok(r) = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
             && r.status() == 200
         {
             answered = post(&url, &headers, &call).await.status == 200;
@@ -83,12 +116,26 @@ async fn a_call_span_is_exported_over_otlp_in_the_clients_trace() {
     assert!(answered, "gateway did not come up");
     // SIGTERM: graceful shutdown flushes the batch exporter.
     let pid = gateway.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), gateway.wait()).await;
-    let body = tokio::time::timeout(Duration::from_secs(5), exports.recv()).await.expect("an OTLP export").unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(5), exports.recv())
+        .await
+        .expect("an OTLP export")
+        .unwrap();
     let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    assert!(contains(b"gen_ai.tool.name"), "span attributes are exported");
+    assert!(
+        contains(b"gen_ai.tool.name"),
+        "span attributes are exported"
+    );
     assert!(contains(b"traced__echo"));
-    let trace_bytes: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap()).collect();
-    assert!(contains(&trace_bytes), "the span continues the client's trace");
+    let trace_bytes: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    assert!(
+        contains(&trace_bytes),
+        "the span continues the client's trace"
+    );
 }
