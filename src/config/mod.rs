@@ -31,6 +31,50 @@ pub struct Config {
     /// Directory of policy files (`policies/*.yaml`), resolved against the config file.
     #[serde(default)]
     pub policy_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// The humans who may approve calls, and their groups.
+    #[serde(default)]
+    pub approvers: Vec<ApproverConfig>,
+    /// Who may query the audit log over HTTP.
+    #[serde(default)]
+    pub auditors: Vec<AuditorConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created if missing; WAL mode) or `postgres://…`.
+    #[serde(default = "default_database_url")]
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: default_database_url(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverConfig {
+    /// The person's id; policies name it, and an agent's `on_behalf_of` refers to it.
+    pub id: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// SHA-256 (hex) of the approver's token for the approver HTTP API.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditorConfig {
+    pub id: String,
+    /// SHA-256 (hex) of the auditor's token for the auditor HTTP API.
+    pub token_sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +224,9 @@ impl UpstreamConfig {
     }
 }
 
+fn default_database_url() -> String {
+    "sqlite://countersign.db".into()
+}
 fn default_separator() -> String {
     "__".into()
 }

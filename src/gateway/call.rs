@@ -1,11 +1,16 @@
 //! The path of one `tools/call`: resolve → validate → gate → forward.
 
 use super::catalog::ToolRoute;
-use super::seam::{ToolCall, Verdict};
-use super::{Caller, Gateway, Reply};
+use super::reply::Completion;
+use super::seam::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
+use super::{Caller, Gateway, Reply, ReplyStream};
 use crate::jsonrpc;
+use crate::protocol::META_PROGRESS_TOKEN;
 use crate::telemetry::{self, CallRecord};
+use crate::upstream::{ClientContext, Exchange, Upstream};
 use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -50,21 +55,43 @@ impl Gateway {
             definition: route.tool.clone(),
         };
         span.record("countersign.call_id", tracing::field::display(call.id));
-        if let Verdict::Refuse(reason) = self.gate.check(&call).instrument(span.clone()).await {
-            record.finish("refused");
-            return Reply::Response(jsonrpc::result(id, jsonrpc::tool_error_result(reason)));
-        }
         if let Some(params) = jsonrpc::params_mut(&mut message) {
             params.insert("name".into(), Value::String(route.name.clone()));
         }
         if let Some(meta) = jsonrpc::meta_mut(&mut message) {
             telemetry::inject_trace(&span, meta);
         }
-        let mut caller = caller.clone();
-        caller.client.mirrored_headers = mirror(&route, &call.arguments);
-        self.forward(&caller, route.upstream, message, Some(record))
-            .instrument(span)
-            .await
+        let mut client = caller.client.clone();
+        client.mirrored_headers = mirror(&route, &call.arguments);
+        let token = jsonrpc::meta(&message)
+            .and_then(|m| m.get(META_PROGRESS_TOKEN))
+            .cloned();
+        let (progress, notes) = Progress::new(token);
+        let upstream = self.upstreams[route.upstream].clone();
+        let waiting = gate_then_send(
+            self.gate.clone(),
+            call.clone(),
+            progress,
+            upstream.clone(),
+            message,
+            client,
+        );
+        let completion = Completion {
+            gate: self.gate.clone(),
+            call,
+            started: Instant::now(),
+        };
+        let stream = ReplyStream::gated(
+            Box::pin(waiting.instrument(span)),
+            notes,
+            completion,
+            upstream,
+            route.upstream,
+            caller.session.clone(),
+            id,
+            Some(record),
+        );
+        Reply::Stream(Box::new(stream))
     }
 
     /// Finds a tool by its exposed name, re-reading the upstreams' tool lists once on a miss
@@ -76,6 +103,39 @@ impl Gateway {
         self.refresh(super::catalog::Listing::Tools, &caller.client)
             .await;
         self.snapshot().tool(exposed).cloned()
+    }
+}
+
+/// Waits for the gate, then sends the call upstream. Resolves to the upstream exchange, or to
+/// the final response (with its outcome label) when the call does not go out.
+async fn gate_then_send(
+    gate: Arc<dyn CallGate>,
+    call: ToolCall,
+    progress: Progress,
+    upstream: Arc<Upstream>,
+    message: Value,
+    client: ClientContext,
+) -> Result<(Exchange, Progress), (Value, &'static str)> {
+    let id = message["id"].clone();
+    if let Verdict::Refuse(reason) = gate.check(&call, &progress).await {
+        return Err((
+            jsonrpc::result(id, jsonrpc::tool_error_result(reason)),
+            "refused",
+        ));
+    }
+    let started = Instant::now();
+    match upstream.request(message, &client).await {
+        Ok(exchange) => Ok((exchange, progress)),
+        Err(e) => {
+            let outcome = CallOutcome {
+                response: None,
+                label: "upstream_unavailable",
+                duration: started.elapsed(),
+            };
+            gate.finished(&call, outcome).await;
+            let error = jsonrpc::error(Some(id), jsonrpc::code::SERVER_ERROR, e.to_string());
+            Err((error, "upstream_unavailable"))
+        }
     }
 }
 

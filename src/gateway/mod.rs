@@ -14,6 +14,7 @@ pub mod session;
 
 pub use reply::{Reply, ReplyStream};
 pub use seam::{CallGate, ForwardAll, ToolCall, Verdict};
+pub use seam::{CallOutcome, Progress};
 pub use session::{Session, Sessions};
 
 use crate::auth::Agent;

@@ -1,11 +1,15 @@
 //! What the gateway hands back for one client message.
 
+use super::seam::{CallGate, CallOutcome, Progress, ToolCall};
 use super::session::Session;
 use crate::jsonrpc;
 use crate::telemetry::CallRecord;
 use crate::upstream::{Exchange, Upstream};
+use futures::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// The answer to one client message.
@@ -18,13 +22,23 @@ pub enum Reply {
     Stream(Box<ReplyStream>),
 }
 
-/// The messages of a forwarded request on their way back to the client.
+/// The messages of a request on their way back to the client.
 ///
-/// Server-to-client requests get a session-unique id (several upstreams may use the same ids);
-/// a legacy `notifications/cancelled` from the client ends the stream, and dropping the stream
-/// drops the upstream exchange, which cancels the request upstream.
+/// A `tools/call` may first wait on its gate (a human approval), sending the gate's progress;
+/// then its upstream exchange follows. Server-to-client requests get a session-unique id
+/// (several upstreams may use the same ids); a legacy `notifications/cancelled` from the client
+/// ends the stream, and dropping the stream drops the gate's wait or the upstream exchange,
+/// which cancels the request upstream.
 pub struct ReplyStream {
-    exchange: Exchange,
+    phase: Phase,
+    /// The gate's progress while the call waits.
+    waiting_notes: Option<mpsc::Receiver<Value>>,
+    /// Notifications reported while waiting; upstream progress is offset past them.
+    progress_offset: u64,
+    /// Who to tell how a forwarded call ended.
+    completion: Option<Completion>,
+    /// The outcome label when the call never went out (refused, upstream unavailable).
+    forced_outcome: Option<&'static str>,
     upstream: Arc<Upstream>,
     upstream_index: usize,
     session: Option<Arc<Session>>,
@@ -50,7 +64,44 @@ impl ReplyStream {
             None => CancellationToken::new(),
         };
         ReplyStream {
-            exchange,
+            phase: Phase::Forwarded(exchange),
+            waiting_notes: None,
+            progress_offset: 0,
+            completion: None,
+            forced_outcome: None,
+            upstream,
+            upstream_index,
+            session,
+            client_id,
+            cancelled,
+            record,
+            modern_method: None,
+            done: false,
+        }
+    }
+
+    /// A call that first waits on its gate: `waiting` resolves to the upstream exchange, or to
+    /// the final response when the gate refused or the upstream could not be reached.
+    pub(super) fn gated(
+        waiting: Waiting,
+        notes: mpsc::Receiver<Value>,
+        completion: Completion,
+        upstream: Arc<Upstream>,
+        upstream_index: usize,
+        session: Option<Arc<Session>>,
+        client_id: Value,
+        record: Option<CallRecord>,
+    ) -> Self {
+        let cancelled = match &session {
+            Some(s) => s.track(&client_id),
+            None => CancellationToken::new(),
+        };
+        ReplyStream {
+            phase: Phase::Waiting(waiting),
+            waiting_notes: Some(notes),
+            progress_offset: 0,
+            completion: Some(completion),
+            forced_outcome: None,
             upstream,
             upstream_index,
             session,
@@ -76,43 +127,85 @@ impl ReplyStream {
             if self.done {
                 return None;
             }
-            let message = tokio::select! {
-                biased;
-                _ = self.cancelled.cancelled() => {
-                    self.finish("cancelled");
-                    return None;
+            let message = match &mut self.phase {
+                Phase::Waiting(waiting) => {
+                    let notes = self.waiting_notes.as_mut();
+                    tokio::select! {
+                        biased;
+                        _ = self.cancelled.cancelled() => None,
+                        Some(note) = async { notes?.recv().await } => return Some(note),
+                        waited = waiting => {
+                            self.waiting_notes = None;
+                            match waited {
+                                Ok((exchange, progress)) => {
+                                    self.progress_offset = progress.count();
+                                    self.phase = Phase::Forwarded(exchange);
+                                    continue;
+                                }
+                                Err((response, label)) => {
+                                    self.forced_outcome = Some(label);
+                                    Some(response)
+                                }
+                            }
+                        }
+                    }
                 }
-                message = self.exchange.next() => message,
+                Phase::Forwarded(exchange) => tokio::select! {
+                    biased;
+                    _ = self.cancelled.cancelled() => None,
+                    message = exchange.next() => Some(message.unwrap_or(Value::Null)),
+                },
             };
+            let message = message.map(|m| if m.is_null() { self.closed_error() } else { m });
             let Some(message) = message else {
-                self.finish("upstream_closed");
-                return Some(jsonrpc::error(
-                    Some(self.client_id.clone()),
-                    jsonrpc::code::SERVER_ERROR,
-                    format!(
-                        "upstream {} closed the request without answering",
-                        self.upstream.name
-                    ),
-                ));
+                self.finish("cancelled", None);
+                return None;
             };
             match jsonrpc::classify(&message) {
-                Ok(jsonrpc::Kind::Response) => {
-                    let mut message = message;
-                    let outcome = outcome_of(&message);
-                    self.finish(outcome);
-                    if let Some(method) = &self.modern_method {
-                        super::complete_modern_result(method, &mut message);
-                    }
-                    return Some(message);
-                }
+                Ok(jsonrpc::Kind::Response) => return Some(self.final_response(message)),
                 Ok(jsonrpc::Kind::Request) => {
                     if let Some(m) = self.relay_server_request(message) {
                         return Some(m);
                     }
                 }
-                _ => return Some(message),
+                _ => return Some(self.offset_progress(message)),
             }
         }
+    }
+
+    fn closed_error(&self) -> Value {
+        jsonrpc::error(
+            Some(self.client_id.clone()),
+            jsonrpc::code::SERVER_ERROR,
+            format!(
+                "upstream {} closed the request without answering",
+                self.upstream.name
+            ),
+        )
+    }
+
+    fn final_response(&mut self, mut message: Value) -> Value {
+        let outcome = self.forced_outcome.unwrap_or_else(|| outcome_of(&message));
+        self.finish(outcome, Some(&message));
+        if let Some(method) = &self.modern_method {
+            super::complete_modern_result(method, &mut message);
+        }
+        message
+    }
+
+    /// Keeps the client's progress increasing after the gate's own notifications.
+    fn offset_progress(&self, mut message: Value) -> Value {
+        if self.progress_offset > 0 && jsonrpc::method(&message) == Some("notifications/progress") {
+            let offset = self.progress_offset as f64;
+            for key in ["progress", "total"] {
+                if let Some(v) = message.pointer_mut(&format!("/params/{key}"))
+                    && let Some(n) = v.as_f64()
+                {
+                    *v = serde_json::json!(n + offset);
+                }
+            }
+        }
+        message
     }
 
     /// Whether the final response has been delivered (or the request ended otherwise).
@@ -145,13 +238,17 @@ impl ReplyStream {
         }
     }
 
-    fn finish(&mut self, outcome: &'static str) {
+    fn finish(&mut self, outcome: &'static str, response: Option<&Value>) {
         self.done = true;
         if let Some(session) = &self.session {
             session.untrack(&self.client_id);
         }
         if let Some(record) = self.record.take() {
             record.finish(outcome);
+        }
+        let forwarded = matches!(self.phase, Phase::Forwarded(_));
+        if let Some(completion) = self.completion.take().filter(|_| forwarded) {
+            completion.report(outcome, response.cloned());
         }
     }
 
@@ -168,7 +265,7 @@ impl ReplyStream {
 impl Drop for ReplyStream {
     fn drop(&mut self) {
         if !self.done {
-            self.finish("cancelled");
+            self.finish("cancelled", None);
         }
     }
 }
@@ -181,5 +278,36 @@ pub fn outcome_of(response: &Value) -> &'static str {
         "tool_error"
     } else {
         "ok"
+    }
+}
+
+/// Where a stream's messages come from.
+enum Phase {
+    /// The gate is deciding; resolves to the upstream exchange or to the final response.
+    Waiting(Waiting),
+    Forwarded(Exchange),
+}
+
+/// A call waiting on its gate, then on the upstream to accept it.
+pub type Waiting = BoxFuture<'static, Result<(Exchange, Progress), (Value, &'static str)>>;
+
+/// Tells the gate how a forwarded call ended.
+pub struct Completion {
+    pub gate: Arc<dyn CallGate>,
+    pub call: ToolCall,
+    pub started: Instant,
+}
+
+impl Completion {
+    fn report(self, label: &'static str, response: Option<Value>) {
+        let duration = self.started.elapsed();
+        tokio::spawn(async move {
+            let outcome = CallOutcome {
+                response: response.as_ref(),
+                label,
+                duration,
+            };
+            self.gate.finished(&self.call, outcome).await;
+        });
     }
 }

@@ -1,12 +1,16 @@
 //! The `tools/call` seam: the one asynchronous step between a validated call and the upstream.
 //!
 //! Policy, approvals and audit plug in here. The gateway core knows only that a gate either lets
-//! a call through or refuses it with a reason the agent will read.
+//! a call through or refuses it with a reason the agent will read, and tells the gate how a
+//! forwarded call ended. While a gate waits (a human approval), it may report progress.
 
 use crate::auth::Agent;
 use futures::future::BoxFuture;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// A tool call that has been routed and whose arguments match the tool's `inputSchema`.
@@ -33,17 +37,82 @@ pub enum Verdict {
     Refuse(String),
 }
 
+/// How a forwarded call ended.
+#[derive(Debug)]
+pub struct CallOutcome<'a> {
+    /// The upstream's final response (a result or a JSON-RPC error), or `None` when the
+    /// client went away or cancelled before it arrived.
+    pub response: Option<&'a Value>,
+    /// `ok`, `tool_error`, `error`, `cancelled`, …
+    pub label: &'static str,
+    pub duration: Duration,
+}
+
 /// Decides whether a call may run. May take as long as it needs (a human approval), and must
 /// fail closed: any error inside a gate is a `Refuse`.
 pub trait CallGate: Send + Sync + 'static {
-    fn check<'a>(&'a self, call: &'a ToolCall) -> BoxFuture<'a, Verdict>;
+    fn check<'a>(&'a self, call: &'a ToolCall, progress: &'a Progress) -> BoxFuture<'a, Verdict>;
+
+    /// Called once a forwarded call has ended.
+    fn finished<'a>(&'a self, _call: &'a ToolCall, _outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The gate of the bare proxy: every valid call goes through.
 pub struct ForwardAll;
 
 impl CallGate for ForwardAll {
-    fn check<'a>(&'a self, _call: &'a ToolCall) -> BoxFuture<'a, Verdict> {
+    fn check<'a>(&'a self, _call: &'a ToolCall, _progress: &'a Progress) -> BoxFuture<'a, Verdict> {
         Box::pin(std::future::ready(Verdict::Forward))
+    }
+}
+
+/// Progress notifications to the client while a gate waits, on the client's own
+/// `progressToken` (nothing is sent when the client gave none). Values count up from 1; the
+/// upstream's later progress is offset past them so the client sees them increase.
+#[derive(Clone)]
+pub struct Progress {
+    token: Option<Value>,
+    sent: Arc<AtomicU64>,
+    tx: mpsc::Sender<Value>,
+}
+
+impl Progress {
+    pub(super) fn new(token: Option<Value>) -> (Self, mpsc::Receiver<Value>) {
+        let (tx, rx) = mpsc::channel(16);
+        (
+            Progress {
+                token,
+                sent: Arc::new(AtomicU64::new(0)),
+                tx,
+            },
+            rx,
+        )
+    }
+
+    /// A sink that reports nowhere (for tests and tools that need one).
+    pub fn none() -> Self {
+        Progress::new(None).0
+    }
+
+    /// Whether the client asked for progress.
+    pub fn is_wanted(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Sends one progress notification with a human-readable message. Never blocks: when the
+    /// client reads too slowly, the notification is dropped.
+    pub fn report(&self, message: impl Into<String>) {
+        let Some(token) = &self.token else { return };
+        let n = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+            "params": {"progressToken": token, "progress": n, "message": message.into()}});
+        let _ = self.tx.try_send(note);
+    }
+
+    /// How many notifications were reported.
+    pub fn count(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 }
