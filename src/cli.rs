@@ -2,11 +2,11 @@
 
 use crate::auth::{Authenticator, hash_key};
 use crate::config::{self, Config};
-use crate::gateway::ForwardAll;
-use crate::startup::{Application, start_gateway};
+use crate::startup::{Application, Governance, start_gateway};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,56 @@ enum Command {
     Config(ConfigCommand),
     /// Print the SHA-256 of an API key for `agents[].key_sha256` (reads the key from stdin).
     HashKey,
+    /// Policy commands: check, test, explain.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// The audit log: verify, checkpoint, list, show.
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: crate::audit::cli::AuditCommand,
+    },
+    /// The built-in approval channel: list, show, approve, deny.
+    Approvals {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: crate::approval::cli::ApprovalsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policy files; print the policy version.
+    Check {
+        /// The policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Run fixture calls with expected verdicts; exit 1 if any differs.
+    Test { dir: PathBuf, fixtures: PathBuf },
+    /// Show which rule decides a call, and why.
+    Explain {
+        dir: PathBuf,
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        tool: String,
+        #[arg(long)]
+        agent: String,
+        /// An agent group (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long)]
+        on_behalf_of: Option<String>,
+        /// The tool's annotations as JSON, e.g. '{"readOnlyHint": true}'.
+        #[arg(long)]
+        annotations: Option<String>,
+        /// The call's arguments as JSON.
+        #[arg(long)]
+        arguments: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -46,6 +96,7 @@ struct ConfigArg {
     #[arg(
         long,
         short,
+        global = true,
         env = "COUNTERSIGN_CONFIG",
         default_value = "countersign.yaml"
     )]
@@ -59,8 +110,56 @@ impl ConfigArg {
 }
 
 /// Runs the parsed command; the binary's only job.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Policy(command) => policy(command),
+        Command::Audit { config, command } => {
+            let db = crate::store::connect(&config.load()?.database.url).await?;
+            crate::audit::cli::run(&db, &command).await
+        }
+        Command::Approvals { config, command } => {
+            let config = config.load()?;
+            let db = crate::store::connect(&config.database.url).await?;
+            let audit = crate::audit::AuditLog::open(db.clone()).await?;
+            let directory = Arc::new(crate::approval::Directory::new(&config.approvers));
+            let broker = crate::approval::Broker::new(db, audit, directory);
+            crate::approval::cli::run(&broker, command).await
+        }
+        other => run_gateway_command(other).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    use crate::policy::cli;
+    match command {
+        PolicyCommand::Check { dir } => cli::check(&dir),
+        PolicyCommand::Test { dir, fixtures } => cli::test(&dir, &fixtures),
+        PolicyCommand::Explain {
+            dir,
+            server,
+            tool,
+            agent,
+            groups,
+            on_behalf_of,
+            annotations,
+            arguments,
+        } => {
+            let call = cli::ExplainArgs {
+                server,
+                tool,
+                agent,
+                groups,
+                on_behalf_of,
+                annotations,
+                arguments,
+            };
+            cli::explain(&dir, &call)
+        }
+    }
+}
+
+async fn run_gateway_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(arg) => serve(arg.load()?).await,
         Command::Stdio(arg) => stdio(arg.load()?).await,
         Command::Config(ConfigCommand::Check(arg)) => {
@@ -79,13 +178,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", hash_key(key.trim_end_matches(['\r', '\n'])));
             Ok(())
         }
+        Command::Policy(_) | Command::Audit { .. } | Command::Approvals { .. } => {
+            unreachable!("handled in run")
+        }
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let _telemetry = crate::telemetry::init(&config.telemetry)?;
     let shutdown = CancellationToken::new();
-    let app = Application::build(&config, Arc::new(ForwardAll), shutdown.clone()).await?;
+    let app = Application::build(&config, shutdown.clone()).await?;
     tokio::spawn(stop_on_signal(shutdown.clone()));
     app.run_until_stopped(shutdown).await?;
     Ok(())
@@ -101,7 +203,8 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     }
     .context("stdio mode authenticates the agent with COUNTERSIGN_API_KEY")?;
     let shutdown = CancellationToken::new();
-    let gateway = start_gateway(&config, Arc::new(ForwardAll), shutdown.clone()).await?;
+    let governance = Governance::build(&config, shutdown.clone()).await?;
+    let gateway = start_gateway(&config, governance.gate, shutdown.clone()).await?;
     crate::front::stdio::serve(gateway, agent, tokio::io::stdin(), tokio::io::stdout()).await?;
     shutdown.cancel();
     Ok(())

@@ -8,6 +8,10 @@
 //!                 authenticate, check          route, validate, gate (the tools/call seam), forward
 //! ```
 
+/// The audit log: append-only, hash-chained events; queries, verify, auditor API.
+pub mod audit;
+/// The approval broker: pending → approved / denied / expired / cancelled, persisted.
+pub mod approval;
 /// Authenticating agents by API key.
 pub mod auth;
 /// The command line.
@@ -16,14 +20,20 @@ pub mod cli;
 pub mod config;
 /// MCP toward agents: Streamable HTTP and stdio.
 pub mod front;
+/// The gate that decides every call: policy, approval, audit.
+pub mod gate;
 /// The protocol core: local answers, routing, the `tools/call` path.
 pub mod gateway;
 /// Raw JSON-RPC messages.
 pub mod jsonrpc;
+/// Policy files and the decision on each tool call: allow, deny, or approve by whom.
+pub mod policy;
 /// MCP protocol constants and era rules.
 pub mod protocol;
 /// Building and running the gateway.
 pub mod startup;
+/// The database: SQLite or PostgreSQL, migrated at connect.
+pub mod store;
 /// Logs, traces, metrics.
 pub mod telemetry;
 /// MCP toward tool servers.

@@ -1,9 +1,13 @@
 //! Building and running the gateway from a configuration.
 
+use crate::approval::{Broker, Directory};
+use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::front::{OriginPolicy, http};
-use crate::gateway::{CallGate, Gateway, catalog::Namespaces};
+use crate::gate::PolicyGate;
+use crate::gateway::{CallGate, ForwardAll, Gateway, catalog::Namespaces};
+use crate::policy::{Policies, PolicySet};
 use crate::upstream::Upstream;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -73,6 +77,59 @@ fn spawn_session_sweeper(gateway: &Arc<Gateway>, max_idle: Duration, shutdown: C
     });
 }
 
+/// What decides calls: policies, the approval broker and the audit log, when configured.
+pub struct Governance {
+    pub gate: Arc<dyn CallGate>,
+    /// The approver and auditor APIs.
+    pub routes: axum::Router,
+    pub audit: Option<AuditLog>,
+    pub broker: Option<Arc<Broker>>,
+}
+
+impl Governance {
+    /// Without `policy_dir` the gateway is a plain proxy (every valid call is forwarded): said
+    /// loudly, since it is only for trying the gateway out.
+    pub async fn build(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let Some(dir) = &config.policy_dir else {
+            tracing::warn!(
+                "no policy_dir configured: every valid call is forwarded and nothing is audited"
+            );
+            return Ok(Governance {
+                gate: Arc::new(ForwardAll),
+                routes: axum::Router::new(),
+                audit: None,
+                broker: None,
+            });
+        };
+        let db = crate::store::connect(&config.database.url)
+            .await
+            .with_context(|| format!("database {}", config.database.url))?;
+        let audit = AuditLog::open(db.clone()).await.context("audit log")?;
+        let policies = Policies::new(PolicySet::load_dir(dir)?);
+        policies.watch(dir.clone(), shutdown.clone());
+        let broker = Broker::new(
+            db,
+            audit.clone(),
+            Arc::new(Directory::new(&config.approvers)),
+        );
+        broker.spawn_expiry(shutdown);
+        let routes = crate::approval::http::router(broker.clone()).merge(
+            crate::audit::auditor_router(audit.clone(), &config.auditors),
+        );
+        let gate = Arc::new(PolicyGate {
+            policies,
+            audit: audit.clone(),
+            broker: broker.clone(),
+        });
+        Ok(Governance {
+            gate,
+            routes,
+            audit: Some(audit),
+            broker: Some(broker),
+        })
+    }
+}
+
 /// The HTTP gateway: a bound listener and the router behind it.
 pub struct Application {
     listener: TcpListener,
@@ -81,8 +138,17 @@ pub struct Application {
 }
 
 impl Application {
-    /// Starts the gateway and binds the listener (port 0 picks a free port).
-    pub async fn build(
+    /// Starts the gateway as configured (policies, approvals and audit when `policy_dir` is
+    /// set) and binds the listener (port 0 picks a free port).
+    pub async fn build(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let governance = Governance::build(config, shutdown.clone()).await?;
+        let mut app = Application::with_gate(config, governance.gate.clone(), shutdown).await?;
+        app.router = app.router.merge(governance.routes);
+        Ok(app)
+    }
+
+    /// Starts the gateway with the given gate and no approver or auditor API.
+    pub async fn with_gate(
         config: &Config,
         gate: Arc<dyn CallGate>,
         shutdown: CancellationToken,

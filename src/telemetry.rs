@@ -13,7 +13,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
@@ -94,8 +94,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// Metrics and the span of one `tools/call`, closed when the call's outcome is known.
 pub struct CallRecord {
     started: Instant,
-    upstream: String,
-    tool: String,
+    metrics: Arc<ToolMetrics>,
     span: tracing::Span,
 }
 
@@ -103,8 +102,7 @@ impl CallRecord {
     pub fn start(span: tracing::Span, upstream: &str, tool: &str) -> Self {
         CallRecord {
             started: Instant::now(),
-            upstream: upstream.to_owned(),
-            tool: tool.to_owned(),
+            metrics: ToolMetrics::of(upstream, tool),
             span,
         }
     }
@@ -115,15 +113,88 @@ impl CallRecord {
 
     /// Records the outcome (`ok`, `tool_error`, `error`, `refused`, `invalid`, `cancelled`, …).
     pub fn finish(self, outcome: &'static str) {
-        let labels = [
-            ("server", self.upstream.clone()),
-            ("tool", self.tool.clone()),
-        ];
-        metrics::histogram!("countersign_tool_call_duration_seconds", &labels)
+        self.metrics
+            .duration
             .record(self.started.elapsed().as_secs_f64());
-        metrics::counter!("countersign_tool_calls_total", "server" => self.upstream, "tool" => self.tool, "outcome" => outcome)
-            .increment(1);
+        self.metrics.calls(outcome).increment(1);
         self.span.record("countersign.outcome", outcome);
+    }
+}
+
+/// The metric handles of one tool, registered once and kept: building the labels and looking
+/// the series up in the recorder on every call cost more than the recording itself.
+struct ToolMetrics {
+    server: String,
+    tool: String,
+    /// `countersign_tool_call_duration_seconds{server, tool}`.
+    duration: metrics::Histogram,
+    /// `countersign_tool_calls_total{server, tool, outcome}`, one per outcome seen so far.
+    calls: RwLock<Vec<(&'static str, metrics::Counter)>>,
+}
+
+/// Server name → tool name → handles. Grows with the tools that were called, as the
+/// recorder's own series do.
+type ToolMetricsMap = HashMap<String, HashMap<String, Arc<ToolMetrics>>>;
+
+impl ToolMetrics {
+    /// The handles of `tool` on `server`, registering them on first use.
+    fn of(server: &str, tool: &str) -> Arc<ToolMetrics> {
+        static ALL: OnceLock<RwLock<ToolMetricsMap>> = OnceLock::new();
+        let all = ALL.get_or_init(Default::default);
+        let known = |map: &ToolMetricsMap| map.get(server)?.get(tool).cloned();
+        if let Some(found) = known(&all.read().unwrap_or_else(|e| e.into_inner())) {
+            return found;
+        }
+        let mut map = all.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = known(&map) {
+            return found;
+        }
+        let registered = Arc::new(ToolMetrics::register(server, tool));
+        map.entry(server.to_owned())
+            .or_default()
+            .insert(tool.to_owned(), registered.clone());
+        registered
+    }
+
+    fn register(server: &str, tool: &str) -> ToolMetrics {
+        // Handles taken before a recorder is installed would stay no-ops for good.
+        prometheus();
+        let duration = metrics::histogram!(
+            "countersign_tool_call_duration_seconds",
+            "server" => server.to_owned(),
+            "tool" => tool.to_owned(),
+        );
+        ToolMetrics {
+            server: server.to_owned(),
+            tool: tool.to_owned(),
+            duration,
+            calls: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The call counter for `outcome`, registering it on first use.
+    fn calls(&self, outcome: &'static str) -> metrics::Counter {
+        let find = |calls: &[(&'static str, metrics::Counter)]| {
+            calls
+                .iter()
+                .find(|(known, _)| *known == outcome)
+                .map(|(_, counter)| counter.clone())
+        };
+        if let Some(counter) = find(&self.calls.read().unwrap_or_else(|e| e.into_inner())) {
+            return counter;
+        }
+        let mut calls = self.calls.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = find(&calls) {
+            return counter;
+        }
+        let counter = metrics::counter!(
+            "countersign_tool_calls_total",
+            "server" => self.server.clone(),
+            "tool" => self.tool.clone(),
+            "outcome" => outcome,
+        );
+        calls.push((outcome, counter.clone()));
+        counter
     }
 }
 

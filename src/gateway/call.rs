@@ -1,7 +1,7 @@
 //! The path of one `tools/call`: resolve → validate → gate → forward.
 
 use super::catalog::ToolRoute;
-use super::reply::Completion;
+use super::reply::{Completion, Gated};
 use super::seam::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
 use super::{Caller, Gateway, Reply, ReplyStream};
 use crate::jsonrpc;
@@ -81,10 +81,13 @@ impl Gateway {
             call,
             started: Instant::now(),
         };
-        let stream = ReplyStream::gated(
-            Box::pin(waiting.instrument(span)),
+        let gated = Gated {
+            waiting: Box::pin(waiting.instrument(span)),
             notes,
             completion,
+        };
+        let stream = ReplyStream::gated(
+            gated,
             upstream,
             route.upstream,
             caller.session.clone(),

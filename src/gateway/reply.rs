@@ -59,48 +59,60 @@ impl ReplyStream {
         client_id: Value,
         record: Option<CallRecord>,
     ) -> Self {
-        let cancelled = match &session {
-            Some(s) => s.track(&client_id),
-            None => CancellationToken::new(),
-        };
-        ReplyStream {
-            phase: Phase::Forwarded(exchange),
-            waiting_notes: None,
-            progress_offset: 0,
-            completion: None,
-            forced_outcome: None,
+        let phase = Phase::Forwarded(Box::new(exchange));
+        Self::start(
+            phase,
+            None,
             upstream,
             upstream_index,
             session,
-            client_id,
-            cancelled,
-            record,
-            modern_method: None,
-            done: false,
-        }
+            (client_id, record),
+        )
     }
 
-    /// A call that first waits on its gate: `waiting` resolves to the upstream exchange, or to
-    /// the final response when the gate refused or the upstream could not be reached.
+    /// A call that first waits on its gate (see [`Gated`]).
     pub(super) fn gated(
-        waiting: Waiting,
-        notes: mpsc::Receiver<Value>,
-        completion: Completion,
+        gated: Gated,
         upstream: Arc<Upstream>,
         upstream_index: usize,
         session: Option<Arc<Session>>,
         client_id: Value,
         record: Option<CallRecord>,
     ) -> Self {
+        let Gated {
+            waiting,
+            notes,
+            completion,
+        } = gated;
+        let mut stream = Self::start(
+            Phase::Waiting(waiting),
+            Some(completion),
+            upstream,
+            upstream_index,
+            session,
+            (client_id, record),
+        );
+        stream.waiting_notes = Some(notes);
+        stream
+    }
+
+    fn start(
+        phase: Phase,
+        completion: Option<Completion>,
+        upstream: Arc<Upstream>,
+        upstream_index: usize,
+        session: Option<Arc<Session>>,
+        (client_id, record): (Value, Option<CallRecord>),
+    ) -> Self {
         let cancelled = match &session {
             Some(s) => s.track(&client_id),
             None => CancellationToken::new(),
         };
         ReplyStream {
-            phase: Phase::Waiting(waiting),
-            waiting_notes: Some(notes),
+            phase,
+            waiting_notes: None,
             progress_offset: 0,
-            completion: Some(completion),
+            completion,
             forced_outcome: None,
             upstream,
             upstream_index,
@@ -139,7 +151,7 @@ impl ReplyStream {
                             match waited {
                                 Ok((exchange, progress)) => {
                                     self.progress_offset = progress.count();
-                                    self.phase = Phase::Forwarded(exchange);
+                                    self.phase = Phase::Forwarded(Box::new(exchange));
                                     continue;
                                 }
                                 Err((response, label)) => {
@@ -285,7 +297,16 @@ pub fn outcome_of(response: &Value) -> &'static str {
 enum Phase {
     /// The gate is deciding; resolves to the upstream exchange or to the final response.
     Waiting(Waiting),
-    Forwarded(Exchange),
+    Forwarded(Box<Exchange>),
+}
+
+/// What a gated call starts with: `waiting` resolves to the upstream exchange, or to the final
+/// response when the gate refused or the upstream could not be reached; `notes` carries the
+/// gate's progress meanwhile; `completion` hears how a forwarded call ended.
+pub struct Gated {
+    pub waiting: Waiting,
+    pub notes: mpsc::Receiver<Value>,
+    pub completion: Completion,
 }
 
 /// A call waiting on its gate, then on the upstream to accept it.

@@ -25,6 +25,12 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 /// How long to wait for a TCP connection to the upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The protocol's header names, parsed once (a `&str` name is parsed on every insert).
+const PROTOCOL_VERSION: HeaderName = HeaderName::from_static(protocol::HEADER_PROTOCOL_VERSION);
+const METHOD: HeaderName = HeaderName::from_static(protocol::HEADER_METHOD);
+const NAME: HeaderName = HeaderName::from_static(protocol::HEADER_NAME);
+const SESSION_ID: HeaderName = HeaderName::from_static(protocol::HEADER_SESSION_ID);
+
 pub struct HttpTransport {
     shared: Arc<Shared>,
     /// Stops the background tasks when the transport is dropped without a shutdown.
@@ -62,12 +68,13 @@ enum Body {
 
 struct Shared {
     name: String,
-    url: String,
+    /// Parsed once: reqwest would parse a `&str` URL again for every request.
+    url: reqwest::Url,
     timeout: Duration,
     era_preference: EraPreference,
+    /// Sends `Accept`, `Content-Type` and the configured headers on every request (its default
+    /// headers), so that a request only carries its own few.
     client: reqwest::Client,
-    /// `Accept`, `Content-Type` and the configured headers: sent on every request.
-    base_headers: HeaderMap,
     next_id: AtomicI64,
     events: broadcast::Sender<Value>,
     health: Health,
@@ -92,19 +99,21 @@ impl HttpTransport {
             upstream: config.name.clone(),
             reason,
         };
+        let url = reqwest::Url::parse(&http.url)
+            .map_err(|e| unusable(format!("invalid URL {:?}: {e}", http.url)))?;
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
+            .default_headers(base_headers(http).map_err(&unusable)?)
             .build()
             .map_err(|e| unusable(format!("cannot build an HTTP client: {e}")))?;
         let stop = shutdown.child_token();
         let shared = Arc::new(Shared {
             name: config.name.clone(),
-            url: http.url.clone(),
+            url,
             timeout: config.timeout(),
             era_preference: config.era,
             client,
-            base_headers: base_headers(http).map_err(unusable)?,
             next_id: AtomicI64::new(1),
             events: broadcast::channel(256).0,
             health: Health::new(&config.name),
@@ -219,7 +228,8 @@ impl HttpTransport {
     }
 }
 
-/// `Accept`, `Content-Type` and the configured headers.
+/// `Accept`, `Content-Type` and the configured headers. A request's own headers of the same
+/// name (the protocol's) take precedence.
 fn base_headers(http: &HttpUpstreamConfig) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -248,25 +258,22 @@ fn add_modern_headers(headers: &mut HeaderMap, msg: &Value) {
         .and_then(|m| m.get(protocol::META_PROTOCOL_VERSION))
         .and_then(Value::as_str)
         .unwrap_or(protocol::MODERN_VERSION);
-    headers.insert(protocol::HEADER_PROTOCOL_VERSION, header_value(version));
+    headers.insert(PROTOCOL_VERSION, header_value(version));
     if let Some(method) = jsonrpc::method(msg) {
-        headers.insert(protocol::HEADER_METHOD, header_value(method));
+        headers.insert(METHOD, header_value(method));
         if let Some(name) =
             protocol::name_param(method).and_then(|key| jsonrpc::param_str(msg, key))
         {
-            headers.insert(protocol::HEADER_NAME, header_value(name));
+            headers.insert(NAME, header_value(name));
         }
     }
 }
 
 fn add_session_headers(headers: &mut HeaderMap, session: &Session) {
     if let Some(id) = &session.id {
-        headers.insert(protocol::HEADER_SESSION_ID, header_value(id));
+        headers.insert(SESSION_ID, header_value(id));
     }
-    headers.insert(
-        protocol::HEADER_PROTOCOL_VERSION,
-        header_value(&session.version),
-    );
+    headers.insert(PROTOCOL_VERSION, header_value(&session.version));
 }
 
 impl Shared {
@@ -514,9 +521,9 @@ impl Shared {
         let Ok(session) = self.session().await else {
             return true;
         };
-        let mut headers = self.base_headers.clone();
+        let mut headers = HeaderMap::new();
         add_session_headers(&mut headers, &session);
-        let response = match self.client.get(&self.url).headers(headers).send().await {
+        let response = match self.client.get(self.url.clone()).headers(headers).send().await {
             Ok(response) => response,
             Err(e) => {
                 tracing::debug!(upstream = %self.name, error = %e, "GET stream failed");
@@ -546,9 +553,9 @@ impl Shared {
         let Some(session) = self.current_session() else {
             return;
         };
-        let mut headers = self.base_headers.clone();
+        let mut headers = HeaderMap::new();
         add_session_headers(&mut headers, &session);
-        let delete = self.client.delete(&self.url).headers(headers).send();
+        let delete = self.client.delete(self.url.clone()).headers(headers).send();
         let _ = tokio::time::timeout(Duration::from_secs(1), delete).await;
     }
 
@@ -566,7 +573,8 @@ impl Shared {
         route: &Route,
         mirrored: &[(String, String)],
     ) -> Result<reqwest::Response, UpstreamError> {
-        let mut headers = self.base_headers.clone();
+        // Room for the protocol's three headers and a few `Mcp-Param-*` without growing.
+        let mut headers = HeaderMap::with_capacity(8);
         match route {
             Route::Modern => {
                 add_modern_headers(&mut headers, msg);
@@ -585,7 +593,7 @@ impl Shared {
         let body = serde_json::to_vec(msg).expect("a JSON value always serialises");
         let send = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(headers)
             .body(body)
             .send();

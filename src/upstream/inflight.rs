@@ -25,7 +25,7 @@ pub(super) type CancelFn = Box<dyn FnOnce(&str) + Send + Sync>;
 /// Dropping the exchange before the response arrived cancels the request upstream in the way
 /// the upstream's era expects (`notifications/cancelled`, or closing the response stream).
 pub struct Exchange {
-    rx: mpsc::UnboundedReceiver<Value>,
+    messages: Messages,
     /// The id the client used; error responses made up here carry it.
     client_id: Value,
     upstream: String,
@@ -34,6 +34,15 @@ pub struct Exchange {
     /// Set once the response has been handed out (or made up).
     done: bool,
     on_cancel: Option<CancelFn>,
+}
+
+/// Where an [`Exchange`]'s messages come from.
+enum Messages {
+    /// The response arrived with the request's answer (a plain JSON reply): no channel, no
+    /// timer. `None` once handed out.
+    Ready(Option<Value>),
+    /// Fed by a task reading the upstream (an SSE stream, or a stdio connection).
+    Channel(mpsc::UnboundedReceiver<Value>),
 }
 
 impl Exchange {
@@ -45,7 +54,7 @@ impl Exchange {
         on_cancel: Option<CancelFn>,
     ) -> Self {
         Exchange {
-            rx,
+            messages: Messages::Channel(rx),
             client_id,
             upstream: upstream.to_owned(),
             deadline: Instant::now() + timeout,
@@ -57,10 +66,17 @@ impl Exchange {
 
     /// An exchange whose only message, the response, is already known.
     pub(super) fn ready(response: Value, upstream: &str) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
         let client_id = response.get("id").cloned().unwrap_or(Value::Null);
-        let _ = tx.send(response);
-        Exchange::new(rx, client_id, upstream, Duration::from_secs(3600), None)
+        let timeout = Duration::from_secs(3600);
+        Exchange {
+            messages: Messages::Ready(Some(response)),
+            client_id,
+            upstream: upstream.to_owned(),
+            deadline: Instant::now() + timeout,
+            timeout,
+            done: false,
+            on_cancel: None,
+        }
     }
 
     /// The next message: a notification or server-to-client request related to the request,
@@ -73,7 +89,12 @@ impl Exchange {
         if self.done {
             return None;
         }
-        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+        let received = match &mut self.messages {
+            // Already there: no timer to arm.
+            Messages::Ready(msg) => Ok(msg.take()),
+            Messages::Channel(rx) => tokio::time::timeout_at(self.deadline, rx.recv()).await,
+        };
+        match received {
             Ok(Some(msg)) => {
                 if is_response(&msg) {
                     self.finish();

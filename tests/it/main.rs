@@ -2,6 +2,7 @@
 
 mod support;
 
+mod approvals;
 mod bad_input;
 mod conformance;
 mod peers;

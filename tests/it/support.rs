@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use countersign::gateway::{CallGate, ForwardAll};
+use countersign::gateway::CallGate;
 use countersign::startup::Application;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -27,17 +27,22 @@ impl Drop for TestGateway {
 
 /// Starts a gateway from YAML text. `listen` is forced to `127.0.0.1:0`.
 pub async fn spawn_gateway(yaml: &str) -> TestGateway {
-    spawn_gateway_with_gate(yaml, Arc::new(ForwardAll)).await
+    let config = test_config(yaml);
+    let shutdown = CancellationToken::new();
+    let app = Application::build(&config, shutdown.clone())
+        .await
+        .expect("gateway starts");
+    serve(app, shutdown)
 }
 
-pub async fn spawn_gateway_with_gate(yaml: &str, gate: Arc<dyn CallGate>) -> TestGateway {
+fn test_config(yaml: &str) -> countersign::config::Config {
     let mut config = countersign::config::parse(yaml, "test.yaml", &[])
         .unwrap_or_else(|e| panic!("test config: {e}"));
     config.server.listen = "127.0.0.1:0".parse().unwrap();
-    let shutdown = CancellationToken::new();
-    let app = Application::build(&config, gate, shutdown.clone())
-        .await
-        .expect("gateway starts");
+    config
+}
+
+fn serve(app: Application, shutdown: CancellationToken) -> TestGateway {
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestGateway {
@@ -45,6 +50,15 @@ pub async fn spawn_gateway_with_gate(yaml: &str, gate: Arc<dyn CallGate>) -> Tes
         url: format!("http://{addr}/mcp"),
         shutdown,
     }
+}
+
+pub async fn spawn_gateway_with_gate(yaml: &str, gate: Arc<dyn CallGate>) -> TestGateway {
+    let config = test_config(yaml);
+    let shutdown = CancellationToken::new();
+    let app = Application::with_gate(&config, gate, shutdown.clone())
+        .await
+        .expect("gateway starts");
+    serve(app, shutdown)
 }
 
 /// The repository root.
@@ -138,4 +152,82 @@ pub fn modern_meta() -> Value {
     serde_json::json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28",
         "io.modelcontextprotocol/clientCapabilities":{},
         "io.modelcontextprotocol/clientInfo":{"name":"it","version":"0"}})
+}
+
+/// A fresh database for one test: a SQLite file in a temporary directory, or a new database on
+/// the machine's PostgreSQL (127.0.0.1:5432), dropped when this value is dropped.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("countersign.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let name = format!("cs_it_{}", uuid::Uuid::new_v4().simple());
+                sqlx::any::install_default_drivers();
+                let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(PG_ADMIN)
+                    .await
+                    .expect(
+                        "PostgreSQL on 127.0.0.1:5432 (start it with pg_ctlcluster … main start)",
+                    );
+                sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+                TestDb {
+                    url,
+                    _dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Best effort, on a thread of its own: Drop cannot await.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) =
+                    <sqlx::AnyConnection as sqlx::Connection>::connect(PG_ADMIN).await
+                {
+                    let drop = format!("drop database if exists {name} with (force)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
 }

@@ -1,0 +1,176 @@
+//! The approver HTTP API: list, show, approve and deny, with each approver's own token.
+//!
+//! ```text
+//! GET  /approvals?status=pending      Authorization: Bearer <approver token>
+//! GET  /approvals/{id}
+//! POST /approvals/{id}/approve        {"reason"?: "...", "break_glass"?: "written justification"}
+//! POST /approvals/{id}/deny           {"reason": "..."}
+//! ```
+
+use super::{Ballot, Broker, BrokerError, Status};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/approvals", get(list))
+        .route("/approvals/{id}", get(show))
+        .route("/approvals/{id}/approve", post(approve))
+        .route("/approvals/{id}/deny", post(deny))
+        .with_state(broker)
+}
+
+/// An API failure, mapped to a status and a JSON error body in one place.
+enum ApiError {
+    Unauthorized,
+    BadRequest(String),
+    NotFound(Uuid),
+    Internal(BrokerError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::Unauthorized => {
+                let body = Json(
+                    json!({"error": "an approver token is required (Authorization: Bearer <token>)"}),
+                );
+                let challenge = [(
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"countersign-approvers\"",
+                )];
+                return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
+            }
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound(id) => (StatusCode::NOT_FOUND, format!("no approval {id}")),
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "approver API failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the approval could not be recorded; try again".into(),
+                )
+            }
+        };
+        (status, Json(json!({"error": message}))).into_response()
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::NotFound(id) => ApiError::NotFound(id),
+            BrokerError::Invalid(m) => ApiError::BadRequest(m),
+            e => ApiError::Internal(e),
+        }
+    }
+}
+
+fn approver(broker: &Broker, headers: &HeaderMap) -> Result<String, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    broker
+        .directory()
+        .by_token(token.trim())
+        .map(|p| p.id.clone())
+        .ok_or(ApiError::Unauthorized)
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::BadRequest(format!("`{raw}` is not an approval id")))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+}
+
+async fn list(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    approver(&broker, &headers)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            Status::parse(s)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown status `{s}`")))?,
+        ),
+    };
+    Ok(Json(broker.list(status).await?).into_response())
+}
+
+async fn show(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    approver(&broker, &headers)?;
+    Ok(Json(broker.get(parse_id(&id)?).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VoteBody {
+    reason: Option<String>,
+    break_glass: Option<String>,
+}
+
+async fn approve(
+    state: State<Arc<Broker>>,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Option<Json<VoteBody>>,
+) -> Result<Response, ApiError> {
+    cast(
+        state,
+        headers,
+        id,
+        body.map(|b| b.0).unwrap_or_default(),
+        true,
+    )
+    .await
+}
+
+async fn deny(
+    state: State<Arc<Broker>>,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Option<Json<VoteBody>>,
+) -> Result<Response, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    if body.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(ApiError::BadRequest("a deny needs a reason".into()));
+    }
+    cast(state, headers, id, body, false).await
+}
+
+async fn cast(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: VoteBody,
+    approve: bool,
+) -> Result<Response, ApiError> {
+    let who = approver(&broker, &headers)?;
+    let ballot = Ballot {
+        approver: who,
+        approve,
+        reason: body.reason,
+        source: "http".into(),
+        evidence: json!({"channel": "approver-api"}),
+        break_glass: body.break_glass,
+    };
+    let result = broker.vote(parse_id(&id)?, ballot).await?;
+    Ok(Json(result).into_response())
+}

@@ -1,0 +1,438 @@
+//! The approval broker: a persisted state machine for human consent to one exact call.
+//!
+//! ```text
+//! pending ──▶ approved ──(grant used once)──▶ the call runs
+//!    ├──────▶ denied     (one authorized deny decides at once)
+//!    ├──────▶ expired    (expiry denies, never approves)
+//!    └──────▶ cancelled
+//! ```
+//!
+//! Votes come from distinct authorized approvers; the requesting agent and (unless the policy
+//! allows it) the requester's own human never count. Every transition is a compare-and-set in
+//! the database, so double clicks, simultaneous votes and votes after the end are answered and
+//! recorded but never applied twice. Waiting lives in the database too: a restart loses nothing,
+//! and waiters poll it, so a vote cast by another process (the CLI, another replica) is seen.
+
+pub mod cli;
+mod directory;
+pub mod http;
+mod store;
+
+pub use directory::Directory;
+pub use store::{Approval, Status};
+
+use crate::audit::{AuditLog, EventKind, NewEvent};
+use crate::gateway::{Progress, ToolCall};
+use crate::policy::ApprovalSpec;
+use crate::store::Db;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// How often a waiter re-reads its approval (votes from other processes) and reports progress.
+const POLL: Duration = Duration::from_millis(500);
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("approval store: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("no approval {0}")]
+    NotFound(Uuid),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One approver's vote.
+#[derive(Debug, Clone)]
+pub struct Ballot {
+    pub approver: String,
+    pub approve: bool,
+    /// Why (required for a deny through the built-in channels).
+    pub reason: Option<String>,
+    /// Where the vote came from: `cli`, `http`, `mattermost`, …
+    pub source: String,
+    /// Proof kept in the audit log (e.g. a signed chat payload).
+    pub evidence: Value,
+    /// A break-glass approval: decides alone, needs a written justification, flagged in audit.
+    pub break_glass: Option<String>,
+}
+
+/// What a vote did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum VoteResult {
+    /// Counted; the approval is still pending.
+    Counted { approvals: u32, quorum: u32 },
+    /// This vote decided the approval.
+    Decided { status: Status },
+    /// Not counted: the voter may not decide this call.
+    NotAuthorized { why: String },
+    /// The approval had already ended (double click, late vote, or another approver first).
+    AlreadyDecided { status: Status, by: Option<String> },
+    /// This approver had already voted.
+    AlreadyVoted,
+}
+
+/// The state shared by the gate, the approver API and the CLI.
+pub struct Broker {
+    db: Db,
+    audit: AuditLog,
+    directory: Arc<Directory>,
+    /// Wakes local waiters at once when a local vote or expiry decides (others poll).
+    wakers: Mutex<HashMap<Uuid, watch::Sender<()>>>,
+}
+
+impl Broker {
+    pub fn new(db: Db, audit: AuditLog, directory: Arc<Directory>) -> Arc<Self> {
+        Arc::new(Broker {
+            db,
+            audit,
+            directory,
+            wakers: Mutex::default(),
+        })
+    }
+
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// Opens an approval for `call`, or joins the pending one for the same exact call (same
+    /// agent, server, tool, arguments and policy version). Returns it and whether it was joined.
+    pub async fn request(
+        &self,
+        call: &ToolCall,
+        args_sha256: &str,
+        policy_version: &str,
+        rule: &str,
+        spec: &ApprovalSpec,
+    ) -> Result<(Approval, bool), BrokerError> {
+        let now = now_ms();
+        if let Some(pending) =
+            store::find_pending(&self.db, call, args_sha256, policy_version, now).await?
+        {
+            return Ok((pending, true));
+        }
+        let approval = Approval::new(call, args_sha256, policy_version, rule, spec, now);
+        store::insert(&self.db, &approval).await?;
+        self.audit
+            .append(NewEvent {
+                call_id: Some(call.id),
+                kind: EventKind::ApprovalRequested,
+                actor: "countersign".into(),
+                payload: json!({
+                    "approval_id": approval.id, "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(),
+                    "tool": call.tool, "approvers": spec.approvers, "approver_groups": spec.approver_groups,
+                    "quorum": spec.quorum, "allow_self_approval": spec.allow_self_approval,
+                    "expires_at_ms": approval.expires_at, "rule": rule, "policy_version": policy_version,
+                    "classification": spec.classification, "channel": spec.channel, "arguments": approval.arguments,
+                }),
+            })
+            .await?;
+        Ok((approval, false))
+    }
+
+    /// Waits until the approval leaves `pending` (or expires), reporting progress to the client.
+    pub async fn wait(&self, id: Uuid, progress: &Progress) -> Result<Approval, BrokerError> {
+        let mut wake = self.waker(id);
+        let mut next_report = tokio::time::Instant::now();
+        loop {
+            let approval = self.get(id).await?;
+            if approval.status != Status::Pending {
+                return Ok(approval);
+            }
+            if approval.expires_at <= now_ms() {
+                self.expire(&approval).await?;
+                continue;
+            }
+            if tokio::time::Instant::now() >= next_report {
+                progress.report(self.progress_text(&approval).await?);
+                next_report += PROGRESS_EVERY;
+            }
+            let until_expiry =
+                Duration::from_millis((approval.expires_at - now_ms()).max(0) as u64);
+            let _ = tokio::time::timeout(POLL.min(until_expiry), wake.changed()).await;
+        }
+    }
+
+    async fn progress_text(&self, approval: &Approval) -> Result<String, BrokerError> {
+        let approvals = store::count_approvals(&self.db, approval.id).await?;
+        let left = (approval.expires_at - now_ms()).max(0) / 1000;
+        Ok(format!(
+            "waiting for approval {}: {approvals}/{} approvals, expires in {left} s",
+            approval.id, approval.spec.quorum
+        ))
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Approval, BrokerError> {
+        store::get(&self.db, id)
+            .await?
+            .ok_or(BrokerError::NotFound(id))
+    }
+
+    pub async fn list(&self, status: Option<Status>) -> Result<Vec<Approval>, BrokerError> {
+        Ok(store::list(&self.db, status).await?)
+    }
+
+    /// Records a vote and decides the approval when it should. Every vote is audited, whether
+    /// it counted or not.
+    pub async fn vote(&self, id: Uuid, ballot: Ballot) -> Result<VoteResult, BrokerError> {
+        let approval = self.get(id).await?;
+        if let Some(why) = self.refusal(&approval, &ballot) {
+            let result = VoteResult::NotAuthorized { why };
+            self.audit_vote(&approval, &ballot, &result).await?;
+            return Ok(result);
+        }
+        let result = store::vote(&self.db, &approval, &ballot, now_ms()).await?;
+        self.audit_vote(&approval, &ballot, &result).await?;
+        if let VoteResult::Decided { status } = &result {
+            let decided = self.get(id).await?;
+            self.audit_decided(&decided, *status).await?;
+            self.wake(id);
+        }
+        Ok(result)
+    }
+
+    /// Why `ballot` may not count, if it may not. The agent never approves its own call; the
+    /// human behind it only when the policy allows; others only when the policy names them.
+    fn refusal(&self, approval: &Approval, ballot: &Ballot) -> Option<String> {
+        let who = ballot.approver.as_str();
+        if who == approval.agent {
+            return Some("the requesting agent cannot vote on its own call".into());
+        }
+        let Some(person) = self.directory.get(who) else {
+            return Some(format!("{who} is not a configured approver"));
+        };
+        if approval.on_behalf_of.as_deref() == Some(who) && !approval.spec.allow_self_approval {
+            return Some(format!(
+                "{who} asked for this call (the agent acts on their behalf) and may not approve it"
+            ));
+        }
+        let named = approval.spec.approvers.iter().any(|a| a == who);
+        let in_group = person
+            .groups
+            .iter()
+            .any(|g| approval.spec.approver_groups.contains(g));
+        if !(named || in_group) {
+            return Some(format!("{who} is not an approver for this call"));
+        }
+        if ballot
+            .break_glass
+            .as_deref()
+            .is_some_and(|j| j.trim().is_empty())
+        {
+            return Some("a break-glass approval needs a written justification".into());
+        }
+        if !ballot.approve
+            && ballot.reason.as_deref().is_none_or(|r| r.trim().is_empty())
+            && ballot.source != "chat"
+        {
+            return Some("a deny needs a reason".into());
+        }
+        None
+    }
+
+    /// Marks a pending approval expired (compare-and-set; a concurrent decision wins).
+    async fn expire(&self, approval: &Approval) -> Result<(), BrokerError> {
+        if store::decide(
+            &self.db,
+            approval.id,
+            Status::Expired,
+            None,
+            Some("the approval timed out"),
+            false,
+            now_ms(),
+        )
+        .await?
+        {
+            let expired = self.get(approval.id).await?;
+            self.audit_decided(&expired, Status::Expired).await?;
+            self.wake(approval.id);
+        }
+        Ok(())
+    }
+
+    /// Expires every overdue approval (run periodically; waiting calls also expire their own).
+    pub async fn expire_due(&self) -> Result<usize, BrokerError> {
+        let due = store::overdue(&self.db, now_ms()).await?;
+        for approval in &due {
+            self.expire(approval).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Withdraws a pending approval.
+    pub async fn cancel(&self, id: Uuid, by: &str, reason: &str) -> Result<bool, BrokerError> {
+        let cancelled = store::decide(
+            &self.db,
+            id,
+            Status::Cancelled,
+            Some(by),
+            Some(reason),
+            false,
+            now_ms(),
+        )
+        .await?;
+        if cancelled {
+            let approval = self.get(id).await?;
+            self.audit_decided(&approval, Status::Cancelled).await?;
+            self.wake(id);
+        }
+        Ok(cancelled)
+    }
+
+    /// Uses an approved grant for `call_id`: once, and only for the exact call it was given for.
+    pub async fn consume(
+        &self,
+        approval: &Approval,
+        call: &ToolCall,
+        args_sha256: &str,
+    ) -> Result<bool, BrokerError> {
+        let exact = approval.agent == *call.agent.id
+            && approval.server == *call.upstream
+            && approval.tool == call.tool
+            && approval.args_sha256 == args_sha256;
+        if !exact || approval.status != Status::Approved || approval.expires_at <= now_ms() {
+            return Ok(false);
+        }
+        Ok(store::consume(&self.db, approval.id, call.id).await?)
+    }
+
+    async fn audit_vote(
+        &self,
+        approval: &Approval,
+        ballot: &Ballot,
+        result: &VoteResult,
+    ) -> Result<(), BrokerError> {
+        let payload = json!({
+            "approval_id": approval.id, "approver": ballot.approver, "vote": if ballot.approve { "approve" } else { "deny" },
+            "reason": ballot.reason, "source": ballot.source, "evidence": ballot.evidence,
+            "break_glass": ballot.break_glass.is_some(), "justification": ballot.break_glass,
+            "result": result, "agent": approval.agent, "server": approval.server, "tool": approval.tool,
+        });
+        let event = NewEvent {
+            call_id: Some(approval.call_id),
+            kind: EventKind::ApprovalVote,
+            actor: ballot.approver.clone(),
+            payload,
+        };
+        self.audit.append(event).await?;
+        Ok(())
+    }
+
+    async fn audit_decided(&self, approval: &Approval, status: Status) -> Result<(), BrokerError> {
+        let payload = json!({
+            "approval_id": approval.id, "outcome": status.as_str(), "decided_by": approval.decided_by,
+            "reason": approval.reason, "break_glass": approval.break_glass,
+            "agent": approval.agent, "server": approval.server, "tool": approval.tool,
+            "approvers": store::votes(&self.db, approval.id).await?,
+        });
+        let actor = approval
+            .decided_by
+            .clone()
+            .unwrap_or_else(|| "countersign".into());
+        let event = NewEvent {
+            call_id: Some(approval.call_id),
+            kind: EventKind::ApprovalDecided,
+            actor,
+            payload,
+        };
+        self.audit.append(event).await?;
+        Ok(())
+    }
+
+    fn waker(&self, id: Uuid) -> watch::Receiver<()> {
+        let mut wakers = self.wakers.lock().expect("wakers lock");
+        wakers
+            .entry(id)
+            .or_insert_with(|| watch::channel(()).0)
+            .subscribe()
+    }
+
+    fn wake(&self, id: Uuid) {
+        if let Some(waker) = self.wakers.lock().expect("wakers lock").remove(&id) {
+            let _ = waker.send(());
+        }
+    }
+
+    /// Expires overdue approvals every second until `shutdown`.
+    pub fn spawn_expiry(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let Some(broker) = broker.upgrade() else {
+                    break;
+                };
+                if let Err(e) = broker.expire_due().await {
+                    tracing::warn!(error = %e, "could not expire overdue approvals");
+                }
+            }
+        });
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    since.as_millis() as i64
+}
+
+/// Hex SHA-256 of the RFC 8785 canonical form of the arguments: what a grant is bound to.
+pub fn arguments_digest(arguments: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical =
+        serde_json_canonicalizer::to_vec(arguments).expect("a JSON value canonicalises");
+    Sha256::digest(&canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The arguments with the policy's redacted fields (JSON pointers) masked, for display.
+pub fn redact(arguments: &Value, pointers: &[String]) -> Value {
+    let mut shown = arguments.clone();
+    for pointer in pointers {
+        if let Some(v) = shown.pointer_mut(pointer) {
+            *v = Value::String("[redacted]".into());
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_ignores_key_order_and_whitespace() {
+        let a = serde_json::from_str::<Value>(r#"{"b": 1, "a": [1, 2]}"#).unwrap();
+        let b = serde_json::from_str::<Value>(r#"{"a":[1,2],"b":1}"#).unwrap();
+        assert_eq!(arguments_digest(&a), arguments_digest(&b));
+        assert_ne!(
+            arguments_digest(&a),
+            arguments_digest(&json!({"a": [2, 1], "b": 1}))
+        );
+    }
+
+    #[test]
+    fn redaction_masks_only_the_named_fields() {
+        let args = json!({"user": "bob", "secret": {"token": "t"}});
+        let shown = redact(&args, &["/secret/token".into(), "/missing".into()]);
+        assert_eq!(
+            shown,
+            json!({"user": "bob", "secret": {"token": "[redacted]"}})
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The hash chain: canonical bytes of an event, the chained hash, and the event timestamps.
+//!
+//! `hash = SHA-256(prev_hash || canonical)`, where `prev_hash` is the previous event's hash as
+//! 64 lowercase hex ASCII characters (64 `0`s before the first event) and `canonical` is the
+//! RFC 8785 (JCS) canonical JSON of
+//! `{"seq", "id", "call_id", "kind", "at", "actor", "payload"}`. Anyone can recompute it with
+//! a JCS library and `sha256sum`.
+//!
+//! The payload is stored already canonical, so the canonical bytes are put together from the
+//! stored text without parsing it again; [`tests::fast_path_equals_jcs`] checks that this
+//! equals the JCS of the whole object.
+
+use sha2::{Digest, Sha256};
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The `prev_hash` of the first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hashed fields of one event, as stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fields<'a> {
+    pub seq: i64,
+    pub id: &'a str,
+    pub call_id: Option<&'a str>,
+    pub kind: &'a str,
+    pub at: &'a str,
+    pub actor: &'a str,
+    /// The payload's canonical JSON text.
+    pub payload: &'a str,
+}
+
+/// Appends the JCS canonical JSON of `fields` to `out` (keys in JCS order).
+pub(crate) fn write_canonical(out: &mut Vec<u8>, f: &Fields<'_>) {
+    out.extend_from_slice(b"{\"actor\":");
+    write_json_string(out, f.actor);
+    out.extend_from_slice(b",\"at\":");
+    write_json_string(out, f.at);
+    out.extend_from_slice(b",\"call_id\":");
+    match f.call_id {
+        Some(call_id) => write_json_string(out, call_id),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"id\":");
+    write_json_string(out, f.id);
+    out.extend_from_slice(b",\"kind\":");
+    write_json_string(out, f.kind);
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(f.payload.as_bytes());
+    out.extend_from_slice(b",\"seq\":");
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{}", f.seq);
+    out.push(b'}');
+}
+
+/// A JSON string as RFC 8785 §3.2.2.2 writes it.
+fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x09 => b"\\t",
+            0x0a => b"\\n",
+            0x0c => b"\\f",
+            0x0d => b"\\r",
+            0x00..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// `SHA-256(prev_hash || canonical)` as 64 lowercase hex characters.
+pub(crate) fn chain_hash(prev_hash: &str, canonical: &[u8]) -> [u8; 64] {
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(canonical);
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut hex_out = [0u8; 64];
+    hex::encode_to_slice(digest, &mut hex_out).expect("64 bytes hold 32 bytes as hex");
+    hex_out
+}
+
+/// The payload's canonical JSON text (RFC 8785).
+pub(crate) fn canonical_payload(payload: &serde_json::Value) -> Result<String, String> {
+    serde_json_canonicalizer::to_string(payload).map_err(|e| e.to_string())
+}
+
+/// Now, as stored in `at`: RFC 3339 UTC with six fractional digits.
+pub(crate) fn now_timestamp() -> String {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    format_timestamp(micros)
+}
+
+/// Microseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub(crate) fn format_timestamp(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        tod / 3600,
+        (tod / 60) % 60,
+        tod % 60
+    )
+}
+
+/// Parses an RFC 3339 timestamp (`2026-01-02T03:04:05Z`, with optional fraction and a `Z` or
+/// `±HH:MM` offset) or a bare date (`2026-01-02`, midnight UTC) into the stored form.
+pub(crate) fn parse_timestamp(s: &str) -> Result<String, String> {
+    parse_micros(s.trim())
+        .map(format_timestamp)
+        .ok_or_else(|| {
+            format!(
+                "`{s}` is not an RFC 3339 timestamp (e.g. 2026-01-02T03:04:05Z or 2026-01-02)"
+            )
+        })
+}
+
+fn parse_micros(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    if b.len() == 10 {
+        return Some(days * 86_400_000_000);
+    }
+    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_micros = 0i64;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let digits = &s[start..i.min(start + 6)];
+        frac_micros = digits.parse::<i64>().ok()? * 10i64.pow(6 - digits.len() as u32);
+    }
+    let offset_secs = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
+            let secs = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            if *sign == b'+' { secs } else { -secs }
+        }
+        _ => return None,
+    };
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
+    Some(secs * 1_000_000 + frac_micros)
+}
+
+// Howard Hinnant's civil-date algorithms (proleptic Gregorian calendar).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fast_path_equals_jcs() {
+        let payloads = [
+            json!({"b": 1, "a": [1.5, 1e21, -0.0, "x\u{1}\u{7f}\u{2028}é\"\\"], "agent": "ci"}),
+            json!({}),
+            json!({"z": {"y": null, "x": true}, "€": 3, "\r": "\t\u{8}\u{c}"}),
+        ];
+        for (n, payload) in payloads.iter().enumerate() {
+            for call_id in [None, Some("0190a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b")] {
+                let canonical_payload = canonical_payload(payload).unwrap();
+                let actor = "al\"ice\n\u{1f}\u{7f}😀";
+                let fields = Fields {
+                    seq: 42 + n as i64,
+                    id: "0190a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5c",
+                    call_id,
+                    kind: "call.received",
+                    at: "2026-01-02T03:04:05.123456Z",
+                    actor,
+                    payload: &canonical_payload,
+                };
+                let mut fast = Vec::new();
+                write_canonical(&mut fast, &fields);
+                let whole = json!({
+                    "seq": fields.seq, "id": fields.id, "call_id": call_id, "kind": fields.kind,
+                    "at": fields.at, "actor": actor, "payload": payload,
+                });
+                let jcs = serde_json_canonicalizer::to_vec(&whole).unwrap();
+                assert_eq!(
+                    String::from_utf8(fast).unwrap(),
+                    String::from_utf8(jcs).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_chain_hash_is_sha256_of_prev_hex_and_canonical_bytes() {
+        let h = chain_hash(GENESIS_HASH, b"{}");
+        let expected = hex::encode(Sha256::digest(format!("{GENESIS_HASH}{{}}").as_bytes()));
+        assert_eq!(std::str::from_utf8(&h).unwrap(), expected);
+    }
+
+    #[test]
+    fn timestamps_format_and_parse() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_timestamp(1_767_323_045_123_456),
+            "2026-01-02T03:04:05.123456Z"
+        );
+        assert_eq!(
+            parse_timestamp("2026-01-02T03:04:05.123456Z").unwrap(),
+            "2026-01-02T03:04:05.123456Z"
+        );
+        assert_eq!(
+            parse_timestamp("2026-01-02T05:04:05.1+02:00").unwrap(),
+            "2026-01-02T03:04:05.100000Z"
+        );
+        assert_eq!(
+            parse_timestamp("2026-01-02").unwrap(),
+            "2026-01-02T00:00:00.000000Z"
+        );
+        assert_eq!(
+            parse_timestamp("2024-02-29T23:59:59-00:30").unwrap(),
+            "2024-03-01T00:29:59.000000Z"
+        );
+        for bad in ["", "yesterday", "2026-13-01", "2026-01-02T03:04", "2026-01-02T03:04:05"] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
+        }
+        let now = now_timestamp();
+        assert_eq!(parse_timestamp(&now).unwrap(), now);
+    }
+}

@@ -1,0 +1,230 @@
+//! The gate that makes Countersign decide every call: policy, then (when the policy asks)
+//! human approval, with every step written to the audit log before the call may run.
+//!
+//! Order, and why:
+//! 1. `call.received` and `policy.decided` are appended together; if the audit log cannot be
+//!    written, the call is refused (fail closed).
+//! 2. `deny` refuses with the policy's reason; `allow` goes to step 4.
+//! 3. `approve` opens an approval (or joins the pending one for the same exact call), waits for
+//!    its decision, and uses the grant once.
+//! 4. `call.forwarded` is appended before the call goes out; `finished` appends
+//!    `call.completed` or `call.failed` with a digest of the result.
+
+use crate::approval::{self, Approval, Broker, Status};
+use crate::audit::{AuditLog, EventKind, NewEvent};
+use crate::gateway::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
+use crate::policy::{self, Annotations, CallFacts, Decision, Policies};
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+pub struct PolicyGate {
+    pub policies: Policies,
+    pub audit: AuditLog,
+    pub broker: Arc<Broker>,
+}
+
+impl CallGate for PolicyGate {
+    fn check<'a>(&'a self, call: &'a ToolCall, progress: &'a Progress) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            match self.decide(call, progress).await {
+                Ok(verdict) => verdict,
+                Err(why) => {
+                    tracing::error!(call = %call.id, error = %why, "refusing a call: cannot record it");
+                    Verdict::Refuse(format!(
+                        "Countersign could not record this call ({why}); it was not run."
+                    ))
+                }
+            }
+        })
+    }
+
+    fn finished<'a>(&'a self, call: &'a ToolCall, outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let event = completion_event(call, &outcome);
+            if let Err(e) = self.audit.append(event).await {
+                tracing::error!(call = %call.id, error = %e, "could not record how a call ended");
+            }
+        })
+    }
+}
+
+/// A failure to record: the call must not run.
+type Unrecorded = String;
+
+impl PolicyGate {
+    async fn decide(&self, call: &ToolCall, progress: &Progress) -> Result<Verdict, Unrecorded> {
+        let args_sha256 = approval::arguments_digest(&call.arguments);
+        let facts = CallFacts {
+            agent: &call.agent,
+            server: &call.upstream,
+            tool: &call.tool,
+            annotations: Annotations::from_tool(&call.definition),
+            arguments: &call.arguments,
+        };
+        let decision = self.policies.current().evaluate(&facts);
+        self.record_decision(call, &args_sha256, &decision).await?;
+        match &decision.verdict {
+            policy::Verdict::Allow => self.forward(call, None).await,
+            policy::Verdict::Deny { reason } => Ok(Verdict::Refuse(format!(
+                "Denied by policy (rule {}): {reason}",
+                decision.rule
+            ))),
+            policy::Verdict::Approve(spec) => {
+                let (approval, joined) = self
+                    .broker
+                    .request(
+                        call,
+                        &args_sha256,
+                        &decision.policy_version,
+                        &decision.rule,
+                        spec,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if joined {
+                    tracing::info!(call = %call.id, approval = %approval.id, "retry joined a pending approval");
+                }
+                let decided = self
+                    .broker
+                    .wait(approval.id, progress)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.after_approval(call, &args_sha256, decided).await
+            }
+        }
+    }
+
+    async fn after_approval(
+        &self,
+        call: &ToolCall,
+        args_sha256: &str,
+        approval: Approval,
+    ) -> Result<Verdict, Unrecorded> {
+        let id = approval.id;
+        let by = approval
+            .decided_by
+            .clone()
+            .unwrap_or_else(|| "an approver".into());
+        let reason = approval
+            .reason
+            .clone()
+            .unwrap_or_else(|| "no reason given".into());
+        match approval.status {
+            Status::Approved => {
+                if !self
+                    .broker
+                    .consume(&approval, call, args_sha256)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Ok(Verdict::Refuse(format!(
+                        "Approval {id} was already used by another call; approvals cover exactly one call."
+                    )));
+                }
+                self.forward(call, Some(&approval)).await
+            }
+            Status::Denied => Ok(Verdict::Refuse(format!(
+                "Denied by {by}: {reason} (approval {id})"
+            ))),
+            Status::Expired => Ok(Verdict::Refuse(format!(
+                "Approval {id} expired before enough approvers decided; the call was not run."
+            ))),
+            Status::Cancelled => Ok(Verdict::Refuse(format!(
+                "Approval {id} was cancelled by {by}: {reason}"
+            ))),
+            Status::Pending => Ok(Verdict::Refuse(format!(
+                "Approval {id} is still pending; the call was not run."
+            ))),
+        }
+    }
+
+    async fn record_decision(
+        &self,
+        call: &ToolCall,
+        args_sha256: &str,
+        decision: &Decision,
+    ) -> Result<(), Unrecorded> {
+        let received = NewEvent {
+            call_id: Some(call.id),
+            kind: EventKind::CallReceived,
+            actor: call.agent.id.to_string(),
+            payload: json!({
+                "agent": call.agent.id.as_ref(), "on_behalf_of": call.agent.on_behalf_of.as_deref(),
+                "groups": call.agent.groups.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
+                "arguments": call.arguments, "args_sha256": args_sha256,
+            }),
+        };
+        let (verdict, detail) = match &decision.verdict {
+            policy::Verdict::Allow => ("allow", Value::Null),
+            policy::Verdict::Deny { reason } => ("deny", json!({"reason": reason})),
+            policy::Verdict::Approve(spec) => (
+                "approve",
+                json!({"quorum": spec.quorum, "timeout_ms": spec.timeout.as_millis() as u64}),
+            ),
+        };
+        let decided = NewEvent {
+            call_id: Some(call.id),
+            kind: EventKind::PolicyDecided,
+            actor: "countersign".into(),
+            payload: json!({
+                "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
+                "outcome": verdict, "detail": detail, "rule": decision.rule,
+                "policy_version": decision.policy_version, "explanation": decision.explanation,
+            }),
+        };
+        self.audit
+            .append_all(vec![received, decided])
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Records that the call goes out, with what it runs as; only then may it run.
+    async fn forward(
+        &self,
+        call: &ToolCall,
+        approval: Option<&Approval>,
+    ) -> Result<Verdict, Unrecorded> {
+        let event = NewEvent {
+            call_id: Some(call.id),
+            kind: EventKind::CallForwarded,
+            actor: "countersign".into(),
+            payload: json!({
+                "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
+                "executor": format!("countersign's configured credentials for upstream {}", call.upstream),
+                "approval_id": approval.map(|a| a.id),
+            }),
+        };
+        self.audit.append(event).await.map_err(|e| e.to_string())?;
+        Ok(Verdict::Forward)
+    }
+}
+
+fn completion_event(call: &ToolCall, outcome: &CallOutcome<'_>) -> NewEvent {
+    let digest = outcome.response.map(|r| {
+        let bytes = serde_json_canonicalizer::to_vec(r).unwrap_or_default();
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    });
+    let failed = !matches!(outcome.label, "ok" | "tool_error");
+    let kind = if failed {
+        EventKind::CallFailed
+    } else {
+        EventKind::CallCompleted
+    };
+    let error = outcome.response.and_then(|r| r.get("error")).cloned();
+    NewEvent {
+        call_id: Some(call.id),
+        kind,
+        actor: call.upstream.to_string(),
+        payload: json!({
+            "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
+            "outcome": outcome.label, "result_sha256": digest, "duration_ms": outcome.duration.as_millis() as u64,
+            "error": error,
+        }),
+    }
+}

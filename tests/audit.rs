@@ -1,0 +1,767 @@
+//! The audit log against both backends: SQLite (a file in a tempdir) and PostgreSQL (a fresh
+//! database per test on 127.0.0.1:5432, dropped afterwards; override the maintenance URL
+//! with COUNTERSIGN_TEST_PG_URL).
+//!
+//! Tampering tests play the attacker the log is built against: a database administrator
+//! with full rights, who first drops the append-only triggers.
+
+use countersign::audit::{
+    self, AuditLog, Checkpoint, EventKind, Filter, Format, NewEvent, auditor_router,
+};
+use countersign::auth::hash_key;
+use countersign::config::AuditorConfig;
+use countersign::store::{self, Backend, Db};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use std::future::Future;
+use std::time::Duration;
+use uuid::Uuid;
+
+const PG_MAINTENANCE: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A database for one test; removed when dropped.
+struct TestDb {
+    db: Db,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let db = store::connect(&url).await.unwrap();
+        assert_eq!(db.backend, Backend::Sqlite);
+        TestDb {
+            db,
+            url,
+            _dir: Some(dir),
+            pg_name: None,
+        }
+    }
+
+    async fn postgres() -> TestDb {
+        sqlx::any::install_default_drivers();
+        let maintenance = pg_maintenance_url();
+        let name = format!("cs_test_{}", Uuid::new_v4().simple());
+        let admin = sqlx::AnyPool::connect(&maintenance)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (see tests/audit.rs)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let (base, _) = maintenance.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        let db = store::connect(&url).await.unwrap();
+        assert_eq!(db.backend, Backend::Postgres);
+        TestDb {
+            db,
+            url,
+            _dir: None,
+            pg_name: Some(name),
+        }
+    }
+
+    async fn log(&self) -> AuditLog {
+        AuditLog::open(self.db.clone()).await.unwrap()
+    }
+
+    /// Runs raw SQL as the attacker (or the test) would.
+    async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.db.pool)
+            .await
+            .map(|r| r.rows_affected())
+    }
+
+    /// The attacker's first step: remove the append-only guard.
+    async fn drop_guard(&self) {
+        match self.db.backend {
+            Backend::Sqlite => {
+                self.exec("DROP TRIGGER audit_events_no_update").await.unwrap();
+                self.exec("DROP TRIGGER audit_events_no_delete").await.unwrap();
+            }
+            Backend::Postgres => {
+                self.exec("DROP TRIGGER audit_events_no_update_delete ON audit_events")
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        let pool = self.db.pool.clone();
+        // Drop may run inside the test's runtime: do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                pool.close().await;
+                if let Ok(admin) = sqlx::AnyPool::connect(&pg_maintenance_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                    admin.close().await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+fn pg_maintenance_url() -> String {
+    std::env::var("COUNTERSIGN_TEST_PG_URL").unwrap_or_else(|_| PG_MAINTENANCE.into())
+}
+
+/// Every test runs on both backends, bounded in time.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::bounded(async { super::$name(super::TestDb::sqlite().await).await }).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::bounded(async { super::$name(super::TestDb::postgres().await).await }).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    appended_events_form_a_chain_that_verifies,
+    concurrent_appends_get_gap_free_seqs,
+    two_writers_on_one_database_never_fork_the_chain,
+    the_database_refuses_update_and_delete,
+    an_edited_row_is_caught,
+    a_deleted_row_is_caught,
+    swapped_rows_are_caught,
+    an_inserted_row_is_caught,
+    a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint,
+    filters_select_the_right_events,
+    a_failed_append_is_an_error_and_the_log_recovers,
+    an_append_to_a_closed_database_fails,
+    the_auditor_api_authenticates_and_records_every_query,
+    the_auditor_api_fails_closed,
+    cli_functions_verify_and_record_reads,
+);
+
+async fn bounded(test: impl Future<Output = ()>) {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .expect("the test finished in time");
+}
+
+fn event(call_id: Option<Uuid>, kind: EventKind, payload: Value) -> NewEvent {
+    NewEvent {
+        call_id,
+        kind,
+        actor: "gateway".into(),
+        payload,
+    }
+}
+
+/// Appends `n` call events with varied payloads; returns the call ids used.
+async fn seed(log: &AuditLog, n: usize) -> Vec<Uuid> {
+    let calls: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for i in 0..n {
+        let call = calls[i % calls.len()];
+        log.append(event(
+            Some(call),
+            EventKind::CallReceived,
+            json!({"agent": format!("agent-{}", i % 2), "server": "git", "tool": "push",
+                   "n": i, "args": {"branch": "main", "force": i % 3 == 0}, "note": "ü \"q\"\n"}),
+        ))
+        .await
+        .unwrap();
+    }
+    calls
+}
+
+async fn verify_ok(t: &TestDb) -> audit::VerifyReport {
+    let report = audit::verify(&t.db, None).await.unwrap();
+    assert!(report.ok, "{report}");
+    report
+}
+
+async fn first_bad(t: &TestDb, checkpoint: Option<&Checkpoint>) -> (i64, String) {
+    let report = audit::verify(&t.db, checkpoint).await.unwrap();
+    assert!(!report.ok, "verify missed the tampering: {report}");
+    let breach = report.first_bad.unwrap();
+    (breach.seq, breach.reason)
+}
+
+/// An independent implementation of the documented hash: SHA-256 over the previous hash's
+/// hex text followed by the JCS of {seq,id,call_id,kind,at,actor,payload}.
+fn forge_hash(prev_hash: &str, seq: i64, id: &str, call_id: Option<&str>, kind: &str, at: &str, actor: &str, payload: &Value) -> String {
+    let canonical = serde_json_canonicalizer::to_vec(&json!({
+        "seq": seq, "id": id, "call_id": call_id, "kind": kind, "at": at, "actor": actor,
+        "payload": payload,
+    }))
+    .unwrap();
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(&canonical);
+    hex::encode(h.finalize())
+}
+
+async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
+    let log = t.log().await;
+    let empty = audit::checkpoint(&t.db).await.unwrap();
+    assert_eq!(empty.to_string(), format!("0:{}", audit::GENESIS_HASH));
+    assert!(verify_ok(&t).await.events == 0);
+
+    let call = Uuid::now_v7();
+    let mut appended = Vec::new();
+    for (i, kind) in EventKind::ALL.into_iter().enumerate() {
+        appended.push(
+            log.append(event(Some(call), kind, json!({"i": i, "x": [1.5, 1e21, "é"], "agent": "ci"})))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        appended.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<_>>()
+    );
+    let events = log.show(call).await.unwrap();
+    assert_eq!(events.len(), 11);
+    assert_eq!(events[0].prev_hash, audit::GENESIS_HASH);
+    for (pair, a) in events.windows(2).zip(&appended[1..]) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+        assert_eq!(pair[1].hash, a.hash);
+        assert!(pair[1].at >= pair[0].at);
+    }
+    // The stored hash is the documented one, recomputed independently.
+    for e in &events {
+        let expected = forge_hash(
+            &e.prev_hash, e.seq, &e.id.to_string(), e.call_id.map(|c| c.to_string()).as_deref(),
+            e.kind.as_str(), &e.at, &e.actor, &e.payload,
+        );
+        assert_eq!(e.hash, expected, "seq {}", e.seq);
+    }
+    let report = verify_ok(&t).await;
+    assert_eq!(report.events, 11);
+    let checkpoint = audit::checkpoint(&t.db).await.unwrap();
+    assert_eq!(report.head, checkpoint);
+    assert_eq!(checkpoint.seq, 11);
+    assert_eq!(checkpoint.to_string().parse::<Checkpoint>().unwrap(), checkpoint);
+    assert!(audit::verify(&t.db, Some(&checkpoint)).await.unwrap().ok);
+
+    // A batch is atomic and consecutive; a non-object payload is refused before the writer.
+    let batch = log
+        .append_all(vec![event(None, EventKind::AuditRead, json!({})); 3])
+        .await
+        .unwrap();
+    assert_eq!(batch.iter().map(|a| a.seq).collect::<Vec<_>>(), [12, 13, 14]);
+    assert!(log.append(event(None, EventKind::AuditRead, json!([1]))).await.is_err());
+
+    // A second handle opened later continues the same chain.
+    drop(log);
+    let log = t.log().await;
+    assert_eq!(log.append(event(None, EventKind::AuditRead, json!({}))).await.unwrap().seq, 15);
+    verify_ok(&t).await;
+}
+
+async fn concurrent_appends_get_gap_free_seqs(t: TestDb) {
+    let log = t.log().await;
+    let tasks: Vec<_> = (0..40)
+        .map(|task| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..25 {
+                    let appended = log
+                        .append(event(None, EventKind::CallReceived, json!({"task": task, "i": i})))
+                        .await
+                        .unwrap();
+                    seqs.push(appended.seq);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        let mine = task.await.unwrap();
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "one task's appends stay in order");
+        seqs.extend(mine);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
+    assert_eq!(verify_ok(&t).await.events, 1000);
+}
+
+async fn two_writers_on_one_database_never_fork_the_chain(t: TestDb) {
+    // Two gateways (two pools, two writer tasks) on one database.
+    let other = store::connect(&t.url).await.unwrap();
+    let logs = [t.log().await, AuditLog::open(other).await.unwrap()];
+    let mut tasks = Vec::new();
+    for (n, log) in logs.iter().enumerate() {
+        for task in 0..8 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    log.append(event(None, EventKind::CallReceived, json!({"writer": n, "task": task, "i": i})))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(verify_ok(&t).await.events, 400);
+}
+
+async fn the_database_refuses_update_and_delete(t: TestDb) {
+    let log = t.log().await;
+    seed(&log, 3).await;
+    for sql in [
+        "UPDATE audit_events SET actor = 'mallory' WHERE seq = 2",
+        "UPDATE audit_events SET payload = '{}'",
+        "DELETE FROM audit_events WHERE seq = 3",
+        "DELETE FROM audit_events",
+    ] {
+        let err = t.exec(sql).await.expect_err(sql).to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    if t.db.backend == Backend::Postgres {
+        let err = t.exec("TRUNCATE audit_events").await.unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{err}");
+    }
+    assert_eq!(verify_ok(&t).await.events, 3);
+}
+
+async fn an_edited_row_is_caught(t: TestDb) {
+    let log = t.log().await;
+    seed(&log, 10).await;
+    t.drop_guard().await;
+    t.exec(r#"UPDATE audit_events SET payload = '{"agent":"agent-0","n":3}' WHERE seq = 4"#)
+        .await
+        .unwrap();
+    let (seq, reason) = first_bad(&t, None).await;
+    assert_eq!(seq, 4);
+    assert!(reason.contains("hash mismatch"), "{reason}");
+
+    // Editing only an indexed column (to hide a row from `agent=` filters) is caught too.
+    let t2 = if t.db.backend == Backend::Sqlite { TestDb::sqlite().await } else { TestDb::postgres().await };
+    seed(&t2.log().await, 10).await;
+    t2.drop_guard().await;
+    t2.exec("UPDATE audit_events SET agent = 'nobody' WHERE seq = 6").await.unwrap();
+    let (seq, reason) = first_bad(&t2, None).await;
+    assert_eq!(seq, 6);
+    assert!(reason.contains("column agent"), "{reason}");
+}
+
+async fn a_deleted_row_is_caught(t: TestDb) {
+    let log = t.log().await;
+    seed(&log, 10).await;
+    t.drop_guard().await;
+    assert_eq!(t.exec("DELETE FROM audit_events WHERE seq = 5").await.unwrap(), 1);
+    let (seq, reason) = first_bad(&t, None).await;
+    assert_eq!(seq, 5);
+    assert!(reason.contains("missing"), "{reason}");
+}
+
+async fn swapped_rows_are_caught(t: TestDb) {
+    let log = t.log().await;
+    seed(&log, 10).await;
+    t.drop_guard().await;
+    // Swap everything but seq between rows 3 and 7, via a scratch seq.
+    t.exec("UPDATE audit_events SET seq = 1000 WHERE seq = 3").await.unwrap();
+    t.exec("UPDATE audit_events SET seq = 3 WHERE seq = 7").await.unwrap();
+    t.exec("UPDATE audit_events SET seq = 7 WHERE seq = 1000").await.unwrap();
+    let (seq, reason) = first_bad(&t, None).await;
+    assert_eq!(seq, 3);
+    assert!(reason.contains("prev_hash"), "{reason}");
+}
+
+async fn an_inserted_row_is_caught(t: TestDb) {
+    let log = t.log().await;
+    seed(&log, 10).await;
+    t.drop_guard().await;
+    // Make room at seq 5, then insert a forged event whose own hash is right.
+    t.exec("UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 5").await.unwrap();
+    t.exec("UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000").await.unwrap();
+    let prev: String = sqlx::query("SELECT hash FROM audit_events WHERE seq = 4")
+        .fetch_one(&t.db.pool)
+        .await
+        .unwrap()
+        .get(0);
+    let id = Uuid::now_v7().to_string();
+    let at = "2020-01-01T00:00:00.000000Z";
+    let payload = json!({"agent": "agent-0", "note": "approved by nobody"});
+    let hash = forge_hash(&prev, 5, &id, None, "approval.decided", at, "mallory", &payload);
+    sqlx::query(
+        "INSERT INTO audit_events (seq, id, call_id, kind, at, actor, agent, payload, prev_hash, hash) \
+         VALUES (5, $1, NULL, 'approval.decided', $2, 'mallory', 'agent-0', $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(at)
+    .bind(serde_json_canonicalizer::to_string(&payload).unwrap())
+    .bind(prev)
+    .bind(hash)
+    .execute(&t.db.pool)
+    .await
+    .unwrap();
+    let (seq, reason) = first_bad(&t, None).await;
+    assert_eq!(seq, 6, "the forged row chains, the one after it does not");
+    assert!(reason.contains("prev_hash"), "{reason}");
+
+    // A sloppier forgery at the tail is caught at itself.
+    sqlx::query(
+        "INSERT INTO audit_events (seq, id, kind, at, actor, payload, prev_hash, hash) \
+         VALUES (12, $1, 'call.completed', $2, 'mallory', '{}', $3, $3)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(at)
+    .bind("ab".repeat(32))
+    .execute(&t.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(first_bad(&t, None).await.0, 6);
+}
+
+async fn a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint(t: TestDb) {
+    let log = t.log().await;
+    seed(&log, 10).await;
+    let checkpoint: Checkpoint = audit::checkpoint(&t.db).await.unwrap().to_string().parse().unwrap();
+    assert_eq!(checkpoint.seq, 10);
+    t.drop_guard().await;
+    t.exec("DELETE FROM audit_events WHERE seq > 7").await.unwrap();
+    // Without the checkpoint a cut tail is a valid, shorter chain...
+    assert_eq!(verify_ok(&t).await.head.seq, 7);
+    // ...with it, the cut shows.
+    let (seq, reason) = first_bad(&t, Some(&checkpoint)).await;
+    assert_eq!(seq, 8);
+    assert!(reason.contains("removed from the tail"), "{reason}");
+
+    // Rewrite event 3 and recompute every later hash: internally valid, but not the
+    // checkpointed chain.
+    let mut prev: String = sqlx::query("SELECT hash FROM audit_events WHERE seq = 2")
+        .fetch_one(&t.db.pool)
+        .await
+        .unwrap()
+        .get(0);
+    let checkpoint7 = Checkpoint {
+        seq: 7,
+        hash: sqlx::query("SELECT hash FROM audit_events WHERE seq = 7")
+            .fetch_one(&t.db.pool)
+            .await
+            .unwrap()
+            .get(0),
+    };
+    let rows = sqlx::query(
+        "SELECT seq, id, call_id, kind, at, actor, payload FROM audit_events WHERE seq >= 3 ORDER BY seq",
+    )
+    .fetch_all(&t.db.pool)
+    .await
+    .unwrap();
+    for row in rows {
+        let seq: i64 = row.get(0);
+        let mut payload: Value = serde_json::from_str(row.get::<&str, _>(6)).unwrap();
+        if seq == 3 {
+            payload["args"]["branch"] = json!("release");
+        }
+        let hash = forge_hash(
+            &prev, seq, row.get(1), row.get(2), row.get(3), row.get(4), row.get(5), &payload,
+        );
+        sqlx::query("UPDATE audit_events SET payload = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(serde_json_canonicalizer::to_string(&payload).unwrap())
+            .bind(prev.clone())
+            .bind(hash.clone())
+            .bind(seq)
+            .execute(&t.db.pool)
+            .await
+            .unwrap();
+        prev = hash;
+    }
+    verify_ok(&t).await;
+    let (seq, reason) = first_bad(&t, Some(&checkpoint7)).await;
+    assert_eq!(seq, 7);
+    assert!(reason.contains("checkpoint"), "{reason}");
+}
+
+async fn filters_select_the_right_events(t: TestDb) {
+    let log = t.log().await;
+    let call_a = Uuid::now_v7();
+    let call_b = Uuid::now_v7();
+    let story = |call: Uuid, agent: &str, tool: &str, approver: &str, outcome: &str| {
+        vec![
+            event(Some(call), EventKind::CallReceived, json!({"agent": agent, "server": "git", "tool": tool})),
+            event(Some(call), EventKind::ApprovalVote, json!({"agent": agent, "server": "git", "tool": tool, "approver": approver})),
+            event(Some(call), EventKind::ApprovalDecided, json!({"agent": agent, "server": "git", "tool": tool, "outcome": outcome})),
+        ]
+    };
+    log.append_all(story(call_a, "ci-bot", "push", "alice", "approved")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = countersign_now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    log.append_all(story(call_b, "ops-bot", "force_push", "bob", "denied")).await.unwrap();
+    log.append(event(None, EventKind::AuditRead, json!({"query": {"agent": "ci-bot"}}))).await.unwrap();
+
+    let seqs = |events: Vec<audit::Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let list = |filter: Filter| {
+        let log = log.clone();
+        async move { seqs(log.list(&filter).await.unwrap()) }
+    };
+    assert_eq!(list(Filter::default()).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(list(Filter { agent: Some("ci-bot".into()), ..Filter::default() }).await, [1, 2, 3], "nested query fields are not the agent");
+    assert_eq!(list(Filter { tool: Some("force_push".into()), ..Filter::default() }).await, [4, 5, 6]);
+    assert_eq!(list(Filter { server: Some("git".into()), limit: Some(2), ..Filter::default() }).await, [1, 2]);
+    assert_eq!(list(Filter { server: Some("git".into()), limit: Some(2), after_seq: Some(2), ..Filter::default() }).await, [3, 4]);
+    assert_eq!(list(Filter { approver: Some("bob".into()), ..Filter::default() }).await, [5]);
+    assert_eq!(list(Filter { outcome: Some("denied".into()), ..Filter::default() }).await, [6]);
+    assert_eq!(list(Filter { kind: Some(EventKind::ApprovalDecided), ..Filter::default() }).await, [3, 6]);
+    assert_eq!(list(Filter { kind: Some(EventKind::AuditRead), ..Filter::default() }).await, [7]);
+    assert_eq!(list(Filter { call_id: Some(call_b), kind: Some(EventKind::CallReceived), ..Filter::default() }).await, [4]);
+    assert_eq!(list(Filter { since: Some(between.clone()), ..Filter::default() }).await, [4, 5, 6, 7]);
+    assert_eq!(list(Filter { until: Some(between), agent: Some("ci-bot".into()), ..Filter::default() }).await, [1, 2, 3]);
+    assert_eq!(list(Filter { since: Some("2999-01-01".into()), ..Filter::default() }).await, Vec::<i64>::new());
+    assert!(log.list(&Filter { since: Some("last tuesday".into()), ..Filter::default() }).await.is_err());
+
+    let story_a = log.show(call_a).await.unwrap();
+    assert_eq!(seqs(story_a.clone()), [1, 2, 3]);
+    assert_eq!(story_a[1].payload["approver"], "alice");
+    assert!(log.show(Uuid::now_v7()).await.unwrap().is_empty());
+
+    // Formats.
+    let events = log.list(&Filter::default()).await.unwrap();
+    let csv = audit::render(&events, Format::Csv);
+    assert_eq!(csv.lines().count(), 8);
+    let jsonl = audit::render(&events, Format::Jsonl);
+    let parsed: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(parsed[5]["payload"]["outcome"], "denied");
+    assert_eq!(parsed[5]["kind"], "approval.decided");
+    let table = audit::render(&events, Format::Table);
+    assert!(table.contains("approver=bob"), "{table}");
+}
+
+/// Now as an RFC 3339 UTC timestamp.
+fn countersign_now() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let secs = (micros / 1_000_000) as i64;
+    let days = secs / 86_400;
+    // Civil date from days (Hinnant), enough for a test.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let tod = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        tod / 3600,
+        tod / 60 % 60,
+        tod % 60,
+        micros % 1_000_000
+    )
+}
+
+async fn a_failed_append_is_an_error_and_the_log_recovers(t: TestDb) {
+    let log = t.log().await;
+    seed(&log, 3).await;
+    // A poisoned event makes the whole batch's transaction fail.
+    match t.db.backend {
+        Backend::Sqlite => t
+            .exec(
+                "CREATE TRIGGER poison BEFORE INSERT ON audit_events WHEN NEW.actor = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+            )
+            .await
+            .unwrap(),
+        Backend::Postgres => {
+            t.exec(
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.actor = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$",
+            )
+            .await
+            .unwrap();
+            t.exec("CREATE TRIGGER poison BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION poison()")
+                .await
+                .unwrap()
+        }
+    };
+    let mut poisoned = event(None, EventKind::CallReceived, json!({}));
+    poisoned.actor = "poison".into();
+    let err = log.append(poisoned).await.unwrap_err();
+    assert!(err.to_string().contains("could not be written"), "{err}");
+    // Appends queued with it fail together; nothing half-written remains.
+    let mut poisoned = event(None, EventKind::CallReceived, json!({}));
+    poisoned.actor = "poison".into();
+    assert!(log.append_all(vec![event(None, EventKind::CallReceived, json!({})), poisoned]).await.is_err());
+    // The next append continues the chain without a gap.
+    let next = log.append(event(None, EventKind::CallReceived, json!({}))).await.unwrap();
+    assert_eq!(next.seq, 4);
+    verify_ok(&t).await;
+
+    // A missing table is an error too, not a silent drop.
+    t.drop_guard().await;
+    t.exec("DROP TABLE audit_events").await.unwrap();
+    assert!(log.append(event(None, EventKind::CallReceived, json!({}))).await.is_err());
+}
+
+async fn an_append_to_a_closed_database_fails(t: TestDb) {
+    let log = t.log().await;
+    seed(&log, 2).await;
+    t.db.pool.close().await;
+    let err = log.append(event(None, EventKind::CallReceived, json!({}))).await.unwrap_err();
+    assert!(err.to_string().contains("could not be written"), "{err}");
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Api {
+    async fn start(log: AuditLog) -> Api {
+        let auditors = [
+            AuditorConfig { id: "auditor-ann".into(), token_sha256: hash_key("ann-token") },
+            AuditorConfig { id: "broken".into(), token_sha256: "not hex".into() },
+        ];
+        let app = auditor_router(log, &auditors);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Api { base, http, server }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn audit_reads(log: &AuditLog) -> Vec<audit::Event> {
+    log.list(&Filter { kind: Some(EventKind::AuditRead), ..Filter::default() }).await.unwrap()
+}
+
+async fn the_auditor_api_authenticates_and_records_every_query(t: TestDb) {
+    let log = t.log().await;
+    let calls = seed(&log, 6).await;
+    let api = Api::start(log.clone()).await;
+    let token = Some("ann-token");
+
+    for (path, token) in [("/audit/events", None), ("/audit/events", Some("wrong")), ("/audit/verify", Some("")), ("/audit/calls/x", None)] {
+        let response = api.get(path, token).await;
+        assert_eq!(response.status(), 401, "{path} {token:?}");
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer realm="), "{challenge}");
+    }
+    assert!(audit_reads(&log).await.is_empty(), "refused requests reveal nothing and are not reads");
+
+    let response = api.get("/audit/events?agent=agent-1&limit=2", token).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["x-next-after-seq"], "4");
+    let events: Vec<Value> = response.json().await.unwrap();
+    assert_eq!(events.iter().map(|e| e["seq"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 4]);
+
+    let response = api.get("/audit/events?kind=call.received&format=jsonl", token).await;
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    assert_eq!(response.text().await.unwrap().lines().count(), 6);
+    let response = api.get("/audit/events?tool=push&format=csv", token).await;
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert_eq!(response.text().await.unwrap().lines().count(), 7);
+
+    let response = api.get(&format!("/audit/calls/{}", calls[0]), token).await;
+    assert_eq!(response.status(), 200);
+    let story: Vec<Value> = response.json().await.unwrap();
+    assert_eq!(story.iter().map(|e| e["seq"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 4]);
+    assert_eq!(api.get(&format!("/audit/calls/{}", Uuid::now_v7()), token).await.status(), 404);
+    assert_eq!(api.get("/audit/calls/not-a-uuid", token).await.status(), 400);
+    assert_eq!(api.get("/audit/events?kind=nope", token).await.status(), 400);
+    assert_eq!(api.get("/audit/events?colour=red", token).await.status(), 400);
+
+    let checkpoint = audit::checkpoint(&t.db).await.unwrap();
+    let response = api.get(&format!("/audit/verify?checkpoint={checkpoint}"), token).await;
+    assert_eq!(response.status(), 200);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+
+    // Every authenticated request, answered or not, was recorded first, as the auditor.
+    let reads = audit_reads(&log).await;
+    assert_eq!(reads.len(), 9);
+    assert!(reads.iter().all(|e| e.actor == "auditor-ann" && e.payload["via"] == "http"));
+    assert_eq!(reads[0].payload["route"], "/audit/events");
+    assert_eq!(reads[0].payload["query"], json!({"agent": "agent-1", "limit": "2"}));
+    assert_eq!(reads[3].payload["query"]["call_id"], calls[0].to_string());
+    // The verify read precedes the verification, so the report covers it.
+    assert_eq!(report["events"].as_i64().unwrap(), reads.last().unwrap().seq);
+    verify_ok(&t).await;
+}
+
+async fn the_auditor_api_fails_closed(t: TestDb) {
+    let log = t.log().await;
+    seed(&log, 2).await;
+    let api = Api::start(log.clone()).await;
+    assert_eq!(api.get("/audit/events", Some("ann-token")).await.status(), 200);
+    t.db.pool.close().await;
+    for path in ["/audit/events", "/audit/verify", &format!("/audit/calls/{}", Uuid::now_v7())] {
+        let response = api.get(path, Some("ann-token")).await;
+        assert_eq!(response.status(), 503, "{path}");
+        assert!(response.text().await.unwrap().contains("cannot record"));
+    }
+}
+
+async fn cli_functions_verify_and_record_reads(t: TestDb) {
+    use audit::cli::{ListArgs, ShowArgs, VerifyArgs};
+    use std::process::ExitCode;
+    let log = t.log().await;
+    let calls = seed(&log, 4).await;
+    let verify_args = VerifyArgs { checkpoint: None, json: false };
+    assert_eq!(audit::cli::verify(&t.db, &verify_args).await.unwrap(), ExitCode::SUCCESS);
+    assert_eq!(audit::cli::checkpoint(&t.db).await.unwrap(), ExitCode::SUCCESS);
+    let list_args = ListArgs { agent: Some("agent-0".into()), format: Format::Jsonl, auditor: Some("carol".into()), ..ListArgs::default() };
+    assert_eq!(audit::cli::list(&t.db, &list_args).await.unwrap(), ExitCode::SUCCESS);
+    let show_args = ShowArgs { call_id: calls[1], format: Format::Table, auditor: None };
+    assert_eq!(audit::cli::show(&t.db, &show_args).await.unwrap(), ExitCode::SUCCESS);
+    let reads = audit_reads(&log).await;
+    assert_eq!(reads.len(), 2);
+    assert_eq!(reads[0].actor, "carol");
+    assert_eq!(reads[0].payload["query"]["agent"], "agent-0");
+    assert_eq!(reads[1].payload["via"], "cli");
+    assert_eq!(reads[1].payload["query"]["call_id"], calls[1].to_string());
+
+    t.drop_guard().await;
+    t.exec("UPDATE audit_events SET actor = 'someone else' WHERE seq = 2").await.unwrap();
+    assert_eq!(audit::cli::verify(&t.db, &verify_args).await.unwrap(), ExitCode::FAILURE);
+}

@@ -1,0 +1,450 @@
+//! Policy, approvals and the audit log through the running gateway, on SQLite and PostgreSQL.
+
+use crate::support::{self, Backend, TestDb, TestGateway, modern_meta, post};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const AGENT_KEY: &str = "agent-key";
+
+const POLICY: &str = r#"
+defaults:
+  verdict: deny
+  reason: no rule allows this call
+rules:
+  - id: read-only-is-fine
+    match: {server: echo, read_only: true}
+    verdict: allow
+  - id: no-deleting-prod
+    match:
+      tool: delete_record
+      arguments: {properties: {record_id: {pattern: "^prod-"}}, required: [record_id]}
+    verdict: deny
+    reason: production records are never deleted by agents
+  - id: slow-needs-one-quickly
+    match: {tool: slow_count}
+    verdict: approve
+    approvers: [bob]
+    quorum: 1
+    timeout: 1s
+  - id: destructive-needs-two
+    match: {tool: delete_record, destructive: true}
+    verdict: approve
+    approver_groups: [ops]
+    quorum: 2
+    timeout: 1m
+"#;
+
+/// A gateway with the policy above, approvers alice (the agent's human), bob, carol (ops) and
+/// dave (finance), and auditor audrey.
+async fn gateway(db: &TestDb, policy_dir: &std::path::Path) -> TestGateway {
+    let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
+    let yaml = format!(
+        "database: {{url: '{db}'}}
+policy_dir: '{policies}'
+upstreams:
+  - name: echo
+    stdio: {{command: python3, args: ['{echo}']}}
+agents:
+  - {{id: agent-1, on_behalf_of: alice, key_sha256: {agent}}}
+approvers:
+  - {{id: alice, groups: [ops], token_sha256: {alice}}}
+  - {{id: bob, groups: [ops], token_sha256: {bob}}}
+  - {{id: carol, groups: [ops], token_sha256: {carol}}}
+  - {{id: dave, groups: [finance], token_sha256: {dave}}}
+auditors:
+  - {{id: audrey, token_sha256: {audrey}}}
+",
+        db = db.url,
+        policies = policy_dir.display(),
+        echo = support::echo_upstream().display(),
+        agent = countersign::auth::hash_key(AGENT_KEY),
+        alice = token("alice"),
+        bob = token("bob"),
+        carol = token("carol"),
+        dave = token("dave"),
+        audrey = token("audrey"),
+    );
+    support::spawn_gateway(&yaml).await
+}
+
+fn policy_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    dir
+}
+
+/// Calls a tool as the agent (modern era, with a progress token); returns the final response
+/// and the progress notifications.
+async fn call(gw_url: String, tool: &str, arguments: Value) -> (Value, Vec<Value>) {
+    let name = format!("echo__{tool}");
+    let mut meta = modern_meta();
+    meta["progressToken"] = json!("p");
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":arguments,"_meta":meta}});
+    let auth = format!("Bearer {AGENT_KEY}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", name.as_str()),
+    ];
+    let mut messages = post(&gw_url, &headers, &body).await.messages();
+    let last = messages.pop().expect("a response");
+    (last, messages)
+}
+
+fn text(response: &Value) -> &str {
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+fn base(gw: &TestGateway) -> String {
+    format!("http://{}", gw.addr)
+}
+
+async fn api(method: reqwest::Method, url: String, who: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(format!("{who}-token"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn vote(gw: &TestGateway, id: &str, who: &str, approve: bool, reason: Option<&str>) -> Value {
+    let verb = if approve { "approve" } else { "deny" };
+    let body = reason.map(|r| json!({"reason": r}));
+    api(
+        reqwest::Method::POST,
+        format!("{}/approvals/{id}/{verb}", base(gw)),
+        who,
+        body,
+    )
+    .await
+    .1
+}
+
+/// Waits (bounded) until `count` approvals are pending; returns them.
+async fn pending(gw: &TestGateway, count: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let (_, list) = api(
+            reqwest::Method::GET,
+            format!("{}/approvals?status=pending", base(gw)),
+            "bob",
+            None,
+        )
+        .await;
+        if list.as_array().is_some_and(|l| l.len() == count) {
+            return list.as_array().unwrap().clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {count} pending approvals");
+}
+
+/// The kinds of the audit events of one call, from the auditor API.
+async fn story(gw: &TestGateway, call_id: &str) -> Vec<String> {
+    let (status, events) = api(
+        reqwest::Method::GET,
+        format!("{}/audit/calls/{call_id}", base(gw)),
+        "audrey",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{events}");
+    let events = events.get("events").cloned().unwrap_or(events);
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn quorum_and_self_approval(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let gw = gateway(&db, dir.path()).await;
+    let agent = tokio::spawn(call(
+        gw.url.clone(),
+        "delete_record",
+        json!({"record_id": "r1"}),
+    ));
+    let approval = pending(&gw, 1).await.remove(0);
+    let id = approval["id"].as_str().unwrap();
+    assert_eq!(approval["rule"], "destructive-needs-two");
+    assert_eq!(
+        vote(&gw, id, "alice", true, None).await["result"],
+        "not_authorized",
+        "the agent's own human"
+    );
+    assert_eq!(
+        vote(&gw, id, "dave", true, None).await["result"],
+        "not_authorized",
+        "not in ops"
+    );
+    assert_eq!(
+        vote(&gw, id, "bob", true, None).await,
+        json!({"result":"counted","approvals":1,"quorum":2})
+    );
+    assert_eq!(
+        vote(&gw, id, "bob", true, None).await["result"],
+        "already_voted"
+    );
+    assert_eq!(
+        vote(&gw, id, "carol", true, None).await,
+        json!({"result":"decided","status":"approved"})
+    );
+    assert_eq!(
+        vote(&gw, id, "carol", false, Some("late")).await["result"],
+        "already_decided"
+    );
+    let (response, progress) = tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&response), "deleted r1", "{response}");
+    assert!(!progress.is_empty(), "progress while waiting");
+    let kinds = story(&gw, approval["call_id"].as_str().unwrap()).await;
+    let expected = [
+        "call.received",
+        "policy.decided",
+        "approval.requested",
+        "approval.vote",
+        "approval.vote",
+        "approval.vote",
+        "approval.vote",
+        "approval.vote",
+        "approval.decided",
+        "approval.vote",
+        "call.forwarded",
+        "call.completed",
+    ];
+    let mut sorted = kinds.clone();
+    sorted.retain(|k| k != "approval.vote");
+    assert_eq!(
+        sorted,
+        [
+            "call.received",
+            "policy.decided",
+            "approval.requested",
+            "approval.decided",
+            "call.forwarded",
+            "call.completed"
+        ],
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "approval.vote").count(),
+        6,
+        "every vote is recorded: {kinds:?} vs {expected:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_counts_distinct_authorized_humans_on_sqlite() {
+    quorum_and_self_approval(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_counts_distinct_authorized_humans_on_postgres() {
+    quorum_and_self_approval(Backend::Postgres).await;
+}
+
+async fn veto_and_rules(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let gw = gateway(&db, dir.path()).await;
+    let (allowed, _) = call(gw.url.clone(), "echo", json!({"message": "hi"})).await;
+    assert_eq!(text(&allowed), "hi");
+    let (denied, _) = call(
+        gw.url.clone(),
+        "delete_record",
+        json!({"record_id": "prod-7"}),
+    )
+    .await;
+    assert_eq!(denied["result"]["isError"], true);
+    assert!(
+        text(&denied).contains("production records are never deleted by agents"),
+        "{denied}"
+    );
+    let agent = tokio::spawn(call(
+        gw.url.clone(),
+        "delete_record",
+        json!({"record_id": "r2"}),
+    ));
+    let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        vote(&gw, &id, "bob", false, None)
+            .await
+            .get("error")
+            .is_some(),
+        true,
+        "a deny needs a reason"
+    );
+    assert_eq!(
+        vote(&gw, &id, "bob", false, Some("not today")).await,
+        json!({"result":"decided","status":"denied"})
+    );
+    let (response, _) = tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response["result"]["isError"], true);
+    assert_eq!(
+        text(&response),
+        format!("Denied by bob: not today (approval {id})")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deny_decides_and_rules_apply_on_sqlite() {
+    veto_and_rules(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deny_decides_and_rules_apply_on_postgres() {
+    veto_and_rules(Backend::Postgres).await;
+}
+
+async fn expiry(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let gw = gateway(&db, dir.path()).await;
+    let (response, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        call(gw.url.clone(), "slow_count", json!({"n": 1})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response["result"]["isError"], true);
+    assert!(text(&response).contains("expired"), "{response}");
+    let (_, list) = api(
+        reqwest::Method::GET,
+        format!("{}/approvals?status=expired", base(&gw)),
+        "bob",
+        None,
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_denies_on_sqlite() {
+    expiry(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_denies_on_postgres() {
+    expiry(Backend::Postgres).await;
+}
+
+async fn concurrent_votes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let gw = gateway(&db, dir.path()).await;
+    let agent = tokio::spawn(call(
+        gw.url.clone(),
+        "delete_record",
+        json!({"record_id": "r3"}),
+    ));
+    let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    let votes =
+        ["bob", "carol", "alice", "bob", "carol"].map(|who| vote(&gw, &id, who, true, None));
+    let results = futures::future::join_all(votes).await;
+    let decided = results.iter().filter(|r| r["result"] == "decided").count();
+    assert_eq!(decided, 1, "exactly one vote decides: {results:?}");
+    let (response, _) = tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&response), "deleted r3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_votes_decide_once_on_sqlite() {
+    concurrent_votes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_votes_decide_once_on_postgres() {
+    concurrent_votes(Backend::Postgres).await;
+}
+
+async fn restart(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let first = gateway(&db, dir.path()).await;
+    let abandoned = tokio::spawn(call(
+        first.url.clone(),
+        "delete_record",
+        json!({"record_id": "r4"}),
+    ));
+    let id = pending(&first, 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(first);
+    abandoned.abort();
+    let second = gateway(&db, dir.path()).await;
+    let retry = tokio::spawn(call(
+        second.url.clone(),
+        "delete_record",
+        json!({"record_id": "r4"}),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let still = pending(&second, 1).await;
+    assert_eq!(
+        still[0]["id"], id,
+        "the retry joined the approval that survived the restart"
+    );
+    vote(&second, &id, "bob", true, None).await;
+    vote(&second, &id, "carol", true, None).await;
+    let (response, _) = tokio::time::timeout(Duration::from_secs(20), retry)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&response), "deleted r4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_approval_survives_a_restart_on_sqlite() {
+    restart(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_approval_survives_a_restart_on_postgres() {
+    restart(Backend::Postgres).await;
+}
+
+async fn audit_failure(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let gw = gateway(&db, dir.path()).await;
+    let (ok, _) = call(gw.url.clone(), "echo", json!({"message": "before"})).await;
+    assert_eq!(text(&ok), "before");
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::query("drop table audit_events")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (refused, _) = call(gw.url.clone(), "echo", json!({"message": "after"})).await;
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(text(&refused).contains("could not record"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_write_failure_refuses_the_call_on_sqlite() {
+    audit_failure(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_write_failure_refuses_the_call_on_postgres() {
+    audit_failure(Backend::Postgres).await;
+}
