@@ -66,6 +66,9 @@ struct Args {
     warmup: usize,
     /// Pin the bench and the echo server to CPU 0 and the gateway to CPU 1 (`taskset`).
     pin: bool,
+    /// Run the gateway with a policy that allows the echo tool and the durable audit log on
+    /// (SQLite, WAL, synchronous=FULL): every call appends its events before and after it runs.
+    audit: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -74,6 +77,7 @@ fn parse_args() -> anyhow::Result<Args> {
         duration: Duration::from_secs(5),
         warmup: 1000,
         pin: false,
+        audit: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,8 +87,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--duration-secs" => args.duration = Duration::from_secs_f64(value()?.parse()?),
             "--warmup" => args.warmup = value()?.parse()?,
             "--pin" => args.pin = true,
+            "--audit" => args.audit = true,
             "--bench" => {} // passed by `cargo bench`-style runners; ignored
-            _ => bail!("usage: bench [--requests N] [--duration-secs S] [--warmup N] [--pin]"),
+            _ => bail!(
+                "usage: bench [--requests N] [--duration-secs S] [--warmup N] [--pin] [--audit]"
+            ),
         }
     }
     if args.requests == 0 || args.requests > 1_000_000 {
@@ -235,13 +242,26 @@ fn start_gateway(
     echo_addr: &str,
     key_sha256: &str,
     cpu: Option<usize>,
+    audit: bool,
 ) -> anyhow::Result<(ChildGuard, String)> {
     let addr = format!("127.0.0.1:{}", free_port()?);
-    let config = format!(
+    let mut config = format!(
         "server:\n  listen: \"{addr}\"\n  allow_anonymous: false\n\
          upstreams:\n  - name: echo\n    prefix: \"\"\n    http:\n      url: \"http://{echo_addr}/mcp\"\n\
          agents:\n  - id: bench\n    key_sha256: \"{key_sha256}\"\n"
     );
+    if audit {
+        let policies = dir.join("policies");
+        std::fs::create_dir_all(&policies)?;
+        let policy = "defaults: {verdict: deny, reason: not benchmarked}\n\
+                      rules:\n  - id: bench-echo\n    match: {tool: echo}\n    verdict: allow\n";
+        std::fs::write(policies.join("bench.yaml"), policy)?;
+        config.push_str(&format!(
+            "policy_dir: \"{}\"\ndatabase:\n  url: \"sqlite://{}\"\n",
+            policies.display(),
+            dir.join("audit.db").display()
+        ));
+    }
     let config_path = dir.join("countersign.yaml");
     std::fs::write(&config_path, config)?;
     let log = std::fs::File::create(dir.join("gateway.log"))?;
@@ -648,6 +668,7 @@ fn run(args: &Args) -> anyhow::Result<i32> {
         &echo_addr,
         &countersign::auth::hash_key(&key),
         args.pin.then_some(1),
+        args.audit,
     )?;
     let log_path = dir.path().join("gateway.log");
     let runtime = tokio::runtime::Builder::new_current_thread()

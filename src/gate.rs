@@ -40,6 +40,20 @@ impl CallGate for PolicyGate {
         })
     }
 
+    fn hides(
+        &self,
+        agent: &crate::auth::Agent,
+        upstream: &str,
+        tool: &str,
+        definition: &Value,
+    ) -> bool {
+        let annotations = Annotations::from_tool(definition);
+        self.policies
+            .current()
+            .always_denies(agent, upstream, tool, annotations)
+            .is_some()
+    }
+
     fn finished<'a>(&'a self, call: &'a ToolCall, outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let event = completion_event(call, &outcome);

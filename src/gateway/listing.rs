@@ -22,13 +22,16 @@ impl Gateway {
             self.refresh(listing, &caller.client).await;
         }
         let snapshot = self.snapshot();
-        let Ok((items, next)) = snapshot.page(listing, cursor, self.page_size) else {
+        let Ok((mut items, next)) = snapshot.page(listing, cursor, self.page_size) else {
             return jsonrpc::error(
                 Some(id),
                 jsonrpc::code::INVALID_PARAMS,
                 "invalid or expired cursor; list again without a cursor",
             );
         };
+        if listing == Listing::Tools {
+            items.retain(|tool| !self.hidden(caller, &snapshot, tool));
+        }
         let mut result = json!({listing.key(): items});
         if let Some(next) = next {
             result["nextCursor"] = Value::String(next);
@@ -40,6 +43,18 @@ impl Gateway {
             result["resultType"] = json!("complete");
         }
         jsonrpc::result(id, result)
+    }
+
+    /// A tool the gate would refuse to this agent whatever the arguments is not listed.
+    fn hidden(&self, caller: &Caller, snapshot: &Snapshot, tool: &Value) -> bool {
+        let route = tool
+            .get("name")
+            .and_then(Value::as_str)
+            .and_then(|n| snapshot.tool(n));
+        route.is_some_and(|r| {
+            let upstream = &self.upstreams[r.upstream].name;
+            self.gate.hides(&caller.agent, upstream, &r.name, &r.tool)
+        })
     }
 
     pub(super) fn snapshot(&self) -> Arc<Snapshot> {

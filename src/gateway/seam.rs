@@ -53,6 +53,12 @@ pub struct CallOutcome<'a> {
 pub trait CallGate: Send + Sync + 'static {
     fn check<'a>(&'a self, call: &'a ToolCall, progress: &'a Progress) -> BoxFuture<'a, Verdict>;
 
+    /// Whether `tools/list` should leave this tool out for this agent (every call of it would
+    /// be refused whatever the arguments).
+    fn hides(&self, _agent: &Agent, _upstream: &str, _tool: &str, _definition: &Value) -> bool {
+        false
+    }
+
     /// Called once a forwarded call has ended.
     fn finished<'a>(&'a self, _call: &'a ToolCall, _outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
         Box::pin(std::future::ready(()))

@@ -11,6 +11,10 @@ defaults:
   verdict: deny
   reason: no rule allows this call
 rules:
+  - id: no-adding
+    match: {tool: add}
+    verdict: deny
+    reason: agents do their own arithmetic
   - id: read-only-is-fine
     match: {server: echo, read_only: true}
     verdict: allow
@@ -260,6 +264,30 @@ async fn veto_and_rules(backend: Backend) {
     let gw = gateway(&db, dir.path()).await;
     let (allowed, _) = call(gw.url.clone(), "echo", json!({"message": "hi"})).await;
     assert_eq!(text(&allowed), "hi");
+    let list =
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":modern_meta()}});
+    let auth = format!("Bearer {AGENT_KEY}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    let tools = post(&gw.url, &headers, &list).await.json();
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"echo__echo") && !names.contains(&"echo__add"),
+        "a tool policy always denies is hidden: {names:?}"
+    );
+    let (refused, _) = call(gw.url.clone(), "add", json!({"a": 1, "b": 2})).await;
+    assert_eq!(
+        text(&refused),
+        "Denied by policy (rule no-adding): agents do their own arithmetic"
+    );
     let (denied, _) = call(
         gw.url.clone(),
         "delete_record",
@@ -298,6 +326,66 @@ async fn veto_and_rules(backend: Backend) {
         text(&response),
         format!("Denied by bob: not today (approval {id})")
     );
+}
+
+async fn break_glass(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let gw = gateway(&db, dir.path()).await;
+    let agent = tokio::spawn(call(
+        gw.url.clone(),
+        "delete_record",
+        json!({"record_id": "r9"}),
+    ));
+    let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    let url = format!("{}/approvals/{id}/approve", base(&gw));
+    let (_, empty) = api(
+        reqwest::Method::POST,
+        url.clone(),
+        "bob",
+        Some(json!({"break_glass": " "})),
+    )
+    .await;
+    assert_eq!(
+        empty["result"], "not_authorized",
+        "a justification is required: {empty}"
+    );
+    let (_, decided) = api(
+        reqwest::Method::POST,
+        url,
+        "bob",
+        Some(json!({"break_glass": "outage, INC-42"})),
+    )
+    .await;
+    assert_eq!(
+        decided,
+        json!({"result":"decided","status":"approved"}),
+        "one approver decides alone"
+    );
+    let (response, _) = tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&response), "deleted r9");
+    let (_, approval) = api(
+        reqwest::Method::GET,
+        format!("{}/approvals/{id}", base(&gw)),
+        "bob",
+        None,
+    )
+    .await;
+    assert_eq!(approval["break_glass"], true);
+    assert_eq!(approval["reason"], "outage, INC-42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_needs_a_justification_and_is_flagged_on_sqlite() {
+    break_glass(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_needs_a_justification_and_is_flagged_on_postgres() {
+    break_glass(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
