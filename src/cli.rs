@@ -64,23 +64,8 @@ enum PolicyCommand {
     /// Show which rule decides a call, and why.
     Explain {
         dir: PathBuf,
-        #[arg(long)]
-        server: String,
-        #[arg(long)]
-        tool: String,
-        #[arg(long)]
-        agent: String,
-        /// An agent group (repeatable).
-        #[arg(long = "group")]
-        groups: Vec<String>,
-        #[arg(long)]
-        on_behalf_of: Option<String>,
-        /// The tool's annotations as JSON, e.g. '{"readOnlyHint": true}'.
-        #[arg(long)]
-        annotations: Option<String>,
-        /// The call's arguments as JSON.
-        #[arg(long)]
-        arguments: Option<String>,
+        #[command(flatten)]
+        call: crate::policy::cli::ExplainArgs,
     },
 }
 
@@ -134,27 +119,7 @@ fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Check { dir } => cli::check(&dir),
         PolicyCommand::Test { dir, fixtures } => cli::test(&dir, &fixtures),
-        PolicyCommand::Explain {
-            dir,
-            server,
-            tool,
-            agent,
-            groups,
-            on_behalf_of,
-            annotations,
-            arguments,
-        } => {
-            let call = cli::ExplainArgs {
-                server,
-                tool,
-                agent,
-                groups,
-                on_behalf_of,
-                annotations,
-                arguments,
-            };
-            cli::explain(&dir, &call)
-        }
+        PolicyCommand::Explain { dir, call } => cli::explain(&dir, &call),
     }
 }
 

@@ -312,7 +312,15 @@ fn sse_response(first: Value, stream: ReplyStream, era: Era) -> Response {
         let next = guard.stream.as_mut()?.next().await?;
         Some((next, guard))
     });
-    let events = futures::stream::once(async { first }).chain_events(rest);
+    use futures::StreamExt;
+    sse(futures::stream::once(async { first }).chain(rest))
+}
+
+/// An SSE response of JSON-RPC messages, with keep-alive comments and no proxy buffering.
+fn sse(messages: impl Stream<Item = Value> + Send + 'static) -> Response {
+    use futures::StreamExt;
+    let events = messages
+        .map(|m| Ok::<_, Infallible>(Event::default().event("message").data(m.to_string())));
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -339,19 +347,6 @@ impl Drop for DrainGuard {
     }
 }
 
-trait ChainEvents: Stream<Item = Value> + Sized + Send + 'static {
-    fn chain_events<S: Stream<Item = Value> + Send + 'static>(
-        self,
-        rest: S,
-    ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-        use futures::StreamExt;
-        self.chain(rest)
-            .map(|message| Ok(Event::default().event("message").data(message.to_string())))
-    }
-}
-
-impl<T: Stream<Item = Value> + Sized + Send + 'static> ChainEvents for T {}
-
 /// GET: a legacy session's standalone stream of server messages (405 without a session).
 async fn open_stream(State(front): State<HttpFront>, headers: HeaderMap) -> Response {
     let session = match stream_session(&front, &headers) {
@@ -360,15 +355,8 @@ async fn open_stream(State(front): State<HttpFront>, headers: HeaderMap) -> Resp
     };
     use futures::StreamExt;
     let messages = tokio_stream::wrappers::BroadcastStream::new(session.subscribe())
-        .filter_map(|m| async move { m.ok() })
-        .map(|m| Ok::<_, Infallible>(Event::default().event("message").data(m.to_string())));
-    let mut response = Sse::new(messages)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+        .filter_map(|m| async move { m.ok() });
+    sse(messages)
 }
 
 fn stream_session(front: &HttpFront, headers: &HeaderMap) -> Result<Arc<Session>, Rejection> {

@@ -31,16 +31,26 @@ pub fn explain(dir: &Path, call: &ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The call `policy explain` evaluates.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ExplainArgs {
+    /// The upstream's configured name.
+    #[arg(long)]
     pub server: String,
+    /// The tool's name at the upstream.
+    #[arg(long)]
     pub tool: String,
+    #[arg(long)]
     pub agent: String,
+    /// An agent group (repeatable).
+    #[arg(long = "group")]
     pub groups: Vec<String>,
+    #[arg(long)]
     pub on_behalf_of: Option<String>,
     /// The tool's MCP `annotations` object as JSON (`{"readOnlyHint": true}`).
+    #[arg(long)]
     pub annotations: Option<String>,
     /// The call's arguments as JSON; `{}` when absent.
+    #[arg(long)]
     pub arguments: Option<String>,
 }
 

@@ -6,6 +6,21 @@ use std::time::Duration;
 
 const AGENT_KEY: &str = "agent-key";
 
+/// Two tests for one scenario: on SQLite and on PostgreSQL.
+macro_rules! on_both_databases {
+    ($scenario:ident: $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(Backend::Sqlite).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            $scenario(Backend::Postgres).await;
+        }
+    };
+}
+
 const POLICY: &str = r#"
 defaults:
   verdict: deny
@@ -248,15 +263,7 @@ async fn quorum_and_self_approval(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quorum_counts_distinct_authorized_humans_on_sqlite() {
-    quorum_and_self_approval(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quorum_counts_distinct_authorized_humans_on_postgres() {
-    quorum_and_self_approval(Backend::Postgres).await;
-}
+on_both_databases!(quorum_and_self_approval: quorum_counts_distinct_authorized_humans_on_sqlite, quorum_counts_distinct_authorized_humans_on_postgres);
 
 async fn veto_and_rules(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -378,25 +385,9 @@ async fn break_glass(backend: Backend) {
     assert_eq!(approval["reason"], "outage, INC-42");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn break_glass_needs_a_justification_and_is_flagged_on_sqlite() {
-    break_glass(Backend::Sqlite).await;
-}
+on_both_databases!(break_glass: break_glass_needs_a_justification_and_is_flagged_on_sqlite, break_glass_needs_a_justification_and_is_flagged_on_postgres);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn break_glass_needs_a_justification_and_is_flagged_on_postgres() {
-    break_glass(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_deny_decides_and_rules_apply_on_sqlite() {
-    veto_and_rules(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_deny_decides_and_rules_apply_on_postgres() {
-    veto_and_rules(Backend::Postgres).await;
-}
+on_both_databases!(veto_and_rules: one_deny_decides_and_rules_apply_on_sqlite, one_deny_decides_and_rules_apply_on_postgres);
 
 async fn expiry(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -420,15 +411,7 @@ async fn expiry(backend: Backend) {
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expiry_denies_on_sqlite() {
-    expiry(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expiry_denies_on_postgres() {
-    expiry(Backend::Postgres).await;
-}
+on_both_databases!(expiry: expiry_denies_on_sqlite, expiry_denies_on_postgres);
 
 async fn concurrent_votes(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -452,15 +435,7 @@ async fn concurrent_votes(backend: Backend) {
     assert_eq!(text(&response), "deleted r3");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_votes_decide_once_on_sqlite() {
-    concurrent_votes(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_votes_decide_once_on_postgres() {
-    concurrent_votes(Backend::Postgres).await;
-}
+on_both_databases!(concurrent_votes: concurrent_votes_decide_once_on_sqlite, concurrent_votes_decide_once_on_postgres);
 
 async fn restart(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -498,15 +473,7 @@ async fn restart(backend: Backend) {
     assert_eq!(text(&response), "deleted r4");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pending_approval_survives_a_restart_on_sqlite() {
-    restart(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pending_approval_survives_a_restart_on_postgres() {
-    restart(Backend::Postgres).await;
-}
+on_both_databases!(restart: a_pending_approval_survives_a_restart_on_sqlite, a_pending_approval_survives_a_restart_on_postgres);
 
 async fn audit_failure(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -527,12 +494,4 @@ async fn audit_failure(backend: Backend) {
     assert!(text(&refused).contains("could not record"), "{refused}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_audit_write_failure_refuses_the_call_on_sqlite() {
-    audit_failure(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_audit_write_failure_refuses_the_call_on_postgres() {
-    audit_failure(Backend::Postgres).await;
-}
+on_both_databases!(audit_failure: an_audit_write_failure_refuses_the_call_on_sqlite, an_audit_write_failure_refuses_the_call_on_postgres);
