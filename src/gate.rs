@@ -23,6 +23,8 @@ pub struct PolicyGate {
     pub policies: Policies,
     pub audit: AuditLog,
     pub broker: Arc<Broker>,
+    /// Longest a call waits for its approval before the agent is told to retry (and join it).
+    pub max_hold: Option<std::time::Duration>,
 }
 
 impl CallGate for PolicyGate {
@@ -98,13 +100,21 @@ impl PolicyGate {
                     .await
                     .map_err(|e| e.to_string())?;
                 if joined {
-                    tracing::info!(call = %call.id, approval = %approval.id, "retry joined a pending approval");
+                    tracing::info!(call = %call.id, approval = %approval.id, "retry joined an approval");
                 }
-                let decided = self
-                    .broker
-                    .wait(approval.id, progress)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let wait = self.broker.wait(approval.id, progress);
+                let decided = match self.max_hold {
+                    Some(hold) => match tokio::time::timeout(hold, wait).await {
+                        Ok(decided) => decided,
+                        Err(_) => return Ok(Verdict::Refuse(format!(
+                            "Approval {} is still pending after {} s. Retry the same call (same arguments) to keep waiting: it joins this approval, and runs once when it is approved.",
+                            approval.id,
+                            hold.as_secs()
+                        ))),
+                    },
+                    None => wait.await,
+                }
+                .map_err(|e| e.to_string())?;
                 self.after_approval(call, &args_sha256, decided).await
             }
         }

@@ -120,6 +120,7 @@ impl Governance {
             policies,
             audit: audit.clone(),
             broker: broker.clone(),
+            max_hold: config.approvals.max_hold_secs.map(Duration::from_secs),
         });
         Ok(Governance {
             gate,

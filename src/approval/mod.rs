@@ -102,8 +102,9 @@ impl Broker {
         &self.directory
     }
 
-    /// Opens an approval for `call`, or joins the pending one for the same exact call (same
-    /// agent, server, tool, arguments and policy version). Returns it and whether it was joined.
+    /// Opens an approval for `call`, or joins the one for the same exact call (same agent,
+    /// server, tool, arguments and policy version) that is pending, or approved with its grant
+    /// unused. Returns it and whether it was joined.
     pub async fn request(
         &self,
         call: &ToolCall,
@@ -114,7 +115,7 @@ impl Broker {
     ) -> Result<(Approval, bool), BrokerError> {
         let now = now_ms();
         if let Some(pending) =
-            store::find_pending(&self.db, call, args_sha256, policy_version, now).await?
+            store::find_joinable(&self.db, call, args_sha256, policy_version, now).await?
         {
             return Ok((pending, true));
         }

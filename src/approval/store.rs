@@ -227,8 +227,9 @@ pub async fn list(db: &Db, status: Option<super::Status>) -> Result<Vec<Approval
     rows.iter().map(from_row).collect()
 }
 
-/// The pending, unexpired approval for exactly this call, if a retry can join one.
-pub async fn find_pending(
+/// The approval a retry of exactly this call joins: a pending one, or an approved one whose
+/// grant is still unused (the first call stopped waiting before the decision).
+pub async fn find_joinable(
     db: &Db,
     call: &ToolCall,
     args_sha256: &str,
@@ -237,7 +238,8 @@ pub async fn find_pending(
 ) -> Result<Option<Approval>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from approvals where agent = $1 and server = $2 and tool = $3 and args_sha256 = $4 \
-         and policy_version = $5 and status = 'pending' and expires_at > $6 order by created_at limit 1"
+         and policy_version = $5 and expires_at > $6 \
+         and (status = 'pending' or (status = 'approved' and consumed_by is null)) order by created_at limit 1"
     ));
     let row = sqlx::query(sql)
         .bind(call.agent.id.as_ref())

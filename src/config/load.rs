@@ -173,13 +173,48 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
             "no agents are configured; add agents with API keys, or set server.allow_anonymous: true (local testing only)".into(),
         ));
     }
-    for (i, agent) in config.agents.iter().enumerate() {
-        let hex_ok =
-            agent.key_sha256.len() == 64 && agent.key_sha256.chars().all(|c| c.is_ascii_hexdigit());
+    let hashes = config
+        .agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("agents[{i}].key_sha256"), Some(&a.key_sha256)))
+        .chain(config.approvers.iter().enumerate().map(|(i, a)| {
+            (
+                format!("approvers[{i}].token_sha256"),
+                a.token_sha256.as_ref(),
+            )
+        }))
+        .chain(
+            config
+                .auditors
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (format!("auditors[{i}].token_sha256"), Some(&a.token_sha256))),
+        );
+    for (field, hash) in hashes {
+        let hex_ok = hash.is_none_or(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()));
         if !hex_ok {
             return Err((
-                format!("agents[{i}].key_sha256"),
+                field,
                 "must be 64 hex digits (countersign hash-key prints it)".into(),
+            ));
+        }
+    }
+    let mut approver_ids = HashSet::new();
+    for (i, approver) in config.approvers.iter().enumerate() {
+        if !approver_ids.insert(approver.id.as_str()) {
+            return Err((
+                format!("approvers[{i}].id"),
+                format!("approver `{}` is defined twice", approver.id),
+            ));
+        }
+        if config.agents.iter().any(|a| a.id == approver.id) {
+            return Err((
+                format!("approvers[{i}].id"),
+                format!(
+                    "`{}` is also an agent; an agent never approves",
+                    approver.id
+                ),
             ));
         }
     }

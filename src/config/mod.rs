@@ -39,6 +39,18 @@ pub struct Config {
     /// Who may query the audit log over HTTP.
     #[serde(default)]
     pub auditors: Vec<AuditorConfig>,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Longest a `tools/call` is held open waiting for approval (seconds). Past it the agent
+    /// gets a tool error naming the pending approval, and a retry of the same call joins it.
+    /// Unset: held until the approval's own timeout.
+    #[serde(default)]
+    pub max_hold_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -56,6 +56,11 @@ rules:
 /// A gateway with the policy above, approvers alice (the agent's human), bob, carol (ops) and
 /// dave (finance), and auditor audrey.
 async fn gateway(db: &TestDb, policy_dir: &std::path::Path) -> TestGateway {
+    gateway_with(db, policy_dir, "").await
+}
+
+/// The same gateway with extra top-level configuration.
+async fn gateway_with(db: &TestDb, policy_dir: &std::path::Path, extra: &str) -> TestGateway {
     let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
     let yaml = format!(
         "database: {{url: '{db}'}}
@@ -72,6 +77,7 @@ approvers:
   - {{id: dave, groups: [finance], token_sha256: {dave}}}
 auditors:
   - {{id: audrey, token_sha256: {audrey}}}
+{extra}
 ",
         db = db.url,
         policies = policy_dir.display(),
@@ -495,3 +501,48 @@ async fn audit_failure(backend: Backend) {
 }
 
 on_both_databases!(audit_failure: an_audit_write_failure_refuses_the_call_on_sqlite, an_audit_write_failure_refuses_the_call_on_postgres);
+
+async fn hold_then_retry(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let gw = gateway_with(&db, dir.path(), "approvals: {max_hold_secs: 1}").await;
+    let (held, _) = call(gw.url.clone(), "delete_record", json!({"record_id": "r5"})).await;
+    let approval = pending(&gw, 1).await.remove(0);
+    let id = approval["id"].as_str().unwrap();
+    assert_eq!(held["result"]["isError"], true);
+    assert!(
+        text(&held).contains(&format!("Approval {id} is still pending")),
+        "{held}"
+    );
+    vote(&gw, id, "bob", true, None).await;
+    assert_eq!(
+        vote(&gw, id, "carol", true, None).await["result"],
+        "decided"
+    );
+    let (retried, _) = call(gw.url.clone(), "delete_record", json!({"record_id": "r5"})).await;
+    assert_eq!(
+        text(&retried),
+        "deleted r5",
+        "the retry joined the approved grant"
+    );
+    let (again, _) = call(gw.url.clone(), "delete_record", json!({"record_id": "r5"})).await;
+    assert!(
+        text(&again).contains("is still pending"),
+        "the grant was used once; a new approval opens: {again}"
+    );
+    let (_, events) = api(
+        reqwest::Method::GET,
+        format!("{}/audit/events?kind=call.completed", base(&gw)),
+        "audrey",
+        None,
+    )
+    .await;
+    let events = events.get("events").cloned().unwrap_or(events);
+    assert_eq!(
+        events.as_array().unwrap().len(),
+        1,
+        "the upstream ran the call exactly once: {events}"
+    );
+}
+
+on_both_databases!(hold_then_retry: a_retry_after_the_hold_joins_the_approval_on_sqlite, a_retry_after_the_hold_joins_the_approval_on_postgres);
