@@ -47,12 +47,17 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         Some(endpoint) => Some(otlp_provider(endpoint)?),
         None => None,
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("countersign")));
+    // Each layer filters for itself: the call spans (debug level, see `CALL_SPAN_TARGET`) go to
+    // the OTLP exporter whatever the log level, and cost nothing when neither layer wants them.
+    let otel = provider.as_ref().map(|p| {
+        let spans = tracing_subscriber::filter::Targets::new()
+            .with_target("countersign", tracing::Level::DEBUG);
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("countersign"))
+            .with_filter(spans)
+    });
     tracing_subscriber::registry()
-        .with(EnvFilter::try_new(&filter)?)
-        .with(fmt)
+        .with(fmt.with_filter(EnvFilter::try_new(&filter)?))
         .with(otel)
         .try_init()?;
     Ok(TelemetryGuard { provider })

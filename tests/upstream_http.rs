@@ -379,7 +379,19 @@ async fn modern_upstream_gets_stateless_posts_with_headers_and_meta() {
         body["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"],
         json!({"elicitation": {}})
     );
-    assert!(seen.posts_of("initialize").is_empty());
+    assert!(
+        seen.posts_of("initialize").len() <= 1,
+        "a legacy client's first call tries one legacy session; a modern-only server refuses it and later calls are bridged"
+    );
+    let mut again = upstream
+        .request(call(json!("b"), "add"), &client(Era::Legacy))
+        .await
+        .unwrap();
+    next(&mut again).await;
+    assert!(
+        seen.posts_of("initialize").len() <= 1,
+        "the refusal is remembered"
+    );
     shutdown.cancel();
 }
 

@@ -265,6 +265,17 @@ mod tests {
         let mut m = call("add");
         m["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
         let e = modern_request(&headers(GOOD), &m).unwrap_err();
+        assert_eq!(
+            e.body["error"]["code"],
+            code::HEADER_MISMATCH,
+            "header and body disagree first"
+        );
+        let h = headers(&[
+            ("mcp-protocol-version", "2099-01-01"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "add"),
+        ]);
+        let e = modern_request(&h, &m).unwrap_err();
         assert_eq!(e.body["error"]["code"], code::UNSUPPORTED_PROTOCOL_VERSION);
         assert_eq!(e.body["error"]["data"]["supported"], json!(["2026-07-28"]));
     }

@@ -226,9 +226,10 @@ fn invalid(id: Value, why: impl Into<String>) -> Reply {
     Reply::Response(jsonrpc::error(Some(id), jsonrpc::code::INVALID_PARAMS, why))
 }
 
-/// The span of one call, with the MCP semantic-convention attributes.
+/// The span of one call, with the MCP semantic-convention attributes. Debug level: exported
+/// over OTLP when configured, logged only at debug, and free when neither wants it.
 fn call_span(caller: &Caller, tool: &str, id: &Value) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         "tools/call",
         otel.name = %format!("tools/call {tool}"),
         otel.kind = "server",

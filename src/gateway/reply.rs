@@ -92,7 +92,7 @@ impl ReplyStream {
             session,
             (client_id, record),
         );
-        stream.waiting_notes = Some(notes);
+        stream.waiting_notes = notes;
         stream
     }
 
@@ -305,7 +305,7 @@ enum Phase {
 /// gate's progress meanwhile; `completion` hears how a forwarded call ended.
 pub struct Gated {
     pub waiting: Waiting,
-    pub notes: mpsc::Receiver<Value>,
+    pub notes: Option<mpsc::Receiver<Value>>,
     pub completion: Completion,
 }
 

@@ -79,22 +79,28 @@ impl CallGate for ForwardAll {
 /// upstream's later progress is offset past them so the client sees them increase.
 #[derive(Clone)]
 pub struct Progress {
-    token: Option<Value>,
+    /// The client's token and where its notifications go; `None` when it asked for none.
+    to: Option<(Value, mpsc::Sender<Value>)>,
     sent: Arc<AtomicU64>,
-    tx: mpsc::Sender<Value>,
 }
 
 impl Progress {
-    pub(super) fn new(token: Option<Value>) -> (Self, mpsc::Receiver<Value>) {
-        let (tx, rx) = mpsc::channel(16);
-        (
-            Progress {
-                token,
-                sent: Arc::new(AtomicU64::new(0)),
-                tx,
-            },
-            rx,
-        )
+    /// A sink for the client's token, and the receiving end (none without a token).
+    pub(super) fn new(token: Option<Value>) -> (Self, Option<mpsc::Receiver<Value>>) {
+        let sent = Arc::new(AtomicU64::new(0));
+        match token {
+            Some(token) => {
+                let (tx, rx) = mpsc::channel(16);
+                (
+                    Progress {
+                        to: Some((token, tx)),
+                        sent,
+                    },
+                    Some(rx),
+                )
+            }
+            None => (Progress { to: None, sent }, None),
+        }
     }
 
     /// A sink that reports nowhere (for tests and tools that need one).
@@ -104,17 +110,17 @@ impl Progress {
 
     /// Whether the client asked for progress.
     pub fn is_wanted(&self) -> bool {
-        self.token.is_some()
+        self.to.is_some()
     }
 
     /// Sends one progress notification with a human-readable message. Never blocks: when the
     /// client reads too slowly, the notification is dropped.
     pub fn report(&self, message: impl Into<String>) {
-        let Some(token) = &self.token else { return };
+        let Some((token, tx)) = &self.to else { return };
         let n = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
         let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
             "params": {"progressToken": token, "progress": n, "message": message.into()}});
-        let _ = self.tx.try_send(note);
+        let _ = tx.try_send(note);
     }
 
     /// How many notifications were reported.
