@@ -2,8 +2,9 @@
 //! human approval, with every step written to the audit log before the call may run.
 //!
 //! Order, and why:
-//! 1. `call.received` and `policy.decided` are appended together; if the audit log cannot be
-//!    written, the call is refused (fail closed).
+//! 1. `call.received` and `policy.decided` are appended together (with `call.forwarded` when
+//!    the policy allows: one durable write); if the audit log cannot be written, the call is
+//!    refused (fail closed).
 //! 2. `deny` refuses with the policy's reason; `allow` goes to step 4.
 //! 3. `approve` opens an approval (or joins the pending one for the same exact call), waits for
 //!    its decision, and uses the grant once.
@@ -80,9 +81,18 @@ impl PolicyGate {
             arguments: &call.arguments,
         };
         let decision = self.policies.current().evaluate(&facts);
-        self.record_decision(call, &args_sha256, &decision).await?;
+        let mut events = decision_events(call, &args_sha256, &decision);
+        let allowed = matches!(decision.verdict, policy::Verdict::Allow);
+        if allowed {
+            // One durable write on the path of an allowed call: it goes out right away.
+            events.push(forwarded_event(call, None));
+        }
+        self.audit
+            .append_all(events)
+            .await
+            .map_err(|e| e.to_string())?;
         match &decision.verdict {
-            policy::Verdict::Allow => self.forward(call, None).await,
+            policy::Verdict::Allow => Ok(Verdict::Forward),
             policy::Verdict::Deny { reason } => Ok(Verdict::Refuse(format!(
                 "Denied by policy (rule {}): {reason}",
                 decision.rule
@@ -164,65 +174,62 @@ impl PolicyGate {
         }
     }
 
-    async fn record_decision(
-        &self,
-        call: &ToolCall,
-        args_sha256: &str,
-        decision: &Decision,
-    ) -> Result<(), Unrecorded> {
-        let received = NewEvent {
-            call_id: Some(call.id),
-            kind: EventKind::CallReceived,
-            actor: call.agent.id.to_string(),
-            payload: json!({
-                "agent": call.agent.id.as_ref(), "on_behalf_of": call.agent.on_behalf_of.as_deref(),
-                "groups": call.agent.groups.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
-                "arguments": call.arguments, "args_sha256": args_sha256,
-            }),
-        };
-        let (verdict, detail) = match &decision.verdict {
-            policy::Verdict::Allow => ("allow", Value::Null),
-            policy::Verdict::Deny { reason } => ("deny", json!({"reason": reason})),
-            policy::Verdict::Approve(spec) => (
-                "approve",
-                json!({"quorum": spec.quorum, "timeout_ms": spec.timeout.as_millis() as u64}),
-            ),
-        };
-        let decided = NewEvent {
-            call_id: Some(call.id),
-            kind: EventKind::PolicyDecided,
-            actor: "countersign".into(),
-            payload: json!({
-                "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
-                "outcome": verdict, "detail": detail, "rule": decision.rule,
-                "policy_version": decision.policy_version, "explanation": decision.explanation,
-            }),
-        };
-        self.audit
-            .append_all(vec![received, decided])
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
-    }
-
     /// Records that the call goes out, with what it runs as; only then may it run.
     async fn forward(
         &self,
         call: &ToolCall,
         approval: Option<&Approval>,
     ) -> Result<Verdict, Unrecorded> {
-        let event = NewEvent {
-            call_id: Some(call.id),
-            kind: EventKind::CallForwarded,
-            actor: "countersign".into(),
-            payload: json!({
-                "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
-                "executor": format!("countersign's configured credentials for upstream {}", call.upstream),
-                "approval_id": approval.map(|a| a.id),
-            }),
-        };
+        let event = forwarded_event(call, approval);
         self.audit.append(event).await.map_err(|e| e.to_string())?;
         Ok(Verdict::Forward)
+    }
+}
+
+/// `call.received` and `policy.decided`, written together.
+fn decision_events(call: &ToolCall, args_sha256: &str, decision: &Decision) -> Vec<NewEvent> {
+    let received = NewEvent {
+        call_id: Some(call.id),
+        kind: EventKind::CallReceived,
+        actor: call.agent.id.to_string(),
+        payload: json!({
+            "agent": call.agent.id.as_ref(), "on_behalf_of": call.agent.on_behalf_of.as_deref(),
+            "groups": call.agent.groups.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
+            "arguments": call.arguments, "args_sha256": args_sha256,
+        }),
+    };
+    let (verdict, detail) = match &decision.verdict {
+        policy::Verdict::Allow => ("allow", Value::Null),
+        policy::Verdict::Deny { reason } => ("deny", json!({"reason": reason})),
+        policy::Verdict::Approve(spec) => (
+            "approve",
+            json!({"quorum": spec.quorum, "timeout_ms": spec.timeout.as_millis() as u64}),
+        ),
+    };
+    let decided = NewEvent {
+        call_id: Some(call.id),
+        kind: EventKind::PolicyDecided,
+        actor: "countersign".into(),
+        payload: json!({
+            "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
+            "outcome": verdict, "detail": detail, "rule": decision.rule,
+            "policy_version": decision.policy_version, "explanation": decision.explanation,
+        }),
+    };
+    vec![received, decided]
+}
+
+/// `call.forwarded`: the upstream and the credentials the call runs with.
+fn forwarded_event(call: &ToolCall, approval: Option<&Approval>) -> NewEvent {
+    NewEvent {
+        call_id: Some(call.id),
+        kind: EventKind::CallForwarded,
+        actor: "countersign".into(),
+        payload: json!({
+            "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
+            "executor": format!("countersign's configured credentials for upstream {}", call.upstream),
+            "approval_id": approval.map(|a| a.id),
+        }),
     }
 }
 
