@@ -77,7 +77,7 @@ fn sample(i: usize) -> NewEvent {
         ),
         3 => (
             EventKind::ApprovalDecided,
-            json!({"outcome": if i % 7 == 0 { "denied" } else { "approved" }}),
+            json!({"outcome": if i.is_multiple_of(7) { "denied" } else { "approved" }}),
         ),
         4 => (
             EventKind::CallForwarded,

@@ -8,10 +8,10 @@
 //!                 authenticate, check          route, validate, gate (the tools/call seam), forward
 //! ```
 
-/// The audit log: append-only, hash-chained events; queries, verify, auditor API.
-pub mod audit;
 /// The approval broker: pending → approved / denied / expired / cancelled, persisted.
 pub mod approval;
+/// The audit log: append-only, hash-chained events; queries, verify, auditor API.
+pub mod audit;
 /// Authenticating agents by API key.
 pub mod auth;
 /// The command line.

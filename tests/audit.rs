@@ -83,8 +83,12 @@ impl TestDb {
     async fn drop_guard(&self) {
         match self.db.backend {
             Backend::Sqlite => {
-                self.exec("DROP TRIGGER audit_events_no_update").await.unwrap();
-                self.exec("DROP TRIGGER audit_events_no_delete").await.unwrap();
+                self.exec("DROP TRIGGER audit_events_no_update")
+                    .await
+                    .unwrap();
+                self.exec("DROP TRIGGER audit_events_no_delete")
+                    .await
+                    .unwrap();
             }
             Backend::Postgres => {
                 self.exec("DROP TRIGGER audit_events_no_update_delete ON audit_events")
@@ -185,7 +189,7 @@ async fn seed(log: &AuditLog, n: usize) -> Vec<Uuid> {
             Some(call),
             EventKind::CallReceived,
             json!({"agent": format!("agent-{}", i % 2), "server": "git", "tool": "push",
-                   "n": i, "args": {"branch": "main", "force": i % 3 == 0}, "note": "ü \"q\"\n"}),
+                   "n": i, "args": {"branch": "main", "force": i.is_multiple_of(3)}, "note": "ü \"q\"\n"}),
         ))
         .await
         .unwrap();
@@ -208,7 +212,17 @@ async fn first_bad(t: &TestDb, checkpoint: Option<&Checkpoint>) -> (i64, String)
 
 /// An independent implementation of the documented hash: SHA-256 over the previous hash's
 /// hex text followed by the JCS of {seq,id,call_id,kind,at,actor,payload}.
-fn forge_hash(prev_hash: &str, seq: i64, id: &str, call_id: Option<&str>, kind: &str, at: &str, actor: &str, payload: &Value) -> String {
+#[allow(clippy::too_many_arguments)] // one argument per hashed field, in the documented order
+fn forge_hash(
+    prev_hash: &str,
+    seq: i64,
+    id: &str,
+    call_id: Option<&str>,
+    kind: &str,
+    at: &str,
+    actor: &str,
+    payload: &Value,
+) -> String {
     let canonical = serde_json_canonicalizer::to_vec(&json!({
         "seq": seq, "id": id, "call_id": call_id, "kind": kind, "at": at, "actor": actor,
         "payload": payload,
@@ -230,9 +244,13 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
     let mut appended = Vec::new();
     for (i, kind) in EventKind::ALL.into_iter().enumerate() {
         appended.push(
-            log.append(event(Some(call), kind, json!({"i": i, "x": [1.5, 1e21, "é"], "agent": "ci"})))
-                .await
-                .unwrap(),
+            log.append(event(
+                Some(call),
+                kind,
+                json!({"i": i, "x": [1.5, 1e21, "é"], "agent": "ci"}),
+            ))
+            .await
+            .unwrap(),
         );
     }
     assert_eq!(
@@ -250,8 +268,14 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
     // The stored hash is the documented one, recomputed independently.
     for e in &events {
         let expected = forge_hash(
-            &e.prev_hash, e.seq, &e.id.to_string(), e.call_id.map(|c| c.to_string()).as_deref(),
-            e.kind.as_str(), &e.at, &e.actor, &e.payload,
+            &e.prev_hash,
+            e.seq,
+            &e.id.to_string(),
+            e.call_id.map(|c| c.to_string()).as_deref(),
+            e.kind.as_str(),
+            &e.at,
+            &e.actor,
+            &e.payload,
         );
         assert_eq!(e.hash, expected, "seq {}", e.seq);
     }
@@ -260,7 +284,10 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
     let checkpoint = audit::checkpoint(&t.db).await.unwrap();
     assert_eq!(report.head, checkpoint);
     assert_eq!(checkpoint.seq, 11);
-    assert_eq!(checkpoint.to_string().parse::<Checkpoint>().unwrap(), checkpoint);
+    assert_eq!(
+        checkpoint.to_string().parse::<Checkpoint>().unwrap(),
+        checkpoint
+    );
     assert!(audit::verify(&t.db, Some(&checkpoint)).await.unwrap().ok);
 
     // A batch is atomic and consecutive; a non-object payload is refused before the writer.
@@ -268,13 +295,26 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
         .append_all(vec![event(None, EventKind::AuditRead, json!({})); 3])
         .await
         .unwrap();
-    assert_eq!(batch.iter().map(|a| a.seq).collect::<Vec<_>>(), [12, 13, 14]);
-    assert!(log.append(event(None, EventKind::AuditRead, json!([1]))).await.is_err());
+    assert_eq!(
+        batch.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        [12, 13, 14]
+    );
+    assert!(
+        log.append(event(None, EventKind::AuditRead, json!([1])))
+            .await
+            .is_err()
+    );
 
     // A second handle opened later continues the same chain.
     drop(log);
     let log = t.log().await;
-    assert_eq!(log.append(event(None, EventKind::AuditRead, json!({}))).await.unwrap().seq, 15);
+    assert_eq!(
+        log.append(event(None, EventKind::AuditRead, json!({})))
+            .await
+            .unwrap()
+            .seq,
+        15
+    );
     verify_ok(&t).await;
 }
 
@@ -287,7 +327,11 @@ async fn concurrent_appends_get_gap_free_seqs(t: TestDb) {
                 let mut seqs = Vec::new();
                 for i in 0..25 {
                     let appended = log
-                        .append(event(None, EventKind::CallReceived, json!({"task": task, "i": i})))
+                        .append(event(
+                            None,
+                            EventKind::CallReceived,
+                            json!({"task": task, "i": i}),
+                        ))
                         .await
                         .unwrap();
                     seqs.push(appended.seq);
@@ -299,7 +343,10 @@ async fn concurrent_appends_get_gap_free_seqs(t: TestDb) {
     let mut seqs = Vec::new();
     for task in tasks {
         let mine = task.await.unwrap();
-        assert!(mine.windows(2).all(|w| w[0] < w[1]), "one task's appends stay in order");
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "one task's appends stay in order"
+        );
         seqs.extend(mine);
     }
     seqs.sort_unstable();
@@ -317,9 +364,13 @@ async fn two_writers_on_one_database_never_fork_the_chain(t: TestDb) {
             let log = log.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..25 {
-                    log.append(event(None, EventKind::CallReceived, json!({"writer": n, "task": task, "i": i})))
-                        .await
-                        .unwrap();
+                    log.append(event(
+                        None,
+                        EventKind::CallReceived,
+                        json!({"writer": n, "task": task, "i": i}),
+                    ))
+                    .await
+                    .unwrap();
                 }
             }));
         }
@@ -343,7 +394,11 @@ async fn the_database_refuses_update_and_delete(t: TestDb) {
         assert!(err.contains("append-only"), "{sql}: {err}");
     }
     if t.db.backend == Backend::Postgres {
-        let err = t.exec("TRUNCATE audit_events").await.unwrap_err().to_string();
+        let err = t
+            .exec("TRUNCATE audit_events")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("append-only"), "{err}");
     }
     assert_eq!(verify_ok(&t).await.events, 3);
@@ -361,10 +416,16 @@ async fn an_edited_row_is_caught(t: TestDb) {
     assert!(reason.contains("hash mismatch"), "{reason}");
 
     // Editing only an indexed column (to hide a row from `agent=` filters) is caught too.
-    let t2 = if t.db.backend == Backend::Sqlite { TestDb::sqlite().await } else { TestDb::postgres().await };
+    let t2 = if t.db.backend == Backend::Sqlite {
+        TestDb::sqlite().await
+    } else {
+        TestDb::postgres().await
+    };
     seed(&t2.log().await, 10).await;
     t2.drop_guard().await;
-    t2.exec("UPDATE audit_events SET agent = 'nobody' WHERE seq = 6").await.unwrap();
+    t2.exec("UPDATE audit_events SET agent = 'nobody' WHERE seq = 6")
+        .await
+        .unwrap();
     let (seq, reason) = first_bad(&t2, None).await;
     assert_eq!(seq, 6);
     assert!(reason.contains("column agent"), "{reason}");
@@ -374,7 +435,12 @@ async fn a_deleted_row_is_caught(t: TestDb) {
     let log = t.log().await;
     seed(&log, 10).await;
     t.drop_guard().await;
-    assert_eq!(t.exec("DELETE FROM audit_events WHERE seq = 5").await.unwrap(), 1);
+    assert_eq!(
+        t.exec("DELETE FROM audit_events WHERE seq = 5")
+            .await
+            .unwrap(),
+        1
+    );
     let (seq, reason) = first_bad(&t, None).await;
     assert_eq!(seq, 5);
     assert!(reason.contains("missing"), "{reason}");
@@ -385,9 +451,15 @@ async fn swapped_rows_are_caught(t: TestDb) {
     seed(&log, 10).await;
     t.drop_guard().await;
     // Swap everything but seq between rows 3 and 7, via a scratch seq.
-    t.exec("UPDATE audit_events SET seq = 1000 WHERE seq = 3").await.unwrap();
-    t.exec("UPDATE audit_events SET seq = 3 WHERE seq = 7").await.unwrap();
-    t.exec("UPDATE audit_events SET seq = 7 WHERE seq = 1000").await.unwrap();
+    t.exec("UPDATE audit_events SET seq = 1000 WHERE seq = 3")
+        .await
+        .unwrap();
+    t.exec("UPDATE audit_events SET seq = 3 WHERE seq = 7")
+        .await
+        .unwrap();
+    t.exec("UPDATE audit_events SET seq = 7 WHERE seq = 1000")
+        .await
+        .unwrap();
     let (seq, reason) = first_bad(&t, None).await;
     assert_eq!(seq, 3);
     assert!(reason.contains("prev_hash"), "{reason}");
@@ -398,8 +470,12 @@ async fn an_inserted_row_is_caught(t: TestDb) {
     seed(&log, 10).await;
     t.drop_guard().await;
     // Make room at seq 5, then insert a forged event whose own hash is right.
-    t.exec("UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 5").await.unwrap();
-    t.exec("UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000").await.unwrap();
+    t.exec("UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 5")
+        .await
+        .unwrap();
+    t.exec("UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000")
+        .await
+        .unwrap();
     let prev: String = sqlx::query("SELECT hash FROM audit_events WHERE seq = 4")
         .fetch_one(&t.db.pool)
         .await
@@ -408,7 +484,16 @@ async fn an_inserted_row_is_caught(t: TestDb) {
     let id = Uuid::now_v7().to_string();
     let at = "2020-01-01T00:00:00.000000Z";
     let payload = json!({"agent": "agent-0", "note": "approved by nobody"});
-    let hash = forge_hash(&prev, 5, &id, None, "approval.decided", at, "mallory", &payload);
+    let hash = forge_hash(
+        &prev,
+        5,
+        &id,
+        None,
+        "approval.decided",
+        at,
+        "mallory",
+        &payload,
+    );
     sqlx::query(
         "INSERT INTO audit_events (seq, id, call_id, kind, at, actor, agent, payload, prev_hash, hash) \
          VALUES (5, $1, NULL, 'approval.decided', $2, 'mallory', 'agent-0', $3, $4, $5)",
@@ -442,10 +527,17 @@ async fn an_inserted_row_is_caught(t: TestDb) {
 async fn a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint(t: TestDb) {
     let log = t.log().await;
     seed(&log, 10).await;
-    let checkpoint: Checkpoint = audit::checkpoint(&t.db).await.unwrap().to_string().parse().unwrap();
+    let checkpoint: Checkpoint = audit::checkpoint(&t.db)
+        .await
+        .unwrap()
+        .to_string()
+        .parse()
+        .unwrap();
     assert_eq!(checkpoint.seq, 10);
     t.drop_guard().await;
-    t.exec("DELETE FROM audit_events WHERE seq > 7").await.unwrap();
+    t.exec("DELETE FROM audit_events WHERE seq > 7")
+        .await
+        .unwrap();
     // Without the checkpoint a cut tail is a valid, shorter chain...
     assert_eq!(verify_ok(&t).await.head.seq, 7);
     // ...with it, the cut shows.
@@ -481,16 +573,25 @@ async fn a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint(t: TestD
             payload["args"]["branch"] = json!("release");
         }
         let hash = forge_hash(
-            &prev, seq, row.get(1), row.get(2), row.get(3), row.get(4), row.get(5), &payload,
+            &prev,
+            seq,
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+            &payload,
         );
-        sqlx::query("UPDATE audit_events SET payload = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
-            .bind(serde_json_canonicalizer::to_string(&payload).unwrap())
-            .bind(prev.clone())
-            .bind(hash.clone())
-            .bind(seq)
-            .execute(&t.db.pool)
-            .await
-            .unwrap();
+        sqlx::query(
+            "UPDATE audit_events SET payload = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+        )
+        .bind(serde_json_canonicalizer::to_string(&payload).unwrap())
+        .bind(prev.clone())
+        .bind(hash.clone())
+        .bind(seq)
+        .execute(&t.db.pool)
+        .await
+        .unwrap();
         prev = hash;
     }
     verify_ok(&t).await;
@@ -505,17 +606,39 @@ async fn filters_select_the_right_events(t: TestDb) {
     let call_b = Uuid::now_v7();
     let story = |call: Uuid, agent: &str, tool: &str, approver: &str, outcome: &str| {
         vec![
-            event(Some(call), EventKind::CallReceived, json!({"agent": agent, "server": "git", "tool": tool})),
-            event(Some(call), EventKind::ApprovalVote, json!({"agent": agent, "server": "git", "tool": tool, "approver": approver})),
-            event(Some(call), EventKind::ApprovalDecided, json!({"agent": agent, "server": "git", "tool": tool, "outcome": outcome})),
+            event(
+                Some(call),
+                EventKind::CallReceived,
+                json!({"agent": agent, "server": "git", "tool": tool}),
+            ),
+            event(
+                Some(call),
+                EventKind::ApprovalVote,
+                json!({"agent": agent, "server": "git", "tool": tool, "approver": approver}),
+            ),
+            event(
+                Some(call),
+                EventKind::ApprovalDecided,
+                json!({"agent": agent, "server": "git", "tool": tool, "outcome": outcome}),
+            ),
         ]
     };
-    log.append_all(story(call_a, "ci-bot", "push", "alice", "approved")).await.unwrap();
+    log.append_all(story(call_a, "ci-bot", "push", "alice", "approved"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let between = countersign_now();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    log.append_all(story(call_b, "ops-bot", "force_push", "bob", "denied")).await.unwrap();
-    log.append(event(None, EventKind::AuditRead, json!({"query": {"agent": "ci-bot"}}))).await.unwrap();
+    log.append_all(story(call_b, "ops-bot", "force_push", "bob", "denied"))
+        .await
+        .unwrap();
+    log.append(event(
+        None,
+        EventKind::AuditRead,
+        json!({"query": {"agent": "ci-bot"}}),
+    ))
+    .await
+    .unwrap();
 
     let seqs = |events: Vec<audit::Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
     let list = |filter: Filter| {
@@ -523,19 +646,116 @@ async fn filters_select_the_right_events(t: TestDb) {
         async move { seqs(log.list(&filter).await.unwrap()) }
     };
     assert_eq!(list(Filter::default()).await, [1, 2, 3, 4, 5, 6, 7]);
-    assert_eq!(list(Filter { agent: Some("ci-bot".into()), ..Filter::default() }).await, [1, 2, 3], "nested query fields are not the agent");
-    assert_eq!(list(Filter { tool: Some("force_push".into()), ..Filter::default() }).await, [4, 5, 6]);
-    assert_eq!(list(Filter { server: Some("git".into()), limit: Some(2), ..Filter::default() }).await, [1, 2]);
-    assert_eq!(list(Filter { server: Some("git".into()), limit: Some(2), after_seq: Some(2), ..Filter::default() }).await, [3, 4]);
-    assert_eq!(list(Filter { approver: Some("bob".into()), ..Filter::default() }).await, [5]);
-    assert_eq!(list(Filter { outcome: Some("denied".into()), ..Filter::default() }).await, [6]);
-    assert_eq!(list(Filter { kind: Some(EventKind::ApprovalDecided), ..Filter::default() }).await, [3, 6]);
-    assert_eq!(list(Filter { kind: Some(EventKind::AuditRead), ..Filter::default() }).await, [7]);
-    assert_eq!(list(Filter { call_id: Some(call_b), kind: Some(EventKind::CallReceived), ..Filter::default() }).await, [4]);
-    assert_eq!(list(Filter { since: Some(between.clone()), ..Filter::default() }).await, [4, 5, 6, 7]);
-    assert_eq!(list(Filter { until: Some(between), agent: Some("ci-bot".into()), ..Filter::default() }).await, [1, 2, 3]);
-    assert_eq!(list(Filter { since: Some("2999-01-01".into()), ..Filter::default() }).await, Vec::<i64>::new());
-    assert!(log.list(&Filter { since: Some("last tuesday".into()), ..Filter::default() }).await.is_err());
+    assert_eq!(
+        list(Filter {
+            agent: Some("ci-bot".into()),
+            ..Filter::default()
+        })
+        .await,
+        [1, 2, 3],
+        "nested query fields are not the agent"
+    );
+    assert_eq!(
+        list(Filter {
+            tool: Some("force_push".into()),
+            ..Filter::default()
+        })
+        .await,
+        [4, 5, 6]
+    );
+    assert_eq!(
+        list(Filter {
+            server: Some("git".into()),
+            limit: Some(2),
+            ..Filter::default()
+        })
+        .await,
+        [1, 2]
+    );
+    assert_eq!(
+        list(Filter {
+            server: Some("git".into()),
+            limit: Some(2),
+            after_seq: Some(2),
+            ..Filter::default()
+        })
+        .await,
+        [3, 4]
+    );
+    assert_eq!(
+        list(Filter {
+            approver: Some("bob".into()),
+            ..Filter::default()
+        })
+        .await,
+        [5]
+    );
+    assert_eq!(
+        list(Filter {
+            outcome: Some("denied".into()),
+            ..Filter::default()
+        })
+        .await,
+        [6]
+    );
+    assert_eq!(
+        list(Filter {
+            kind: Some(EventKind::ApprovalDecided),
+            ..Filter::default()
+        })
+        .await,
+        [3, 6]
+    );
+    assert_eq!(
+        list(Filter {
+            kind: Some(EventKind::AuditRead),
+            ..Filter::default()
+        })
+        .await,
+        [7]
+    );
+    assert_eq!(
+        list(Filter {
+            call_id: Some(call_b),
+            kind: Some(EventKind::CallReceived),
+            ..Filter::default()
+        })
+        .await,
+        [4]
+    );
+    assert_eq!(
+        list(Filter {
+            since: Some(between.clone()),
+            ..Filter::default()
+        })
+        .await,
+        [4, 5, 6, 7]
+    );
+    assert_eq!(
+        list(Filter {
+            until: Some(between),
+            agent: Some("ci-bot".into()),
+            ..Filter::default()
+        })
+        .await,
+        [1, 2, 3]
+    );
+    assert_eq!(
+        list(Filter {
+            since: Some("2999-01-01".into()),
+            ..Filter::default()
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+    assert!(
+        log.list(&Filter {
+            since: Some("last tuesday".into()),
+            ..Filter::default()
+        })
+        .await
+        .is_err()
+    );
 
     let story_a = log.show(call_a).await.unwrap();
     assert_eq!(seqs(story_a.clone()), [1, 2, 3]);
@@ -547,7 +767,10 @@ async fn filters_select_the_right_events(t: TestDb) {
     let csv = audit::render(&events, Format::Csv);
     assert_eq!(csv.lines().count(), 8);
     let jsonl = audit::render(&events, Format::Jsonl);
-    let parsed: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let parsed: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(parsed[5]["payload"]["outcome"], "denied");
     assert_eq!(parsed[5]["kind"], "approval.decided");
     let table = audit::render(&events, Format::Table);
@@ -613,23 +836,40 @@ async fn a_failed_append_is_an_error_and_the_log_recovers(t: TestDb) {
     // Appends queued with it fail together; nothing half-written remains.
     let mut poisoned = event(None, EventKind::CallReceived, json!({}));
     poisoned.actor = "poison".into();
-    assert!(log.append_all(vec![event(None, EventKind::CallReceived, json!({})), poisoned]).await.is_err());
+    assert!(
+        log.append_all(vec![
+            event(None, EventKind::CallReceived, json!({})),
+            poisoned
+        ])
+        .await
+        .is_err()
+    );
     // The next append continues the chain without a gap.
-    let next = log.append(event(None, EventKind::CallReceived, json!({}))).await.unwrap();
+    let next = log
+        .append(event(None, EventKind::CallReceived, json!({})))
+        .await
+        .unwrap();
     assert_eq!(next.seq, 4);
     verify_ok(&t).await;
 
     // A missing table is an error too, not a silent drop.
     t.drop_guard().await;
     t.exec("DROP TABLE audit_events").await.unwrap();
-    assert!(log.append(event(None, EventKind::CallReceived, json!({}))).await.is_err());
+    assert!(
+        log.append(event(None, EventKind::CallReceived, json!({})))
+            .await
+            .is_err()
+    );
 }
 
 async fn an_append_to_a_closed_database_fails(t: TestDb) {
     let log = t.log().await;
     seed(&log, 2).await;
     t.db.pool.close().await;
-    let err = log.append(event(None, EventKind::CallReceived, json!({}))).await.unwrap_err();
+    let err = log
+        .append(event(None, EventKind::CallReceived, json!({})))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("could not be written"), "{err}");
 }
 
@@ -642,8 +882,14 @@ struct Api {
 impl Api {
     async fn start(log: AuditLog) -> Api {
         let auditors = [
-            AuditorConfig { id: "auditor-ann".into(), token_sha256: hash_key("ann-token") },
-            AuditorConfig { id: "broken".into(), token_sha256: "not hex".into() },
+            AuditorConfig {
+                id: "auditor-ann".into(),
+                token_sha256: hash_key("ann-token"),
+            },
+            AuditorConfig {
+                id: "broken".into(),
+                token_sha256: "not hex".into(),
+            },
         ];
         let app = auditor_router(log, &auditors);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -651,7 +897,10 @@ impl Api {
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
         Api { base, http, server }
     }
 
@@ -671,7 +920,12 @@ impl Drop for Api {
 }
 
 async fn audit_reads(log: &AuditLog) -> Vec<audit::Event> {
-    log.list(&Filter { kind: Some(EventKind::AuditRead), ..Filter::default() }).await.unwrap()
+    log.list(&Filter {
+        kind: Some(EventKind::AuditRead),
+        ..Filter::default()
+    })
+    .await
+    .unwrap()
 }
 
 async fn the_auditor_api_authenticates_and_records_every_query(t: TestDb) {
@@ -680,39 +934,82 @@ async fn the_auditor_api_authenticates_and_records_every_query(t: TestDb) {
     let api = Api::start(log.clone()).await;
     let token = Some("ann-token");
 
-    for (path, token) in [("/audit/events", None), ("/audit/events", Some("wrong")), ("/audit/verify", Some("")), ("/audit/calls/x", None)] {
+    for (path, token) in [
+        ("/audit/events", None),
+        ("/audit/events", Some("wrong")),
+        ("/audit/verify", Some("")),
+        ("/audit/calls/x", None),
+    ] {
         let response = api.get(path, token).await;
         assert_eq!(response.status(), 401, "{path} {token:?}");
         let challenge = response.headers()["www-authenticate"].to_str().unwrap();
         assert!(challenge.starts_with("Bearer realm="), "{challenge}");
     }
-    assert!(audit_reads(&log).await.is_empty(), "refused requests reveal nothing and are not reads");
+    assert!(
+        audit_reads(&log).await.is_empty(),
+        "refused requests reveal nothing and are not reads"
+    );
 
     let response = api.get("/audit/events?agent=agent-1&limit=2", token).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["x-next-after-seq"], "4");
     let events: Vec<Value> = response.json().await.unwrap();
-    assert_eq!(events.iter().map(|e| e["seq"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 4]);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 4]
+    );
 
-    let response = api.get("/audit/events?kind=call.received&format=jsonl", token).await;
+    let response = api
+        .get("/audit/events?kind=call.received&format=jsonl", token)
+        .await;
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     assert_eq!(response.text().await.unwrap().lines().count(), 6);
     let response = api.get("/audit/events?tool=push&format=csv", token).await;
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     assert_eq!(response.text().await.unwrap().lines().count(), 7);
 
     let response = api.get(&format!("/audit/calls/{}", calls[0]), token).await;
     assert_eq!(response.status(), 200);
     let story: Vec<Value> = response.json().await.unwrap();
-    assert_eq!(story.iter().map(|e| e["seq"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 4]);
-    assert_eq!(api.get(&format!("/audit/calls/{}", Uuid::now_v7()), token).await.status(), 404);
-    assert_eq!(api.get("/audit/calls/not-a-uuid", token).await.status(), 400);
-    assert_eq!(api.get("/audit/events?kind=nope", token).await.status(), 400);
-    assert_eq!(api.get("/audit/events?colour=red", token).await.status(), 400);
+    assert_eq!(
+        story
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 4]
+    );
+    assert_eq!(
+        api.get(&format!("/audit/calls/{}", Uuid::now_v7()), token)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        api.get("/audit/calls/not-a-uuid", token).await.status(),
+        400
+    );
+    assert_eq!(
+        api.get("/audit/events?kind=nope", token).await.status(),
+        400
+    );
+    assert_eq!(
+        api.get("/audit/events?colour=red", token).await.status(),
+        400
+    );
 
     let checkpoint = audit::checkpoint(&t.db).await.unwrap();
-    let response = api.get(&format!("/audit/verify?checkpoint={checkpoint}"), token).await;
+    let response = api
+        .get(&format!("/audit/verify?checkpoint={checkpoint}"), token)
+        .await;
     assert_eq!(response.status(), 200);
     let report: Value = response.json().await.unwrap();
     assert_eq!(report["ok"], true, "{report}");
@@ -720,12 +1017,22 @@ async fn the_auditor_api_authenticates_and_records_every_query(t: TestDb) {
     // Every authenticated request, answered or not, was recorded first, as the auditor.
     let reads = audit_reads(&log).await;
     assert_eq!(reads.len(), 9);
-    assert!(reads.iter().all(|e| e.actor == "auditor-ann" && e.payload["via"] == "http"));
+    assert!(
+        reads
+            .iter()
+            .all(|e| e.actor == "auditor-ann" && e.payload["via"] == "http")
+    );
     assert_eq!(reads[0].payload["route"], "/audit/events");
-    assert_eq!(reads[0].payload["query"], json!({"agent": "agent-1", "limit": "2"}));
+    assert_eq!(
+        reads[0].payload["query"],
+        json!({"agent": "agent-1", "limit": "2"})
+    );
     assert_eq!(reads[3].payload["query"]["call_id"], calls[0].to_string());
     // The verify read precedes the verification, so the report covers it.
-    assert_eq!(report["events"].as_i64().unwrap(), reads.last().unwrap().seq);
+    assert_eq!(
+        report["events"].as_i64().unwrap(),
+        reads.last().unwrap().seq
+    );
     verify_ok(&t).await;
 }
 
@@ -733,9 +1040,16 @@ async fn the_auditor_api_fails_closed(t: TestDb) {
     let log = t.log().await;
     seed(&log, 2).await;
     let api = Api::start(log.clone()).await;
-    assert_eq!(api.get("/audit/events", Some("ann-token")).await.status(), 200);
+    assert_eq!(
+        api.get("/audit/events", Some("ann-token")).await.status(),
+        200
+    );
     t.db.pool.close().await;
-    for path in ["/audit/events", "/audit/verify", &format!("/audit/calls/{}", Uuid::now_v7())] {
+    for path in [
+        "/audit/events",
+        "/audit/verify",
+        &format!("/audit/calls/{}", Uuid::now_v7()),
+    ] {
         let response = api.get(path, Some("ann-token")).await;
         assert_eq!(response.status(), 503, "{path}");
         assert!(response.text().await.unwrap().contains("cannot record"));
@@ -747,13 +1061,37 @@ async fn cli_functions_verify_and_record_reads(t: TestDb) {
     use std::process::ExitCode;
     let log = t.log().await;
     let calls = seed(&log, 4).await;
-    let verify_args = VerifyArgs { checkpoint: None, json: false };
-    assert_eq!(audit::cli::verify(&t.db, &verify_args).await.unwrap(), ExitCode::SUCCESS);
-    assert_eq!(audit::cli::checkpoint(&t.db).await.unwrap(), ExitCode::SUCCESS);
-    let list_args = ListArgs { agent: Some("agent-0".into()), format: Format::Jsonl, auditor: Some("carol".into()), ..ListArgs::default() };
-    assert_eq!(audit::cli::list(&t.db, &list_args).await.unwrap(), ExitCode::SUCCESS);
-    let show_args = ShowArgs { call_id: calls[1], format: Format::Table, auditor: None };
-    assert_eq!(audit::cli::show(&t.db, &show_args).await.unwrap(), ExitCode::SUCCESS);
+    let verify_args = VerifyArgs {
+        checkpoint: None,
+        json: false,
+    };
+    assert_eq!(
+        audit::cli::verify(&t.db, &verify_args).await.unwrap(),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        audit::cli::checkpoint(&t.db).await.unwrap(),
+        ExitCode::SUCCESS
+    );
+    let list_args = ListArgs {
+        agent: Some("agent-0".into()),
+        format: Format::Jsonl,
+        auditor: Some("carol".into()),
+        ..ListArgs::default()
+    };
+    assert_eq!(
+        audit::cli::list(&t.db, &list_args).await.unwrap(),
+        ExitCode::SUCCESS
+    );
+    let show_args = ShowArgs {
+        call_id: calls[1],
+        format: Format::Table,
+        auditor: None,
+    };
+    assert_eq!(
+        audit::cli::show(&t.db, &show_args).await.unwrap(),
+        ExitCode::SUCCESS
+    );
     let reads = audit_reads(&log).await;
     assert_eq!(reads.len(), 2);
     assert_eq!(reads[0].actor, "carol");
@@ -762,6 +1100,11 @@ async fn cli_functions_verify_and_record_reads(t: TestDb) {
     assert_eq!(reads[1].payload["query"]["call_id"], calls[1].to_string());
 
     t.drop_guard().await;
-    t.exec("UPDATE audit_events SET actor = 'someone else' WHERE seq = 2").await.unwrap();
-    assert_eq!(audit::cli::verify(&t.db, &verify_args).await.unwrap(), ExitCode::FAILURE);
+    t.exec("UPDATE audit_events SET actor = 'someone else' WHERE seq = 2")
+        .await
+        .unwrap();
+    assert_eq!(
+        audit::cli::verify(&t.db, &verify_args).await.unwrap(),
+        ExitCode::FAILURE
+    );
 }

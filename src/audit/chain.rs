@@ -129,13 +129,9 @@ pub(crate) fn format_timestamp(micros: i64) -> String {
 /// Parses an RFC 3339 timestamp (`2026-01-02T03:04:05Z`, with optional fraction and a `Z` or
 /// `±HH:MM` offset) or a bare date (`2026-01-02`, midnight UTC) into the stored form.
 pub(crate) fn parse_timestamp(s: &str) -> Result<String, String> {
-    parse_micros(s.trim())
-        .map(format_timestamp)
-        .ok_or_else(|| {
-            format!(
-                "`{s}` is not an RFC 3339 timestamp (e.g. 2026-01-02T03:04:05Z or 2026-01-02)"
-            )
-        })
+    parse_micros(s.trim()).map(format_timestamp).ok_or_else(|| {
+        format!("`{s}` is not an RFC 3339 timestamp (e.g. 2026-01-02T03:04:05Z or 2026-01-02)")
+    })
 }
 
 fn parse_micros(s: &str) -> Option<i64> {
@@ -286,7 +282,13 @@ mod tests {
             parse_timestamp("2024-02-29T23:59:59-00:30").unwrap(),
             "2024-03-01T00:29:59.000000Z"
         );
-        for bad in ["", "yesterday", "2026-13-01", "2026-01-02T03:04", "2026-01-02T03:04:05"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-01-02T03:04",
+            "2026-01-02T03:04:05",
+        ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
         let now = now_timestamp();

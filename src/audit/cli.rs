@@ -153,7 +153,12 @@ pub async fn list(db: &Db, args: &ListArgs) -> anyhow::Result<ExitCode> {
         after_seq: args.after_seq,
     };
     let log = AuditLog::open(db.clone()).await?;
-    record_read(&log, args.auditor.as_deref(), json!({ "command": "audit list", "query": filter })).await?;
+    record_read(
+        &log,
+        args.auditor.as_deref(),
+        json!({ "command": "audit list", "query": filter }),
+    )
+    .await?;
     let events = log.list(&filter).await?;
     print!("{}", render(&events, args.format));
     Ok(ExitCode::SUCCESS)

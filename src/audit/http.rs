@@ -11,7 +11,6 @@
 //! recorded as an `audit.read` event (actor = the auditor's id, payload = the route and its
 //! raw query); if that cannot be recorded the API answers 503 and reveals nothing.
 
-use super::query::DEFAULT_LIMIT;
 use super::{AuditError, AuditLog, EventKind, Filter, Format, NewEvent, render};
 use crate::config::AuditorConfig;
 use axum::Router;
@@ -58,14 +57,19 @@ pub fn auditor_router(log: AuditLog, auditors: &[AuditorConfig]) -> Router {
 
 impl Api {
     /// The auditor presenting this bearer token, checking every configured hash.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<String, Response> {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<String, Refusal> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let Some(token) = token else {
-            return Err(unauthorized(false));
+            return Err(Refusal::Unauthorized {
+                token_presented: false,
+            });
         };
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
@@ -74,7 +78,9 @@ impl Api {
                 found = Some(id);
             }
         }
-        found.cloned().ok_or_else(|| unauthorized(true))
+        found.cloned().ok_or(Refusal::Unauthorized {
+            token_presented: true,
+        })
     }
 
     /// Authenticates, then records the query; an `Err` is the response to send instead.
@@ -83,7 +89,7 @@ impl Api {
         headers: &HeaderMap,
         route: &str,
         params: &Params,
-    ) -> Result<String, Response> {
+    ) -> Result<String, Refusal> {
         let auditor = self.authenticate(headers)?;
         let event = NewEvent {
             call_id: None,
@@ -95,11 +101,29 @@ impl Api {
             Ok(_) => Ok(auditor),
             Err(e) => {
                 tracing::error!(error = %e, auditor, route, "cannot record an audit read; refusing it");
-                Err(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the audit log cannot record this query, so it is not answered\n",
-                ))
+                Err(Refusal::Unrecorded)
             }
+        }
+    }
+}
+
+/// Why a request is not answered.
+enum Refusal {
+    Unauthorized {
+        token_presented: bool,
+    },
+    /// The `audit.read` event could not be recorded (fail closed).
+    Unrecorded,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthorized { token_presented } => unauthorized(token_presented),
+            Refusal::Unrecorded => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit log cannot record this query, so it is not answered\n",
+            ),
         }
     }
 }
@@ -114,9 +138,10 @@ fn unauthorized(token_presented: bool) -> Response {
         StatusCode::UNAUTHORIZED,
         "an auditor token is required (Authorization: Bearer <token>)\n",
     );
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 
@@ -136,7 +161,10 @@ fn failure(e: AuditError) -> Response {
         }
         other => {
             tracing::error!(error = %other, "audit query failed");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "the audit query failed\n")
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the audit query failed\n",
+            )
         }
     }
 }
@@ -164,11 +192,7 @@ pub(crate) fn filter_of(params: &Params) -> Result<Filter, AuditError> {
             "since" => filter.since = Some(value.clone()),
             "until" => filter.until = Some(value.clone()),
             "limit" => {
-                filter.limit = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad("not a positive number"))?,
-                )
+                filter.limit = Some(value.parse().map_err(|_| bad("not a positive number"))?)
             }
             "after_seq" => filter.after_seq = Some(value.parse().map_err(|_| bad("not a number"))?),
             "format" => {}
@@ -196,8 +220,8 @@ async fn events(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    if let Err(response) = api.admit(&headers, "/audit/events", &params).await {
-        return response;
+    if let Err(refusal) = api.admit(&headers, "/audit/events", &params).await {
+        return refusal.into_response();
     }
     let (filter, format) = match filter_of(&params).and_then(|f| Ok((f, format_of(&params)?))) {
         Ok(parsed) => parsed,
@@ -206,7 +230,7 @@ async fn events(
     match api.log.list(&filter).await {
         Ok(events) => {
             let mut response = rendered(&events, format);
-            let full = events.len() as u32 == filter.limit.unwrap_or(DEFAULT_LIMIT).min(super::MAX_LIMIT);
+            let full = events.len() as u32 == filter.effective_limit();
             if let (true, Some(last)) = (full, events.last()) {
                 // Where the next page starts.
                 response.headers_mut().insert(
@@ -228,8 +252,8 @@ async fn call(
 ) -> Response {
     let mut recorded = params.clone();
     recorded.insert("call_id".into(), call_id.clone());
-    if let Err(response) = api.admit(&headers, "/audit/calls", &recorded).await {
-        return response;
+    if let Err(refusal) = api.admit(&headers, "/audit/calls", &recorded).await {
+        return refusal.into_response();
     }
     let call_id: Uuid = match call_id.parse() {
         Ok(id) => id,
@@ -259,10 +283,13 @@ async fn verify(
     headers: HeaderMap,
     Query(params): Query<Params>,
 ) -> Response {
-    if let Err(response) = api.admit(&headers, "/audit/verify", &params).await {
-        return response;
+    if let Err(refusal) = api.admit(&headers, "/audit/verify", &params).await {
+        return refusal.into_response();
     }
-    let checkpoint = match params.get("checkpoint").map(|c| c.parse::<super::Checkpoint>()) {
+    let checkpoint = match params
+        .get("checkpoint")
+        .map(|c| c.parse::<super::Checkpoint>())
+    {
         None => None,
         Some(Ok(cp)) => Some(cp),
         Some(Err(message)) => return failure(AuditError::InvalidQuery(message)),

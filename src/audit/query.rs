@@ -177,11 +177,12 @@ fn event_of_row(row: &AnyRow) -> Result<Event, AuditError> {
     let payload: &str = row.try_get("payload")?;
     Ok(Event {
         seq,
-        id: id
-            .parse()
-            .map_err(|e| corrupt(format!("id `{id}`: {e}")))?,
+        id: id.parse().map_err(|e| corrupt(format!("id `{id}`: {e}")))?,
         call_id: call_id
-            .map(|c| c.parse().map_err(|e| corrupt(format!("call_id `{c}`: {e}"))))
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| corrupt(format!("call_id `{c}`: {e}")))
+            })
             .transpose()?,
         kind: kind
             .parse()
@@ -261,7 +262,9 @@ fn render_table(events: &[Event]) -> String {
                 e.at.clone(),
                 e.kind.as_str().to_owned(),
                 printable(&e.actor, 24),
-                e.call_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                e.call_id
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 printable(&summary(&e.payload), 60),
             ]
         })
@@ -297,7 +300,12 @@ fn render_table(events: &[Event]) -> String {
 fn summary(payload: &serde_json::Value) -> String {
     ["agent", "server", "tool", "approver", "outcome"]
         .iter()
-        .filter_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(|v| format!("{k}={v}")))
+        .filter_map(|k| {
+            payload
+                .get(*k)
+                .and_then(|v| v.as_str())
+                .map(|v| format!("{k}={v}"))
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

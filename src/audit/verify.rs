@@ -17,17 +17,18 @@
 //! produces a valid chain; the defence is to keep checkpoints (`audit checkpoint`, printed
 //! regularly into a place the DBA cannot edit) and to verify against them.
 
-use super::chain::{self, Fields, GENESIS_HASH};
 use super::AuditError;
-use crate::store::Db;
+use super::chain::{self, Fields, GENESIS_HASH};
+use crate::store::{Backend, Db};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 use std::time::Instant;
+use tokio::sync::mpsc;
 
 /// The head of the chain at some moment: `SEQ:HASH`. Printed by `audit checkpoint`; a later
 /// `verify` against it proves that the log still holds that event with that hash (so nothing
@@ -108,79 +109,181 @@ pub async fn checkpoint(db: &Db) -> Result<Checkpoint, AuditError> {
     })
 }
 
-/// Streams every event in `seq` order, recomputes its hash, and reports the first break.
-/// With a `checkpoint`, also requires that event `checkpoint.seq` exists with that hash.
+/// Events per page read by [`verify`].
+const PAGE: i64 = 4096;
+
+/// SQLite: one page of the log as a single framed text: per event `SEQ:` then 13 fields,
+/// each `-` (NULL) or `LEN:TEXT` with LEN in bytes. Reading rows one by one through sqlx costs a
+/// thread hop and 14 allocations per row, which held verify near 100k events/s; one value
+/// per page of 4096 events lets it run at the speed of hashing. The fields are the stored
+/// text exactly, so the framing changes nothing that is checked.
+const PAGE_SQLITE: &str = "SELECT count(*), max(seq), group_concat(rec, '') FROM (\
+    SELECT seq, concat(seq, ':', \
+    coalesce(octet_length(id) || ':', '-'), id, \
+    coalesce(octet_length(call_id) || ':', '-'), call_id, \
+    coalesce(octet_length(kind) || ':', '-'), kind, \
+    coalesce(octet_length(at) || ':', '-'), at, \
+    coalesce(octet_length(actor) || ':', '-'), actor, \
+    coalesce(octet_length(payload) || ':', '-'), payload, \
+    coalesce(octet_length(prev_hash) || ':', '-'), prev_hash, \
+    coalesce(octet_length(hash) || ':', '-'), hash, \
+    coalesce(octet_length(agent) || ':', '-'), agent, \
+    coalesce(octet_length(server) || ':', '-'), server, \
+    coalesce(octet_length(tool) || ':', '-'), tool, \
+    coalesce(octet_length(approver) || ':', '-'), approver, \
+    coalesce(octet_length(outcome) || ':', '-'), outcome) AS rec \
+    FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)";
+
+/// PostgreSQL streams rows cheaply (one socket, no thread hop), but its string functions
+/// are slow; so there the rows are streamed with `fetch` and framed here instead.
+const STREAM_POSTGRES: &str = "SELECT seq, id, call_id, kind, at, actor, payload, prev_hash, \
+    hash, agent, server, tool, approver, outcome FROM audit_events ORDER BY seq";
+
+#[derive(Default)]
+struct Page {
+    rows: i64,
+    last_seq: Option<i64>,
+    text: String,
+}
+
+/// SQLite: the pages after `after`, each read as one framed value, until a short page.
+async fn read_sqlite(db: Db, pages: mpsc::Sender<Result<Page, sqlx::Error>>) {
+    let mut after = i64::MIN;
+    loop {
+        let page = async {
+            let row = sqlx::query(PAGE_SQLITE)
+                .bind(after)
+                .bind(PAGE)
+                .fetch_one(&db.pool)
+                .await?;
+            Ok(Page {
+                rows: row.try_get(0)?,
+                last_seq: row.try_get(1)?,
+                text: row.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+            })
+        }
+        .await;
+        let next = match &page {
+            Ok(page) if page.rows == PAGE => page.last_seq,
+            _ => None,
+        };
+        if pages.send(page).await.is_err() {
+            return;
+        }
+        match next {
+            Some(last) => after = last,
+            None => return,
+        }
+    }
+}
+
+/// PostgreSQL: one streamed query, framed into pages here.
+async fn read_postgres(db: Db, pages: mpsc::Sender<Result<Page, sqlx::Error>>) {
+    let mut page = Page::default();
+    let mut rows = sqlx::query(STREAM_POSTGRES).fetch(&db.pool);
+    loop {
+        let framed = match rows.try_next().await {
+            Ok(Some(row)) => frame_row(&mut page, &row),
+            Ok(None) => {
+                let _ = pages.send(Ok(page)).await;
+                return;
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = framed {
+            let _ = pages.send(Err(e)).await;
+            return;
+        }
+        if page.rows == PAGE && pages.send(Ok(std::mem::take(&mut page))).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Appends one row to a page in the framing of [`PAGE_SQLITE`] (lengths in bytes).
+fn frame_row(page: &mut Page, row: &AnyRow) -> Result<(), sqlx::Error> {
+    let seq: i64 = row.try_get(0)?;
+    let _ = write!(page.text, "{seq}:");
+    for i in 1..14 {
+        match row.try_get::<Option<&str>, _>(i)? {
+            None => page.text.push('-'),
+            Some(field) => {
+                let _ = write!(page.text, "{}:", field.len());
+                page.text.push_str(field);
+            }
+        }
+    }
+    page.rows += 1;
+    page.last_seq = Some(seq);
+    Ok(())
+}
+
+/// Reads every event in `seq` order (in pages, the next page read while this one is
+/// checked), recomputes its hash, and reports the first break. With a `checkpoint`, also
+/// requires that event `checkpoint.seq` exists with that hash.
 pub async fn verify(db: &Db, checkpoint: Option<&Checkpoint>) -> Result<VerifyReport, AuditError> {
     let started = Instant::now();
-    let mut state = Chain {
+    let (pages, mut received) = mpsc::channel::<Result<Page, sqlx::Error>>(2);
+    let reader = {
+        let db = db.clone();
+        match db.backend {
+            Backend::Sqlite => tokio::spawn(read_sqlite(db, pages)),
+            Backend::Postgres => tokio::spawn(read_postgres(db, pages)),
+        }
+    };
+    // Stop reading ahead once we return, whichever way.
+    let _stop = AbortOnDrop(reader);
+
+    let mut chain = Chain {
         expected_seq: 1,
         prev_hash: GENESIS_HASH.to_owned(),
         canonical: Vec::with_capacity(1024),
+        checkpoint: checkpoint.cloned(),
+        checkpoint_seen: false,
+        events: 0,
     };
-    let mut events = 0u64;
     let mut first_bad = None;
-    let mut checkpoint_seen = false;
-    {
-        let mut rows = sqlx::query(
-            "SELECT seq, id, call_id, kind, at, actor, payload, prev_hash, hash, \
-             agent, server, tool, approver, outcome FROM audit_events ORDER BY seq",
-        )
-        .fetch(&db.pool);
-        while let Some(row) = rows.try_next().await? {
-            events += 1;
-            if let Err(breach) = state.check(&row) {
-                first_bad = Some(breach);
-                break;
-            }
-            if let Some(cp) = checkpoint
-                && state.expected_seq - 1 == cp.seq
-            {
-                checkpoint_seen = true;
-                if state.prev_hash != cp.hash {
-                    first_bad = Some(Breach {
-                        seq: cp.seq,
-                        reason: format!(
-                            "hash {} differs from the checkpoint's {}: the log was rewritten \
-                             at or before this event",
-                            state.prev_hash, cp.hash
-                        ),
-                    });
-                    break;
-                }
-            }
+    while let Some(page) = received.recv().await {
+        let page = page?;
+        // Hashing is CPU work: keep it off the async workers.
+        let (back, result) = tokio::task::spawn_blocking(move || {
+            let result = chain.check_page(&page);
+            (chain, result)
+        })
+        .await
+        .map_err(|e| AuditError::VerifyFailed(e.to_string()))?;
+        chain = back;
+        if let Err(breach) = result {
+            first_bad = Some(breach);
+            break;
         }
     }
     if first_bad.is_none()
         && let Some(cp) = checkpoint
-        && !checkpoint_seen
-        && cp.seq > 0
     {
-        first_bad = Some(Breach {
-            seq: state.expected_seq,
-            reason: format!(
-                "the log ends at seq {} but the checkpoint names seq {}: events were removed \
-                 from the tail",
-                state.expected_seq - 1,
-                cp.seq
-            ),
-        });
-    }
-    if first_bad.is_none()
-        && let Some(cp) = checkpoint
-        && cp.seq == 0
-        && cp.hash != GENESIS_HASH
-    {
-        first_bad = Some(Breach {
-            seq: 0,
-            reason: "a checkpoint at seq 0 must carry the genesis hash".into(),
-        });
+        if cp.seq == 0 && cp.hash != GENESIS_HASH {
+            first_bad = Some(Breach {
+                seq: 0,
+                reason: "a checkpoint at seq 0 must carry the genesis hash".into(),
+            });
+        } else if cp.seq > 0 && !chain.checkpoint_seen {
+            first_bad = Some(Breach {
+                seq: chain.expected_seq,
+                reason: format!(
+                    "the log ends at seq {} but the checkpoint names seq {}: events were \
+                     removed from the tail",
+                    chain.expected_seq - 1,
+                    cp.seq
+                ),
+            });
+        }
     }
     Ok(VerifyReport {
         ok: first_bad.is_none(),
-        events,
+        events: chain.events,
         head: Checkpoint {
-            seq: state.expected_seq - 1,
-            hash: state.prev_hash,
+            seq: chain.expected_seq - 1,
+            hash: chain.prev_hash,
         },
         first_bad,
         checkpoint: checkpoint.cloned(),
@@ -188,28 +291,79 @@ pub async fn verify(db: &Db, checkpoint: Option<&Checkpoint>) -> Result<VerifyRe
     })
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct Chain {
     expected_seq: i64,
     prev_hash: String,
     canonical: Vec<u8>,
+    checkpoint: Option<Checkpoint>,
+    checkpoint_seen: bool,
+    /// Rows read so far.
+    events: u64,
 }
 
+/// One stored row, fields as framed: id, call_id, kind, at, actor, payload, prev_hash,
+/// hash, agent, server, tool, approver, outcome.
+struct Raw<'a> {
+    seq: i64,
+    fields: [Option<&'a str>; 13],
+}
+
+const FIELD_NAMES: [&str; 13] = [
+    "id",
+    "call_id",
+    "kind",
+    "at",
+    "actor",
+    "payload",
+    "prev_hash",
+    "hash",
+    "agent",
+    "server",
+    "tool",
+    "approver",
+    "outcome",
+];
+
 impl Chain {
+    fn check_page(&mut self, page: &Page) -> Result<(), Breach> {
+        let mut rest = page.text.as_str();
+        let mut rows = Vec::with_capacity(page.rows as usize);
+        while !rest.is_empty() {
+            let (raw, after) = parse_row(rest).ok_or_else(|| Breach {
+                seq: self.expected_seq,
+                reason: "the stored row cannot be read".into(),
+            })?;
+            rest = after;
+            rows.push(raw);
+        }
+        if rows.len() as i64 != page.rows {
+            return Err(Breach {
+                seq: self.expected_seq,
+                reason: format!("{} rows could not be read", page.rows - rows.len() as i64),
+            });
+        }
+        // The aggregate's order is not guaranteed; the page's rows are in seq order in the
+        // table, so this sort is a linear pass in practice.
+        rows.sort_by_key(|raw| raw.seq);
+        for raw in &rows {
+            self.events += 1;
+            self.check(raw)?;
+        }
+        Ok(())
+    }
+
     /// Checks one row against the chain so far; on success it becomes the new head.
-    fn check(&mut self, row: &AnyRow) -> Result<(), Breach> {
-        let seq: i64 = row.try_get(0).map_err(|e| Breach {
-            seq: self.expected_seq,
-            reason: format!("seq cannot be read: {e}"),
-        })?;
+    fn check(&mut self, row: &Raw<'_>) -> Result<(), Breach> {
+        let seq = row.seq;
         let breach = |reason: String| Breach { seq, reason };
-        let text = |i: usize| -> Result<&str, Breach> {
-            row.try_get::<&str, _>(i)
-                .map_err(|e| breach(format!("column {i} cannot be read: {e}")))
-        };
-        let opt_text = |i: usize| -> Result<Option<&str>, Breach> {
-            row.try_get::<Option<&str>, _>(i)
-                .map_err(|e| breach(format!("column {i} cannot be read: {e}")))
-        };
         if seq != self.expected_seq {
             return Err(if seq > self.expected_seq {
                 Breach {
@@ -220,10 +374,15 @@ impl Chain {
                     ),
                 }
             } else {
-                breach(format!("seq {seq} is out of order (expected {})", self.expected_seq))
+                breach(format!(
+                    "seq {seq} is out of order (expected {})",
+                    self.expected_seq
+                ))
             });
         }
-        let prev_hash = text(7)?;
+        let required =
+            |i: usize| row.fields[i].ok_or_else(|| breach(format!("{} is NULL", FIELD_NAMES[i])));
+        let prev_hash = required(6)?;
         if prev_hash != self.prev_hash {
             return Err(breach(format!(
                 "prev_hash {prev_hash} does not match the hash of event {} ({}): rows were \
@@ -234,30 +393,67 @@ impl Chain {
         }
         let fields = Fields {
             seq,
-            id: text(1)?,
-            call_id: opt_text(2)?,
-            kind: text(3)?,
-            at: text(4)?,
-            actor: text(5)?,
-            payload: text(6)?,
+            id: required(0)?,
+            call_id: row.fields[1],
+            kind: required(2)?,
+            at: required(3)?,
+            actor: required(4)?,
+            payload: required(5)?,
         };
         self.canonical.clear();
         chain::write_canonical(&mut self.canonical, &fields);
         let computed = chain::chain_hash(prev_hash, &self.canonical);
-        let stored = text(8)?;
+        let stored = required(7)?;
         if computed[..] != *stored.as_bytes() {
             return Err(breach(format!(
                 "hash mismatch (stored {stored}, computed {}): the event was changed",
                 String::from_utf8_lossy(&computed)
             )));
         }
-        check_indexed(fields.payload, [opt_text(9)?, opt_text(10)?, opt_text(11)?, opt_text(12)?, opt_text(13)?])
-            .map_err(breach)?;
+        let indexed = [
+            row.fields[8],
+            row.fields[9],
+            row.fields[10],
+            row.fields[11],
+            row.fields[12],
+        ];
+        check_indexed(fields.payload, indexed).map_err(breach)?;
         self.expected_seq = seq + 1;
         self.prev_hash.clear();
         self.prev_hash.push_str(stored);
+        if let Some(cp) = &self.checkpoint
+            && cp.seq == seq
+        {
+            self.checkpoint_seen = true;
+            if cp.hash != stored {
+                return Err(breach(format!(
+                    "hash {stored} differs from the checkpoint's {}: the log was rewritten at \
+                     or before this event",
+                    cp.hash
+                )));
+            }
+        }
         Ok(())
     }
+}
+
+/// Parses one framed row off the front of `s`; `None` if the framing is broken.
+fn parse_row(s: &str) -> Option<(Raw<'_>, &str)> {
+    let (seq, mut rest) = s.split_once(':')?;
+    let seq = seq.parse().ok()?;
+    let mut fields = [None; 13];
+    for field in &mut fields {
+        if let Some(after) = rest.strip_prefix('-') {
+            rest = after;
+            continue;
+        }
+        let (len, after) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let end = after.is_char_boundary(len).then_some(len)?;
+        *field = Some(&after[..end]);
+        rest = &after[end..];
+    }
+    Some((Raw { seq, fields }, rest))
 }
 
 /// The indexed columns must be what the (hashed) payload says, or a filter could hide rows.
@@ -281,7 +477,13 @@ fn check_indexed(payload: &str, columns: [Option<&str>; 5]) -> Result<(), String
     let fields: Fields<'_> =
         serde_json::from_str(payload).map_err(|e| format!("payload is not a JSON object: {e}"))?;
     let names = ["agent", "server", "tool", "approver", "outcome"];
-    let raws = [fields.agent, fields.server, fields.tool, fields.approver, fields.outcome];
+    let raws = [
+        fields.agent,
+        fields.server,
+        fields.tool,
+        fields.approver,
+        fields.outcome,
+    ];
     for ((name, raw), column) in names.iter().zip(raws).zip(columns) {
         let expected = match raw {
             Some(raw) if raw.get().starts_with('"') => Some(
@@ -314,7 +516,31 @@ mod tests {
         assert_eq!(cp.to_string().parse::<Checkpoint>().unwrap(), cp);
         assert!("12".parse::<Checkpoint>().is_err());
         assert!("x:ab".parse::<Checkpoint>().is_err());
-        assert!(format!("12:{}", "g".repeat(64)).parse::<Checkpoint>().is_err());
+        assert!(
+            format!("12:{}", "g".repeat(64))
+                .parse::<Checkpoint>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn framed_rows_parse() {
+        let text = "7:3:abc-2:\u{e9}4:x:yz12:a\u{1f600}b:c\"def-----0:--";
+        let (raw, rest) = parse_row(text).unwrap();
+        assert_eq!(raw.seq, 7);
+        assert_eq!(raw.fields[0], Some("abc"));
+        assert_eq!(raw.fields[1], None);
+        assert_eq!(raw.fields[2], Some("\u{e9}"));
+        assert_eq!(raw.fields[3], Some("x:yz"));
+        assert_eq!(raw.fields[4], Some("a\u{1f600}b:c\"def"));
+        assert_eq!(raw.fields[10], Some(""));
+        assert_eq!(rest, "");
+        assert!(parse_row("7:3:ab").is_none());
+        assert!(parse_row("x:-").is_none());
+        assert!(
+            parse_row("1:1:\u{e9}-------------").is_none(),
+            "not a character boundary"
+        );
     }
 
     #[test]
@@ -322,7 +548,9 @@ mod tests {
         let payload = r#"{"agent":"ci","outcome":"den\u0069ed","tool":7}"#;
         assert!(check_indexed(payload, [Some("ci"), None, None, None, Some("denied")]).is_ok());
         assert!(check_indexed(payload, [Some("cd"), None, None, None, Some("denied")]).is_err());
-        assert!(check_indexed(payload, [Some("ci"), None, Some("7"), None, Some("denied")]).is_err());
+        assert!(
+            check_indexed(payload, [Some("ci"), None, Some("7"), None, Some("denied")]).is_err()
+        );
         assert!(check_indexed("[1]", [None; 5]).is_err());
     }
 }

@@ -523,7 +523,13 @@ impl Shared {
         };
         let mut headers = HeaderMap::new();
         add_session_headers(&mut headers, &session);
-        let response = match self.client.get(self.url.clone()).headers(headers).send().await {
+        let response = match self
+            .client
+            .get(self.url.clone())
+            .headers(headers)
+            .send()
+            .await
+        {
             Ok(response) => response,
             Err(e) => {
                 tracing::debug!(upstream = %self.name, error = %e, "GET stream failed");

@@ -318,14 +318,8 @@ async fn veto_and_rules(backend: Backend) {
         json!({"record_id": "r2"}),
     ));
     let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        vote(&gw, &id, "bob", false, None)
-            .await
-            .get("error")
-            .is_some(),
-        true,
-        "a deny needs a reason"
-    );
+    let reasonless = vote(&gw, &id, "bob", false, None).await;
+    assert_eq!(reasonless["error"], "a deny needs a reason", "{reasonless}");
     assert_eq!(
         vote(&gw, &id, "bob", false, Some("not today")).await,
         json!({"result":"decided","status":"denied"})
