@@ -112,7 +112,7 @@ impl Governance {
             audit.clone(),
             Arc::new(Directory::new(&config.approvers)),
         );
-        broker.spawn_expiry(shutdown);
+        broker.spawn_watch(shutdown);
         let routes = crate::approval::http::router(broker.clone()).merge(
             crate::audit::auditor_router(audit.clone(), &config.auditors),
         );

@@ -31,6 +31,8 @@ create table approvals (
 -- A retry of the same call joins the pending approval: looked up by the exact-call key.
 create index approvals_pending_key on approvals (agent, server, tool, args_sha256, policy_version, status);
 create index approvals_status on approvals (status, expires_at);
+-- Waiters learn of decisions made by other processes from this, twice a second.
+create index approvals_decided on approvals (decided_at);
 
 create table approval_votes (
     approval_id  text not null references approvals (id),

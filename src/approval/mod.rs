@@ -32,8 +32,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// How often a waiter re-reads its approval (votes from other processes) and reports progress.
+/// How often the broker looks for decisions made by other processes, and for expiries.
 const POLL: Duration = Duration::from_millis(500);
+/// How often a waiting call reports progress to its client.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +141,10 @@ impl Broker {
 
     /// Waits until the approval leaves `pending` (or expires), reporting progress to the client.
     pub async fn wait(&self, id: Uuid, progress: &Progress) -> Result<Approval, BrokerError> {
-        let mut wake = self.waker(id);
         let mut next_report = tokio::time::Instant::now();
         loop {
+            // Subscribe before reading, so a decision between the two still wakes us.
+            let mut wake = self.waker(id);
             let approval = self.get(id).await?;
             if approval.status != Status::Pending {
                 return Ok(approval);
@@ -157,7 +159,8 @@ impl Broker {
             }
             let until_expiry =
                 Duration::from_millis((approval.expires_at - now_ms()).max(0) as u64);
-            let _ = tokio::time::timeout(POLL.min(until_expiry), wake.changed()).await;
+            let until_report = next_report.saturating_duration_since(tokio::time::Instant::now());
+            let _ = tokio::time::timeout(until_expiry.min(until_report), wake.changed()).await;
         }
     }
 
@@ -361,11 +364,13 @@ impl Broker {
         }
     }
 
-    /// Expires overdue approvals every second until `shutdown`.
-    pub fn spawn_expiry(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+    /// Until `shutdown`, twice a second: expires overdue approvals, and wakes the local waiters
+    /// of approvals decided elsewhere (the CLI, another replica). One query for all waiters.
+    pub fn spawn_watch(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let broker = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(POLL);
+            let mut since = now_ms();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -374,11 +379,25 @@ impl Broker {
                 let Some(broker) = broker.upgrade() else {
                     break;
                 };
-                if let Err(e) = broker.expire_due().await {
-                    tracing::warn!(error = %e, "could not expire overdue approvals");
+                let now = now_ms();
+                if let Err(e) = broker.watch_once(since).await {
+                    tracing::warn!(error = %e, "could not check approvals");
                 }
+                // Overlap the windows a little: a decision committed late in one tick is seen.
+                since = now - POLL.as_millis() as i64;
             }
         });
+    }
+
+    async fn watch_once(&self, since: i64) -> Result<(), BrokerError> {
+        self.expire_due().await?;
+        if self.wakers.lock().expect("wakers lock").is_empty() {
+            return Ok(());
+        }
+        for id in store::decided_since(&self.db, since).await? {
+            self.wake(id);
+        }
+        Ok(())
     }
 }
 

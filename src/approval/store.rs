@@ -261,6 +261,18 @@ pub async fn overdue(db: &Db, now: i64) -> Result<Vec<Approval>, sqlx::Error> {
     rows.iter().map(from_row).collect()
 }
 
+/// Approvals decided at or after `since` (ms).
+pub async fn decided_since(db: &Db, since: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar("select id from approvals where decided_at >= $1")
+        .bind(since)
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect())
+}
+
 pub async fn count_approvals(db: &Db, id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select count(*) from approval_votes where approval_id = $1 and approve = 1")
         .bind(id.to_string())

@@ -540,3 +540,63 @@ async fn hold_then_retry(backend: Backend) {
 }
 
 on_both_databases!(hold_then_retry: a_retry_after_the_hold_joins_the_approval_on_sqlite, a_retry_after_the_hold_joins_the_approval_on_postgres);
+
+/// Runs `countersign approvals ...` against the test database, as an operator would.
+fn approvals_cli(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let config = dir.join("cli.yaml");
+    let yaml = format!(
+        "database: {{url: '{}'}}\nupstreams: [{{name: echo, stdio: {{command: 'true'}}}}]\nserver: {{allow_anonymous: true}}\n\
+         approvers:\n  - {{id: bob, groups: [ops]}}\n  - {{id: carol, groups: [ops]}}\n",
+        db.url
+    );
+    std::fs::write(&config, yaml).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .arg("approvals")
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap()
+}
+
+async fn cli_votes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let gw = gateway(&db, dir.path()).await;
+    let agent = tokio::spawn(call(
+        gw.url.clone(),
+        "delete_record",
+        json!({"record_id": "r6"}),
+    ));
+    let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    let listed = approvals_cli(&db, dir.path(), &["list"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&id),
+        "{listed:?}"
+    );
+    for who in ["bob", "carol"] {
+        let voted = approvals_cli(&db, dir.path(), &["approve", &id, "--as", who]);
+        assert!(voted.status.success(), "{voted:?}");
+    }
+    let (response, _) = tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        text(&response),
+        "deleted r6",
+        "a decision made by another process wakes the call"
+    );
+    let denied = approvals_cli(
+        &db,
+        dir.path(),
+        &["deny", &id, "--as", "bob", "--reason", "late"],
+    );
+    assert!(
+        !denied.status.success(),
+        "a vote after the end is refused: {denied:?}"
+    );
+    assert!(String::from_utf8_lossy(&denied.stdout).contains("already_decided"));
+}
+
+on_both_databases!(cli_votes: votes_from_the_cli_wake_the_waiting_call_on_sqlite, votes_from_the_cli_wake_the_waiting_call_on_postgres);
