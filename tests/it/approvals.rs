@@ -117,6 +117,14 @@ async fn call(gw_url: String, tool: &str, arguments: Value) -> (Value, Vec<Value
     (last, messages)
 }
 
+/// The agent's answer to a call running in a task (bounded wait).
+async fn answer(agent: tokio::task::JoinHandle<(Value, Vec<Value>)>) -> (Value, Vec<Value>) {
+    tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .expect("the call ends in time")
+        .expect("the call task")
+}
+
 fn text(response: &Value) -> &str {
     response["result"]["content"][0]["text"]
         .as_str()
@@ -227,10 +235,7 @@ async fn quorum_and_self_approval(backend: Backend) {
         vote(&gw, id, "carol", false, Some("late")).await["result"],
         "already_decided"
     );
-    let (response, progress) = tokio::time::timeout(Duration::from_secs(20), agent)
-        .await
-        .unwrap()
-        .unwrap();
+    let (response, progress) = answer(agent).await;
     assert_eq!(text(&response), "deleted r1", "{response}");
     assert!(!progress.is_empty(), "progress while waiting");
     let kinds = story(&gw, approval["call_id"].as_str().unwrap()).await;
@@ -324,10 +329,7 @@ async fn veto_and_rules(backend: Backend) {
         vote(&gw, &id, "bob", false, Some("not today")).await,
         json!({"result":"decided","status":"denied"})
     );
-    let (response, _) = tokio::time::timeout(Duration::from_secs(20), agent)
-        .await
-        .unwrap()
-        .unwrap();
+    let (response, _) = answer(agent).await;
     assert_eq!(response["result"]["isError"], true);
     assert_eq!(
         text(&response),
@@ -369,10 +371,7 @@ async fn break_glass(backend: Backend) {
         json!({"result":"decided","status":"approved"}),
         "one approver decides alone"
     );
-    let (response, _) = tokio::time::timeout(Duration::from_secs(20), agent)
-        .await
-        .unwrap()
-        .unwrap();
+    let (response, _) = answer(agent).await;
     assert_eq!(text(&response), "deleted r9");
     let (_, approval) = api(
         reqwest::Method::GET,
@@ -428,10 +427,7 @@ async fn concurrent_votes(backend: Backend) {
     let results = futures::future::join_all(votes).await;
     let decided = results.iter().filter(|r| r["result"] == "decided").count();
     assert_eq!(decided, 1, "exactly one vote decides: {results:?}");
-    let (response, _) = tokio::time::timeout(Duration::from_secs(20), agent)
-        .await
-        .unwrap()
-        .unwrap();
+    let (response, _) = answer(agent).await;
     assert_eq!(text(&response), "deleted r3");
 }
 
@@ -466,10 +462,7 @@ async fn restart(backend: Backend) {
     );
     vote(&second, &id, "bob", true, None).await;
     vote(&second, &id, "carol", true, None).await;
-    let (response, _) = tokio::time::timeout(Duration::from_secs(20), retry)
-        .await
-        .unwrap()
-        .unwrap();
+    let (response, _) = answer(retry).await;
     assert_eq!(text(&response), "deleted r4");
 }
 
@@ -578,10 +571,7 @@ async fn cli_votes(backend: Backend) {
         let voted = approvals_cli(&db, dir.path(), &["approve", &id, "--as", who]);
         assert!(voted.status.success(), "{voted:?}");
     }
-    let (response, _) = tokio::time::timeout(Duration::from_secs(20), agent)
-        .await
-        .unwrap()
-        .unwrap();
+    let (response, _) = answer(agent).await;
     assert_eq!(
         text(&response),
         "deleted r6",
