@@ -92,6 +92,29 @@ auditors:
     support::spawn_gateway(&yaml).await
 }
 
+/// A fresh database, the test policy and a gateway over them.
+async fn setup(backend: Backend) -> (TestDb, tempfile::TempDir, TestGateway) {
+    let db = TestDb::new(backend).await;
+    let dir = policy_dir();
+    let gw = gateway(&db, dir.path()).await;
+    (db, dir, gw)
+}
+
+/// The agent's `delete_record` call, running in a task and held for approval; and the
+/// approval's id.
+async fn held_delete(
+    gw: &TestGateway,
+    record: &str,
+) -> (tokio::task::JoinHandle<(Value, Vec<Value>)>, String) {
+    let agent = tokio::spawn(call(
+        gw.url.clone(),
+        "delete_record",
+        json!({"record_id": record}),
+    ));
+    let id = pending(gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    (agent, id)
+}
+
 fn policy_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
@@ -198,9 +221,7 @@ async fn story(gw: &TestGateway, call_id: &str) -> Vec<String> {
 }
 
 async fn quorum_and_self_approval(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = policy_dir();
-    let gw = gateway(&db, dir.path()).await;
+    let (_db, _dir, gw) = setup(backend).await;
     let agent = tokio::spawn(call(
         gw.url.clone(),
         "delete_record",
@@ -277,9 +298,7 @@ async fn quorum_and_self_approval(backend: Backend) {
 on_both_databases!(quorum_and_self_approval: quorum_counts_distinct_authorized_humans_on_sqlite, quorum_counts_distinct_authorized_humans_on_postgres);
 
 async fn veto_and_rules(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = policy_dir();
-    let gw = gateway(&db, dir.path()).await;
+    let (_db, _dir, gw) = setup(backend).await;
     let (allowed, _) = call(gw.url.clone(), "echo", json!({"message": "hi"})).await;
     assert_eq!(text(&allowed), "hi");
     let list =
@@ -317,12 +336,7 @@ async fn veto_and_rules(backend: Backend) {
         text(&denied).contains("production records are never deleted by agents"),
         "{denied}"
     );
-    let agent = tokio::spawn(call(
-        gw.url.clone(),
-        "delete_record",
-        json!({"record_id": "r2"}),
-    ));
-    let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    let (agent, id) = held_delete(&gw, "r2").await;
     let reasonless = vote(&gw, &id, "bob", false, None).await;
     assert_eq!(reasonless["error"], "a deny needs a reason", "{reasonless}");
     assert_eq!(
@@ -338,15 +352,8 @@ async fn veto_and_rules(backend: Backend) {
 }
 
 async fn break_glass(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = policy_dir();
-    let gw = gateway(&db, dir.path()).await;
-    let agent = tokio::spawn(call(
-        gw.url.clone(),
-        "delete_record",
-        json!({"record_id": "r9"}),
-    ));
-    let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    let (_db, _dir, gw) = setup(backend).await;
+    let (agent, id) = held_delete(&gw, "r9").await;
     let url = format!("{}/approvals/{id}/approve", base(&gw));
     let (_, empty) = api(
         reqwest::Method::POST,
@@ -389,9 +396,7 @@ on_both_databases!(break_glass: break_glass_needs_a_justification_and_is_flagged
 on_both_databases!(veto_and_rules: one_deny_decides_and_rules_apply_on_sqlite, one_deny_decides_and_rules_apply_on_postgres);
 
 async fn expiry(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = policy_dir();
-    let gw = gateway(&db, dir.path()).await;
+    let (_db, _dir, gw) = setup(backend).await;
     let (response, _) = tokio::time::timeout(
         Duration::from_secs(20),
         call(gw.url.clone(), "slow_count", json!({"n": 1})),
@@ -413,15 +418,8 @@ async fn expiry(backend: Backend) {
 on_both_databases!(expiry: expiry_denies_on_sqlite, expiry_denies_on_postgres);
 
 async fn concurrent_votes(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = policy_dir();
-    let gw = gateway(&db, dir.path()).await;
-    let agent = tokio::spawn(call(
-        gw.url.clone(),
-        "delete_record",
-        json!({"record_id": "r3"}),
-    ));
-    let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    let (_db, _dir, gw) = setup(backend).await;
+    let (agent, id) = held_delete(&gw, "r3").await;
     let votes =
         ["bob", "carol", "alice", "bob", "carol"].map(|who| vote(&gw, &id, who, true, None));
     let results = futures::future::join_all(votes).await;
@@ -469,9 +467,7 @@ async fn restart(backend: Backend) {
 on_both_databases!(restart: a_pending_approval_survives_a_restart_on_sqlite, a_pending_approval_survives_a_restart_on_postgres);
 
 async fn audit_failure(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = policy_dir();
-    let gw = gateway(&db, dir.path()).await;
+    let (db, _dir, gw) = setup(backend).await;
     let (ok, _) = call(gw.url.clone(), "echo", json!({"message": "before"})).await;
     assert_eq!(text(&ok), "before");
     sqlx::any::install_default_drivers();
@@ -553,15 +549,8 @@ fn approvals_cli(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::proc
 }
 
 async fn cli_votes(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = policy_dir();
-    let gw = gateway(&db, dir.path()).await;
-    let agent = tokio::spawn(call(
-        gw.url.clone(),
-        "delete_record",
-        json!({"record_id": "r6"}),
-    ));
-    let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    let (db, dir, gw) = setup(backend).await;
+    let (agent, id) = held_delete(&gw, "r6").await;
     let listed = approvals_cli(&db, dir.path(), &["list"]);
     assert!(
         String::from_utf8_lossy(&listed.stdout).contains(&id),
