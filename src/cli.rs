@@ -49,6 +49,22 @@ enum Command {
         #[command(subcommand)]
         command: crate::approval::cli::ApprovalsCommand,
     },
+    /// Chat backends.
+    Chat {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: ChatCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChatCommand {
+    /// Check a backend's server URL, token, channel access and callback URL; say what to fix.
+    Test {
+        /// `mattermost`, `matrix`, `slack` or `webhook`.
+        backend: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -107,8 +123,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = crate::store::connect(&config.database.url).await?;
             let audit = crate::audit::AuditLog::open(db.clone()).await?;
             let directory = Arc::new(crate::approval::Directory::new(&config.approvers));
-            let broker = crate::approval::Broker::new(db, audit, directory);
-            crate::approval::cli::run(&broker, command).await
+            let chats = crate::chat::backends(&config)?;
+            let broker = crate::approval::Broker::new(db, audit, directory, chats);
+            let code = crate::approval::cli::run(&broker, command).await;
+            broker.flush_updates().await;
+            code
+        }
+        Command::Chat {
+            config,
+            command: ChatCommand::Test { backend },
+        } => {
+            let passed = crate::chat::test(&config.load()?, &backend).await?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         other => run_gateway_command(other).await.map(|()| ExitCode::SUCCESS),
     }
@@ -143,7 +173,10 @@ async fn run_gateway_command(command: Command) -> anyhow::Result<()> {
             println!("{}", hash_key(key.trim_end_matches(['\r', '\n'])));
             Ok(())
         }
-        Command::Policy(_) | Command::Audit { .. } | Command::Approvals { .. } => {
+        Command::Policy(_)
+        | Command::Audit { .. }
+        | Command::Approvals { .. }
+        | Command::Chat { .. } => {
             unreachable!("handled in run")
         }
     }

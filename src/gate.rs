@@ -13,12 +13,15 @@
 
 use crate::approval::{self, Approval, Broker, Status};
 use crate::audit::{AuditLog, EventKind, NewEvent};
+use crate::chat::CallSummary;
 use crate::gateway::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
 use crate::policy::{self, Annotations, CallFacts, Decision, Policies};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
 
 pub struct PolicyGate {
     pub policies: Policies,
@@ -26,6 +29,25 @@ pub struct PolicyGate {
     pub broker: Arc<Broker>,
     /// Longest a call waits for its approval before the agent is told to retry (and join it).
     pub max_hold: Option<std::time::Duration>,
+    /// Approved calls now running, by call id: their cards get a reply when they end.
+    running: Mutex<HashMap<Uuid, Approval>>,
+}
+
+impl PolicyGate {
+    pub fn new(
+        policies: Policies,
+        audit: AuditLog,
+        broker: Arc<Broker>,
+        max_hold: Option<std::time::Duration>,
+    ) -> Self {
+        PolicyGate {
+            policies,
+            audit,
+            broker,
+            max_hold,
+            running: Mutex::default(),
+        }
+    }
 }
 
 impl CallGate for PolicyGate {
@@ -62,6 +84,15 @@ impl CallGate for PolicyGate {
             let event = completion_event(call, &outcome);
             if let Err(e) = self.audit.append(event).await {
                 tracing::error!(call = %call.id, error = %e, "could not record how a call ended");
+            }
+            let approved = self.running.lock().expect("running lock").remove(&call.id);
+            if let Some(approval) = approved {
+                let summary = CallSummary {
+                    outcome: outcome.label.to_owned(),
+                    duration: outcome.duration,
+                    response: outcome.response.cloned(),
+                };
+                self.broker.call_finished(approval, summary);
             }
         })
     }
@@ -157,7 +188,12 @@ impl PolicyGate {
                         "Approval {id} was already used by another call; approvals cover exactly one call."
                     )));
                 }
-                self.forward(call, Some(&approval)).await
+                let verdict = self.forward(call, Some(&approval)).await?;
+                self.running
+                    .lock()
+                    .expect("running lock")
+                    .insert(call.id, approval);
+                Ok(verdict)
             }
             Status::Denied => Ok(Verdict::Refuse(format!(
                 "Denied by {by}: {reason} (approval {id})"

@@ -14,6 +14,8 @@ pub mod approval;
 pub mod audit;
 /// Authenticating agents by API key.
 pub mod auth;
+/// Chat backends where approvers are asked: Mattermost, Matrix, Slack, a signed webhook.
+pub mod chat;
 /// The command line.
 pub mod cli;
 /// The YAML configuration and its environment overrides.

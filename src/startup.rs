@@ -111,17 +111,22 @@ impl Governance {
             db,
             audit.clone(),
             Arc::new(Directory::new(&config.approvers)),
+            crate::chat::backends(config)?,
         );
-        broker.spawn_watch(shutdown);
-        let routes = crate::approval::http::router(broker.clone()).merge(
+        broker.spawn_watch(shutdown.clone());
+        let mut routes = crate::approval::http::router(broker.clone()).merge(
             crate::audit::auditor_router(audit.clone(), &config.auditors),
         );
-        let gate = Arc::new(PolicyGate {
+        for chat in broker.chats() {
+            routes = routes.merge(chat.clone().router(broker.clone()));
+            chat.clone().spawn(broker.clone(), shutdown.clone());
+        }
+        let gate = Arc::new(PolicyGate::new(
             policies,
-            audit: audit.clone(),
-            broker: broker.clone(),
-            max_hold: config.approvals.max_hold_secs.map(Duration::from_secs),
-        });
+            audit.clone(),
+            broker.clone(),
+            config.approvals.max_hold_secs.map(Duration::from_secs),
+        ));
         Ok(Governance {
             gate,
             routes,

@@ -2,7 +2,7 @@
 
 use crate::auth::hash_key;
 use crate::config::ApproverConfig;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use subtle::ConstantTimeEq;
 
 #[derive(Debug, Clone)]
@@ -10,6 +10,8 @@ pub struct Person {
     pub id: String,
     pub groups: Vec<String>,
     token_sha256: Option<String>,
+    /// Chat accounts by backend name.
+    pub chat: BTreeMap<String, String>,
 }
 
 /// The configured approvers, by id.
@@ -27,6 +29,7 @@ impl Directory {
                     id: a.id.clone(),
                     groups: a.groups.clone(),
                     token_sha256: a.token_sha256.clone(),
+                    chat: a.chat.clone(),
                 };
                 (a.id.clone(), person)
             })
@@ -36,6 +39,16 @@ impl Directory {
 
     pub fn get(&self, id: &str) -> Option<&Person> {
         self.people.get(id)
+    }
+
+    /// The approver behind a chat account: `accounts` are the names the backend knows the user
+    /// by (its id and its username, say); any of them may be the one configured.
+    pub fn by_chat(&self, backend: &str, accounts: &[&str]) -> Option<&Person> {
+        self.people.values().find(|p| {
+            p.chat
+                .get(backend)
+                .is_some_and(|mine| accounts.contains(&mine.as_str()))
+        })
     }
 
     /// The approver whose API token this is.

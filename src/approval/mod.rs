@@ -22,6 +22,7 @@ pub use directory::Directory;
 pub use store::{Approval, Status};
 
 use crate::audit::{AuditLog, EventKind, NewEvent};
+use crate::chat::{CallSummary, ChatBackend};
 use crate::gateway::{Progress, ToolCall};
 use crate::policy::ApprovalSpec;
 use crate::store::Db;
@@ -87,16 +88,52 @@ pub struct Broker {
     directory: Arc<Directory>,
     /// Wakes local waiters at once when a local vote or expiry decides (others poll).
     wakers: Mutex<HashMap<Uuid, watch::Sender<()>>>,
+    /// Where approvers are asked: every configured chat backend.
+    chats: Vec<Arc<dyn ChatBackend>>,
+    /// Chat updates in flight, so a short-lived process (the CLI) can wait for them.
+    updates: tokio_util::task::TaskTracker,
+}
+
+/// Who saw an approval request, and how (`approval.seen` in the audit log).
+#[derive(Debug, Clone)]
+pub struct Sighting {
+    /// The approver id when the chat user maps to one; else the chat user as the backend names it.
+    pub who: String,
+    /// The backend: `mattermost`, `matrix`, …
+    pub source: String,
+    /// `audience` (was in the channel when the card was posted), `reaction`, `acknowledgement`,
+    /// `read_receipt`, `click`, …
+    pub how: String,
+    /// What the chat server sent, kept as evidence.
+    pub evidence: Value,
 }
 
 impl Broker {
-    pub fn new(db: Db, audit: AuditLog, directory: Arc<Directory>) -> Arc<Self> {
+    pub fn new(
+        db: Db,
+        audit: AuditLog,
+        directory: Arc<Directory>,
+        chats: Vec<Arc<dyn ChatBackend>>,
+    ) -> Arc<Self> {
         Arc::new(Broker {
             db,
             audit,
             directory,
             wakers: Mutex::default(),
+            chats,
+            updates: tokio_util::task::TaskTracker::new(),
         })
+    }
+
+    pub fn chats(&self) -> &[Arc<dyn ChatBackend>] {
+        &self.chats
+    }
+
+    /// Waits for the chat updates already started (before a short-lived process exits).
+    pub async fn flush_updates(&self) {
+        self.updates.close();
+        self.updates.wait().await;
+        self.updates.reopen();
     }
 
     pub fn directory(&self) -> &Directory {
@@ -136,7 +173,33 @@ impl Broker {
                 }),
             })
             .await?;
+        self.announce(&approval).await?;
         Ok((approval, false))
+    }
+
+    /// Posts the card to every chat backend. When backends are configured and none could post
+    /// it, nobody can decide: the approval is cancelled (and the call refused).
+    async fn announce(&self, approval: &Approval) -> Result<(), BrokerError> {
+        if self.chats.is_empty() {
+            return Ok(());
+        }
+        let posts = self.chats.iter().map(|chat| chat.requested(approval));
+        let mut failures = Vec::new();
+        for (chat, posted) in self
+            .chats
+            .iter()
+            .zip(futures::future::join_all(posts).await)
+        {
+            if let Err(e) = posted {
+                tracing::error!(approval = %approval.id, backend = chat.name(), error = %e, "could not post the approval card");
+                failures.push(e.to_string());
+            }
+        }
+        if failures.len() == self.chats.len() {
+            let reason = format!("no approver could be asked: {}", failures.join("; "));
+            self.cancel(approval.id, "countersign", &reason).await?;
+        }
+        Ok(())
     }
 
     /// Waits until the approval leaves `pending` (or expires), reporting progress to the client.
@@ -194,10 +257,15 @@ impl Broker {
         }
         let result = store::vote(&self.db, &approval, &ballot, now_ms()).await?;
         self.audit_vote(&approval, &ballot, &result).await?;
-        if let VoteResult::Decided { status } = &result {
-            let decided = self.get(id).await?;
-            self.audit_decided(&decided, *status).await?;
-            self.wake(id);
+        match &result {
+            VoteResult::Decided { status } => {
+                let decided = self.get(id).await?;
+                self.audit_decided(&decided, *status).await?;
+                self.wake(id);
+                self.tell_decided(decided);
+            }
+            VoteResult::Counted { approvals, .. } => self.tell_progressed(approval, *approvals),
+            _ => {}
         }
         Ok(result)
     }
@@ -232,9 +300,11 @@ impl Broker {
         {
             return Some("a break-glass approval needs a written justification".into());
         }
+        // The built-in channels ask for a reason; a chat reaction cannot carry one.
+        let asks_reason = matches!(ballot.source.as_str(), "cli" | "http");
         if !ballot.approve
+            && asks_reason
             && ballot.reason.as_deref().is_none_or(|r| r.trim().is_empty())
-            && ballot.source != "chat"
         {
             return Some("a deny needs a reason".into());
         }
@@ -257,6 +327,7 @@ impl Broker {
             let expired = self.get(approval.id).await?;
             self.audit_decided(&expired, Status::Expired).await?;
             self.wake(approval.id);
+            self.tell_decided(expired);
         }
         Ok(())
     }
@@ -286,6 +357,7 @@ impl Broker {
             let approval = self.get(id).await?;
             self.audit_decided(&approval, Status::Cancelled).await?;
             self.wake(id);
+            self.tell_decided(approval);
         }
         Ok(cancelled)
     }
@@ -305,6 +377,47 @@ impl Broker {
             return Ok(false);
         }
         Ok(store::consume(&self.db, approval.id, call.id).await?)
+    }
+
+    /// Records who saw an approval request (`approval.seen`).
+    pub async fn seen(&self, approval: &Approval, sighting: Sighting) -> Result<(), BrokerError> {
+        let event = NewEvent {
+            call_id: Some(approval.call_id),
+            kind: EventKind::ApprovalSeen,
+            actor: sighting.who.clone(),
+            payload: json!({
+                "approval_id": approval.id, "who": sighting.who, "source": sighting.source,
+                "how": sighting.how, "evidence": sighting.evidence,
+            }),
+        };
+        self.audit.append(event).await?;
+        Ok(())
+    }
+
+    /// Tells the chat backends that an approved call ran (a reply in the card's thread).
+    pub fn call_finished(&self, approval: Approval, call: CallSummary) {
+        for chat in &self.chats {
+            let (chat, approval, call) = (chat.clone(), approval.clone(), call.clone());
+            self.updates
+                .spawn(async move { chat.finished(&approval, &call).await });
+        }
+    }
+
+    /// Chat updates run on their own tasks: a slow chat server never holds up a decision.
+    fn tell_decided(&self, approval: Approval) {
+        for chat in &self.chats {
+            let (chat, approval) = (chat.clone(), approval.clone());
+            self.updates
+                .spawn(async move { chat.decided(&approval).await });
+        }
+    }
+
+    fn tell_progressed(&self, approval: Approval, approvals: u32) {
+        for chat in &self.chats {
+            let (chat, approval) = (chat.clone(), approval.clone());
+            self.updates
+                .spawn(async move { chat.progressed(&approval, approvals).await });
+        }
     }
 
     async fn audit_vote(

@@ -41,6 +41,9 @@ pub struct Config {
     pub auditors: Vec<AuditorConfig>,
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    /// Chat backends where approval cards are posted.
+    #[serde(default)]
+    pub chat: crate::chat::ChatConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -79,6 +82,10 @@ pub struct ApproverConfig {
     /// SHA-256 (hex) of the approver's token for the approver HTTP API.
     #[serde(default)]
     pub token_sha256: Option<String>,
+    /// The approver's account on each chat backend, by backend name: `mattermost: alice`
+    /// (username or user id), `matrix: "@alice:example.org"`, `slack: U012AB3CD`.
+    #[serde(default)]
+    pub chat: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
