@@ -181,11 +181,21 @@ impl Api {
     }
 
     /// `POST /api/v4/reactions` as the bot.
-    pub async fn add_reaction(&self, user_id: &str, post_id: &str, emoji: &str) -> Result<(), ApiError> {
+    pub async fn add_reaction(
+        &self,
+        user_id: &str,
+        post_id: &str,
+        emoji: &str,
+    ) -> Result<(), ApiError> {
         let body = json!({"user_id": user_id, "post_id": post_id, "emoji_name": emoji});
-        self.send(reqwest::Method::POST, "/api/v4/reactions", Some(&body), true)
-            .await
-            .map(drop)
+        self.send(
+            reqwest::Method::POST,
+            "/api/v4/reactions",
+            Some(&body),
+            true,
+        )
+        .await
+        .map(drop)
     }
 
     /// `GET /api/v4/users/me`: the bot's own user.

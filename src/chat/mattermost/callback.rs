@@ -95,12 +95,16 @@ fn refuse(approval: Option<&Approval>, tell: &'static str, why: impl Into<String
     }
 }
 
-async fn action(State((mm, broker)): State<Shared>, body: axum::body::Bytes) -> axum::response::Response {
+async fn action(
+    State((mm, broker)): State<Shared>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let request: ActionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            let error = json!({"error": {"message": format!("not a Mattermost action request: {e}")}});
+            let error =
+                json!({"error": {"message": format!("not a Mattermost action request: {e}")}});
             return (axum::http::StatusCode::BAD_REQUEST, Json(error)).into_response();
         }
     };
@@ -126,10 +130,24 @@ impl Mattermost {
     }
 
     /// Steps 1–3, then spends the token.
-    async fn verify_click(&self, broker: &Broker, request: &ActionRequest) -> Result<Verified, Refusal> {
-        let internal = |e: String| refuse(None, "Countersign could not check this click; try again.", e);
+    async fn verify_click(
+        &self,
+        broker: &Broker,
+        request: &ActionRequest,
+    ) -> Result<Verified, Refusal> {
+        let internal = |e: String| {
+            refuse(
+                None,
+                "Countersign could not check this click; try again.",
+                e,
+            )
+        };
         let Some(context) = request.context.as_ref().filter(|c| c.v == 1) else {
-            return Err(refuse(None, "This is not a Countersign button.", "no v1 context"));
+            return Err(refuse(
+                None,
+                "This is not a Countersign button.",
+                "no v1 context",
+            ));
         };
         let db = self.db().await.map_err(|e| internal(e.to_string()))?;
         let approval = match Uuid::parse_str(&context.request_id) {
@@ -141,7 +159,10 @@ impl Mattermost {
             .await
             .map_err(|e| internal(e.to_string()))?
             .ok_or_else(|| invalid("unknown context token"))?;
-        let Some(approval) = approval.as_ref().filter(|a| a.id.to_string() == token.approval_id) else {
+        let Some(approval) = approval
+            .as_ref()
+            .filter(|a| a.id.to_string() == token.approval_id)
+        else {
             return Err(invalid("the token belongs to another approval"));
         };
         if token.decision != context.decision {
@@ -156,9 +177,15 @@ impl Mattermost {
         }
         let now = now_ms();
         if token.expires_at <= now {
-            return Err(refuse(Some(approval), "This request has expired.", "click after expiry"));
+            return Err(refuse(
+                Some(approval),
+                "This request has expired.",
+                "click after expiry",
+            ));
         }
-        let card = store::card(db, approval.id).await.map_err(|e| internal(e.to_string()))?;
+        let card = store::card(db, approval.id)
+            .await
+            .map_err(|e| internal(e.to_string()))?;
         if card.is_none_or(|c| c.post_id != request.post_id || c.channel_id != request.channel_id) {
             return Err(refuse(
                 Some(approval),
@@ -177,9 +204,15 @@ impl Mattermost {
                     e.to_string(),
                 )
             })?;
-        let spent = store::spend(db, &token.sha256, &request.user_id, &request.trigger_id, now)
-            .await
-            .map_err(|e| internal(e.to_string()))?;
+        let spent = store::spend(
+            db,
+            &token.sha256,
+            &request.user_id,
+            &request.trigger_id,
+            now,
+        )
+        .await
+        .map_err(|e| internal(e.to_string()))?;
         if !spent {
             return Err(refuse(
                 Some(approval),
@@ -207,14 +240,18 @@ impl Mattermost {
             .map(|p| p.id.clone());
         let evidence = click_evidence(request, &click);
         let sighting = Sighting {
-            who: person.clone().unwrap_or_else(|| format!("mattermost:{}", request.user_name)),
+            who: person
+                .clone()
+                .unwrap_or_else(|| format!("mattermost:{}", request.user_name)),
             source: NAME.into(),
             how: "click".into(),
             evidence: evidence.clone(),
         };
         broker.seen(&click.approval, sighting).await?;
         let ballot = Ballot {
-            approver: person.clone().unwrap_or_else(|| format!("mattermost:{}", request.user_name)),
+            approver: person
+                .clone()
+                .unwrap_or_else(|| format!("mattermost:{}", request.user_name)),
             approve: click.token.decision == "approve",
             reason: None,
             source: NAME.into(),
@@ -227,7 +264,10 @@ impl Mattermost {
             && broker.refusal(&click.approval, &ballot).is_none()
             && click.approval.status == Status::Pending
         {
-            match self.open_reason_dialog(request, &click, &ballot.approver).await {
+            match self
+                .open_reason_dialog(request, &click, &ballot.approver)
+                .await
+            {
                 Ok(()) => {
                     return Ok(Answer {
                         update: self.render(&click.approval).await.ok(),
@@ -235,7 +275,9 @@ impl Mattermost {
                         skip_slack_parsing: true,
                     });
                 }
-                Err(e) => tracing::warn!(error = %e, "could not open the deny-reason dialog; denying without a reason"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not open the deny-reason dialog; denying without a reason")
+                }
             }
         }
         let result = broker.vote(click.approval.id, ballot).await?;
@@ -254,7 +296,9 @@ impl Mattermost {
             VoteResult::Counted { approvals, quorum } => {
                 format!("Recorded your approval: {approvals} of {quorum}.")
             }
-            VoteResult::Decided { status } => format!("Recorded your vote: the call is {}.", status.as_str()),
+            VoteResult::Decided { status } => {
+                format!("Recorded your vote: the call is {}.", status.as_str())
+            }
             VoteResult::NotAuthorized { .. } if !is_approver => {
                 "You are not an approver for this call.".into()
             }
@@ -269,7 +313,12 @@ impl Mattermost {
         }
     }
 
-    async fn open_reason_dialog(&self, request: &ActionRequest, click: &Verified, approver: &str) -> Result<(), String> {
+    async fn open_reason_dialog(
+        &self,
+        request: &ActionRequest,
+        click: &Verified,
+        approver: &str,
+    ) -> Result<(), String> {
         let url = self
             .callback(DIALOG_PATH)
             .ok_or("no callback_url for the dialog")?;
@@ -288,11 +337,16 @@ impl Mattermost {
     /// Refused clicks that name a real approval are audited as rejected attempts.
     async fn audit_refusal(&self, broker: &Broker, request: &ActionRequest, refusal: &Refusal) {
         tracing::warn!(post = %request.post_id, user = %request.user_id, why = %refusal.why, "refused a Mattermost click");
-        let Some(approval) = &refusal.approval else { return };
+        let Some(approval) = &refusal.approval else {
+            return;
+        };
         let evidence = json!({"post_id": request.post_id, "channel_id": request.channel_id,
             "user_id": request.user_id, "user_name": request.user_name, "trigger_id": request.trigger_id});
         let who = format!("mattermost:{}", request.user_name);
-        if let Err(e) = broker.rejected(approval, NAME, &who, &refusal.why, evidence).await {
+        if let Err(e) = broker
+            .rejected(approval, NAME, &who, &refusal.why, evidence)
+            .await
+        {
             tracing::error!(approval = %approval.id, error = %e, "could not audit a refused click");
         }
     }
@@ -339,8 +393,15 @@ async fn submission(State((mm, broker)): State<Shared>, body: axum::body::Bytes)
 }
 
 impl Mattermost {
-    async fn deny_with_reason(&self, broker: &Broker, submitted: &Submission) -> Result<Value, crate::approval::BrokerError> {
-        let state = match self.state_key.verify(&submitted.state, &submitted.user_id, now_ms()) {
+    async fn deny_with_reason(
+        &self,
+        broker: &Broker,
+        submitted: &Submission,
+    ) -> Result<Value, crate::approval::BrokerError> {
+        let state = match self
+            .state_key
+            .verify(&submitted.state, &submitted.user_id, now_ms())
+        {
             Ok(state) => state,
             Err(e) => {
                 tracing::warn!(user = %submitted.user_id, error = %e, "refused a dialog submission");
@@ -363,7 +424,8 @@ impl Mattermost {
         if reason.chars().count() > dialog::MAX_REASON_CHARS {
             return Ok(json!({"errors": {"reason": "At most 1000 characters."}}));
         }
-        let id = Uuid::parse_str(&state.approval_id).map_err(|e| crate::approval::BrokerError::Invalid(e.to_string()))?;
+        let id = Uuid::parse_str(&state.approval_id)
+            .map_err(|e| crate::approval::BrokerError::Invalid(e.to_string()))?;
         let click = match self.db().await {
             Ok(db) => store::by_hash(db, &state.token_sha256).await?,
             Err(e) => return Err(crate::approval::BrokerError::Invalid(e.to_string())),

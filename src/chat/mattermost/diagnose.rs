@@ -51,7 +51,10 @@ pub async fn run(mm: &Mattermost) -> Vec<Check> {
         }
         .map_err(|e| e.to_string())?;
         let id = id["id"].as_str().unwrap_or_default().to_owned();
-        mm.api.channel_members(&id).await.map_err(|e| e.to_string())?;
+        mm.api
+            .channel_members(&id)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok::<(), String>(())
     };
     checks.push(check(

@@ -73,7 +73,12 @@ impl StateKey {
     }
 
     /// The state, if it is authentic, for `user_id` and not expired at `now_ms`.
-    pub fn verify(&self, state: &str, user_id: &str, now_ms: i64) -> Result<DialogState, StateError> {
+    pub fn verify(
+        &self,
+        state: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<DialogState, StateError> {
         let (body, tag) = state.rsplit_once('.').ok_or(StateError::Malformed)?;
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
@@ -156,6 +161,9 @@ mod tests {
         assert_eq!(key.verify(&tampered, "u1", 1_000), Err(StateError::BadMac));
         let foreign = StateKey::from_bot_token("other").sign(&state());
         assert_eq!(key.verify(&foreign, "u1", 1_000), Err(StateError::BadMac));
-        assert_eq!(key.verify("nodots", "u1", 1_000), Err(StateError::Malformed));
+        assert_eq!(
+            key.verify("nodots", "u1", 1_000),
+            Err(StateError::Malformed)
+        );
     }
 }

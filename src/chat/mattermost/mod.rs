@@ -152,11 +152,7 @@ impl Mattermost {
 
     /// `@username` for an approver with a Mattermost account, else the approver id.
     fn shown(&self, approver: &str) -> String {
-        match self
-            .directory
-            .get(approver)
-            .and_then(|p| p.chat.get(NAME))
-        {
+        match self.directory.get(approver).and_then(|p| p.chat.get(NAME)) {
             Some(account) => format!("@{account}"),
             None => approver.to_owned(),
         }
@@ -254,7 +250,8 @@ impl Mattermost {
         post["channel_id"] = json!(channel_id);
         let ask_ack = self.licensed().await;
         if ask_ack {
-            post["metadata"] = json!({"priority": {"priority": "important", "requested_ack": true}});
+            post["metadata"] =
+                json!({"priority": {"priority": "important", "requested_ack": true}});
         }
         let created = match self.api.create_post(&post).await {
             // An unlicensed server refuses acknowledgement requests with 501: post without.
@@ -285,7 +282,8 @@ impl Mattermost {
         loop {
             match self.post_card(approval).await {
                 Err(ChatError::Unavailable { detail, .. })
-                    if crate::approval::now_ms() + (pause.as_millis() as i64) < approval.expires_at =>
+                    if crate::approval::now_ms() + (pause.as_millis() as i64)
+                        < approval.expires_at =>
                 {
                     tracing::warn!(approval = %approval.id, error = %detail, retry_in = ?pause, "Mattermost unavailable; retrying");
                     tokio::time::sleep(pause).await;
@@ -306,7 +304,10 @@ impl Mattermost {
                 return;
             }
         };
-        let users: Vec<&str> = members.iter().filter_map(|m| m["user_id"].as_str()).collect();
+        let users: Vec<&str> = members
+            .iter()
+            .filter_map(|m| m["user_id"].as_str())
+            .collect();
         let sighting = Sighting {
             who: format!("channel {}", card.channel_id),
             source: NAME.into(),
@@ -337,7 +338,11 @@ impl Mattermost {
         }
     }
 
-    async fn reply_finished(&self, approval: &Approval, call: &CallSummary) -> Result<(), ChatError> {
+    async fn reply_finished(
+        &self,
+        approval: &Approval,
+        call: &CallSummary,
+    ) -> Result<(), ChatError> {
         let Some(card) = store::card(self.db().await?, approval.id).await? else {
             return Ok(());
         };
@@ -353,7 +358,8 @@ impl Mattermost {
             message.push('\n');
             message.push_str(&card::arguments_block(result));
         }
-        let reply = json!({"channel_id": card.channel_id, "root_id": card.post_id, "message": message});
+        let reply =
+            json!({"channel_id": card.channel_id, "root_id": card.post_id, "message": message});
         self.api.create_post(&reply).await.map_err(chat_error)?;
         Ok(())
     }

@@ -57,7 +57,9 @@ struct Trigger {
 }
 
 fn parse(trigger_id: &str) -> Result<Trigger, TriggerError> {
-    let raw = B64.decode(trigger_id).map_err(|_| TriggerError::Malformed)?;
+    let raw = B64
+        .decode(trigger_id)
+        .map_err(|_| TriggerError::Malformed)?;
     let raw = String::from_utf8(raw).map_err(|_| TriggerError::Malformed)?;
     let mut parts = raw.splitn(4, ':');
     let (Some(client), Some(user), Some(ms), Some(sig)) =
@@ -181,7 +183,12 @@ mod tests {
 
     #[test]
     fn malformed_triggers_are_refused() {
-        for bad in ["", "!!!", &B64.encode("only:three:parts"), &B64.encode("a:b:notms:c2ln")] {
+        for bad in [
+            "",
+            "!!!",
+            &B64.encode("only:three:parts"),
+            &B64.encode("a:b:notms:c2ln"),
+        ] {
             assert_eq!(parse(bad).err(), Some(TriggerError::Malformed), "{bad}");
         }
     }
