@@ -204,6 +204,12 @@ impl Api {
             .await
     }
 
+    /// `GET /api/v4/users/{id}`.
+    pub async fn user(&self, user_id: &str) -> Result<Value, ApiError> {
+        let path = format!("/api/v4/users/{user_id}");
+        self.send(reqwest::Method::GET, &path, None, true).await
+    }
+
     /// `GET /api/v4/system/ping`.
     pub async fn ping(&self) -> Result<Value, ApiError> {
         self.send(reqwest::Method::GET, "/api/v4/system/ping", None, false)

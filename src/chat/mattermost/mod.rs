@@ -97,6 +97,8 @@ pub struct Mattermost {
     licence: AtomicU8,
     /// The bot's own user id (its reactions and posts are not approvers').
     bot_user_id: tokio::sync::OnceCell<String>,
+    /// Usernames by user id, for events that carry only the id.
+    usernames: Mutex<HashMap<String, String>>,
     /// Set when the gateway mounts the callbacks; cards posted by a process without it (none
     /// today) record no audience.
     broker: OnceLock<Weak<Broker>>,
@@ -129,6 +131,7 @@ impl Mattermost {
             channels: Mutex::default(),
             licence: AtomicU8::new(LICENCE_UNKNOWN),
             bot_user_id: tokio::sync::OnceCell::new(),
+            usernames: Mutex::default(),
             broker: OnceLock::new(),
             config: mm.clone(),
         })
@@ -241,6 +244,20 @@ impl Mattermost {
                     })
             })
             .await
+    }
+
+    /// The username of a user id (cached), when the server says.
+    async fn username(&self, user_id: &str) -> Option<String> {
+        if let Some(name) = self.usernames.lock().expect("usernames lock").get(user_id) {
+            return Some(name.clone());
+        }
+        let user = self.api.user(user_id).await.ok()?;
+        let name = user["username"].as_str()?.to_owned();
+        self.usernames
+            .lock()
+            .expect("usernames lock")
+            .insert(user_id.to_owned(), name.clone());
+        Some(name)
     }
 
     /// One attempt to post the card and remember it.

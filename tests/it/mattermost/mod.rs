@@ -807,3 +807,75 @@ async fn mattermost_chat_test_checks_the_server_token_channel_and_callback() {
     );
     assert!(out.contains("AllowedUntrustedInternalConnections"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mattermost_reactions_mode_decides_by_reaction_and_thread_reply() {
+    let h = harness(Backend::Sqlite, "mode: reactions").await;
+    until("the gateway listens on the websocket", || {
+        h.stub.websocket_listeners() >= 1
+    })
+    .await;
+    let agent = call(&h, "delete_record", json!({"record_id": "one-8"}));
+    let posted = card(&h, 1).await;
+    let post_id = id(&posted);
+    assert!(
+        actions(&posted).is_empty(),
+        "no buttons when Mattermost cannot reach the gateway"
+    );
+    until("the bot pre-added its reactions", || {
+        let reactions = h.stub.inner.lock().unwrap().reactions.clone();
+        ["white_check_mark", "x"].iter().all(|e| {
+            reactions.iter().any(|r| {
+                r["emoji_name"] == *e
+                    && r["user_id"] == stub::BOT_ID
+                    && r["post_id"] == post_id.as_str()
+            })
+        })
+    })
+    .await;
+    h.stub.react(&mallory(), &post_id, "white_check_mark");
+    h.stub.react(&bob(), &post_id, "eyes");
+    h.stub.acknowledge(&carol(), &post_id);
+    h.stub.react(&bob(), &post_id, "white_check_mark");
+    assert_eq!(text(&answer(agent).await), "deleted one-8");
+    until("the card shows the approval", || {
+        h.stub.post(&post_id)["message"]
+            .as_str()
+            .unwrap()
+            .contains("Approved by @bob at ")
+    })
+    .await;
+    let seen: Vec<(String, String)> = events(&h, "approval.seen")
+        .await
+        .iter()
+        .map(|e| {
+            (
+                e["payload"]["who"].as_str().unwrap().to_owned(),
+                e["payload"]["how"].as_str().unwrap().to_owned(),
+            )
+        })
+        .filter(|(_, how)| how != "audience")
+        .collect();
+    let expected = [
+        ("mattermost:mallory", "reaction"),
+        ("bob", "reaction"),
+        ("carol", "acknowledgement"),
+        ("bob", "reaction"),
+    ];
+    assert_eq!(seen, expected.map(|(w, h)| (w.to_owned(), h.to_owned())));
+    let votes = events(&h, "approval.vote").await;
+    assert_eq!(
+        votes[0]["payload"]["result"]["result"], "not_authorized",
+        "mallory's reaction does not count"
+    );
+    assert_eq!(votes[1]["payload"]["evidence"]["event"], "reaction_added");
+    let agent = call(&h, "delete_record", json!({"record_id": "one-9"}));
+    let second = id(&card(&h, 2).await);
+    h.stub.reply(&carol(), &second, "deny: not on prod");
+    let response = answer(agent).await;
+    assert!(
+        text(&response).starts_with("Denied by carol: not on prod"),
+        "{response}"
+    );
+    no_violations(&h);
+}

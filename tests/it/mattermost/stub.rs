@@ -18,7 +18,6 @@ use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::EncodePublicKey as _;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
@@ -72,7 +71,6 @@ pub struct Inner {
 }
 
 pub struct Stub {
-    pub addr: SocketAddr,
     pub url: String,
     pub inner: Mutex<Inner>,
     key: SigningKey,
@@ -147,7 +145,6 @@ impl Stub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stub = Arc::new(Stub {
-            addr,
             url: format!("http://{addr}"),
             inner: Mutex::new(Inner {
                 posts: HashMap::new(),
@@ -408,6 +405,15 @@ impl Stub {
         let post = json!({"id": self.new_id(), "user_id": user.id, "channel_id": CHANNEL_ID, "root_id": root_id,
                           "message": message, "create_at": now_ms()});
         self.broadcast("posted", json!({"post": post.to_string(), "channel_name": CHANNEL_NAME, "sender_name": format!("@{}", user.username)}));
+    }
+
+    /// A user acknowledges a post, as the server broadcasts it.
+    pub fn acknowledge(&self, user: &User, post_id: &str) {
+        let ack = json!({"user_id": user.id, "post_id": post_id, "acknowledged_at": now_ms()});
+        self.broadcast(
+            "post_acknowledgement_added",
+            json!({"acknowledgement": ack.to_string()}),
+        );
     }
 
     fn broadcast(&self, event: &str, data: Value) {
@@ -815,9 +821,22 @@ async fn get_user(
         return refused;
     }
     if id == "me" || id == BOT_ID {
-        Json(json!({"id": BOT_ID, "username": "countersign", "is_bot": true})).into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, "no such user")
+        return Json(json!({"id": BOT_ID, "username": "countersign", "is_bot": true}))
+            .into_response();
+    }
+    let known = stub
+        .inner
+        .lock()
+        .unwrap()
+        .members
+        .iter()
+        .find(|u| u.id == id)
+        .cloned();
+    match known {
+        Some(u) => {
+            Json(json!({"id": u.id, "username": u.username, "is_bot": false})).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "no such user"),
     }
 }
 
