@@ -42,7 +42,7 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// `chat.mattermost` in the configuration.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MattermostConfig {
     /// The server's base URL, e.g. `https://mattermost.example.com`.
@@ -61,6 +61,20 @@ pub struct MattermostConfig {
     /// acknowledgements). Always on in `reactions` mode.
     #[serde(default = "default_true")]
     pub websocket: bool,
+}
+
+impl std::fmt::Debug for MattermostConfig {
+    /// Everything but the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MattermostConfig")
+            .field("url", &self.url)
+            .field("token", &"[redacted]")
+            .field("callback_url", &self.callback_url)
+            .field("channel", &self.channel)
+            .field("mode", &self.mode)
+            .field("websocket", &self.websocket)
+            .finish()
+    }
 }
 
 fn default_true() -> bool {

@@ -20,6 +20,11 @@ rules:
   - id: read-only-is-fine
     match: {server: echo, read_only: true}
     verdict: allow
+  - id: nowhere
+    match: {tool: add}
+    verdict: approve
+    approvers: [bob]
+    channel: eng/no-such-channel
   - id: quick-expiry
     match: {tool: slow_count}
     verdict: approve
