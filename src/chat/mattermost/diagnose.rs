@@ -19,6 +19,8 @@ fn check(what: impl Into<String>, result: Result<(), String>) -> Check {
     }
 }
 
+/// The checks in order; when the server does not answer, the checks that need it are skipped
+/// (their fixes would only repeat the first).
 pub async fn run(mm: &Mattermost) -> Vec<Check> {
     let base = mm.api.base().to_owned();
     let mut checks = vec![check(
@@ -27,6 +29,9 @@ pub async fn run(mm: &Mattermost) -> Vec<Check> {
             format!("{e}; check chat.mattermost.url (the server's base URL, without /api/v4)")
         }),
     )];
+    if !checks[0].ok {
+        return checks;
+    }
     let me = mm.api.me().await;
     checks.push(check(
         "the bot token is accepted",

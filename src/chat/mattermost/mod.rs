@@ -120,9 +120,16 @@ pub struct Mattermost {
 
 impl Mattermost {
     pub fn new(config: &crate::config::Config, mm: &MattermostConfig) -> anyhow::Result<Self> {
-        if !(mm.url.starts_with("http://") || mm.url.starts_with("https://")) {
+        if mm.url.starts_with("https://") {
             anyhow::bail!(
-                "chat.mattermost.url must be the server's http(s) base URL, got {:?}",
+                "chat.mattermost.url {:?}: https is not supported yet (this build has no TLS client); \
+                 reach Mattermost over http, e.g. through a local TLS-terminating proxy",
+                mm.url
+            );
+        }
+        if !mm.url.starts_with("http://") {
+            anyhow::bail!(
+                "chat.mattermost.url must be the server's http:// base URL, got {:?}",
                 mm.url
             );
         }
