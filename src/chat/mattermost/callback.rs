@@ -183,7 +183,7 @@ impl Mattermost {
                 "click after expiry",
             ));
         }
-        let card = store::card(db, approval.id)
+        let card = recorded_card(db, approval.id)
             .await
             .map_err(|e| internal(e.to_string()))?;
         if card.is_none_or(|c| c.post_id != request.post_id || c.channel_id != request.channel_id) {
@@ -351,6 +351,24 @@ impl Mattermost {
         }
     }
 }
+
+/// The card of `approval`. A click can arrive between Mattermost creating the post and the
+/// gateway recording its id: wait for that briefly (bounded) before calling it a mismatch.
+async fn recorded_card(
+    db: &crate::store::Db,
+    approval: Uuid,
+) -> Result<Option<store::Card>, sqlx::Error> {
+    for _ in 0..CARD_WAIT_STEPS {
+        if let Some(card) = store::card(db, approval).await? {
+            return Ok(Some(card));
+        }
+        tokio::time::sleep(CARD_WAIT_STEP).await;
+    }
+    store::card(db, approval).await
+}
+
+const CARD_WAIT_STEPS: u32 = 20;
+const CARD_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(25);
 
 fn click_evidence(request: &ActionRequest, click: &Verified) -> Value {
     let trigger = match &click.proof {

@@ -68,6 +68,8 @@ pub struct Inner {
     /// Every request: `METHOD /path`.
     pub requests: Vec<String>,
     pub members: Vec<User>,
+    /// When the request that created each post arrived, by post id (for the benchmark).
+    pub post_arrivals: HashMap<String, std::time::Instant>,
 }
 
 pub struct Stub {
@@ -154,6 +156,7 @@ impl Stub {
                 violations: Vec::new(),
                 requests: Vec::new(),
                 members,
+                post_arrivals: HashMap::new(),
             }),
             key: SigningKey::from_bytes(&[7u8; 32].into()).unwrap(),
             down: AtomicBool::new(false),
@@ -561,6 +564,7 @@ async fn create_post(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     if let Some(refused) = admit(
         &stub,
         Method::POST,
@@ -600,6 +604,7 @@ async fn create_post(
     });
     let mut inner = stub.inner.lock().unwrap();
     inner.posts.insert(id.clone(), post.clone());
+    inner.post_arrivals.insert(id.clone(), arrived);
     inner.post_order.push(id);
     (StatusCode::CREATED, Json(stripped(&post))).into_response()
 }
