@@ -24,6 +24,8 @@ use uuid::Uuid;
 
 type Shared = (Arc<Mattermost>, Arc<Broker>);
 
+const USED: &str = "This button was already used; use the buttons on the current card.";
+
 pub fn router(mm: Arc<Mattermost>, broker: Arc<Broker>) -> Router {
     Router::new()
         .route(super::ACTION_PATH, post(action))
@@ -117,7 +119,7 @@ impl Mattermost {
             Ok(v) => v,
             Err(refusal) => {
                 self.audit_refusal(broker, request, &refusal).await;
-                return Answer::say(refusal.tell);
+                return Answer::say(self.explain(broker, &refusal).await);
             }
         };
         match self.count_click(broker, request, verified).await {
@@ -126,6 +128,25 @@ impl Mattermost {
                 tracing::error!(error = %e, post = %request.post_id, "could not record a Mattermost click");
                 Answer::say("Countersign could not record your click; try again.")
             }
+        }
+    }
+
+    /// What a refused clicker reads. A spent token usually means someone clicked the same card
+    /// first: when that decided the call, say so.
+    async fn explain(&self, broker: &Broker, refusal: &Refusal) -> String {
+        let decided = match &refusal.approval {
+            Some(a) if refusal.tell == USED => broker.get(a.id).await.ok(),
+            _ => None,
+        };
+        match decided {
+            Some(a) if a.status != Status::Pending => {
+                let result = VoteResult::AlreadyDecided {
+                    status: a.status,
+                    by: a.decided_by.clone(),
+                };
+                self.tell(&result, true, &a)
+            }
+            _ => refusal.tell.to_owned(),
         }
     }
 
@@ -169,11 +190,7 @@ impl Mattermost {
             return Err(invalid("the token belongs to the other button"));
         }
         if token.used {
-            return Err(refuse(
-                Some(approval),
-                "This button was already used; use the buttons on the current card.",
-                "replayed context token",
-            ));
+            return Err(refuse(Some(approval), USED, "replayed context token"));
         }
         let now = now_ms();
         if token.expires_at <= now {
@@ -216,7 +233,7 @@ impl Mattermost {
         if !spent {
             return Err(refuse(
                 Some(approval),
-                "This button was already used; use the buttons on the current card.",
+                USED,
                 "replayed context token (concurrent click)",
             ));
         }

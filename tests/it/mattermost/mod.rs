@@ -534,6 +534,40 @@ async fn mattermost_quorum_shows_progress_and_refuses_non_approvers_and_double_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mattermost_two_approvers_racing_decide_once() {
+    let h = harness(Backend::Sqlite, BUTTONS).await;
+    let agent = call(&h, "delete_record", json!({"record_id": "one-10"}));
+    let post_id = id(&card(&h, 1).await);
+    let (url, from_bob) = h.stub.action_request(&post_id, "approve", &bob());
+    let (_, from_carol) = h.stub.action_request(&post_id, "approve", &carol());
+    let (a, b) = tokio::join!(
+        h.stub.send_action(&url, &from_bob),
+        h.stub.send_action(&url, &from_carol)
+    );
+    // Both clicked the same button of the same card: its token is single-use, so the second
+    // click is refused (and told who decided, once the first click's vote is in).
+    let said = [
+        a["ephemeral_text"].as_str().unwrap(),
+        b["ephemeral_text"].as_str().unwrap(),
+    ];
+    let decided = said
+        .iter()
+        .filter(|s| **s == "Recorded your vote: the call is approved.")
+        .count();
+    let late = said
+        .iter()
+        .filter(|s| {
+            s.starts_with("Already approved by @") || s.starts_with("This button was already used")
+        })
+        .count();
+    assert_eq!((decided, late), (1, 1), "{said:?}");
+    assert_eq!(text(&answer(agent).await), "deleted one-10");
+    let decisions = events(&h, "approval.decided").await;
+    assert_eq!(decisions.len(), 1);
+    no_violations(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_refuses_forged_replayed_and_misdirected_clicks() {
     let h = harness(Backend::Sqlite, BUTTONS).await;
     let agent = call(&h, "delete_record", json!({"record_id": "one-3"}));
@@ -623,8 +657,8 @@ async fn mattermost_refuses_forged_replayed_and_misdirected_clicks() {
     assert_eq!(text(&answer(agent).await), "deleted one-3");
     let replayed = h.stub.send_action(&url, &valid).await;
     assert_eq!(
-        replayed["ephemeral_text"],
-        "This button was already used; use the buttons on the current card."
+        replayed["ephemeral_text"], "Already approved by @bob.",
+        "a replayed token is refused (and audited below)"
     );
     let rejected = events(&h, "approval.vote").await;
     let rejected = rejected
