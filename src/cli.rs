@@ -203,6 +203,9 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let governance = Governance::build(&config, shutdown.clone()).await?;
     let gateway = start_gateway(&config, governance.gate, shutdown.clone()).await?;
+    if let Some(tasks) = governance.tasks {
+        gateway.enable_tasks(tasks, shutdown.clone()).await?;
+    }
     crate::front::stdio::serve(gateway, agent, tokio::io::stdin(), tokio::io::stdout()).await?;
     shutdown.cancel();
     Ok(())

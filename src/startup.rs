@@ -8,6 +8,7 @@ use crate::front::{OriginPolicy, http};
 use crate::gate::PolicyGate;
 use crate::gateway::{CallGate, ForwardAll, Gateway, catalog::Namespaces};
 use crate::policy::{Policies, PolicySet};
+use crate::tasks::Tasks;
 use crate::upstream::Upstream;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -84,6 +85,8 @@ pub struct Governance {
     pub routes: axum::Router,
     pub audit: Option<AuditLog>,
     pub broker: Option<Arc<Broker>>,
+    /// Task handles for held calls (with a database only).
+    pub tasks: Option<Arc<Tasks>>,
 }
 
 impl Governance {
@@ -99,12 +102,15 @@ impl Governance {
                 routes: axum::Router::new(),
                 audit: None,
                 broker: None,
+                tasks: None,
             });
         };
         let db = crate::store::connect(&config.database.url)
             .await
             .with_context(|| format!("database {}", config.database.url))?;
         let audit = AuditLog::open(db.clone()).await.context("audit log")?;
+        let ttl = Duration::from_secs(config.approvals.task_ttl_secs);
+        let tasks = Tasks::new(db.clone(), audit.clone(), ttl);
         let policies = Policies::new(PolicySet::load_dir(dir)?);
         policies.watch(dir.clone(), shutdown.clone());
         let broker = Broker::new(
@@ -132,6 +138,7 @@ impl Governance {
             routes,
             audit: Some(audit),
             broker: Some(broker),
+            tasks: Some(tasks),
         })
     }
 }
@@ -148,7 +155,14 @@ impl Application {
     /// set) and binds the listener (port 0 picks a free port).
     pub async fn build(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let governance = Governance::build(config, shutdown.clone()).await?;
-        let mut app = Application::with_gate(config, governance.gate.clone(), shutdown).await?;
+        let mut app =
+            Application::with_gate(config, governance.gate.clone(), shutdown.clone()).await?;
+        if let Some(tasks) = governance.tasks {
+            app.gateway
+                .enable_tasks(tasks, shutdown)
+                .await
+                .context("tasks")?;
+        }
         app.router = app.router.merge(governance.routes);
         Ok(app)
     }

@@ -24,6 +24,7 @@ mod query;
 mod verify;
 
 pub use chain::GENESIS_HASH;
+pub(crate) use chain::format_timestamp;
 pub use http::auditor_router;
 pub use query::{Filter, Format, MAX_LIMIT, render};
 pub use verify::{Breach, Checkpoint, VerifyReport, checkpoint, verify};
