@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub struct PolicyGate {
@@ -33,6 +34,8 @@ pub struct PolicyGate {
     running: Mutex<HashMap<Uuid, Approval>>,
     /// Calls waiting for a human, by call id: the approval each waits on.
     waiting: Mutex<HashMap<Uuid, Uuid>>,
+    /// Cancelled when the gateway stops: the calls it drops then were not withdrawn by agents.
+    shutdown: CancellationToken,
 }
 
 impl PolicyGate {
@@ -41,8 +44,10 @@ impl PolicyGate {
         audit: AuditLog,
         broker: Arc<Broker>,
         max_hold: Option<std::time::Duration>,
+        shutdown: CancellationToken,
     ) -> Self {
         PolicyGate {
+            shutdown,
             policies,
             audit,
             broker,
@@ -121,6 +126,11 @@ impl CallGate for PolicyGate {
             let Some(approval) = self.stop_waiting(call.id) else {
                 return;
             };
+            if self.shutdown.is_cancelled() {
+                // The gateway is going down, not the agent: the approval stays pending for a
+                // retry (or a task) to pick up after the restart.
+                return;
+            }
             let others = self
                 .waiting
                 .lock()

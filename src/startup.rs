@@ -132,6 +132,7 @@ impl Governance {
             audit.clone(),
             broker.clone(),
             config.approvals.max_hold_secs.map(Duration::from_secs),
+            shutdown,
         ));
         Ok(Governance {
             gate,

@@ -5,6 +5,7 @@ mod support;
 mod approvals;
 mod bad_input;
 mod conformance;
+mod long_waits;
 mod peers;
 mod stdio_front;
 mod telemetry;
