@@ -144,6 +144,36 @@ impl Governance {
     }
 }
 
+impl Governance {
+    /// Takes over what a stopped gateway left: its tasks (resumed, or ambiguous when their
+    /// call had gone out; first, so they are not counted twice), then its other calls whose end
+    /// was never recorded (ambiguous). Both go on in the background until `shutdown`.
+    pub async fn take_over(
+        &self,
+        gateway: &Arc<Gateway>,
+        config: &Config,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        if let Some(tasks) = &self.tasks {
+            let tasks = tasks.clone();
+            gateway
+                .enable_tasks(tasks, shutdown.clone())
+                .await
+                .context("tasks")?;
+        }
+        if let Some(audit) = &self.audit {
+            let longest = config
+                .upstreams
+                .iter()
+                .map(|u| u.timeout())
+                .max()
+                .unwrap_or_default();
+            audit.spawn_unfinished_scan(longest, shutdown);
+        }
+        Ok(())
+    }
+}
+
 /// The HTTP gateway: a bound listener and the router behind it.
 pub struct Application {
     listener: TcpListener,
@@ -158,12 +188,7 @@ impl Application {
         let governance = Governance::build(config, shutdown.clone()).await?;
         let mut app =
             Application::with_gate(config, governance.gate.clone(), shutdown.clone()).await?;
-        if let Some(tasks) = governance.tasks {
-            app.gateway
-                .enable_tasks(tasks, shutdown)
-                .await
-                .context("tasks")?;
-        }
+        governance.take_over(&app.gateway, config, shutdown).await?;
         app.router = app.router.merge(governance.routes);
         Ok(app)
     }

@@ -141,12 +141,18 @@ async fn task_until(gw: &TestGateway, task: &str, done: impl Fn(&Value) -> bool)
     panic!("task {task} never got there: {}", task_get(gw, task).await);
 }
 
-/// The one approval in `status` (bounded wait).
+/// The first approval in `status` (bounded wait).
 async fn approval(gw: &TestGateway, status: &str) -> Value {
+    approval_of(gw, status, "").await
+}
+
+/// The first approval in `status` for `tool` (any tool when empty; bounded wait).
+async fn approval_of(gw: &TestGateway, status: &str, tool: &str) -> Value {
     for _ in 0..600 {
         let url = format!("http://{}/approvals?status={status}", gw.addr);
         let (_, list) = api(reqwest::Method::GET, url, "bob", None).await;
-        if let Some(first) = list.as_array().and_then(|l| l.first()) {
+        let mut matching = list.as_array().into_iter().flatten();
+        if let Some(first) = matching.find(|a| tool.is_empty() || a["tool"] == tool) {
             return first.clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -565,7 +571,34 @@ async fn kill_9_loses_nothing_and_runs_nothing_twice() {
             .is_some_and(|m| m == "running" || m.starts_with("step"))
     })
     .await;
+    // And a call held the plain way (no task), approved and running.
+    let held = {
+        let gw = support::external_gateway(first.gw.addr);
+        let params = json!({"name": "echo__slow_count", "arguments": {"n": 50}});
+        tokio::spawn(async move { modern(&gw, "agent-key", "tools/call", params, false).await })
+    };
+    let held_approval = approval_of(&first.gw, "pending", "slow_count").await;
+    let held_call = held_approval["call_id"].as_str().unwrap().to_owned();
+    vote(
+        &first.gw,
+        held_approval["id"].as_str().unwrap(),
+        "bob",
+        true,
+        None,
+    )
+    .await;
+    for _ in 0..200 {
+        if story(&first.gw, &held_call)
+            .await
+            .iter()
+            .any(|k| k == "call.forwarded")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     first.kill_9().await;
+    held.abort();
 
     let second = Process::start(&db, policies.path(), dir.path()).await;
     // The call that had gone out is ambiguous: reported, recorded, never run again.
@@ -587,6 +620,18 @@ async fn kill_9_loses_nothing_and_runs_nothing_twice() {
     assert_eq!(count(&kinds, "call.forwarded"), 1, "{kinds:?}");
     assert_eq!(count(&kinds, "call.ambiguous"), 1, "{kinds:?}");
     assert_eq!(count(&kinds, "call.completed"), 0, "{kinds:?}");
+
+    // So is the plain call that was running: found by the start-up scan.
+    let mut kinds = Vec::new();
+    for _ in 0..200 {
+        kinds = story(&second.gw, &held_call).await;
+        if kinds.iter().any(|k| k == "call.ambiguous") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&kinds, "call.forwarded"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, "call.ambiguous"), 1, "{kinds:?}");
 
     // The task still waiting resumes: approved after the restart, it runs once.
     assert_eq!(task_get(&second.gw, &waiting).await["status"], "working");

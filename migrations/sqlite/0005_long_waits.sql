@@ -29,3 +29,10 @@ create table tasks (
 
 create index tasks_orphans on tasks (status, lease_until);
 create index tasks_agent on tasks (agent, created_at);
+
+-- Bookkeeping of background scans over the audit log (e.g. how far the search for calls whose
+-- end was never recorded has got), so that each event is looked at once.
+create table audit_marks (
+    name   text primary key,
+    value  bigint not null
+);
