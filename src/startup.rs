@@ -119,6 +119,7 @@ impl Governance {
             Arc::new(Directory::new(&config.approvers)),
             crate::chat::backends(config)?,
         );
+        broker.set_progress_every(Duration::from_secs(config.approvals.progress_secs));
         broker.spawn_watch(shutdown.clone());
         let mut routes = crate::approval::http::router(broker.clone()).merge(
             crate::audit::auditor_router(audit.clone(), &config.auditors),

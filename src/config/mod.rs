@@ -58,6 +58,14 @@ pub struct ApprovalsConfig {
     /// for less). Default: one day.
     #[serde(default = "default_task_ttl_secs")]
     pub task_ttl_secs: u64,
+    /// How often a held call reports progress to its client (seconds; keep it under the
+    /// clients' request timeouts). Default: 10.
+    #[serde(default = "default_progress_secs")]
+    pub progress_secs: u64,
+}
+
+fn default_progress_secs() -> u64 {
+    10
 }
 
 fn default_task_ttl_secs() -> u64 {
@@ -69,6 +77,7 @@ impl Default for ApprovalsConfig {
         ApprovalsConfig {
             max_hold_secs: None,
             task_ttl_secs: default_task_ttl_secs(),
+            progress_secs: default_progress_secs(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! approvals pending and calls running.
 
 use crate::approvals::{api, story, text, vote};
+use crate::peers::{Sdk, run_client};
 use crate::support::{self, Backend, TestDb, TestGateway, modern_meta, post};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -28,6 +29,11 @@ rules:
 /// The gateway's configuration over `db`, with agents `agent-1` (key `agent-key`) and `agent-2`
 /// (`other-key`), approver bob and auditor audrey.
 fn config(db: &TestDb, policies: &std::path::Path, listen: &str) -> String {
+    config_with(db, policies, listen, "")
+}
+
+/// The same configuration with extra top-level YAML.
+fn config_with(db: &TestDb, policies: &std::path::Path, listen: &str, extra: &str) -> String {
     let hash = countersign::auth::hash_key;
     format!(
         "server: {{listen: '{listen}'}}
@@ -43,6 +49,7 @@ approvers:
   - {{id: bob, token_sha256: {bob}}}
 auditors:
   - {{id: audrey, token_sha256: {audrey}}}
+{extra}
 ",
         db = db.url,
         policies = policies.display(),
@@ -649,4 +656,85 @@ async fn kill_9_loses_nothing_and_runs_nothing_twice() {
     assert_eq!(count(&kinds, "call.forwarded"), 1, "{kinds:?}");
     assert_eq!(count(&kinds, "call.completed"), 1, "{kinds:?}");
     second.kill_9().await;
+}
+
+/// A gateway with extra configuration, over a fresh SQLite database.
+async fn setup_with(extra: &str) -> (TestDb, tempfile::TempDir, TestGateway) {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = policy_dir();
+    let gw = support::spawn_gateway(&config_with(&db, dir.path(), "127.0.0.1:0", extra)).await;
+    (db, dir, gw)
+}
+
+/// Approves the first pending approval as bob after `after`.
+fn approve_later(gw: &TestGateway, after: Duration) -> tokio::task::JoinHandle<Value> {
+    let gw = support::external_gateway(gw.addr);
+    tokio::spawn(async move {
+        let pending = approval(&gw, "pending").await;
+        tokio::time::sleep(after).await;
+        vote(&gw, pending["id"].as_str().unwrap(), "bob", true, None).await;
+        pending
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_waits_past_its_timeout_on_progress() {
+    let (_db, _dir, gw) = setup_with("approvals: {progress_secs: 1}").await;
+    let approver = approve_later(&gw, Duration::from_secs(5));
+    // The SDK gives up after 3 s without news; progress every second keeps it waiting.
+    let steps = json!([{"op": "call_tool", "name": "echo__delete_record", "args": {"record_id": "ts1"},
+                        "request_timeout_s": 3, "reset_on_progress": true, "timeout_s": 30}]);
+    let run = run_client(
+        Sdk::TypeScript,
+        &gw.url,
+        "2026-07-28",
+        &steps,
+        Some("agent-key"),
+    )
+    .await;
+    let step = run.step(0);
+    assert_eq!(step["ok"], true, "{}", run.report);
+    assert_eq!(step["text"], "deleted ts1", "{}", run.report);
+    assert!(
+        step["progress"].as_array().unwrap().len() >= 3,
+        "{}",
+        run.report
+    );
+    let pending = approver.await.unwrap();
+    let kinds = story(&gw, pending["call_id"].as_str().unwrap()).await;
+    assert_eq!(count(&kinds, "call.forwarded"), 1, "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_retries_and_joins_the_approval() {
+    let (_db, _dir, gw) = setup_with("approvals: {max_hold_secs: 2}").await;
+    let approver = approve_later(&gw, Duration::from_millis(2500));
+    let call = json!({"op": "call_tool", "name": "echo__delete_record", "args": {"record_id": "py1"}, "read_timeout_s": 10});
+    let steps = json!([call, {"op": "sleep", "ms": 3000}, call]);
+    let run = run_client(Sdk::Python, &gw.url, "auto", &steps, Some("agent-key")).await;
+    let (held, retried) = (run.step(0), run.step(2));
+    assert_eq!(held["is_error"], true, "{}", run.report);
+    assert!(
+        held["text"].as_str().unwrap().contains("still pending"),
+        "{}",
+        run.report
+    );
+    assert_eq!(retried["text"], "deleted py1", "{}", run.report);
+    let pending = approver.await.unwrap();
+    assert!(
+        held["text"]
+            .as_str()
+            .unwrap()
+            .contains(pending["id"].as_str().unwrap())
+    );
+    let url = format!("http://{}/approvals", gw.addr);
+    let (_, all) = api(reqwest::Method::GET, url, "bob", None).await;
+    assert_eq!(all.as_array().unwrap().len(), 1, "the retry joined: {all}");
+    // The first call was refused; the retry used the grant and ran once.
+    let first = story(&gw, pending["call_id"].as_str().unwrap()).await;
+    assert_eq!(count(&first, "call.forwarded"), 0, "{first:?}");
+    let retry = all[0]["consumed_by"].as_str().expect("the grant was used");
+    let kinds = story(&gw, retry).await;
+    assert_eq!(count(&kinds, "call.forwarded"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, "call.completed"), 1, "{kinds:?}");
 }

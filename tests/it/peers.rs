@@ -23,20 +23,20 @@ fn filesystem_js() -> PathBuf {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Sdk {
+pub(crate) enum Sdk {
     Python,
     TypeScript,
 }
 
 /// What one client run produced.
-struct ClientRun {
-    report: Value,
+pub(crate) struct ClientRun {
+    pub(crate) report: Value,
     exit: Option<i32>,
     stderr: String,
 }
 
 impl ClientRun {
-    fn step(&self, i: usize) -> &Value {
+    pub(crate) fn step(&self, i: usize) -> &Value {
         &self.report["steps"][i]
     }
 
@@ -59,7 +59,7 @@ fn tail(s: &str, n: usize) -> &str {
 }
 
 /// Runs a scripted client against `target` and returns its JSON report.
-async fn run_client(
+pub(crate) async fn run_client(
     sdk: Sdk,
     target: &str,
     mode: &str,
