@@ -289,7 +289,8 @@ impl Broker {
 
     /// Why `ballot` may not count, if it may not. The agent never approves its own call; the
     /// human behind it only when the policy allows; others only when the policy names them.
-    fn refusal(&self, approval: &Approval, ballot: &Ballot) -> Option<String> {
+    /// (Public so a chat backend can check before asking the voter for more, e.g. a reason.)
+    pub fn refusal(&self, approval: &Approval, ballot: &Ballot) -> Option<String> {
         let who = ballot.approver.as_str();
         if who == approval.agent {
             return Some("the requesting agent cannot vote on its own call".into());
@@ -406,6 +407,32 @@ impl Broker {
                 "approval_id": approval.id, "who": sighting.who, "source": sighting.source,
                 "how": sighting.how, "evidence": sighting.evidence,
             }),
+        };
+        self.audit.append(event).await?;
+        Ok(())
+    }
+
+    /// Records a vote attempt a chat backend refused before it reached the ballot box (a forged
+    /// or replayed token, a bad signature, a click on the wrong post): `approval.vote` with
+    /// result `rejected`.
+    pub async fn rejected(
+        &self,
+        approval: &Approval,
+        source: &str,
+        who: &str,
+        why: &str,
+        evidence: Value,
+    ) -> Result<(), BrokerError> {
+        let payload = json!({
+            "approval_id": approval.id, "approver": who, "source": source, "evidence": evidence,
+            "result": {"result": "rejected", "why": why},
+            "agent": approval.agent, "server": approval.server, "tool": approval.tool,
+        });
+        let event = NewEvent {
+            call_id: Some(approval.call_id),
+            kind: EventKind::ApprovalVote,
+            actor: who.to_owned(),
+            payload,
         };
         self.audit.append(event).await?;
         Ok(())

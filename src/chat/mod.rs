@@ -11,6 +11,8 @@
 //! broker ◀──────────── vote / seen ──────────────── backend ◀── click, reaction, reply
 //! ```
 
+pub mod mattermost;
+
 use crate::approval::{Approval, Broker};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -95,12 +97,19 @@ pub trait ChatBackend: Send + Sync + 'static {
 /// The `chat:` section of the configuration: one entry per backend in use.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChatConfig {}
+pub struct ChatConfig {
+    /// A Mattermost server and bot (see `mattermost::MattermostConfig`).
+    #[serde(default)]
+    pub mattermost: Option<mattermost::MattermostConfig>,
+}
 
 /// The configured backends, ready to post.
 pub fn backends(config: &crate::config::Config) -> anyhow::Result<Vec<Arc<dyn ChatBackend>>> {
-    let ChatConfig {} = &config.chat;
-    Ok(Vec::new())
+    let mut configured: Vec<Arc<dyn ChatBackend>> = Vec::new();
+    if let Some(mm) = &config.chat.mattermost {
+        configured.push(Arc::new(mattermost::Mattermost::new(config, mm)?));
+    }
+    Ok(configured)
 }
 
 /// `countersign chat test NAME`: checks one configured backend against its server and says

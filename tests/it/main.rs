@@ -6,6 +6,7 @@ mod approvals;
 mod bad_input;
 mod conformance;
 mod long_waits;
+mod mattermost;
 mod peers;
 mod stdio_front;
 mod telemetry;

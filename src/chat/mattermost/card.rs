@@ -1,0 +1,205 @@
+//! The approval card: the post's `message` and `props` for each state of an approval.
+//!
+//! While pending the card carries Approve / Deny buttons (attachment actions) whose context holds
+//! single-use tokens; once decided it shows the outcome and has no actions, so the buttons are
+//! gone. Click answers (`update`) and later edits (`/patch`) both send the whole card, because
+//! Mattermost replaces `props` as a whole and blanks a missing `message`.
+
+use super::store::Tokens;
+use crate::approval::{Approval, Status};
+use serde_json::{Value, json};
+
+/// Longest string value shown on a card; longer ones are cut.
+const MAX_VALUE_CHARS: usize = 200;
+/// Longest arguments block shown on a card.
+const MAX_ARGUMENTS_CHARS: usize = 3_000;
+
+/// Everything a card shows besides the approval itself.
+pub struct View<'a> {
+    pub approval: &'a Approval,
+    /// Approvers who approved so far, as shown (`@alice`).
+    pub approved_by: Vec<String>,
+    /// Who decided, as shown.
+    pub decided_by: Option<String>,
+    /// While pending: the click URL and this rendering's tokens.
+    pub buttons: Option<(&'a str, &'a Tokens)>,
+}
+
+/// `{"message": …, "props": …}` for the card in its current state.
+pub fn render(view: &View) -> Value {
+    let a = view.approval;
+    let mut message = String::new();
+    if let Some(label) = &a.spec.classification {
+        message.push_str(&format!("**{}**\n", label.to_uppercase()));
+    }
+    message.push_str(&headline(view));
+    let mut fields = vec![
+        field("Tool", &format!("`{}`", a.tool), true),
+        field("Server", &format!("`{}`", a.server), true),
+        field("Agent", &format!("`{}`", a.agent), true),
+        field(
+            "On behalf of",
+            a.on_behalf_of.as_deref().unwrap_or("unknown"),
+            true,
+        ),
+        field("Rule", &format!("`{}`", a.rule), true),
+        field("Expires", &utc(a.expires_at), true),
+        field(
+            "Approvals",
+            &progress(view.approved_by.len(), a.spec.quorum, &view.approved_by),
+            true,
+        ),
+        field("Request", &a.id.to_string(), true),
+    ];
+    if let Some(label) = &a.spec.classification {
+        fields.insert(0, field("Classification", label, true));
+    }
+    if a.status != Status::Pending {
+        fields.push(field("Decision", &decision_line(view), false));
+    }
+    let mut attachment = json!({
+        "fallback": format!("Approval request {} for {}", a.id, a.tool),
+        "color": color(a.status),
+        "title": format!("{}__{}", a.server, a.tool),
+        "text": arguments_block(&a.arguments),
+        "fields": fields,
+    });
+    if let (Status::Pending, Some((url, tokens))) = (a.status, view.buttons) {
+        attachment["actions"] = json!([
+            action("approve", "Approve", "success", url, a, &tokens.approve),
+            action("deny", "Deny", "danger", url, a, &tokens.deny),
+        ]);
+    }
+    json!({"message": message, "props": {"attachments": [attachment]}})
+}
+
+fn headline(view: &View) -> String {
+    let a = view.approval;
+    match a.status {
+        Status::Pending => format!(
+            "#### :lock: Tool call needs approval\n`{}__{}` requested by agent `{}`",
+            a.server, a.tool, a.agent
+        ),
+        _ => format!("#### {}", decision_line(view)),
+    }
+}
+
+/// "Approved by @bob, @carol at …", "Denied by @bob at …: reason", "Expired at …: not run".
+fn decision_line(view: &View) -> String {
+    let a = view.approval;
+    let when = a.decided_at.map(utc).unwrap_or_default();
+    let by = view.decided_by.as_deref().unwrap_or("countersign");
+    match a.status {
+        Status::Pending => String::new(),
+        Status::Approved => {
+            let who = if view.approved_by.is_empty() {
+                by.to_owned()
+            } else {
+                view.approved_by.join(", ")
+            };
+            format!(":white_check_mark: Approved by {who} at {when}")
+        }
+        Status::Denied => format!(
+            ":no_entry: Denied by {by} at {when}{}",
+            reason_suffix(a.reason.as_deref())
+        ),
+        Status::Expired => format!(":hourglass: Expired at {when}: not run"),
+        Status::Cancelled => format!(
+            ":heavy_multiplication_x: Cancelled at {when}{}",
+            reason_suffix(a.reason.as_deref())
+        ),
+    }
+}
+
+fn reason_suffix(reason: Option<&str>) -> String {
+    reason
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| format!(": {}", one_line(r)))
+        .unwrap_or_default()
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn progress(approvals: usize, quorum: u32, who: &[String]) -> String {
+    if who.is_empty() {
+        format!("{approvals} of {quorum}")
+    } else {
+        format!("{approvals} of {quorum} ({})", who.join(", "))
+    }
+}
+
+fn color(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "#FFA500",
+        Status::Approved => "#2E7D32",
+        Status::Denied | Status::Cancelled => "#C62828",
+        Status::Expired => "#757575",
+    }
+}
+
+fn field(title: &str, value: &str, short: bool) -> Value {
+    json!({"short": short, "title": title, "value": value})
+}
+
+fn action(id: &str, name: &str, style: &str, url: &str, a: &Approval, token: &str) -> Value {
+    json!({
+        "id": id, "type": "button", "name": name, "style": style,
+        "integration": {"url": url, "context": {
+            "v": 1, "request_id": a.id.to_string(), "decision": id, "token": token,
+        }},
+    })
+}
+
+/// The (already redacted) arguments as pretty JSON in a code block; long strings and a long
+/// block are cut, and backtick runs cannot close the block.
+pub fn arguments_block(arguments: &Value) -> String {
+    let shown = serde_json::to_string_pretty(&cut_values(arguments)).unwrap_or_default();
+    let mut shown = shown.replace("```", "`\u{200b}``");
+    if shown.chars().count() > MAX_ARGUMENTS_CHARS {
+        shown = shown.chars().take(MAX_ARGUMENTS_CHARS).collect();
+        shown.push_str("\n… (cut)");
+    }
+    format!("```json\n{shown}\n```")
+}
+
+fn cut_values(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.chars().count() > MAX_VALUE_CHARS => {
+            let kept: String = s.chars().take(MAX_VALUE_CHARS).collect();
+            let left = s.chars().count() - MAX_VALUE_CHARS;
+            Value::String(format!("{kept}… ({left} more characters)"))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(cut_values).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), cut_values(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Unix milliseconds as `2026-11-24 20:00:05 UTC`.
+pub fn utc(ms: i64) -> String {
+    let stamp = crate::audit::format_timestamp(ms * 1000);
+    format!("{} {} UTC", &stamp[..10], &stamp[11..19])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_and_backticks_cannot_close_the_block() {
+        let block = arguments_block(&json!({"sql": "x".repeat(500), "note": "```rm```"}));
+        assert!(block.contains("(300 more characters)"), "{block}");
+        assert_eq!(block.matches("```").count(), 2, "{block}");
+    }
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(utc(1_795_549_543_394), "2026-11-24 19:45:43 UTC");
+    }
+}
