@@ -11,6 +11,13 @@
 //! broker ◀──────────── vote / seen ──────────────── backend ◀── click, reaction, reply
 //! ```
 
+pub mod card;
+pub mod db;
+pub mod matrix;
+pub mod retry;
+pub mod slack;
+pub mod webhook;
+
 use crate::approval::{Approval, Broker};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -95,12 +102,34 @@ pub trait ChatBackend: Send + Sync + 'static {
 /// The `chat:` section of the configuration: one entry per backend in use.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChatConfig {}
+pub struct ChatConfig {
+    #[serde(default)]
+    pub matrix: Option<matrix::MatrixConfig>,
+    #[serde(default)]
+    pub slack: Option<slack::SlackConfig>,
+    #[serde(default)]
+    pub webhook: Option<webhook::WebhookConfig>,
+}
 
 /// The configured backends, ready to post.
 pub fn backends(config: &crate::config::Config) -> anyhow::Result<Vec<Arc<dyn ChatBackend>>> {
-    let ChatConfig {} = &config.chat;
-    Ok(Vec::new())
+    let ChatConfig {
+        matrix,
+        slack,
+        webhook,
+    } = &config.chat;
+    let mut backends: Vec<Arc<dyn ChatBackend>> = Vec::new();
+    let database = &config.database.url;
+    if let Some(matrix) = matrix {
+        backends.push(Arc::new(matrix::Matrix::new(matrix.clone(), database)));
+    }
+    if let Some(slack) = slack {
+        backends.push(Arc::new(slack::Slack::new(slack.clone(), database)));
+    }
+    if let Some(webhook) = webhook {
+        backends.push(Arc::new(webhook::Webhook::new(webhook.clone())));
+    }
+    Ok(backends)
 }
 
 /// `countersign chat test NAME`: checks one configured backend against its server and says
