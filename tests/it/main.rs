@@ -4,7 +4,10 @@ mod support;
 
 mod approvals;
 mod bad_input;
+mod chat_gateway;
 mod conformance;
+mod matrix;
 mod peers;
 mod stdio_front;
+mod synapse;
 mod telemetry;
