@@ -8,6 +8,8 @@ mod chat_gateway;
 mod conformance;
 mod matrix;
 mod peers;
+mod slack;
 mod stdio_front;
 mod synapse;
 mod telemetry;
+mod webhook;
