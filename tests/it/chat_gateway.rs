@@ -239,3 +239,27 @@ pub async fn wait_audit(
     }
     panic!("the expected audit event never came: {events:#?}");
 }
+
+/// Runs `countersign chat test BACKEND` with a configuration holding `chat` (the `chat:`
+/// section's body) and extra environment variables; returns the exit status and stdout.
+pub async fn chat_test(backend: &str, chat: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("cs.db").display());
+    let yaml = format!(
+        "database: {{url: '{db}'}}\nupstreams: [{{name: echo, stdio: {{command: 'true'}}}}]\nserver: {{allow_anonymous: true}}\nchat:\n{chat}\n"
+    );
+    let config = dir.path().join("countersign.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["chat", "test", backend, "--config"])
+        .arg(&config)
+        .envs(env.iter().copied())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("chat test ends in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), format!("{stdout}{stderr}"))
+}

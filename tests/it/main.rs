@@ -5,6 +5,7 @@ mod support;
 mod approvals;
 mod bad_input;
 mod chat_gateway;
+mod chat_table;
 mod conformance;
 mod matrix;
 mod peers;

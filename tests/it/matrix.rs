@@ -379,3 +379,44 @@ async fn an_encrypted_room_is_refused_and_the_call_fails_closed() {
         .any(|e| e["type"] == "m.room.message" || e["type"] == "m.room.encrypted");
     assert!(!posted, "nothing was posted into the encrypted room");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_test_checks_the_token_the_room_and_encryption() {
+    let world = World::new().await;
+    // The token comes from the environment, as secrets should.
+    let chat = format!(
+        "  matrix: {{homeserver: '{}', room: '{}'}}",
+        synapse().url,
+        world.room
+    );
+    let token = [(
+        "COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN",
+        world.bot.token.as_str(),
+    )];
+    let (ok, out) = cg::chat_test("matrix", &chat, &token).await;
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("ok  ").count(), 3, "{out}");
+    let (ok, out) = cg::chat_test(
+        "matrix",
+        &chat,
+        &[("COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN", "wrong")],
+    )
+    .await;
+    assert!(
+        !ok && out.contains("FAIL homeserver") && out.contains("fix: check chat.matrix.homeserver"),
+        "{out}"
+    );
+    let encrypted = World::with_room(true).await;
+    let chat = encrypted.chat();
+    let (ok, out) = cg::chat_test("matrix", &chat, &[]).await;
+    assert!(!ok && out.contains("is end-to-end encrypted"), "{out}");
+}
+
+#[test]
+fn the_shared_synapse_runs_on_loopback_as_our_child() {
+    let synapse = synapse();
+    assert!(synapse.url.starts_with("http://127.0.0.1:"));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", synapse.pid)).expect("running");
+    assert!(String::from_utf8_lossy(&cmdline).contains("tests/peers/synapse/run.py"));
+    assert!(synapse.ready_after_ms < 60_000);
+}

@@ -315,3 +315,25 @@ async fn a_refused_bot_token_fails_the_call_closed() {
     let text = cg::answer(agent).await;
     assert!(text.contains("invalid_auth"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_test_checks_the_token_and_the_channel() {
+    let stub = SlackStub::start().await;
+    let (ok, out) = cg::chat_test("slack", &stub.chat(), &[]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ok   the bot can see channel C0APPROVALS"),
+        "{out}"
+    );
+    let elsewhere = stub.chat().replace(CHANNEL, "C0NOWHERE");
+    let (ok, out) = cg::chat_test("slack", &elsewhere, &[]).await;
+    assert!(
+        !ok && out.contains("channel_not_found") && out.contains("fix: invite the app"),
+        "{out}"
+    );
+    let (ok, out) = cg::chat_test("matrix", &stub.chat(), &[]).await;
+    assert!(
+        !ok && out.contains("no chat backend \"matrix\" is configured (configured: slack)"),
+        "{out}"
+    );
+}
