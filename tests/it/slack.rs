@@ -14,16 +14,19 @@ use std::time::Duration;
 pub const SIGNING_SECRET: &str = "test-slack-signing-secret";
 pub const CHANNEL: &str = "C0APPROVALS";
 
+/// Every Web API call the stub received: (method, JSON body).
+type Calls = Arc<Mutex<Vec<(String, Value)>>>;
+
 /// A Slack Web API stub on a free loopback port: records every call, answers like Slack.
 #[derive(Clone)]
 pub struct SlackStub {
     pub url: String,
-    calls: Arc<Mutex<Vec<(String, Value)>>>,
+    calls: Calls,
 }
 
 impl SlackStub {
     pub async fn start() -> SlackStub {
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let calls = Calls::default();
         let app = axum::Router::new()
             .route("/api/{method}", post(web_api))
             .with_state(calls.clone());
@@ -89,7 +92,7 @@ impl SlackStub {
 }
 
 async fn web_api(
-    State(calls): State<Arc<Mutex<Vec<(String, Value)>>>>,
+    State(calls): State<Calls>,
     Path(method): Path<String>,
     headers: axum::http::HeaderMap,
     axum::Json(mut body): axum::Json<Value>,

@@ -12,6 +12,12 @@ const CALL_LIMIT: Duration = Duration::from_secs(30);
 pub enum MatrixError {
     #[error("homeserver URL is not usable: {0}")]
     BadHomeserver(String),
+    /// Countersign will not use an end-to-end encrypted room: it cannot read or write it.
+    #[error("room {0} is end-to-end encrypted; Countersign needs an unencrypted room")]
+    EncryptedRoom(String),
+    /// The backend's own database (card ids, sync position) is unavailable.
+    #[error("{0}")]
+    Database(String),
     #[error("cannot reach the homeserver: {0}")]
     Transport(#[from] reqwest::Error),
     /// The homeserver answered with an error (`errcode` as Matrix names it).
@@ -27,7 +33,8 @@ impl crate::chat::retry::Retryable for MatrixError {
     /// True when retrying cannot help (bad token, no access, bad request).
     fn is_refusal(&self) -> bool {
         match self {
-            MatrixError::BadHomeserver(_) => true,
+            MatrixError::BadHomeserver(_) | MatrixError::EncryptedRoom(_) => true,
+            MatrixError::Database(_) => false,
             MatrixError::Status { status, .. } => (400..500).contains(status) && *status != 429,
             MatrixError::Transport(_) => false,
         }

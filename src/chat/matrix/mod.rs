@@ -76,15 +76,7 @@ impl Matrix {
     async fn prepare(&self) -> Result<(String, &Db), MatrixError> {
         let bot = self.bot().await?.to_owned();
         self.ensure_room(&self.config.room).await?;
-        let db = self
-            .db
-            .get(BACKEND)
-            .await
-            .map_err(|e| MatrixError::Status {
-                status: 503,
-                errcode: "COUNTERSIGN_DB".into(),
-                message: e.to_string(),
-            })?;
+        let db = self.db.get(BACKEND).await.map_err(db_down)?;
         Ok((bot, db))
     }
 
@@ -101,13 +93,7 @@ impl Matrix {
         }
         self.client.join(room).await?;
         if self.client.is_encrypted(room).await? {
-            return Err(MatrixError::Status {
-                status: 400,
-                errcode: "COUNTERSIGN_ENCRYPTED_ROOM".into(),
-                message: format!(
-                    "room {room} is end-to-end encrypted; Countersign needs an unencrypted room"
-                ),
-            });
+            return Err(MatrixError::EncryptedRoom(room.to_owned()));
         }
         self.ready_rooms
             .lock()
@@ -233,11 +219,7 @@ fn check<E: std::fmt::Display>(what: String, result: Result<(), E>, fix: &str) -
 }
 
 fn db_down(e: ChatError) -> MatrixError {
-    MatrixError::Status {
-        status: 503,
-        errcode: "COUNTERSIGN_DB".into(),
-        message: e.to_string(),
-    }
+    MatrixError::Database(e.to_string())
 }
 
 fn chat_error(e: MatrixError) -> ChatError {

@@ -110,15 +110,13 @@ impl Handler<'_> {
                     tracing::warn!(room = %room, error = %e, "matrix: could not handle an event");
                 }
             }
-            for event in joined["ephemeral"]["events"]
+            let ephemeral = joined["ephemeral"]["events"]
                 .as_array()
                 .into_iter()
-                .flatten()
-            {
-                if event["type"] == "m.receipt" {
-                    if let Err(e) = self.receipts(room, &event["content"]).await {
-                        tracing::warn!(room = %room, error = %e, "matrix: could not record receipts");
-                    }
+                .flatten();
+            for event in ephemeral.filter(|e| e["type"] == "m.receipt") {
+                if let Err(e) = self.receipts(room, &event["content"]).await {
+                    tracing::warn!(room = %room, error = %e, "matrix: could not record receipts");
                 }
             }
         }
