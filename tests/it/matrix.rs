@@ -420,3 +420,31 @@ fn the_shared_synapse_runs_on_loopback_as_our_child() {
     assert!(String::from_utf8_lossy(&cmdline).contains("tests/peers/synapse/run.py"));
     assert!(synapse.ready_after_ms < 60_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_buried_under_chatter_while_down_is_still_read() {
+    let world = World::new().await;
+    let setting = Setting::new().await;
+    let gw = world.gateway(&setting).await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r9").await;
+    let carol = world.user("carol");
+    let card = carol.card(&world.room, &id(&approval)).await;
+    carol.read_receipt(&world.room, &card).await;
+    cg::wait_audit(&gw, approval["call_id"].as_str().unwrap(), |e| {
+        e["payload"]["how"] == "read_receipt"
+    })
+    .await;
+    drop(gw);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    // More events than one sync returns (100) arrive after carol's answer.
+    carol.react(&world.room, &card, "✅").await;
+    for n in 0..120 {
+        world
+            .mallory
+            .say(&world.room, &format!("chatter {n}"))
+            .await;
+    }
+    let gw = world.gateway(&setting).await;
+    let decided = cg::wait_status(&gw, &id(&approval), "approved").await;
+    assert_eq!(decided["decided_by"], "carol");
+}

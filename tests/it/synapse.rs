@@ -225,6 +225,12 @@ impl MatrixUser {
         self.send(room, "m.reaction", content).await
     }
 
+    /// A plain message.
+    pub async fn say(&self, room: &str, body: &str) -> String {
+        let content = json!({"msgtype": "m.text", "body": body});
+        self.send(room, "m.room.message", content).await
+    }
+
     /// A rich reply (`m.in_reply_to`) to `event`.
     pub async fn reply(&self, room: &str, event: &str, body: &str) -> String {
         let content = json!({"msgtype": "m.text", "body": body,

@@ -137,6 +137,18 @@ impl MatrixClient {
         Ok(url)
     }
 
+    /// One page of a room's events going forward from `from` (a `/sync` token) up to `to`.
+    pub async fn messages_between(
+        &self,
+        room: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Value, MatrixError> {
+        let url = self.url(&["rooms", room, "messages"])?;
+        let query = [("dir", "f"), ("from", from), ("to", to), ("limit", "100")];
+        self.get(url, &query).await
+    }
+
     async fn get(&self, url: reqwest::Url, query: &[(&str, &str)]) -> Result<Value, MatrixError> {
         self.get_within(url, query, CALL_LIMIT).await
     }

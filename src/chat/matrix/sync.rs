@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 const BACKEND: &str = "matrix";
 /// Longest pause between attempts while the homeserver is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Most pages of missed events fetched for one room after a gap (100 events a page).
+const MAX_GAP_PAGES: usize = 50;
 
 /// What an approver said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +51,7 @@ pub async fn run(
     });
     tracing::info!(bot = %bot, resumed = since.is_some(), "matrix: sync loop started");
     let handler = Handler {
+        matrix: &matrix,
         broker: &broker,
         db,
         bot: &bot,
@@ -61,7 +64,7 @@ pub async fn run(
         match batch {
             Ok(batch) => {
                 backoff = Duration::from_millis(500);
-                handler.batch(&batch).await;
+                handler.batch(&batch, since.as_deref()).await;
                 if let Some(next) = batch["next_batch"].as_str() {
                     if let Err(e) = store::save_position(db, &bot, next, now_ms()).await {
                         tracing::warn!(error = %e, "matrix: cannot store the sync position");
@@ -90,17 +93,23 @@ async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
 }
 
 struct Handler<'a> {
+    matrix: &'a Matrix,
     broker: &'a Broker,
     db: &'a Db,
     bot: &'a str,
 }
 
 impl Handler<'_> {
-    async fn batch(&self, batch: &Value) {
+    async fn batch(&self, batch: &Value, since: Option<&str>) {
         let Some(rooms) = batch["rooms"]["join"].as_object() else {
             return;
         };
         for (room, joined) in rooms {
+            let timeline = &joined["timeline"];
+            if let (Some(since), true) = (since, timeline["limited"] == true) {
+                let prev = timeline["prev_batch"].as_str().unwrap_or_default();
+                self.gap(room, since, prev).await;
+            }
             for event in joined["timeline"]["events"]
                 .as_array()
                 .into_iter()
@@ -120,6 +129,40 @@ impl Handler<'_> {
                 }
             }
         }
+    }
+
+    /// More happened in `room` than one sync returns (a long downtime): reads the events between
+    /// the stored position and the batch, so no answer is lost.
+    async fn gap(&self, room: &str, since: &str, prev_batch: &str) {
+        let mut from = since.to_owned();
+        for _ in 0..MAX_GAP_PAGES {
+            let page = match self
+                .matrix
+                .client
+                .messages_between(room, &from, prev_batch)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(room, error = %e, "matrix: could not read the missed events");
+                    return;
+                }
+            };
+            let events = page["chunk"].as_array().cloned().unwrap_or_default();
+            for event in &events {
+                if let Err(e) = self.timeline_event(room, event).await {
+                    tracing::warn!(room, error = %e, "matrix: could not handle an event");
+                }
+            }
+            match page["end"].as_str() {
+                Some(end) if !events.is_empty() && end != from => from = end.to_owned(),
+                _ => return,
+            }
+        }
+        tracing::warn!(
+            room,
+            "matrix: gave up reading missed events after {MAX_GAP_PAGES} pages"
+        );
     }
 
     /// A reaction or a reply to a card: a sighting, and a vote when a mapped approver answered.
