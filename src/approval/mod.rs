@@ -19,6 +19,8 @@ pub mod http;
 mod store;
 
 pub use directory::Directory;
+/// Approving votes counted so far (chat backends show it on decided cards).
+pub use store::count_approvals;
 pub use store::{Approval, Status};
 
 use crate::audit::{AuditLog, EventKind, NewEvent};
