@@ -42,10 +42,14 @@ pub struct Setting {
 
 impl Setting {
     pub async fn new() -> Setting {
+        Setting::on(support::Backend::Sqlite).await
+    }
+
+    pub async fn on(backend: support::Backend) -> Setting {
         let policies = tempfile::tempdir().unwrap();
         std::fs::write(policies.path().join("policy.yaml"), POLICY).unwrap();
         Setting {
-            db: TestDb::new(support::Backend::Sqlite).await,
+            db: TestDb::new(backend).await,
             policies,
         }
     }

@@ -2,7 +2,7 @@
 //! read receipts, edits, expiry, and a restart in the middle of a pending approval.
 
 use crate::chat_gateway::{self as cg, Setting};
-use crate::support::TestGateway;
+use crate::support::{Backend, TestGateway};
 use crate::synapse::{MatrixUser, synapse, unique};
 use serde_json::Value;
 use std::time::Duration;
@@ -309,9 +309,18 @@ async fn read_receipts_are_recorded_as_seen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_resumes_from_the_stored_sync_position() {
+async fn a_restart_resumes_from_the_stored_sync_position_on_sqlite() {
+    restart_resumes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_from_the_stored_sync_position_on_postgres() {
+    restart_resumes(Backend::Postgres).await;
+}
+
+async fn restart_resumes(backend: Backend) {
     let world = World::new().await;
-    let setting = Setting::new().await;
+    let setting = Setting::on(backend).await;
     let gw = world.gateway(&setting).await;
     let (agent, approval) = cg::held_delete(&gw, "two-r7").await;
     let (bob, carol) = (world.user("bob"), world.user("carol"));
@@ -447,4 +456,33 @@ async fn an_answer_buried_under_chatter_while_down_is_still_read() {
     let gw = world.gateway(&setting).await;
     let decided = cg::wait_status(&gw, &id(&approval), "approved").await;
     assert_eq!(decided["decided_by"], "carol");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_to_a_card_not_yet_stored_still_counts() {
+    let (world, setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r10").await;
+    let bob = world.user("bob");
+    let card = bob.card(&world.room, &id(&approval)).await;
+    // As if bob answered between the post and the store of its event id.
+    let db = countersign::store::connect(&setting.db.url).await.unwrap();
+    sqlx::query("delete from chat_cards")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    bob.react(&world.room, &card, "✅").await;
+    assert_eq!(cg::answer(agent).await, "deleted one-r10");
+    // A reaction to somebody else's message is never taken for an answer to a card.
+    let chatter = world.mallory.say(&world.room, "not a card").await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r11").await;
+    bob.react(&world.room, &chatter, "✅").await;
+    let card = bob.card(&world.room, &id(&approval)).await;
+    bob.read_receipt(&world.room, &card).await;
+    let call_id = approval["call_id"].as_str().unwrap();
+    let events = cg::wait_audit(&gw, call_id, |e| e["payload"]["how"] == "read_receipt").await;
+    assert!(
+        events.iter().all(|e| e["kind"] != "approval.vote"),
+        "{events:#?}"
+    );
+    drop(agent);
 }

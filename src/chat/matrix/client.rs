@@ -137,6 +137,12 @@ impl MatrixClient {
         Ok(url)
     }
 
+    /// One event of a room.
+    pub async fn event(&self, room: &str, event_id: &str) -> Result<Value, MatrixError> {
+        self.get(self.url(&["rooms", room, "event", event_id])?, &[])
+            .await
+    }
+
     /// One page of a room's events going forward from `from` (a `/sync` token) up to `to`.
     pub async fn messages_between(
         &self,

@@ -2,7 +2,7 @@
 //! who-saw events. It resumes from the stored `next_batch` after a restart, and handles each
 //! event once.
 
-use super::render::{APPROVE, DENY};
+use super::render::{APPROVAL_KEY, APPROVE, DENY};
 use super::{Matrix, store};
 use crate::approval::{Ballot, Broker, Sighting, now_ms};
 use crate::chat::db::{CardRef, card_by_message};
@@ -195,7 +195,12 @@ impl Handler<'_> {
             }
             _ => return Ok(()),
         };
-        let Some(card) = self.card(room, target).await? else {
+        let card = match self.card(room, target).await? {
+            Some(card) => Some(card),
+            None if answer.is_some() => self.unsaved_card(room, target).await,
+            None => None,
+        };
+        let Some(card) = card else {
             return Ok(());
         };
         if !store::claim(self.db, event_id, now_ms()).await? {
@@ -280,6 +285,24 @@ impl Handler<'_> {
         };
         let card = card_by_message(self.db, BACKEND, target).await?;
         Ok(card.filter(|c| c.channel == room))
+    }
+}
+
+impl Handler<'_> {
+    /// An answer to a card whose id is not stored yet (the answer raced the card's post): the
+    /// bot's own event names its approval.
+    async fn unsaved_card(&self, room: &str, target: Option<&str>) -> Option<CardRef> {
+        let target = target?;
+        let event = self.matrix.client.event(room, target).await.ok()?;
+        if event["sender"] != self.bot {
+            return None;
+        }
+        let id = event["content"][APPROVAL_KEY]["approval_id"].as_str()?;
+        Some(CardRef {
+            approval_id: uuid::Uuid::parse_str(id).ok()?,
+            channel: room.to_owned(),
+            message_id: target.to_owned(),
+        })
     }
 }
 
