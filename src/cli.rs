@@ -202,7 +202,10 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     .context("stdio mode authenticates the agent with COUNTERSIGN_API_KEY")?;
     let shutdown = CancellationToken::new();
     let governance = Governance::build(&config, shutdown.clone()).await?;
-    let gateway = start_gateway(&config, governance.gate, shutdown.clone()).await?;
+    let gateway = start_gateway(&config, governance.gate.clone(), shutdown.clone()).await?;
+    governance
+        .take_over(&gateway, &config, shutdown.clone())
+        .await?;
     crate::front::stdio::serve(gateway, agent, tokio::io::stdin(), tokio::io::stdout()).await?;
     shutdown.cancel();
     Ok(())

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub struct PolicyGate {
@@ -31,6 +32,10 @@ pub struct PolicyGate {
     pub max_hold: Option<std::time::Duration>,
     /// Approved calls now running, by call id: their cards get a reply when they end.
     running: Mutex<HashMap<Uuid, Approval>>,
+    /// Calls waiting for a human, by call id: the approval each waits on.
+    waiting: Mutex<HashMap<Uuid, Uuid>>,
+    /// Cancelled when the gateway stops: the calls it drops then were not withdrawn by agents.
+    shutdown: CancellationToken,
 }
 
 impl PolicyGate {
@@ -39,13 +44,16 @@ impl PolicyGate {
         audit: AuditLog,
         broker: Arc<Broker>,
         max_hold: Option<std::time::Duration>,
+        shutdown: CancellationToken,
     ) -> Self {
         PolicyGate {
+            shutdown,
             policies,
             audit,
             broker,
             max_hold,
             running: Mutex::default(),
+            waiting: Mutex::default(),
         }
     }
 }
@@ -79,6 +87,70 @@ impl CallGate for PolicyGate {
             .is_some()
     }
 
+    fn needs_human(&self, call: &ToolCall) -> bool {
+        matches!(
+            self.policies.current().evaluate(&facts(call)).verdict,
+            policy::Verdict::Approve(_)
+        )
+    }
+
+    fn resume<'a>(
+        &'a self,
+        call: &'a ToolCall,
+        approval: Uuid,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            let args_sha256 = approval::arguments_digest(&call.arguments);
+            let resumed = async {
+                let decided = self.hold(call, approval, progress).await?;
+                match decided {
+                    Some(decided) => self.after_approval(call, &args_sha256, decided).await,
+                    None => Ok(Verdict::Refuse(format!(
+                        "Approval {approval} is still pending."
+                    ))),
+                }
+            };
+            resumed.await.unwrap_or_else(|why| {
+                Verdict::Refuse(format!(
+                    "Countersign could not record this call ({why}); it was not run."
+                ))
+            })
+        })
+    }
+
+    /// A client that cancels its waiting call withdraws the approval request, unless another
+    /// call (a retry that joined it) still waits on it here.
+    fn withdrawn<'a>(&'a self, call: &'a ToolCall) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(approval) = self.stop_waiting(call.id) else {
+                return;
+            };
+            if self.shutdown.is_cancelled() {
+                // The gateway is going down, not the agent: the approval stays pending for a
+                // retry (or a task) to pick up after the restart.
+                return;
+            }
+            let others = self
+                .waiting
+                .lock()
+                .expect("waiting lock")
+                .values()
+                .any(|a| *a == approval);
+            if others {
+                return;
+            }
+            let reason = "the agent cancelled the call";
+            if let Err(e) = self
+                .broker
+                .cancel(approval, call.agent.id.as_ref(), reason)
+                .await
+            {
+                tracing::error!(call = %call.id, %approval, error = %e, "could not withdraw an approval request");
+            }
+        })
+    }
+
     fn finished<'a>(&'a self, call: &'a ToolCall, outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let event = completion_event(call, &outcome);
@@ -104,14 +176,7 @@ type Unrecorded = String;
 impl PolicyGate {
     async fn decide(&self, call: &ToolCall, progress: &Progress) -> Result<Verdict, Unrecorded> {
         let args_sha256 = approval::arguments_digest(&call.arguments);
-        let facts = CallFacts {
-            agent: &call.agent,
-            server: &call.upstream,
-            tool: &call.tool,
-            annotations: Annotations::from_tool(&call.definition),
-            arguments: &call.arguments,
-        };
-        let decision = self.policies.current().evaluate(&facts);
+        let decision = self.policies.current().evaluate(&facts(call));
         let mut events = decision_events(call, &args_sha256, &decision);
         let allowed = matches!(decision.verdict, policy::Verdict::Allow);
         if allowed {
@@ -143,22 +208,42 @@ impl PolicyGate {
                 if joined {
                     tracing::info!(call = %call.id, approval = %approval.id, "retry joined an approval");
                 }
-                let wait = self.broker.wait(approval.id, progress);
-                let decided = match self.max_hold {
-                    Some(hold) => match tokio::time::timeout(hold, wait).await {
-                        Ok(decided) => decided,
-                        Err(_) => return Ok(Verdict::Refuse(format!(
-                            "Approval {} is still pending after {} s. Retry the same call (same arguments) to keep waiting: it joins this approval, and runs once when it is approved.",
-                            approval.id,
-                            hold.as_secs()
-                        ))),
-                    },
-                    None => wait.await,
-                }
-                .map_err(|e| e.to_string())?;
+                progress.held(approval.id);
+                let Some(decided) = self.hold(call, approval.id, progress).await? else {
+                    return Ok(Verdict::Refuse(format!(
+                        "Approval {} is still pending after {} s. Retry the same call (same arguments) to keep waiting: it joins this approval, and runs once when it is approved.",
+                        approval.id,
+                        self.max_hold.unwrap_or_default().as_secs()
+                    )));
+                };
                 self.after_approval(call, &args_sha256, decided).await
             }
         }
+    }
+
+    /// Waits for the decision on `approval`, at most the hold limit unless the caller is
+    /// patient; `None` when the limit came first.
+    async fn hold(
+        &self,
+        call: &ToolCall,
+        approval: Uuid,
+        progress: &Progress,
+    ) -> Result<Option<Approval>, Unrecorded> {
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .insert(call.id, approval);
+        let wait = self.broker.wait(approval, progress);
+        let waited = match self.max_hold.filter(|_| !progress.is_patient()) {
+            Some(hold) => tokio::time::timeout(hold, wait).await.ok(),
+            None => Some(wait.await),
+        };
+        self.stop_waiting(call.id);
+        waited.transpose().map_err(|e| e.to_string())
+    }
+
+    fn stop_waiting(&self, call: Uuid) -> Option<Uuid> {
+        self.waiting.lock().expect("waiting lock").remove(&call)
     }
 
     async fn after_approval(
@@ -219,6 +304,17 @@ impl PolicyGate {
         let event = forwarded_event(call, approval);
         self.audit.append(event).await.map_err(|e| e.to_string())?;
         Ok(Verdict::Forward)
+    }
+}
+
+/// What the policy decides on.
+fn facts(call: &ToolCall) -> CallFacts<'_> {
+    CallFacts {
+        agent: &call.agent,
+        server: &call.upstream,
+        tool: &call.tool,
+        annotations: Annotations::from_tool(&call.definition),
+        arguments: &call.arguments,
     }
 }
 

@@ -36,6 +36,8 @@ pub mod protocol;
 pub mod startup;
 /// The database: SQLite or PostgreSQL, migrated at connect.
 pub mod store;
+/// Task handles for calls that wait for humans: durable, leased, resumed after a restart.
+pub mod tasks;
 /// Logs, traces, metrics.
 pub mod telemetry;
 /// MCP toward tool servers.

@@ -8,6 +8,7 @@ use crate::front::{OriginPolicy, http};
 use crate::gate::PolicyGate;
 use crate::gateway::{CallGate, ForwardAll, Gateway, catalog::Namespaces};
 use crate::policy::{Policies, PolicySet};
+use crate::tasks::Tasks;
 use crate::upstream::Upstream;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -84,6 +85,8 @@ pub struct Governance {
     pub routes: axum::Router,
     pub audit: Option<AuditLog>,
     pub broker: Option<Arc<Broker>>,
+    /// Task handles for held calls (with a database only).
+    pub tasks: Option<Arc<Tasks>>,
 }
 
 impl Governance {
@@ -99,12 +102,15 @@ impl Governance {
                 routes: axum::Router::new(),
                 audit: None,
                 broker: None,
+                tasks: None,
             });
         };
         let db = crate::store::connect(&config.database.url)
             .await
             .with_context(|| format!("database {}", config.database.url))?;
         let audit = AuditLog::open(db.clone()).await.context("audit log")?;
+        let ttl = Duration::from_secs(config.approvals.task_ttl_secs);
+        let tasks = Tasks::new(db.clone(), audit.clone(), ttl);
         let policies = Policies::new(PolicySet::load_dir(dir)?);
         policies.watch(dir.clone(), shutdown.clone());
         let broker = Broker::new(
@@ -113,6 +119,7 @@ impl Governance {
             Arc::new(Directory::new(&config.approvers)),
             crate::chat::backends(config)?,
         );
+        broker.set_progress_every(Duration::from_secs(config.approvals.progress_secs));
         broker.spawn_watch(shutdown.clone());
         let mut routes = crate::approval::http::router(broker.clone()).merge(
             crate::audit::auditor_router(audit.clone(), &config.auditors),
@@ -126,13 +133,45 @@ impl Governance {
             audit.clone(),
             broker.clone(),
             config.approvals.max_hold_secs.map(Duration::from_secs),
+            shutdown,
         ));
         Ok(Governance {
             gate,
             routes,
             audit: Some(audit),
             broker: Some(broker),
+            tasks: Some(tasks),
         })
+    }
+}
+
+impl Governance {
+    /// Takes over what a stopped gateway left: its tasks (resumed, or ambiguous when their
+    /// call had gone out; first, so they are not counted twice), then its other calls whose end
+    /// was never recorded (ambiguous). Both go on in the background until `shutdown`.
+    pub async fn take_over(
+        &self,
+        gateway: &Arc<Gateway>,
+        config: &Config,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        if let Some(tasks) = &self.tasks {
+            let tasks = tasks.clone();
+            gateway
+                .enable_tasks(tasks, shutdown.clone())
+                .await
+                .context("tasks")?;
+        }
+        if let Some(audit) = &self.audit {
+            let longest = config
+                .upstreams
+                .iter()
+                .map(|u| u.timeout())
+                .max()
+                .unwrap_or_default();
+            audit.spawn_unfinished_scan(longest, shutdown);
+        }
+        Ok(())
     }
 }
 
@@ -148,7 +187,9 @@ impl Application {
     /// set) and binds the listener (port 0 picks a free port).
     pub async fn build(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let governance = Governance::build(config, shutdown.clone()).await?;
-        let mut app = Application::with_gate(config, governance.gate.clone(), shutdown).await?;
+        let mut app =
+            Application::with_gate(config, governance.gate.clone(), shutdown.clone()).await?;
+        governance.take_over(&app.gateway, config, shutdown).await?;
         app.router = app.router.merge(governance.routes);
         Ok(app)
     }

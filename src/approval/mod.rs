@@ -19,6 +19,8 @@ pub mod http;
 mod store;
 
 pub use directory::Directory;
+/// Approving votes counted so far (chat backends show it on decided cards).
+pub use store::count_approvals;
 pub use store::{Approval, Status};
 
 use crate::audit::{AuditLog, EventKind, NewEvent};
@@ -35,7 +37,7 @@ use uuid::Uuid;
 
 /// How often the broker looks for decisions made by other processes, and for expiries.
 const POLL: Duration = Duration::from_millis(500);
-/// How often a waiting call reports progress to its client.
+/// How often a waiting call reports progress to its client, unless configured.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,8 @@ pub struct Broker {
     chats: Vec<Arc<dyn ChatBackend>>,
     /// Chat updates in flight, so a short-lived process (the CLI) can wait for them.
     updates: tokio_util::task::TaskTracker,
+    /// How often a waiting call reports progress (milliseconds).
+    progress_every_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Who saw an approval request, and how (`approval.seen` in the audit log).
@@ -122,11 +126,26 @@ impl Broker {
             wakers: Mutex::default(),
             chats,
             updates: tokio_util::task::TaskTracker::new(),
+            progress_every_ms: (PROGRESS_EVERY.as_millis() as u64).into(),
         })
     }
 
     pub fn chats(&self) -> &[Arc<dyn ChatBackend>] {
         &self.chats
+    }
+
+    /// Sets how often a waiting call reports progress (at least once a second).
+    pub fn set_progress_every(&self, every: Duration) {
+        let ms = every.max(Duration::from_secs(1)).as_millis() as u64;
+        self.progress_every_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn progress_every(&self) -> Duration {
+        let ms = self
+            .progress_every_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(ms)
     }
 
     /// Waits for the chat updates already started (before a short-lived process exits).
@@ -218,7 +237,7 @@ impl Broker {
             }
             if tokio::time::Instant::now() >= next_report {
                 progress.report(self.progress_text(&approval).await?);
-                next_report += PROGRESS_EVERY;
+                next_report += self.progress_every();
             }
             let until_expiry =
                 Duration::from_millis((approval.expires_at - now_ms()).max(0) as u64);

@@ -21,6 +21,7 @@ mod chain;
 pub mod cli;
 mod http;
 mod query;
+mod unfinished;
 mod verify;
 
 pub use chain::GENESIS_HASH;

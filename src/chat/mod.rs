@@ -11,7 +11,13 @@
 //! broker ◀──────────── vote / seen ──────────────── backend ◀── click, reaction, reply
 //! ```
 
+pub mod card;
+pub mod db;
+pub mod matrix;
 pub mod mattermost;
+pub mod retry;
+pub mod slack;
+pub mod webhook;
 
 use crate::approval::{Approval, Broker};
 use futures::future::BoxFuture;
@@ -101,15 +107,37 @@ pub struct ChatConfig {
     /// A Mattermost server and bot (see `mattermost::MattermostConfig`).
     #[serde(default)]
     pub mattermost: Option<mattermost::MattermostConfig>,
+    #[serde(default)]
+    pub matrix: Option<matrix::MatrixConfig>,
+    #[serde(default)]
+    pub slack: Option<slack::SlackConfig>,
+    #[serde(default)]
+    pub webhook: Option<webhook::WebhookConfig>,
 }
 
 /// The configured backends, ready to post.
 pub fn backends(config: &crate::config::Config) -> anyhow::Result<Vec<Arc<dyn ChatBackend>>> {
-    let mut configured: Vec<Arc<dyn ChatBackend>> = Vec::new();
-    if let Some(mm) = &config.chat.mattermost {
-        configured.push(Arc::new(mattermost::Mattermost::new(config, mm)?));
+    let ChatConfig {
+        mattermost,
+        matrix,
+        slack,
+        webhook,
+    } = &config.chat;
+    let mut backends: Vec<Arc<dyn ChatBackend>> = Vec::new();
+    let database = &config.database.url;
+    if let Some(mm) = mattermost {
+        backends.push(Arc::new(mattermost::Mattermost::new(config, mm)?));
     }
-    Ok(configured)
+    if let Some(matrix) = matrix {
+        backends.push(Arc::new(matrix::Matrix::new(matrix.clone(), database)));
+    }
+    if let Some(slack) = slack {
+        backends.push(Arc::new(slack::Slack::new(slack.clone(), database)));
+    }
+    if let Some(webhook) = webhook {
+        backends.push(Arc::new(webhook::Webhook::new(webhook.clone())));
+    }
+    Ok(backends)
 }
 
 /// `countersign chat test NAME`: checks one configured backend against its server and says

@@ -46,7 +46,7 @@ pub struct Config {
     pub chat: crate::chat::ChatConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalsConfig {
     /// Longest a `tools/call` is held open waiting for approval (seconds). Past it the agent
@@ -54,6 +54,32 @@ pub struct ApprovalsConfig {
     /// Unset: held until the approval's own timeout.
     #[serde(default)]
     pub max_hold_secs: Option<u64>,
+    /// How long a task's outcome is kept after it ended (seconds; clients of 2025-11-25 may ask
+    /// for less). Default: one day.
+    #[serde(default = "default_task_ttl_secs")]
+    pub task_ttl_secs: u64,
+    /// How often a held call reports progress to its client (seconds; keep it under the
+    /// clients' request timeouts). Default: 10.
+    #[serde(default = "default_progress_secs")]
+    pub progress_secs: u64,
+}
+
+fn default_progress_secs() -> u64 {
+    10
+}
+
+fn default_task_ttl_secs() -> u64 {
+    24 * 3600
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            max_hold_secs: None,
+            task_ttl_secs: default_task_ttl_secs(),
+            progress_secs: default_progress_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

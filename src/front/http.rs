@@ -260,27 +260,46 @@ fn accepts_sse(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/event-stream"))
 }
 
-/// Turns a gateway reply into an HTTP response: JSON when the answer is complete at once (or the
-/// client takes no SSE), else an SSE stream of the related messages and the response.
+/// Turns a gateway reply into an HTTP response: JSON when the answer is complete soon (or the
+/// client takes no SSE), else an SSE stream of the related messages and the response. A legacy
+/// call still quiet after [`FIRST_MESSAGE_WAIT`] (held for approval) gets its SSE stream at
+/// once, so keep-alive comments flow while it waits.
 async fn respond(reply: Reply, sse: bool, era: Era) -> Response {
     match reply {
         Reply::Accepted => StatusCode::ACCEPTED.into_response(),
         Reply::Response(message) => json_response(status_of(&message, era), &message),
-        Reply::Stream(mut stream) => {
-            let Some(first) = stream.next().await else {
-                return StatusCode::ACCEPTED.into_response();
+        Reply::Stream(stream) => {
+            // Guarded from here on: if the client goes away, the era decides what that means.
+            let mut guard = DrainGuard {
+                stream: Some(*stream),
+                era,
             };
-            if stream.is_done() {
-                return json_response(status_of(&first, era), &first);
-            }
+            // A modern request waits for its first message before the response starts: until
+            // then, the connection closing drops it at once, which is that era's cancellation.
+            let quiet_limit = match era {
+                Era::Legacy => FIRST_MESSAGE_WAIT,
+                Era::Modern => Duration::MAX,
+            };
+            let first = tokio::time::timeout(quiet_limit, guard.next()).await;
+            let first = match first {
+                Ok(None) => return StatusCode::ACCEPTED.into_response(),
+                Ok(Some(first)) if guard.is_done() => {
+                    return json_response(status_of(&first, era), &first);
+                }
+                Ok(Some(first)) => Some(first),
+                Err(_quiet) => None,
+            };
             if !sse {
-                let last = last_message(first, *stream).await;
+                let last = guard.last_message(first).await;
                 return json_response(status_of(&last, era), &last);
             }
-            sse_response(first, *stream, era)
+            sse_response(first, guard)
         }
     }
 }
+
+/// How long a reply may stay quiet before it is sent as SSE rather than one JSON body.
+const FIRST_MESSAGE_WAIT: Duration = Duration::from_millis(500);
 
 /// The HTTP status of a single JSON answer. 2026-07-28 gives some errors their own status,
 /// whoever produced them (the gateway or an upstream); legacy answers are always 200.
@@ -295,25 +314,13 @@ fn status_of(response: &Value, era: Era) -> StatusCode {
     }
 }
 
-/// For a client that cannot take SSE: drop the related messages, keep the response.
-async fn last_message(mut last: Value, mut stream: ReplyStream) -> Value {
-    while let Some(next) = stream.next().await {
-        last = next;
-    }
-    last
-}
-
-fn sse_response(first: Value, stream: ReplyStream, era: Era) -> Response {
-    let guard = DrainGuard {
-        stream: Some(stream),
-        era,
-    };
+fn sse_response(first: Option<Value>, guard: DrainGuard) -> Response {
     let rest = futures::stream::unfold(guard, |mut guard| async move {
-        let next = guard.stream.as_mut()?.next().await?;
+        let next = guard.next().await?;
         Some((next, guard))
     });
     use futures::StreamExt;
-    sse(futures::stream::once(async { first }).chain(rest))
+    sse(futures::stream::iter(first).chain(rest))
 }
 
 /// An SSE response of JSON-RPC messages, with keep-alive comments and no proxy buffering.
@@ -335,6 +342,25 @@ fn sse(messages: impl Stream<Item = Value> + Send + 'static) -> Response {
 struct DrainGuard {
     stream: Option<ReplyStream>,
     era: Era,
+}
+
+impl DrainGuard {
+    async fn next(&mut self) -> Option<Value> {
+        self.stream.as_mut()?.next().await
+    }
+
+    fn is_done(&self) -> bool {
+        self.stream.as_ref().is_none_or(ReplyStream::is_done)
+    }
+
+    /// For a client that cannot take SSE: drop the related messages, keep the response.
+    async fn last_message(&mut self, first: Option<Value>) -> Value {
+        let mut last = first.unwrap_or(Value::Null);
+        while let Some(next) = self.next().await {
+            last = next;
+        }
+        last
+    }
 }
 
 impl Drop for DrainGuard {

@@ -3,6 +3,7 @@
 use super::catalog::ToolRoute;
 use super::reply::{Completion, Gated};
 use super::seam::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
+use super::tasks::TaskAsk;
 use super::{Caller, Gateway, Reply, ReplyStream};
 use crate::jsonrpc;
 use crate::protocol::META_PROGRESS_TOKEN;
@@ -66,6 +67,15 @@ impl Gateway {
         let token = jsonrpc::meta(&message)
             .and_then(|m| m.get(META_PROGRESS_TOKEN))
             .cloned();
+        if let Some(tasks) = self.tasks.get()
+            && let Some(ask) = TaskAsk::of(caller, &message)
+            && (matches!(ask, TaskAsk::Legacy { .. }) || self.gate.needs_human(&call))
+        {
+            let (index, tasks) = (route.upstream, tasks.clone());
+            return self
+                .start_task(&tasks, ask, call, &exposed, index, message, client, record)
+                .await;
+        }
         let (progress, notes) = Progress::new(token);
         let upstream = self.upstreams[route.upstream].clone();
         let waiting = gate_then_send(
@@ -75,6 +85,7 @@ impl Gateway {
             upstream.clone(),
             message,
             client,
+            SendHooks::default(),
         );
         let completion = Completion {
             gate: self.gate.clone(),
@@ -109,21 +120,44 @@ impl Gateway {
     }
 }
 
+/// What a task adds to the path of its call.
+#[derive(Default)]
+pub(super) struct SendHooks {
+    /// Resume the wait on this approval instead of asking the gate afresh (after a restart).
+    pub resume: Option<Uuid>,
+    /// Runs once the gate lets the call through and before it is sent; `false` stops it.
+    pub before_send: Option<Box<dyn FnOnce() -> futures::future::BoxFuture<'static, bool> + Send>>,
+}
+
 /// Waits for the gate, then sends the call upstream. Resolves to the upstream exchange, or to
 /// the final response (with its outcome label) when the call does not go out.
-async fn gate_then_send(
+pub(super) async fn gate_then_send(
     gate: Arc<dyn CallGate>,
     call: ToolCall,
     progress: Progress,
     upstream: Arc<Upstream>,
     message: Value,
     client: ClientContext,
+    hooks: SendHooks,
 ) -> Result<(Exchange, Progress), (Value, &'static str)> {
     let id = message["id"].clone();
-    if let Verdict::Refuse(reason) = gate.check(&call, &progress).await {
+    let verdict = match hooks.resume {
+        Some(approval) => gate.resume(&call, approval, &progress).await,
+        None => gate.check(&call, &progress).await,
+    };
+    if let Verdict::Refuse(reason) = verdict {
         return Err((
             jsonrpc::result(id, jsonrpc::tool_error_result(reason)),
             "refused",
+        ));
+    }
+    if let Some(before_send) = hooks.before_send
+        && !before_send().await
+    {
+        let reason = "The call was cancelled before it was sent.";
+        return Err((
+            jsonrpc::result(id, jsonrpc::tool_error_result(reason)),
+            "cancelled",
         ));
     }
     let started = Instant::now();

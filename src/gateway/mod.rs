@@ -11,6 +11,7 @@ mod reply;
 mod route;
 pub mod seam;
 pub mod session;
+mod tasks;
 
 pub use reply::{Reply, ReplyStream};
 pub use seam::{CallGate, ForwardAll, ToolCall, Verdict};
@@ -23,7 +24,7 @@ use crate::protocol::{self, Era};
 use crate::upstream::{ClientContext, Upstream};
 use catalog::{Namespaces, Snapshot, UpstreamItems};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// Who sent a message and over what.
 #[derive(Clone)]
@@ -48,6 +49,8 @@ pub struct Gateway {
     gate: Arc<dyn CallGate>,
     page_size: usize,
     pub sessions: Sessions,
+    /// Task handles, when the gateway has a database (see [`Gateway::enable_tasks`]).
+    tasks: OnceLock<Arc<crate::tasks::Tasks>>,
 }
 
 impl Gateway {
@@ -66,7 +69,32 @@ impl Gateway {
             gate,
             page_size,
             sessions: Sessions::default(),
+            tasks: OnceLock::new(),
         })
+    }
+
+    /// Serves task handles from `tasks`: held calls of clients that take tasks become tasks,
+    /// and tasks left by a gateway that stopped are taken over (now, and whenever a lease
+    /// lapses) until `shutdown`.
+    pub async fn enable_tasks(
+        self: &Arc<Self>,
+        tasks: Arc<crate::tasks::Tasks>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        if self.tasks.set(tasks.clone()).is_err() {
+            return Ok(());
+        }
+        let orphans = tasks.claim_orphans(true).await?;
+        self.resume_tasks(&tasks, orphans).await;
+        let gateway = Arc::downgrade(self);
+        let keeper = tasks.clone();
+        tasks.spawn_keeper(shutdown, move |orphans| {
+            let (Some(gateway), tasks) = (gateway.upgrade(), keeper.clone()) else {
+                return;
+            };
+            tokio::spawn(async move { gateway.resume_tasks(&tasks, orphans).await });
+        });
+        Ok(())
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -119,6 +147,12 @@ impl Gateway {
             "server/discover" => Reply::Response(jsonrpc::result(id, self.discover_result())),
             "initialize" => Reply::Response(jsonrpc::result(id, self.initialize_result(caller))),
             "tools/call" => self.call(caller, message).await,
+            "tasks/get" | "tasks/cancel" | "tasks/result" | "tasks/list" | "tasks/update"
+                if self.tasks.get().is_some() =>
+            {
+                let tasks = self.tasks.get().expect("checked").clone();
+                self.task_method(&tasks, caller, message).await
+            }
             m => match catalog::Listing::from_method(m) {
                 Some(listing) => Reply::Response(self.list(caller, listing, &message).await),
                 None => self.route(caller, message).await,
@@ -130,7 +164,7 @@ impl Gateway {
     pub fn initialize_result(&self, caller: &Caller) -> Value {
         json!({
             "protocolVersion": caller.client.protocol_version,
-            "capabilities": self.capabilities(),
+            "capabilities": self.capabilities(Era::Legacy),
             "serverInfo": server_info(),
             "instructions": "Countersign gateway: tools of several MCP servers, named server__tool; calls pass a policy and may wait for human approval.",
         })
@@ -140,7 +174,7 @@ impl Gateway {
     fn discover_result(&self) -> Value {
         json!({
             "supportedVersions": protocol::MODERN_VERSIONS,
-            "capabilities": self.capabilities(),
+            "capabilities": self.capabilities(Era::Modern),
             "serverInfo": server_info(),
             "instructions": "Countersign gateway: tools of several MCP servers, named server__tool; calls pass a policy and may wait for human approval.",
             "ttlMs": 0,
@@ -150,9 +184,19 @@ impl Gateway {
         })
     }
 
-    /// What the gateway serves: tools always; the rest when some upstream offers it.
-    fn capabilities(&self) -> Value {
+    /// What the gateway serves: tools always, tasks when it has a database; the rest when some
+    /// upstream offers it.
+    fn capabilities(&self, era: Era) -> Value {
         let mut caps = json!({"tools": {"listChanged": true}});
+        if self.tasks.get().is_some() {
+            match era {
+                Era::Modern => caps["extensions"] = json!({tasks::EXTENSION: {}}),
+                Era::Legacy => {
+                    caps["tasks"] =
+                        json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}})
+                }
+            }
+        }
         let offered = |key: &str| {
             self.upstreams
                 .iter()

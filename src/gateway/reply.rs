@@ -259,8 +259,10 @@ impl ReplyStream {
             record.finish(outcome);
         }
         let forwarded = matches!(self.phase, Phase::Forwarded(_));
-        if let Some(completion) = self.completion.take().filter(|_| forwarded) {
-            completion.report(outcome, response.cloned());
+        match self.completion.take() {
+            Some(completion) if forwarded => completion.report(outcome, response.cloned()),
+            Some(completion) if outcome == "cancelled" => completion.withdraw(),
+            _ => {}
         }
     }
 
@@ -320,6 +322,11 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The client cancelled while the gate was still deciding.
+    fn withdraw(self) {
+        tokio::spawn(async move { self.gate.withdrawn(&self.call).await });
+    }
+
     fn report(self, label: &'static str, response: Option<Value>) {
         let duration = self.started.elapsed();
         tokio::spawn(async move {

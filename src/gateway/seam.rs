@@ -59,6 +59,31 @@ pub trait CallGate: Send + Sync + 'static {
         false
     }
 
+    /// Whether the policy would hold this call for humans (it then becomes a task for clients
+    /// that take tasks). A hint: [`CallGate::check`] decides.
+    fn needs_human(&self, _call: &ToolCall) -> bool {
+        false
+    }
+
+    /// Picks up a call that was waiting on `approval` when its gateway stopped (a task taken
+    /// over after a restart): waits for the decision, then lets it through or refuses it.
+    fn resume<'a>(
+        &'a self,
+        _call: &'a ToolCall,
+        _approval: Uuid,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(std::future::ready(Verdict::Refuse(
+            "this gateway cannot resume a held call".into(),
+        )))
+    }
+
+    /// Called when the client cancelled a call before it was forwarded (a legacy
+    /// `notifications/cancelled`, a modern client closing its stream).
+    fn withdrawn<'a>(&'a self, _call: &'a ToolCall) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// Called once a forwarded call has ended.
     fn finished<'a>(&'a self, _call: &'a ToolCall, _outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
         Box::pin(std::future::ready(()))
@@ -82,6 +107,10 @@ pub struct Progress {
     /// The client's token and where its notifications go; `None` when it asked for none.
     to: Option<(Value, mpsc::Sender<Value>)>,
     sent: Arc<AtomicU64>,
+    /// Told the approval a held call waits on (a task records it).
+    on_hold: Option<Arc<dyn Fn(Uuid) + Send + Sync>>,
+    /// The caller can wait as long as the approval takes (a task): no hold limit applies.
+    patient: bool,
 }
 
 impl Progress {
@@ -95,11 +124,21 @@ impl Progress {
                     Progress {
                         to: Some((token, tx)),
                         sent,
+                        on_hold: None,
+                        patient: false,
                     },
                     Some(rx),
                 )
             }
-            None => (Progress { to: None, sent }, None),
+            None => (
+                Progress {
+                    to: None,
+                    sent,
+                    on_hold: None,
+                    patient: false,
+                },
+                None,
+            ),
         }
     }
 
@@ -121,6 +160,25 @@ impl Progress {
         let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
             "params": {"progressToken": token, "progress": n, "message": message.into()}});
         let _ = tx.try_send(note);
+    }
+
+    /// For a task: no hold limit, and `on_hold` learns the approval the call waits on.
+    pub(super) fn for_task(mut self, on_hold: impl Fn(Uuid) + Send + Sync + 'static) -> Self {
+        self.patient = true;
+        self.on_hold = Some(Arc::new(on_hold));
+        self
+    }
+
+    /// Whether the caller waits as long as the approval takes.
+    pub fn is_patient(&self) -> bool {
+        self.patient
+    }
+
+    /// The call now waits on `approval`.
+    pub fn held(&self, approval: Uuid) {
+        if let Some(on_hold) = &self.on_hold {
+            on_hold(approval);
+        }
     }
 
     /// How many notifications were reported.

@@ -6,21 +6,6 @@ use std::time::Duration;
 
 const AGENT_KEY: &str = "agent-key";
 
-/// Two tests for one scenario: on SQLite and on PostgreSQL.
-macro_rules! on_both_databases {
-    ($scenario:ident: $sqlite:ident, $postgres:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(Backend::Sqlite).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            $scenario(Backend::Postgres).await;
-        }
-    };
-}
-
 const POLICY: &str = r#"
 defaults:
   verdict: deny
@@ -148,17 +133,22 @@ async fn answer(agent: tokio::task::JoinHandle<(Value, Vec<Value>)>) -> (Value, 
         .expect("the call task")
 }
 
-fn text(response: &Value) -> &str {
+pub(crate) fn text(response: &Value) -> &str {
     response["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_default()
 }
 
-fn base(gw: &TestGateway) -> String {
+pub(crate) fn base(gw: &TestGateway) -> String {
     format!("http://{}", gw.addr)
 }
 
-async fn api(method: reqwest::Method, url: String, who: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn api(
+    method: reqwest::Method,
+    url: String,
+    who: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut request = reqwest::Client::new()
         .request(method, url)
         .bearer_auth(format!("{who}-token"));
@@ -170,7 +160,13 @@ async fn api(method: reqwest::Method, url: String, who: &str, body: Option<Value
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn vote(gw: &TestGateway, id: &str, who: &str, approve: bool, reason: Option<&str>) -> Value {
+pub(crate) async fn vote(
+    gw: &TestGateway,
+    id: &str,
+    who: &str,
+    approve: bool,
+    reason: Option<&str>,
+) -> Value {
     let verb = if approve { "approve" } else { "deny" };
     let body = reason.map(|r| json!({"reason": r}));
     api(
@@ -202,7 +198,7 @@ async fn pending(gw: &TestGateway, count: usize) -> Vec<Value> {
 }
 
 /// The kinds of the audit events of one call, from the auditor API.
-async fn story(gw: &TestGateway, call_id: &str) -> Vec<String> {
+pub(crate) async fn story(gw: &TestGateway, call_id: &str) -> Vec<String> {
     let (status, events) = api(
         reqwest::Method::GET,
         format!("{}/audit/calls/{call_id}", base(gw)),
@@ -295,7 +291,7 @@ async fn quorum_and_self_approval(backend: Backend) {
     );
 }
 
-on_both_databases!(quorum_and_self_approval: quorum_counts_distinct_authorized_humans_on_sqlite, quorum_counts_distinct_authorized_humans_on_postgres);
+crate::on_both_databases!(quorum_and_self_approval: quorum_counts_distinct_authorized_humans_on_sqlite, quorum_counts_distinct_authorized_humans_on_postgres);
 
 async fn veto_and_rules(backend: Backend) {
     let (_db, _dir, gw) = setup(backend).await;
@@ -391,9 +387,9 @@ async fn break_glass(backend: Backend) {
     assert_eq!(approval["reason"], "outage, INC-42");
 }
 
-on_both_databases!(break_glass: break_glass_needs_a_justification_and_is_flagged_on_sqlite, break_glass_needs_a_justification_and_is_flagged_on_postgres);
+crate::on_both_databases!(break_glass: break_glass_needs_a_justification_and_is_flagged_on_sqlite, break_glass_needs_a_justification_and_is_flagged_on_postgres);
 
-on_both_databases!(veto_and_rules: one_deny_decides_and_rules_apply_on_sqlite, one_deny_decides_and_rules_apply_on_postgres);
+crate::on_both_databases!(veto_and_rules: one_deny_decides_and_rules_apply_on_sqlite, one_deny_decides_and_rules_apply_on_postgres);
 
 async fn expiry(backend: Backend) {
     let (_db, _dir, gw) = setup(backend).await;
@@ -415,7 +411,7 @@ async fn expiry(backend: Backend) {
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
 
-on_both_databases!(expiry: expiry_denies_on_sqlite, expiry_denies_on_postgres);
+crate::on_both_databases!(expiry: expiry_denies_on_sqlite, expiry_denies_on_postgres);
 
 async fn concurrent_votes(backend: Backend) {
     let (_db, _dir, gw) = setup(backend).await;
@@ -429,7 +425,7 @@ async fn concurrent_votes(backend: Backend) {
     assert_eq!(text(&response), "deleted r3");
 }
 
-on_both_databases!(concurrent_votes: concurrent_votes_decide_once_on_sqlite, concurrent_votes_decide_once_on_postgres);
+crate::on_both_databases!(concurrent_votes: concurrent_votes_decide_once_on_sqlite, concurrent_votes_decide_once_on_postgres);
 
 async fn restart(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -464,7 +460,7 @@ async fn restart(backend: Backend) {
     assert_eq!(text(&response), "deleted r4");
 }
 
-on_both_databases!(restart: a_pending_approval_survives_a_restart_on_sqlite, a_pending_approval_survives_a_restart_on_postgres);
+crate::on_both_databases!(restart: a_pending_approval_survives_a_restart_on_sqlite, a_pending_approval_survives_a_restart_on_postgres);
 
 async fn audit_failure(backend: Backend) {
     let (db, _dir, gw) = setup(backend).await;
@@ -483,7 +479,7 @@ async fn audit_failure(backend: Backend) {
     assert!(text(&refused).contains("could not record"), "{refused}");
 }
 
-on_both_databases!(audit_failure: an_audit_write_failure_refuses_the_call_on_sqlite, an_audit_write_failure_refuses_the_call_on_postgres);
+crate::on_both_databases!(audit_failure: an_audit_write_failure_refuses_the_call_on_sqlite, an_audit_write_failure_refuses_the_call_on_postgres);
 
 async fn hold_then_retry(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -528,7 +524,7 @@ async fn hold_then_retry(backend: Backend) {
     );
 }
 
-on_both_databases!(hold_then_retry: a_retry_after_the_hold_joins_the_approval_on_sqlite, a_retry_after_the_hold_joins_the_approval_on_postgres);
+crate::on_both_databases!(hold_then_retry: a_retry_after_the_hold_joins_the_approval_on_sqlite, a_retry_after_the_hold_joins_the_approval_on_postgres);
 
 /// Runs `countersign approvals ...` against the test database, as an operator would.
 fn approvals_cli(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -578,4 +574,4 @@ async fn cli_votes(backend: Backend) {
     assert!(String::from_utf8_lossy(&denied.stdout).contains("already_decided"));
 }
 
-on_both_databases!(cli_votes: votes_from_the_cli_wake_the_waiting_call_on_sqlite, votes_from_the_cli_wake_the_waiting_call_on_postgres);
+crate::on_both_databases!(cli_votes: votes_from_the_cli_wake_the_waiting_call_on_sqlite, votes_from_the_cli_wake_the_waiting_call_on_postgres);

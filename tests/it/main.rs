@@ -4,8 +4,15 @@ mod support;
 
 mod approvals;
 mod bad_input;
+mod chat_gateway;
+mod chat_table;
 mod conformance;
+mod long_waits;
+mod matrix;
 mod mattermost;
 mod peers;
+mod slack;
 mod stdio_front;
+mod synapse;
 mod telemetry;
+mod webhook;

@@ -4,7 +4,7 @@
 //! The clients are the scripted ones in `tests/peers/` (copied to `.peers/scripts/` by
 //! `tests/peers/setup.sh`); each prints one JSON line that the tests assert on.
 
-use crate::support::{TestGateway, peers, spawn_gateway};
+use crate::support::{TestGateway, free_port, peers, spawn_gateway};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,20 +23,20 @@ fn filesystem_js() -> PathBuf {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Sdk {
+pub(crate) enum Sdk {
     Python,
     TypeScript,
 }
 
 /// What one client run produced.
-struct ClientRun {
-    report: Value,
+pub(crate) struct ClientRun {
+    pub(crate) report: Value,
     exit: Option<i32>,
     stderr: String,
 }
 
 impl ClientRun {
-    fn step(&self, i: usize) -> &Value {
+    pub(crate) fn step(&self, i: usize) -> &Value {
         &self.report["steps"][i]
     }
 
@@ -59,7 +59,7 @@ fn tail(s: &str, n: usize) -> &str {
 }
 
 /// Runs a scripted client against `target` and returns its JSON report.
-async fn run_client(
+pub(crate) async fn run_client(
     sdk: Sdk,
     target: &str,
     mode: &str,
@@ -120,15 +120,6 @@ async fn run_client(
         exit: output.status.code(),
         stderr,
     }
-}
-
-/// A free loopback port (bound then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits until something accepts connections on `port`.

@@ -3,6 +3,22 @@
 
 #![allow(dead_code)]
 
+/// Two tests for one scenario: on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($scenario:ident: $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario($crate::support::Backend::Sqlite).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            $scenario($crate::support::Backend::Postgres).await;
+        }
+    };
+}
+
 use countersign::gateway::CallGate;
 use countersign::startup::Application;
 use serde_json::Value;
@@ -50,6 +66,24 @@ fn serve(app: Application, shutdown: CancellationToken) -> TestGateway {
         url: format!("http://{addr}/mcp"),
         shutdown,
     }
+}
+
+/// A gateway running elsewhere (a child process) at `addr`.
+pub fn external_gateway(addr: SocketAddr) -> TestGateway {
+    TestGateway {
+        addr,
+        url: format!("http://{addr}/mcp"),
+        shutdown: CancellationToken::new(),
+    }
+}
+
+/// A loopback port that was free a moment ago (for a gateway run as a child process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub async fn spawn_gateway_with_gate(yaml: &str, gate: Arc<dyn CallGate>) -> TestGateway {

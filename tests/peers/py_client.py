@@ -17,6 +17,7 @@ Steps (same format in ts_client.mjs). Every step may carry "allow_error": true, 
 error in that step from failing the run (exit code); "timeout_s" bounds the step.
     {"op":"list_tools"}                                  -> "tools": [names], "raw": ListToolsResult
     {"op":"call_tool","name":N,"args":{...}}             -> "is_error", "text", "progress", "logs", "raw"
+        optional "read_timeout_s": the SDK's own per-request read timeout (seconds)
     {"op":"read_resource","uri":U}                       -> "text" (text contents joined), "raw"
     {"op":"get_prompt","name":N,"args":{...}}            -> "text" (text messages joined), "raw"
     {"op":"list_resources"}                              -> "resources": [uris], "raw"
@@ -102,7 +103,10 @@ class Runner:
             progress.append({"progress": p, "total": total, "message": message})
 
         mark = len(self.logs)
-        res = await self.c.call_tool(step["name"], step.get("args") or {}, progress_callback=on_progress)
+        read_timeout = step.get("read_timeout_s")
+        res = await self.c.call_tool(
+            step["name"], step.get("args") or {}, read_timeout_seconds=read_timeout, progress_callback=on_progress
+        )
         return {"is_error": bool(res.is_error), "text": texts(res.content), "progress": progress,
                 "logs": self.logs[mark:], "raw": dump(res)}
 

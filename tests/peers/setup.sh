@@ -71,7 +71,16 @@ else
   venv/bin/pip install -q --disable-pip-version-check "mcp==2.3.0"
 fi
 
-# 5. project-owned helper scripts and the filesystem root
+# 5. Synapse 1.163.2 in its own venv (the Matrix tests start it; see tests/peers/synapse/)
+if [ -x synapse-venv/bin/python ] && synapse-venv/bin/python -c 'import importlib.metadata as m,sys; sys.exit(m.version("matrix-synapse")!="1.163.2")' 2>/dev/null; then
+  log "venv with matrix-synapse 1.163.2 already present, skipping"
+else
+  log "python3 -m venv .peers/synapse-venv && pip install matrix-synapse==1.163.2"
+  [ -x synapse-venv/bin/python ] || python3 -m venv synapse-venv
+  synapse-venv/bin/pip install -q --disable-pip-version-check "matrix-synapse==1.163.2"
+fi
+
+# 6. project-owned helper scripts and the filesystem root
 log "copying tests/peers/*.{py,mjs,cjs,sh} to .peers/scripts/"
 mkdir -p scripts fsroot
 shopt -s nullglob

@@ -17,6 +17,8 @@
 // Steps (each may carry "allow_error": true and "timeout_s" (default 30)):
 //   {"op":"list_tools"}                          -> "tools": [names], "raw"
 //   {"op":"call_tool","name":N,"args":{}}        -> "is_error", "text", "progress", "logs", "raw"
+//        optional "request_timeout_s" (the SDK's request timeout) and "reset_on_progress"
+//        (resetTimeoutOnProgress: each progress notification restarts that timeout)
 //   {"op":"read_resource","uri":U}               -> "text", "raw"
 //   {"op":"get_prompt","name":N,"args":{}}       -> "text", "raw"
 //   {"op":"list_resources"}                      -> "resources": [uris], "raw"
@@ -69,7 +71,8 @@ async function callTool(client, step) {
   const mark = logs.length;
   const res = await client.callTool({ name: step.name, arguments: step.args || {} }, {
     onprogress: (p) => progress.push({ progress: p.progress, total: p.total ?? null, message: p.message ?? null }),
-    timeout: (step.timeout_s ?? 30) * 1000,
+    timeout: (step.request_timeout_s ?? step.timeout_s ?? 30) * 1000,
+    resetTimeoutOnProgress: !!step.reset_on_progress,
   });
   return { is_error: !!res.isError, text: texts(res.content), progress, logs: logs.slice(mark), raw: res };
 }

@@ -1,0 +1,288 @@
+//! The Matrix backend: a bot account posts each card as an `m.room.message` (plain body and
+//! HTML) into the rule's room and seeds ✅ and ❌ reactions; approvers react, or reply
+//! `approve` / `deny: <reason>`; a `/sync` loop turns those into votes. The bot edits the card
+//! (`m.replace`) with the outcome and replies in its thread after the call ran.
+//!
+//! Rooms must be unencrypted and should not be federated: the bot refuses encrypted rooms, and
+//! a reaction's `sender` is only as trustworthy as the homeserver that asserts it.
+
+mod client;
+mod render;
+mod store;
+mod sync;
+
+pub use client::{MatrixClient, MatrixError};
+
+use super::db::{CardRef, LazyDb, card_of, save_card};
+use super::retry::Retryable;
+use super::{CallSummary, ChatBackend, ChatError, Check, card};
+use crate::approval::{Approval, Broker, now_ms};
+use crate::store::Db;
+use futures::future::BoxFuture;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+const BACKEND: &str = "matrix";
+
+/// `chat.matrix` in the configuration.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// The homeserver's client API base URL, e.g. `https://matrix.example.org`.
+    pub homeserver: String,
+    /// The bot's access token (better set through `COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN`).
+    pub access_token: String,
+    /// The room cards go to when a rule names no `channel` (a room id such as
+    /// `!abc:example.org`). The bot must be invited to it.
+    pub room: String,
+    /// How long one `/sync` long poll waits for news, in seconds.
+    #[serde(default = "default_sync_timeout")]
+    pub sync_timeout_secs: u64,
+}
+
+fn default_sync_timeout() -> u64 {
+    30
+}
+
+pub struct Matrix {
+    config: MatrixConfig,
+    client: MatrixClient,
+    db: LazyDb,
+    bot: OnceCell<String>,
+    /// Rooms the bot has joined and found unencrypted.
+    ready_rooms: Mutex<HashSet<String>>,
+}
+
+impl Matrix {
+    pub fn new(config: MatrixConfig, database_url: &str) -> Self {
+        Matrix {
+            client: MatrixClient::new(&config.homeserver, &config.access_token),
+            config,
+            db: LazyDb::new(database_url),
+            bot: OnceCell::new(),
+            ready_rooms: Mutex::default(),
+        }
+    }
+
+    fn sync_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.sync_timeout_secs)
+    }
+
+    /// The bot's user id and the database, once both are reachable; and the default room
+    /// joined and checked.
+    async fn prepare(&self) -> Result<(String, &Db), MatrixError> {
+        let bot = self.bot().await?.to_owned();
+        self.ensure_room(&self.config.room).await?;
+        let db = self.db.get(BACKEND).await.map_err(db_down)?;
+        Ok((bot, db))
+    }
+
+    async fn bot(&self) -> Result<&str, MatrixError> {
+        let bot = self.bot.get_or_try_init(|| self.client.whoami()).await?;
+        Ok(bot)
+    }
+
+    /// Joins `room` once and refuses it when it is encrypted: the bot cannot read or write
+    /// end-to-end encrypted events.
+    async fn ensure_room(&self, room: &str) -> Result<(), MatrixError> {
+        if self.ready_rooms.lock().expect("rooms lock").contains(room) {
+            return Ok(());
+        }
+        self.client.join(room).await?;
+        if self.client.is_encrypted(room).await? {
+            return Err(MatrixError::EncryptedRoom(room.to_owned()));
+        }
+        self.ready_rooms
+            .lock()
+            .expect("rooms lock")
+            .insert(room.to_owned());
+        Ok(())
+    }
+
+    async fn post_card(&self, approval: &Approval) -> Result<(), MatrixError> {
+        let room = approval
+            .spec
+            .channel
+            .as_deref()
+            .unwrap_or(&self.config.room);
+        self.ensure_room(room).await?;
+        let event_id = self
+            .client
+            .send_event(room, "m.room.message", &render::card(approval, 0))
+            .await?;
+        let card = CardRef {
+            approval_id: approval.id,
+            channel: room.to_owned(),
+            message_id: event_id.clone(),
+        };
+        let db = self.db.get(BACKEND).await.map_err(db_down)?;
+        save_card(db, BACKEND, &card, now_ms())
+            .await
+            .map_err(|e| db_down(e.into()))?;
+        for key in [render::APPROVE, render::DENY] {
+            let seed = render::reaction(&event_id, key);
+            if let Err(e) = self.client.send_event(room, "m.reaction", &seed).await {
+                tracing::warn!(error = %e, "matrix: could not seed the {key} reaction");
+            }
+        }
+        Ok(())
+    }
+
+    async fn card(&self, approval: &Approval) -> Option<CardRef> {
+        let db = self.db.get(BACKEND).await.ok()?;
+        match card_of(db, BACKEND, approval.id).await {
+            Ok(card) => card,
+            Err(e) => {
+                tracing::warn!(approval = %approval.id, error = %e, "matrix: cannot look up the card");
+                None
+            }
+        }
+    }
+
+    /// Replaces the card's content; logged when it fails (best effort).
+    async fn edit_card(&self, approval: &Approval, new_content: serde_json::Value) {
+        let Some(card) = self.card(approval).await else {
+            return;
+        };
+        let edit = render::edit(&card.message_id, new_content);
+        if let Err(e) = self
+            .client
+            .send_event(&card.channel, "m.room.message", &edit)
+            .await
+        {
+            tracing::warn!(approval = %approval.id, error = %e, "matrix: could not edit the card");
+        }
+    }
+
+    async fn counted(&self, approval: &Approval) -> u32 {
+        let Ok(db) = self.db.get(BACKEND).await else {
+            return 0;
+        };
+        let counted = crate::approval::count_approvals(db, approval.id).await;
+        counted.map_or(0, |n| u32::try_from(n).unwrap_or(0))
+    }
+
+    async fn diagnose_all(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let bot = self.client.whoami().await;
+        checks.push(check(
+            format!(
+                "homeserver {} accepts the access token",
+                self.config.homeserver
+            ),
+            bot.as_ref().map(|_| ()),
+            "check chat.matrix.homeserver and the bot's access token",
+        ));
+        if bot.is_err() {
+            return checks;
+        }
+        let joined = self.client.join(&self.config.room).await;
+        checks.push(check(
+            format!("the bot can join room {}", self.config.room),
+            joined.as_ref().map(|_| ()),
+            "invite the bot to the room, or fix chat.matrix.room (a room id: !…:server)",
+        ));
+        if joined.is_err() {
+            return checks;
+        }
+        let encrypted = self.client.is_encrypted(&self.config.room).await;
+        let unencrypted = match encrypted {
+            Ok(false) => Ok(()),
+            Ok(true) => Err("the room is end-to-end encrypted".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        checks.push(check(
+            format!("room {} is unencrypted", self.config.room),
+            unencrypted,
+            "use an unencrypted, invite-only room (encryption cannot be switched off once on)",
+        ));
+        checks
+    }
+}
+
+fn check<E: std::fmt::Display>(what: String, result: Result<(), E>, fix: &str) -> Check {
+    match result {
+        Ok(()) => Check {
+            what,
+            ok: true,
+            fix: None,
+        },
+        Err(e) => Check {
+            what: format!("{what}: {e}"),
+            ok: false,
+            fix: Some(fix.to_owned()),
+        },
+    }
+}
+
+fn db_down(e: ChatError) -> MatrixError {
+    MatrixError::Database(e.to_string())
+}
+
+fn chat_error(e: MatrixError) -> ChatError {
+    if e.is_refusal() {
+        ChatError::Refused {
+            backend: BACKEND,
+            detail: e.to_string(),
+        }
+    } else {
+        ChatError::Unavailable {
+            backend: BACKEND,
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl ChatBackend for Matrix {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn requested<'a>(&'a self, approval: &'a Approval) -> BoxFuture<'a, Result<(), ChatError>> {
+        Box::pin(async move {
+            super::retry::until_expiry(approval.expires_at, || self.post_card(approval))
+                .await
+                .map_err(chat_error)
+        })
+    }
+
+    fn progressed<'a>(&'a self, approval: &'a Approval, approvals: u32) -> BoxFuture<'a, ()> {
+        Box::pin(self.edit_card(approval, render::card(approval, approvals)))
+    }
+
+    fn decided<'a>(&'a self, approval: &'a Approval) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let approvals = self.counted(approval).await;
+            self.edit_card(approval, render::decided(approval, approvals))
+                .await
+        })
+    }
+
+    fn finished<'a>(&'a self, approval: &'a Approval, call: &'a CallSummary) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(card) = self.card(approval).await else {
+                return;
+            };
+            let text = card::finished(call, approval.spec.post_results);
+            let reply = render::thread_reply(&card.message_id, &text);
+            if let Err(e) = self
+                .client
+                .send_event(&card.channel, "m.room.message", &reply)
+                .await
+            {
+                tracing::warn!(approval = %approval.id, error = %e, "matrix: could not reply in the thread");
+            }
+        })
+    }
+
+    fn spawn(self: Arc<Self>, broker: Arc<Broker>, shutdown: CancellationToken) {
+        tokio::spawn(sync::run(self, broker, shutdown));
+    }
+
+    fn diagnose(&self) -> BoxFuture<'_, Vec<Check>> {
+        Box::pin(self.diagnose_all())
+    }
+}

@@ -1,0 +1,191 @@
+//! Slack's interaction callbacks (`POST /chat/slack/interactions`): button clicks and the
+//! deny-reason modal. Every request is verified (v0 signature, 300 s window) before its body
+//! is read, and answered at once: the vote runs on its own task, well within Slack's 3 s.
+
+use super::render::{APPROVE_ACTION, DENY_ACTION, DENY_MODAL, REASON_BLOCK, REASON_INPUT};
+use super::{BACKEND, Slack, signature};
+use crate::approval::{Ballot, Broker, Sighting, now_ms};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub const PATH: &str = "/chat/slack/interactions";
+
+#[derive(Clone)]
+pub struct Callbacks {
+    pub slack: Arc<Slack>,
+    pub broker: Arc<Broker>,
+}
+
+pub fn router(slack: Arc<Slack>, broker: Arc<Broker>) -> axum::Router {
+    axum::Router::new()
+        .route(PATH, axum::routing::post(interaction))
+        .with_state(Callbacks { slack, broker })
+}
+
+async fn interaction(
+    State(callbacks): State<Callbacks>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let secret = callbacks.slack.config.signing_secret.as_bytes();
+    let (timestamp, sig) = (
+        header("x-slack-request-timestamp"),
+        header("x-slack-signature"),
+    );
+    if let Err(e) = signature::verify(secret, timestamp, sig, &body, now_ms() / 1000) {
+        tracing::warn!(error = %e, "slack: callback refused");
+        return (StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    let payload = match parse(&body) {
+        Ok(payload) => payload,
+        Err(why) => return (StatusCode::BAD_REQUEST, why),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = callbacks.handle(&payload).await {
+            tracing::warn!(error = %e, "slack: could not handle an interaction");
+        }
+    });
+    (StatusCode::OK, String::new())
+}
+
+/// The `payload` field of a form-encoded interaction, as JSON.
+fn parse(body: &[u8]) -> Result<Value, String> {
+    let form: HashMap<String, String> =
+        serde_urlencoded::from_bytes(body).map_err(|e| format!("not a form: {e}"))?;
+    let payload = form.get("payload").ok_or("no payload field")?;
+    serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))
+}
+
+impl Callbacks {
+    async fn handle(&self, payload: &Value) -> anyhow::Result<()> {
+        match payload["type"].as_str() {
+            Some("block_actions") => self.clicked(payload).await,
+            Some("view_submission") if payload["view"]["callback_id"] == DENY_MODAL => {
+                self.reason_given(payload).await
+            }
+            other => {
+                tracing::debug!(kind = ?other, "slack: interaction ignored");
+                Ok(())
+            }
+        }
+    }
+
+    /// Approve votes at once; Deny opens the modal that asks why.
+    async fn clicked(&self, payload: &Value) -> anyhow::Result<()> {
+        let Some(action) = payload["actions"].as_array().and_then(|a| a.first()) else {
+            return Ok(());
+        };
+        let Some(id) = action["value"]
+            .as_str()
+            .and_then(|v| Uuid::parse_str(v).ok())
+        else {
+            return Ok(());
+        };
+        let approval = self.broker.get(id).await?;
+        let approver = self.approver(payload);
+        let evidence = evidence(payload, action);
+        let sighting = Sighting {
+            who: approver
+                .clone()
+                .unwrap_or_else(|| user_id(payload).to_owned()),
+            source: BACKEND.into(),
+            how: "click".into(),
+            evidence: evidence.clone(),
+        };
+        self.broker.seen(&approval, sighting).await?;
+        let Some(approver) = approver else {
+            tracing::info!(
+                user = user_id(payload),
+                "slack: click from an unmapped user ignored"
+            );
+            return Ok(());
+        };
+        match action["action_id"].as_str() {
+            Some(APPROVE_ACTION) => self.vote(id, approver, true, None, evidence).await,
+            Some(DENY_ACTION) => {
+                let trigger = payload["trigger_id"].as_str().unwrap_or_default();
+                let modal = super::render::deny_modal(&id.to_string());
+                let opened = json!({"trigger_id": trigger, "view": modal});
+                self.slack.api.call("views.open", &opened).await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The deny modal was submitted: a deny with its reason.
+    async fn reason_given(&self, payload: &Value) -> anyhow::Result<()> {
+        let view = &payload["view"];
+        let Some(id) = view["private_metadata"]
+            .as_str()
+            .and_then(|v| Uuid::parse_str(v).ok())
+        else {
+            return Ok(());
+        };
+        let Some(approver) = self.approver(payload) else {
+            tracing::info!(
+                user = user_id(payload),
+                "slack: deny from an unmapped user ignored"
+            );
+            return Ok(());
+        };
+        let reason = view["state"]["values"][REASON_BLOCK][REASON_INPUT]["value"]
+            .as_str()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned);
+        let evidence = json!({"user": payload["user"], "team": payload["team"],
+            "view_id": view["id"], "callback_id": view["callback_id"], "signature": "v0 verified"});
+        self.vote(id, approver, false, reason, evidence).await
+    }
+
+    async fn vote(
+        &self,
+        id: Uuid,
+        approver: String,
+        approve: bool,
+        reason: Option<String>,
+        evidence: Value,
+    ) -> anyhow::Result<()> {
+        let ballot = Ballot {
+            approver,
+            approve,
+            reason,
+            source: BACKEND.into(),
+            evidence,
+            break_glass: None,
+        };
+        let result = self.broker.vote(id, ballot).await?;
+        tracing::info!(approval = %id, ?result, "slack: vote");
+        Ok(())
+    }
+
+    /// The approver behind the Slack user (by id, or by username).
+    fn approver(&self, payload: &Value) -> Option<String> {
+        let user = &payload["user"];
+        let accounts: Vec<&str> = [&user["id"], &user["username"]]
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let person = self.broker.directory().by_chat(BACKEND, &accounts)?;
+        Some(person.id.clone())
+    }
+}
+
+fn user_id(payload: &Value) -> &str {
+    payload["user"]["id"].as_str().unwrap_or("unknown")
+}
+
+fn evidence(payload: &Value, action: &Value) -> Value {
+    json!({
+        "user": payload["user"], "team": payload["team"], "channel": payload["channel"],
+        "container": payload["container"], "action_id": action["action_id"],
+        "action_ts": action["action_ts"], "signature": "v0 verified",
+    })
+}

@@ -1,0 +1,269 @@
+//! A gateway for the chat backend tests: the echo upstream, a policy with three approval
+//! rules, approvers whose chat accounts the test chooses, and helpers to call, watch and vote.
+
+use crate::support::{self, TestDb, TestGateway, modern_meta, post};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub const AGENT_KEY: &str = "chat-agent-key";
+
+/// `delete_record` needs one of bob and carol for `one-*` records, two of bob, carol and dave
+/// for `two-*`, and bob within two seconds for `fast-*`. The agent acts for alice.
+pub const POLICY: &str = r#"
+defaults: {verdict: deny, reason: no rule allows this call}
+rules:
+  - id: one-of-two
+    match: {tool: delete_record, arguments: {properties: {record_id: {pattern: "^one-"}}, required: [record_id]}}
+    verdict: approve
+    approvers: [bob, carol]
+    quorum: 1
+    timeout: 1m
+  - id: two-of-three
+    match: {tool: delete_record, arguments: {properties: {record_id: {pattern: "^two-"}}, required: [record_id]}}
+    verdict: approve
+    approvers: [bob, carol, dave]
+    quorum: 2
+    timeout: 1m
+  - id: fast-expiry
+    match: {tool: delete_record, arguments: {properties: {record_id: {pattern: "^fast-"}}, required: [record_id]}}
+    verdict: approve
+    approvers: [bob]
+    quorum: 1
+    timeout: 2s
+"#;
+
+pub const APPROVERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+/// A database and policy directory that outlive gateways (for restarts).
+pub struct Setting {
+    pub db: TestDb,
+    pub policies: tempfile::TempDir,
+}
+
+impl Setting {
+    pub async fn new() -> Setting {
+        Setting::on(support::Backend::Sqlite).await
+    }
+
+    pub async fn on(backend: support::Backend) -> Setting {
+        let policies = tempfile::tempdir().unwrap();
+        std::fs::write(policies.path().join("policy.yaml"), POLICY).unwrap();
+        Setting {
+            db: TestDb::new(backend).await,
+            policies,
+        }
+    }
+
+    /// Starts a gateway. `accounts(approver)` gives each approver's `chat:` map (YAML flow
+    /// style, e.g. `{matrix: '@bob:localhost'}`); `chat` is the `chat:` section's body.
+    pub async fn gateway(&self, accounts: &dyn Fn(&str) -> String, chat: &str) -> TestGateway {
+        let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
+        let approvers: String = APPROVERS
+            .iter()
+            .map(|who| {
+                format!(
+                    "  - {{id: {who}, token_sha256: {}, chat: {}}}\n",
+                    token(who),
+                    accounts(who)
+                )
+            })
+            .collect();
+        let yaml = format!(
+            "database: {{url: '{db}'}}
+policy_dir: '{policies}'
+upstreams:
+  - name: echo
+    stdio: {{command: python3, args: ['{echo}']}}
+agents:
+  - {{id: agent-1, on_behalf_of: alice, key_sha256: {agent}}}
+approvers:
+{approvers}auditors:
+  - {{id: audrey, token_sha256: {audrey}}}
+chat:
+{chat}
+",
+            db = self.db.url,
+            policies = self.policies.path().display(),
+            echo = support::echo_upstream().display(),
+            agent = countersign::auth::hash_key(AGENT_KEY),
+            audrey = token("audrey"),
+        );
+        let yaml = yaml.replace("chat:\n\n", "");
+        support::spawn_gateway(&yaml).await
+    }
+}
+
+/// Calls `delete_record` as the agent in a task; returns the task and the approval it opened.
+pub async fn held_delete(
+    gw: &TestGateway,
+    record: &str,
+) -> (tokio::task::JoinHandle<Value>, Value) {
+    let url = gw.url.clone();
+    let record_id = record.to_owned();
+    let agent = tokio::spawn(async move { call(&url, record_id).await });
+    let approval = wait_for(gw, |a| a["arguments"]["record_id"] == record).await;
+    (agent, approval)
+}
+
+async fn call(url: &str, record: String) -> Value {
+    let name = "echo__delete_record";
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,
+        "arguments":{"record_id": record},"_meta":modern_meta()}});
+    let auth = format!("Bearer {AGENT_KEY}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", name),
+    ];
+    post(url, &headers, &body)
+        .await
+        .messages()
+        .pop()
+        .expect("a response")
+}
+
+/// The agent's answer text (bounded wait).
+pub async fn answer(agent: tokio::task::JoinHandle<Value>) -> String {
+    let response = tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .expect("the call ends in time")
+        .expect("the call task");
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {response}"))
+        .to_owned()
+}
+
+pub fn base(gw: &TestGateway) -> String {
+    format!("http://{}", gw.addr)
+}
+
+async fn api(
+    gw: &TestGateway,
+    method: reqwest::Method,
+    path: &str,
+    who: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", base(gw)))
+        .bearer_auth(format!("{who}-token"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    response.json().await.unwrap_or(Value::Null)
+}
+
+/// The approval as the approver API shows it.
+pub async fn approval(gw: &TestGateway, id: &str) -> Value {
+    api(
+        gw,
+        reqwest::Method::GET,
+        &format!("/approvals/{id}"),
+        "bob",
+        None,
+    )
+    .await
+}
+
+/// A vote through the approver HTTP API.
+pub async fn vote(
+    gw: &TestGateway,
+    id: &str,
+    who: &str,
+    approve: bool,
+    reason: Option<&str>,
+) -> Value {
+    let verb = if approve { "approve" } else { "deny" };
+    let body = reason.map(|r| json!({"reason": r}));
+    api(
+        gw,
+        reqwest::Method::POST,
+        &format!("/approvals/{id}/{verb}"),
+        who,
+        body,
+    )
+    .await
+}
+
+/// Waits (bounded) for an approval matching `wanted`; returns it.
+pub async fn wait_for(gw: &TestGateway, wanted: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..300 {
+        let list = api(gw, reqwest::Method::GET, "/approvals", "bob", None).await;
+        if let Some(found) = list.as_array().and_then(|l| l.iter().find(|a| wanted(a))) {
+            return found.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no approval as expected appeared");
+}
+
+/// Waits (bounded) until approval `id` has `status`.
+pub async fn wait_status(gw: &TestGateway, id: &str, status: &str) -> Value {
+    let mut seen = Value::Null;
+    for _ in 0..300 {
+        seen = approval(gw, id).await;
+        if seen["status"] == status {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("approval {id} never became {status}: {seen}");
+}
+
+/// The audit events of one call, from the auditor API.
+pub async fn audit(gw: &TestGateway, call_id: &str) -> Vec<Value> {
+    let events = api(
+        gw,
+        reqwest::Method::GET,
+        &format!("/audit/calls/{call_id}"),
+        "audrey",
+        None,
+    )
+    .await;
+    let events = events.get("events").cloned().unwrap_or(events);
+    events.as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (bounded) until the call's audit events include one `wanted`; returns them all.
+pub async fn wait_audit(
+    gw: &TestGateway,
+    call_id: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = audit(gw, call_id).await;
+        if events.iter().any(&wanted) {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the expected audit event never came: {events:#?}");
+}
+
+/// Runs `countersign chat test BACKEND` with a configuration holding `chat` (the `chat:`
+/// section's body) and extra environment variables; returns the exit status and stdout.
+pub async fn chat_test(backend: &str, chat: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("cs.db").display());
+    let yaml = format!(
+        "database: {{url: '{db}'}}\nupstreams: [{{name: echo, stdio: {{command: 'true'}}}}]\nserver: {{allow_anonymous: true}}\nchat:\n{chat}\n"
+    );
+    let config = dir.path().join("countersign.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["chat", "test", backend, "--config"])
+        .arg(&config)
+        .envs(env.iter().copied())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("chat test ends in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), format!("{stdout}{stderr}"))
+}

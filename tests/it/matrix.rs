@@ -1,0 +1,488 @@
+//! The Matrix backend against a real Synapse (see `synapse.rs`): cards, reactions, replies,
+//! read receipts, edits, expiry, and a restart in the middle of a pending approval.
+
+use crate::chat_gateway::{self as cg, Setting};
+use crate::support::{Backend, TestGateway};
+use crate::synapse::{MatrixUser, synapse, unique};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A bot, the four approvers, an outsider, and a room they all joined.
+pub struct World {
+    pub bot: MatrixUser,
+    pub people: Vec<(&'static str, MatrixUser)>,
+    pub mallory: MatrixUser,
+    pub room: String,
+}
+
+impl World {
+    pub async fn new() -> World {
+        World::with_room(false).await
+    }
+
+    pub async fn with_room(encrypted: bool) -> World {
+        let synapse = synapse();
+        let bot = synapse.register(&unique("bot")).await;
+        let mut people = Vec::new();
+        for who in cg::APPROVERS {
+            people.push((who, synapse.register(&unique(who)).await));
+        }
+        let mallory = synapse.register(&unique("mallory")).await;
+        let mut invited: Vec<&MatrixUser> = people.iter().map(|(_, u)| u).collect();
+        invited.push(&mallory);
+        let room = bot.create_room(&invited, encrypted).await;
+        for user in invited {
+            user.join(&room).await;
+        }
+        World {
+            bot,
+            people,
+            mallory,
+            room,
+        }
+    }
+
+    pub fn user(&self, who: &str) -> &MatrixUser {
+        &self.people.iter().find(|(w, _)| *w == who).unwrap().1
+    }
+
+    /// `{matrix: '@bob_…:localhost'}`
+    pub fn accounts(&self, who: &str) -> String {
+        format!("{{matrix: '{}'}}", self.user(who).id)
+    }
+
+    /// The `chat:` section: the bot's token and the room.
+    pub fn chat(&self) -> String {
+        format!(
+            "  matrix: {{homeserver: '{}', access_token: '{}', room: '{}', sync_timeout_secs: 5}}",
+            synapse().url,
+            self.bot.token,
+            self.room
+        )
+    }
+
+    pub async fn gateway(&self, setting: &Setting) -> TestGateway {
+        setting
+            .gateway(&|who| self.accounts(who), &self.chat())
+            .await
+    }
+}
+
+async fn started() -> (World, Setting, TestGateway) {
+    let world = World::new().await;
+    let setting = Setting::new().await;
+    let gw = world.gateway(&setting).await;
+    (world, setting, gw)
+}
+
+fn id(approval: &Value) -> String {
+    approval["id"].as_str().unwrap().to_owned()
+}
+
+fn kinds(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["kind"].as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_by_reaction_posts_the_card_edits_it_and_replies_in_its_thread() {
+    let (world, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r1").await;
+    let bob = world.user("bob");
+    let card = bob.card(&world.room, &id(&approval)).await;
+    let text = bob.card_text(&world.room, &card).await;
+    for fact in [
+        "delete_record on echo",
+        "Agent: agent-1",
+        "On behalf of: alice",
+        "Rule: one-of-two",
+        "one-r1",
+        "Approvals: 0/1",
+        "React ✅",
+    ] {
+        assert!(text.contains(fact), "the card says {fact:?}:\n{text}");
+    }
+    let original = bob
+        .recent(&world.room)
+        .await
+        .into_iter()
+        .find(|e| e["event_id"] == card.as_str())
+        .unwrap();
+    assert_eq!(original["content"]["format"], "org.matrix.custom.html");
+    assert!(
+        original["content"]["formatted_body"]
+            .as_str()
+            .unwrap()
+            .contains("<code>agent-1</code>")
+    );
+    // The bot seeds both reactions; they are its own and do not count.
+    let seeds: Vec<Value> = bob.relations(&world.room, &card).await;
+    let keys: Vec<&str> = seeds
+        .iter()
+        .filter(|e| e["type"] == "m.reaction")
+        .map(|e| e["content"]["m.relates_to"]["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["✅", "❌"]);
+    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
+
+    bob.react(&world.room, &card, "✅").await;
+    assert_eq!(cg::answer(agent).await, "deleted one-r1");
+    let decided = cg::approval(&gw, &id(&approval)).await;
+    assert_eq!(
+        (decided["status"].as_str(), decided["decided_by"].as_str()),
+        (Some("approved"), Some("bob"))
+    );
+    let text = bob
+        .card_text_with(&world.room, &card, "Approved by bob")
+        .await;
+    assert!(
+        !text.contains("React ✅"),
+        "no instructions once decided:\n{text}"
+    );
+    // The reply in the card's thread after the call ran.
+    let mut finished = None;
+    for _ in 0..100 {
+        finished = bob
+            .relations(&world.room, &card)
+            .await
+            .into_iter()
+            .find(|e| e["content"]["m.relates_to"]["rel_type"] == "m.thread");
+        if finished.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let finished = finished.expect("a thread reply after the call");
+    assert!(
+        finished["content"]["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("Call finished: ok"),
+        "{finished}"
+    );
+    let events = cg::audit(&gw, approval["call_id"].as_str().unwrap()).await;
+    let vote = events
+        .iter()
+        .find(|e| e["kind"] == "approval.vote")
+        .expect("a vote");
+    assert_eq!(vote["payload"]["source"], "matrix");
+    assert_eq!(vote["payload"]["evidence"]["room_id"], world.room.as_str());
+    assert_eq!(vote["payload"]["evidence"]["sender"], bob.id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_by_reply_carries_the_reason_to_the_agent_and_the_card() {
+    let (world, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r2").await;
+    let carol = world.user("carol");
+    let card = carol.card(&world.room, &id(&approval)).await;
+    carol.reply(&world.room, &card, "who asked for this?").await;
+    carol.reply(&world.room, &card, "deny: not on prod").await;
+    let expected = format!("Denied by carol: not on prod (approval {})", id(&approval));
+    assert_eq!(cg::answer(agent).await, expected);
+    carol
+        .card_text_with(&world.room, &card, "Denied by carol: not on prod")
+        .await;
+    let events = cg::audit(&gw, approval["call_id"].as_str().unwrap()).await;
+    let votes: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "approval.vote")
+        .collect();
+    assert_eq!(votes.len(), 1, "a comment is not a vote: {events:#?}");
+    assert_eq!(votes[0]["payload"]["reason"], "not on prod");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_from_unmapped_users_the_agents_human_and_other_keys_do_not_count() {
+    let (world, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r3").await;
+    let bob = world.user("bob");
+    let card = bob.card(&world.room, &id(&approval)).await;
+    world.mallory.react(&world.room, &card, "✅").await;
+    world.user("alice").react(&world.room, &card, "✅").await;
+    bob.react(&world.room, &card, "👍").await;
+    // Let the sync loop see them all: the sightings are recorded, the status stays pending.
+    let call_id = approval["call_id"].as_str().unwrap();
+    let events = cg::wait_audit(&gw, call_id, |e| {
+        e["kind"] == "approval.seen"
+            && e["payload"]["evidence"]["content"]["m.relates_to"]["key"] == "👍"
+    })
+    .await;
+    let seen_by: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "approval.seen" && e["payload"]["how"] == "reaction")
+        .map(|e| e["payload"]["who"].as_str().unwrap())
+        .collect();
+    assert!(
+        seen_by.contains(&world.mallory.id.as_str())
+            && seen_by.contains(&"alice")
+            && seen_by.contains(&"bob"),
+        "{seen_by:?}"
+    );
+    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
+    let votes: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "approval.vote")
+        .collect();
+    assert_eq!(
+        votes.len(),
+        1,
+        "only alice's reaction reaches the broker (and is refused): {events:#?}"
+    );
+    assert_eq!(votes[0]["payload"]["result"]["result"], "not_authorized");
+    bob.react(&world.room, &card, "✅").await;
+    assert_eq!(cg::answer(agent).await, "deleted one-r3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_two_of_three_shows_progress_on_the_card() {
+    let (world, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "two-r4").await;
+    let (bob, dave) = (world.user("bob"), world.user("dave"));
+    let card = bob.card(&world.room, &id(&approval)).await;
+    bob.react(&world.room, &card, "✅").await;
+    bob.card_text_with(&world.room, &card, "Approvals: 1/2")
+        .await;
+    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
+    dave.reply(&world.room, &card, "approve").await;
+    assert_eq!(cg::answer(agent).await, "deleted two-r4");
+    let text = bob
+        .card_text_with(&world.room, &card, "Approved by dave")
+        .await;
+    assert!(text.contains("Approvals: 2/2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_edits_the_card() {
+    let (world, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "fast-r5").await;
+    let bob = world.user("bob");
+    let card = bob.card(&world.room, &id(&approval)).await;
+    assert!(cg::answer(agent).await.contains("expired"));
+    bob.card_text_with(&world.room, &card, "Expired: nobody decided in time")
+        .await;
+    // A reaction after the end is recorded but changes nothing.
+    bob.react(&world.room, &card, "✅").await;
+    let call_id = approval["call_id"].as_str().unwrap();
+    let events = cg::wait_audit(&gw, call_id, |e| e["kind"] == "approval.vote").await;
+    let vote = events
+        .iter()
+        .find(|e| e["kind"] == "approval.vote")
+        .unwrap();
+    assert_eq!(vote["payload"]["result"]["result"], "already_decided");
+    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_receipts_are_recorded_as_seen() {
+    let (world, _setting, gw) = started().await;
+    let (_agent, approval) = cg::held_delete(&gw, "one-r6").await;
+    let carol = world.user("carol");
+    let card = carol.card(&world.room, &id(&approval)).await;
+    carol.read_receipt(&world.room, &card).await;
+    world.mallory.read_receipt(&world.room, &card).await;
+    let call_id = approval["call_id"].as_str().unwrap();
+    let receipts =
+        |e: &Value| e["kind"] == "approval.seen" && e["payload"]["how"] == "read_receipt";
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = cg::audit(&gw, call_id).await;
+        if events.iter().filter(|e| receipts(e)).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut who: Vec<&str> = events
+        .iter()
+        .filter(|e| receipts(e))
+        .map(|e| e["payload"]["who"].as_str().unwrap())
+        .collect();
+    who.sort();
+    let mut expected = vec!["carol", world.mallory.id.as_str()];
+    expected.sort();
+    assert_eq!(who, expected, "{:?}", kinds(&events));
+    let receipt = events
+        .iter()
+        .find(|e| receipts(e) && e["payload"]["who"] == "carol")
+        .unwrap();
+    assert_eq!(receipt["payload"]["evidence"]["event_id"], card.as_str());
+    assert_eq!(receipt["payload"]["source"], "matrix");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_from_the_stored_sync_position_on_sqlite() {
+    restart_resumes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_from_the_stored_sync_position_on_postgres() {
+    restart_resumes(Backend::Postgres).await;
+}
+
+async fn restart_resumes(backend: Backend) {
+    let world = World::new().await;
+    let setting = Setting::on(backend).await;
+    let gw = world.gateway(&setting).await;
+    let (agent, approval) = cg::held_delete(&gw, "two-r7").await;
+    let (bob, carol) = (world.user("bob"), world.user("carol"));
+    let card = bob.card(&world.room, &id(&approval)).await;
+    bob.react(&world.room, &card, "✅").await;
+    bob.card_text_with(&world.room, &card, "Approvals: 1/2")
+        .await;
+    drop(gw);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    // Forget which events were handled: only the stored sync position now keeps bob's reaction
+    // from being read (and counted) again.
+    let db = countersign::store::connect(&setting.db.url).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("select count(*) from chat_matrix_sync")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "the sync position is stored");
+    sqlx::query("delete from chat_matrix_handled")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // While the gateway is down: carol approves, and bob's earlier reaction is still there.
+    carol.react(&world.room, &card, "✅").await;
+    let gw = world.gateway(&setting).await;
+    let decided = cg::wait_status(&gw, &id(&approval), "approved").await;
+    assert_eq!(decided["decided_by"], "carol");
+    bob.card_text_with(&world.room, &card, "Approved by carol")
+        .await;
+    let events = cg::audit(&gw, approval["call_id"].as_str().unwrap()).await;
+    let votes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "approval.vote")
+        .map(|e| e["payload"]["approver"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        votes,
+        ["bob", "carol"],
+        "each reaction counted once across the restart"
+    );
+    let requested = events
+        .iter()
+        .filter(|e| e["kind"] == "approval.requested")
+        .count();
+    assert_eq!(requested, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_room_is_refused_and_the_call_fails_closed() {
+    let world = World::with_room(true).await;
+    let setting = Setting::new().await;
+    let gw = world.gateway(&setting).await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r8").await;
+    let text = cg::answer(agent).await;
+    assert!(text.contains("no approver could be asked"), "{text}");
+    assert!(text.contains("encrypted"), "{text}");
+    assert_eq!(
+        cg::approval(&gw, &id(&approval)).await["status"],
+        "cancelled"
+    );
+    let posted = world
+        .bot
+        .recent(&world.room)
+        .await
+        .into_iter()
+        .any(|e| e["type"] == "m.room.message" || e["type"] == "m.room.encrypted");
+    assert!(!posted, "nothing was posted into the encrypted room");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_test_checks_the_token_the_room_and_encryption() {
+    let world = World::new().await;
+    // The token comes from the environment, as secrets should.
+    let chat = format!(
+        "  matrix: {{homeserver: '{}', room: '{}'}}",
+        synapse().url,
+        world.room
+    );
+    let token = [(
+        "COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN",
+        world.bot.token.as_str(),
+    )];
+    let (ok, out) = cg::chat_test("matrix", &chat, &token).await;
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("ok  ").count(), 3, "{out}");
+    let (ok, out) = cg::chat_test(
+        "matrix",
+        &chat,
+        &[("COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN", "wrong")],
+    )
+    .await;
+    assert!(
+        !ok && out.contains("FAIL homeserver") && out.contains("fix: check chat.matrix.homeserver"),
+        "{out}"
+    );
+    let encrypted = World::with_room(true).await;
+    let chat = encrypted.chat();
+    let (ok, out) = cg::chat_test("matrix", &chat, &[]).await;
+    assert!(!ok && out.contains("is end-to-end encrypted"), "{out}");
+}
+
+#[test]
+fn the_shared_synapse_runs_on_loopback_as_our_child() {
+    let synapse = synapse();
+    assert!(synapse.url.starts_with("http://127.0.0.1:"));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", synapse.pid)).expect("running");
+    assert!(String::from_utf8_lossy(&cmdline).contains("tests/peers/synapse/run.py"));
+    assert!(synapse.ready_after_ms < 60_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_buried_under_chatter_while_down_is_still_read() {
+    let world = World::new().await;
+    let setting = Setting::new().await;
+    let gw = world.gateway(&setting).await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r9").await;
+    let carol = world.user("carol");
+    let card = carol.card(&world.room, &id(&approval)).await;
+    carol.read_receipt(&world.room, &card).await;
+    cg::wait_audit(&gw, approval["call_id"].as_str().unwrap(), |e| {
+        e["payload"]["how"] == "read_receipt"
+    })
+    .await;
+    drop(gw);
+    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    // More events than one sync returns (100) arrive after carol's answer.
+    carol.react(&world.room, &card, "✅").await;
+    for n in 0..120 {
+        world
+            .mallory
+            .say(&world.room, &format!("chatter {n}"))
+            .await;
+    }
+    let gw = world.gateway(&setting).await;
+    let decided = cg::wait_status(&gw, &id(&approval), "approved").await;
+    assert_eq!(decided["decided_by"], "carol");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_to_a_card_not_yet_stored_still_counts() {
+    let (world, setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r10").await;
+    let bob = world.user("bob");
+    let card = bob.card(&world.room, &id(&approval)).await;
+    // As if bob answered between the post and the store of its event id.
+    let db = countersign::store::connect(&setting.db.url).await.unwrap();
+    sqlx::query("delete from chat_cards")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    bob.react(&world.room, &card, "✅").await;
+    assert_eq!(cg::answer(agent).await, "deleted one-r10");
+    // A reaction to somebody else's message is never taken for an answer to a card.
+    let chatter = world.mallory.say(&world.room, "not a card").await;
+    let (agent, approval) = cg::held_delete(&gw, "one-r11").await;
+    bob.react(&world.room, &chatter, "✅").await;
+    let card = bob.card(&world.room, &id(&approval)).await;
+    bob.read_receipt(&world.room, &card).await;
+    let call_id = approval["call_id"].as_str().unwrap();
+    let events = cg::wait_audit(&gw, call_id, |e| e["payload"]["how"] == "read_receipt").await;
+    assert!(
+        events.iter().all(|e| e["kind"] != "approval.vote"),
+        "{events:#?}"
+    );
+    drop(agent);
+}

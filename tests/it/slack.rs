@@ -1,0 +1,342 @@
+//! The Slack backend against a Web API stub (there is no local Slack server): cards through
+//! `chat.postMessage`, outcomes through `chat.update`, and signed, form-encoded interaction
+//! posts as Slack would send them.
+
+use crate::chat_gateway::{self as cg, Setting};
+use crate::support::TestGateway;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use countersign::chat::slack::signature;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const SIGNING_SECRET: &str = "test-slack-signing-secret";
+pub const CHANNEL: &str = "C0APPROVALS";
+
+/// Every Web API call the stub received: (method, JSON body).
+type Calls = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A Slack Web API stub on a free loopback port: records every call, answers like Slack.
+#[derive(Clone)]
+pub struct SlackStub {
+    pub url: String,
+    calls: Calls,
+}
+
+impl SlackStub {
+    pub async fn start() -> SlackStub {
+        let calls = Calls::default();
+        let app = axum::Router::new()
+            .route("/api/{method}", post(web_api))
+            .with_state(calls.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        SlackStub { url, calls }
+    }
+
+    pub fn calls(&self, method: &str) -> Vec<Value> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// The `chat:` section for a gateway using this stub.
+    pub fn chat(&self) -> String {
+        format!(
+            "  slack: {{bot_token: xoxb-test, signing_secret: {SIGNING_SECRET}, channel: {CHANNEL}, api_base: '{}'}}",
+            self.url
+        )
+    }
+
+    /// The posted card of `approval` (bounded wait): its message `ts`.
+    pub async fn card(&self, approval: &str) -> String {
+        for _ in 0..200 {
+            let posted = self
+                .calls("chat.postMessage")
+                .into_iter()
+                .find(|m| m["blocks"].to_string().contains(approval) && m["thread_ts"].is_null());
+            if let Some(posted) = posted {
+                return posted["ts_given"].as_str().unwrap().to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no Slack card for approval {approval}");
+    }
+
+    /// The card's text as it now reads (its last `chat.update`, or the post), without mrkdwn
+    /// emphasis.
+    pub fn card_text(&self, ts: &str) -> String {
+        let calls = self.calls.lock().unwrap();
+        let latest = calls.iter().rev().find(|(m, b)| {
+            (m == "chat.update" && b["ts"] == ts)
+                || (m == "chat.postMessage" && b["ts_given"] == ts)
+        });
+        let Some((_, message)) = latest else {
+            return String::new();
+        };
+        let blocks = message["blocks"].as_array().cloned().unwrap_or_default();
+        let mut text: Vec<String> = blocks
+            .iter()
+            .filter_map(|b| b["text"]["text"].as_str().map(str::to_owned))
+            .collect();
+        if blocks.iter().any(|b| b["type"] == "actions") {
+            text.push("[Approve] [Deny]".into());
+        }
+        text.join("\n").replace(['*', '`'], "")
+    }
+}
+
+async fn web_api(
+    State(calls): State<Calls>,
+    Path(method): Path<String>,
+    headers: axum::http::HeaderMap,
+    axum::Json(mut body): axum::Json<Value>,
+) -> axum::Json<Value> {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer xoxb-test") {
+        return axum::Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    let mut calls = calls.lock().unwrap();
+    let ts = format!("1700000000.{:06}", calls.len());
+    let answer = match method.as_str() {
+        "chat.postMessage" => {
+            body["ts_given"] = json!(ts);
+            json!({"ok": true, "channel": body["channel"], "ts": ts})
+        }
+        "chat.update" => json!({"ok": true, "channel": body["channel"], "ts": body["ts"]}),
+        "views.open" => json!({"ok": true, "view": {"id": "V1"}}),
+        "auth.test" => json!({"ok": true, "user_id": "UBOT", "team": "test"}),
+        "conversations.info" if body["channel"] == CHANNEL => {
+            json!({"ok": true, "channel": {"id": CHANNEL}})
+        }
+        "conversations.info" => json!({"ok": false, "error": "channel_not_found"}),
+        _ => json!({"ok": false, "error": "unknown_method"}),
+    };
+    calls.push((method, body));
+    axum::Json(answer)
+}
+
+/// `U_BOB` for bob.
+pub fn slack_user(who: &str) -> String {
+    format!("U_{}", who.to_uppercase())
+}
+
+pub fn accounts(who: &str) -> String {
+    format!("{{slack: {}}}", slack_user(who))
+}
+
+/// POSTs an interaction payload to the gateway as Slack would: form-encoded, v0-signed at
+/// `timestamp` (now when `None`). Returns the HTTP status.
+pub async fn interact(gw: &TestGateway, payload: &Value, timestamp: Option<i64>) -> u16 {
+    let timestamp = timestamp
+        .unwrap_or_else(|| countersign::approval::now_ms() / 1000)
+        .to_string();
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let sig = signature::sign(SIGNING_SECRET.as_bytes(), &timestamp, body.as_bytes());
+    send_interaction(gw, &timestamp, &sig, body).await
+}
+
+pub async fn send_interaction(gw: &TestGateway, timestamp: &str, sig: &str, body: String) -> u16 {
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{}/chat/slack/interactions", cg::base(gw)))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", timestamp)
+        .header("x-slack-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "Slack wants an answer within 3 s"
+    );
+    response.status().as_u16()
+}
+
+/// A button click on the card.
+pub fn click(who: &str, approval: &str, action: &str, ts: &str) -> Value {
+    json!({
+        "type": "block_actions", "trigger_id": format!("trigger-{who}-{approval}"),
+        "user": {"id": slack_user(who), "username": who, "team_id": "T1"},
+        "team": {"id": "T1", "domain": "test"}, "channel": {"id": CHANNEL},
+        "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL},
+        "actions": [{"action_id": action, "block_id": format!("countersign_{approval}"),
+            "type": "button", "value": approval, "action_ts": "1700000001.000001"}],
+    })
+}
+
+/// The deny modal submitted with `reason`.
+pub fn deny_submission(who: &str, approval: &str, reason: &str) -> Value {
+    json!({
+        "type": "view_submission", "user": {"id": slack_user(who), "username": who},
+        "team": {"id": "T1"},
+        "view": {"id": "V1", "callback_id": "countersign_deny_reason", "private_metadata": approval,
+            "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}}},
+    })
+}
+
+/// Clicks Deny, waits for the modal to open, and submits it with `reason`.
+pub async fn deny(stub: &SlackStub, gw: &TestGateway, who: &str, approval: &str, reason: &str) {
+    let ts = stub.card(approval).await;
+    assert_eq!(
+        interact(gw, &click(who, approval, "countersign_deny", &ts), None).await,
+        200
+    );
+    let trigger = format!("trigger-{who}-{approval}");
+    for _ in 0..200 {
+        let opened = stub
+            .calls("views.open")
+            .into_iter()
+            .find(|v| v["trigger_id"] == trigger.as_str());
+        if let Some(opened) = opened {
+            assert_eq!(opened["view"]["private_metadata"], approval);
+            assert_eq!(
+                interact(gw, &deny_submission(who, approval, reason), None).await,
+                200
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the deny modal never opened");
+}
+
+async fn started() -> (SlackStub, Setting, TestGateway) {
+    let stub = SlackStub::start().await;
+    let setting = Setting::new().await;
+    let gw = setting.gateway(&accounts, &stub.chat()).await;
+    (stub, setting, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_approves_and_chat_update_removes_the_buttons() {
+    let (stub, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-s1").await;
+    let id = approval["id"].as_str().unwrap();
+    let ts = stub.card(id).await;
+    let posted = &stub.calls("chat.postMessage")[0];
+    assert_eq!(posted["channel"], CHANNEL);
+    assert_eq!(posted["text"], "Approval needed: delete_record on echo");
+    assert!(stub.card_text(&ts).contains("[Approve] [Deny]"));
+    assert_eq!(
+        interact(&gw, &click("bob", id, "countersign_approve", &ts), None).await,
+        200
+    );
+    assert_eq!(cg::answer(agent).await, "deleted one-s1");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = stub.card_text(&ts);
+        if text.contains("Approved by bob") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        text.contains("Approved by bob") && !text.contains("[Approve]"),
+        "{text}"
+    );
+    let vote = cg::audit(&gw, approval["call_id"].as_str().unwrap())
+        .await
+        .into_iter()
+        .find(|e| e["kind"] == "approval.vote")
+        .unwrap();
+    assert_eq!(vote["payload"]["source"], "slack");
+    assert_eq!(vote["payload"]["evidence"]["user"]["id"], "U_BOB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_asks_for_the_reason_in_a_modal() {
+    let (stub, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-s2").await;
+    let id = approval["id"].as_str().unwrap();
+    deny(&stub, &gw, "carol", id, "not on prod").await;
+    assert_eq!(
+        cg::answer(agent).await,
+        format!("Denied by carol: not on prod (approval {id})")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_stale_and_altered_interactions_are_refused() {
+    let (stub, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-s3").await;
+    let id = approval["id"].as_str().unwrap();
+    let ts = stub.card(id).await;
+    let payload = click("bob", id, "countersign_approve", &ts);
+    let stale = countersign::approval::now_ms() / 1000 - 301;
+    assert_eq!(interact(&gw, &payload, Some(stale)).await, 401, "stale");
+    let now = (countersign::approval::now_ms() / 1000).to_string();
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let sig = signature::sign(SIGNING_SECRET.as_bytes(), &now, body.as_bytes());
+    let altered = body.replace("U_BOB", "U_CAROL");
+    assert_eq!(
+        send_interaction(&gw, &now, &sig, altered).await,
+        401,
+        "altered body"
+    );
+    let wrong = signature::sign(b"not-the-secret", &now, body.as_bytes());
+    assert_eq!(
+        send_interaction(&gw, &now, &wrong, body.clone()).await,
+        401,
+        "wrong secret"
+    );
+    assert_eq!(send_interaction(&gw, &now, "", body).await, 401, "unsigned");
+    // An unmapped Slack user's click is verified, recorded as a sighting, and not counted.
+    let mut outsider = click("mallory", id, "countersign_approve", &ts);
+    outsider["user"]["id"] = json!("U_MALLORY");
+    assert_eq!(interact(&gw, &outsider, None).await, 200);
+    let call_id = approval["call_id"].as_str().unwrap();
+    let events = cg::wait_audit(&gw, call_id, |e| e["kind"] == "approval.seen").await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "approval.vote")
+            .count(),
+        0,
+        "{events:#?}"
+    );
+    assert_eq!(cg::approval(&gw, id).await["status"], "pending");
+    assert_eq!(
+        interact(&gw, &click("bob", id, "countersign_approve", &ts), None).await,
+        200
+    );
+    assert_eq!(cg::answer(agent).await, "deleted one-s3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bot_token_fails_the_call_closed() {
+    let stub = SlackStub::start().await;
+    let setting = Setting::new().await;
+    let bad = stub.chat().replace("xoxb-test", "xoxb-revoked");
+    let gw = setting.gateway(&accounts, &bad).await;
+    let (agent, _approval) = cg::held_delete(&gw, "one-s4").await;
+    let text = cg::answer(agent).await;
+    assert!(text.contains("invalid_auth"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_test_checks_the_token_and_the_channel() {
+    let stub = SlackStub::start().await;
+    let (ok, out) = cg::chat_test("slack", &stub.chat(), &[]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ok   the bot can see channel C0APPROVALS"),
+        "{out}"
+    );
+    let elsewhere = stub.chat().replace(CHANNEL, "C0NOWHERE");
+    let (ok, out) = cg::chat_test("slack", &elsewhere, &[]).await;
+    assert!(
+        !ok && out.contains("channel_not_found") && out.contains("fix: invite the app"),
+        "{out}"
+    );
+    let (ok, out) = cg::chat_test("matrix", &stub.chat(), &[]).await;
+    assert!(
+        !ok && out.contains("no chat backend \"matrix\" is configured (configured: slack)"),
+        "{out}"
+    );
+}

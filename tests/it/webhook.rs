@@ -1,0 +1,125 @@
+//! The signed webhook: another system is told about pending approvals, decisions and finished
+//! calls, and decides through the approver HTTP API.
+
+use crate::chat_gateway::{self as cg, Setting};
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SECRET: &str = "test-webhook-secret";
+
+type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
+/// A receiver on a free loopback port answering `status`; returns its URL and what it got.
+async fn receiver(status: StatusCode) -> (String, Received) {
+    let received: Received = Arc::default();
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let store = store.clone();
+            async move {
+                store.lock().unwrap().push((headers, body));
+                status
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+fn chat(url: &str) -> String {
+    format!("  webhook: {{url: '{url}', secret: {SECRET}}}")
+}
+
+/// Checks the signature as a receiver would (independently of the gateway's signer) and
+/// returns the event body.
+fn verified(headers: &HeaderMap, body: &str) -> Value {
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    let timestamp = header("x-countersign-timestamp");
+    let age = countersign::approval::now_ms() / 1000 - timestamp.parse::<i64>().unwrap();
+    assert!((0..=300).contains(&age), "fresh timestamp");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("v1:{timestamp}:{body}").as_bytes());
+    let given = header("x-countersign-signature");
+    let given = hex::decode(given.strip_prefix("v1=").unwrap()).unwrap();
+    mac.verify_slice(&given).expect("a valid signature");
+    let event: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        header("x-countersign-event"),
+        event["type"].as_str().unwrap()
+    );
+    event
+}
+
+async fn events(received: &Received, count: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let got: Vec<Value> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, b)| verified(h, b))
+            .collect();
+        if got.len() >= count {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("fewer than {count} webhook deliveries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_hears_of_the_request_the_decision_and_the_call() {
+    let (url, received) = receiver(StatusCode::OK).await;
+    let setting = Setting::new().await;
+    let gw = setting.gateway(&|_| "{}".into(), &chat(&url)).await;
+    let (agent, approval) = cg::held_delete(&gw, "one-w1").await;
+    let id = approval["id"].as_str().unwrap();
+    let requested = events(&received, 1).await.remove(0);
+    assert_eq!(requested["type"], "approval.requested");
+    assert_eq!(requested["approval"]["id"], id);
+    assert_eq!(requested["approval"]["arguments"]["record_id"], "one-w1");
+    let approve = requested["decide"]["approve"].as_str().unwrap();
+    assert_eq!(approve, format!("/approvals/{id}/approve"));
+    let voted = reqwest::Client::new()
+        .post(format!("{}{approve}", cg::base(&gw)))
+        .bearer_auth("bob-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(voted.status(), 200);
+    assert_eq!(cg::answer(agent).await, "deleted one-w1");
+    let all = events(&received, 3).await;
+    let kinds: Vec<&str> = all.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["approval.requested", "approval.decided", "call.finished"]
+    );
+    assert_eq!(all[1]["approval"]["status"], "approved");
+    assert_eq!(all[1]["approval"]["decided_by"], "bob");
+    assert_eq!(all[2]["call"]["outcome"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_refuses_fails_the_call_closed() {
+    let (url, received) = receiver(StatusCode::FORBIDDEN).await;
+    let setting = Setting::new().await;
+    let gw = setting.gateway(&|_| "{}".into(), &chat(&url)).await;
+    let (agent, approval) = cg::held_delete(&gw, "one-w2").await;
+    let text = cg::answer(agent).await;
+    assert!(
+        text.contains("no approver could be asked") && text.contains("403"),
+        "{text}"
+    );
+    let id = approval["id"].as_str().unwrap();
+    assert_eq!(cg::approval(&gw, id).await["status"], "cancelled");
+    assert_eq!(
+        received.lock().unwrap().len(),
+        2,
+        "the request, then the cancellation"
+    );
+}
