@@ -13,6 +13,13 @@ pub trait Retryable: std::fmt::Display {
     fn is_refusal(&self) -> bool;
 }
 
+/// A backend's own error: only an unavailable server is worth another try.
+impl Retryable for super::ChatError {
+    fn is_refusal(&self) -> bool {
+        !matches!(self, super::ChatError::Unavailable { .. })
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails for good, or `expires_at` (Unix ms) is near
 /// enough that no pause is left; returns the last error then.
 pub async fn until_expiry<T, E, F, Fut>(expires_at: i64, mut attempt: F) -> Result<T, E>

@@ -7,6 +7,7 @@
 
 use super::store::Tokens;
 use crate::approval::{Approval, Status};
+use crate::chat::card::utc_time as utc;
 use serde_json::{Value, json};
 
 /// Longest string value shown on a card; longer ones are cut.
@@ -181,12 +182,6 @@ fn cut_values(value: &Value) -> Value {
     }
 }
 
-/// Unix milliseconds as `2026-11-24 20:00:05 UTC`.
-pub fn utc(ms: i64) -> String {
-    let stamp = crate::audit::format_timestamp(ms * 1000);
-    format!("{} {} UTC", &stamp[..10], &stamp[11..19])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,10 +191,5 @@ mod tests {
         let block = arguments_block(&json!({"sql": "x".repeat(500), "note": "```rm```"}));
         assert!(block.contains("(300 more characters)"), "{block}");
         assert_eq!(block.matches("```").count(), 2, "{block}");
-    }
-
-    #[test]
-    fn times_are_shown_in_utc() {
-        assert_eq!(utc(1_795_549_543_394), "2026-11-24 19:45:43 UTC");
     }
 }

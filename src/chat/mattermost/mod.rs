@@ -29,7 +29,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
 
 const NAME: &str = "mattermost";
 /// Where Mattermost sends clicks and dialog submissions, under `callback_url`.
@@ -37,9 +36,6 @@ pub const ACTION_PATH: &str = "/mattermost/action";
 pub const DIALOG_PATH: &str = "/mattermost/dialog";
 /// Answers `GET` so `chat test` can check the callback URL reaches this gateway.
 pub const HEALTH_PATH: &str = "/mattermost/health";
-/// First and longest pause between attempts to post a card.
-const RETRY_FIRST: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// `chat.mattermost` in the configuration.
 #[derive(Clone, serde::Deserialize)]
@@ -103,8 +99,7 @@ pub struct Mattermost {
     api: Api,
     keys: trigger::TriggerKeys,
     state_key: dialog::StateKey,
-    database_url: String,
-    db: tokio::sync::OnceCell<Db>,
+    db: crate::chat::db::LazyDb,
     directory: Directory,
     /// Channel names resolved to ids.
     channels: Mutex<HashMap<String, String>>,
@@ -146,8 +141,7 @@ impl Mattermost {
             api: Api::new(&mm.url, &mm.token),
             keys: trigger::TriggerKeys::new(),
             state_key: dialog::StateKey::from_bot_token(&mm.token),
-            database_url: config.database.url.clone(),
-            db: tokio::sync::OnceCell::new(),
+            db: crate::chat::db::LazyDb::new(&config.database.url),
             directory: Directory::new(&config.approvers),
             channels: Mutex::default(),
             licence: AtomicU8::new(LICENCE_UNKNOWN),
@@ -159,10 +153,7 @@ impl Mattermost {
     }
 
     async fn db(&self) -> Result<&Db, ChatError> {
-        self.db
-            .get_or_try_init(|| crate::store::connect(&self.database_url))
-            .await
-            .map_err(|e| unavailable(format!("database: {e}")))
+        self.db.get(NAME).await
     }
 
     fn broker(&self) -> Option<Arc<Broker>> {
@@ -313,25 +304,6 @@ impl Mattermost {
         Ok(card)
     }
 
-    /// Posts the card, retrying with backoff while the server is unavailable, until the
-    /// approval expires.
-    async fn post_card_with_retries(&self, approval: &Approval) -> Result<store::Card, ChatError> {
-        let mut pause = RETRY_FIRST;
-        loop {
-            match self.post_card(approval).await {
-                Err(ChatError::Unavailable { detail, .. })
-                    if crate::approval::now_ms() + (pause.as_millis() as i64)
-                        < approval.expires_at =>
-                {
-                    tracing::warn!(approval = %approval.id, error = %detail, retry_in = ?pause, "Mattermost unavailable; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RETRY_MAX);
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Records the channel's members as the card's audience (`approval.seen`, how `audience`).
     async fn record_audience(&self, approval: &Approval, card: &store::Card) {
         let Some(broker) = self.broker() else { return };
@@ -410,7 +382,9 @@ impl ChatBackend for Mattermost {
 
     fn requested<'a>(&'a self, approval: &'a Approval) -> BoxFuture<'a, Result<(), ChatError>> {
         Box::pin(async move {
-            let card = self.post_card_with_retries(approval).await?;
+            let card =
+                crate::chat::retry::until_expiry(approval.expires_at, || self.post_card(approval))
+                    .await?;
             if self.config.mode == Mode::Reactions {
                 websocket::add_choice_reactions(self, &card).await;
             }
