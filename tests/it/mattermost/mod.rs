@@ -401,6 +401,18 @@ async fn deny_with_reason(backend: Backend) {
         wrong_user["error"],
         "Refused: the dialog was opened for another user."
     );
+    let forged = h
+        .stub
+        .submit_dialog_with(&bob(), Some("forged"), |state| {
+            // Bind the dialog to another approval: the HMAC no longer matches.
+            let text = state.as_str().unwrap().to_owned();
+            *state = json!(format!("f{}", &text[1..]));
+        })
+        .await;
+    assert_eq!(
+        forged["error"],
+        "Refused: the dialog state was not issued by Countersign."
+    );
     let empty = h.stub.submit_dialog(&bob(), Some("  ")).await;
     assert!(empty["errors"]["reason"].is_string(), "{empty}");
     assert_eq!(

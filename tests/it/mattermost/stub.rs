@@ -370,7 +370,18 @@ impl Stub {
 
     /// `user` submits the last dialog opened for them with `reason` (or cancels it).
     pub async fn submit_dialog(&self, user: &User, reason: Option<&str>) -> Value {
-        let dialog = self
+        self.submit_dialog_with(user, reason, |_| {}).await
+    }
+
+    /// The same, with the `state` the client sends changed by `tamper` first (the client
+    /// holds it, so it can).
+    pub async fn submit_dialog_with(
+        &self,
+        user: &User,
+        reason: Option<&str>,
+        tamper: impl FnOnce(&mut Value),
+    ) -> Value {
+        let mut dialog = self
             .inner
             .lock()
             .unwrap()
@@ -378,6 +389,7 @@ impl Stub {
             .last()
             .cloned()
             .expect("a dialog was opened");
+        tamper(&mut dialog["dialog"]["state"]);
         let body = json!({
             "type": "dialog_submission", "callback_id": dialog["dialog"]["callback_id"],
             "state": dialog["dialog"]["state"], "user_id": user.id, "channel_id": CHANNEL_ID,
