@@ -1,10 +1,11 @@
 //! Mattermost approval latency benchmark.
 //!
 //! ```text
-//! cargo run --release --example mattermost_bench -- [--calls 200] [--warmup 20]
+//! cargo run --release --example mattermost_bench -- [--calls 200] [--warmup 20] [--postgres]
 //! ```
 //!
-//! One gateway (in process, SQLite with the durable audit log, the Python echo upstream) posts
+//! One gateway (in process, SQLite or — with `--postgres` — a fresh database on the PostgreSQL
+//! at 127.0.0.1:5432, the durable audit log, the Python echo upstream) posts
 //! to the Mattermost stub of the test suite. For each of `--calls` sequential approvals it
 //! measures:
 //!
@@ -59,10 +60,16 @@ async fn main() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let postgres = std::env::args().any(|a| a == "--postgres");
+    let database = if postgres {
+        fresh_postgres().await?
+    } else {
+        format!("sqlite://{}", dir.path().join("bench.db").display())
+    };
     let echo =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/upstreams/echo_server.py");
     let yaml = format!(
-        "database: {{url: 'sqlite://{db}'}}
+        "database: {{url: '{database}'}}
 policy_dir: '{policies}'
 server: {{listen: '127.0.0.1:{port}'}}
 telemetry: {{log_filter: warn}}
@@ -73,7 +80,6 @@ auditors: [{{id: audrey, token_sha256: {audrey}}}]
 chat:
   mattermost: {{url: '{stub}', token: {token}, callback_url: 'http://127.0.0.1:{port}', channel: eng/mcp-approvals, websocket: false}}
 ",
-        db = dir.path().join("bench.db").display(),
         policies = policies.display(),
         echo = echo.display(),
         agent = countersign::auth::hash_key(AGENT_KEY),
@@ -129,6 +135,19 @@ chat:
     );
     shutdown.cancel();
     std::process::exit(if card && decision { 0 } else { 2 });
+}
+
+/// A new database on the local PostgreSQL (left behind for inspection; names are unique).
+async fn fresh_postgres() -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    sqlx::any::install_default_drivers();
+    let name = format!("cs_mm_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin =
+        sqlx::AnyConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut admin)
+        .await?;
+    Ok(format!("postgres://postgres@127.0.0.1:5432/{name}"))
 }
 
 async fn call(client: reqwest::Client, mcp: String, record: String) -> String {

@@ -384,8 +384,8 @@ async fn recorded_card(
     store::card(db, approval).await
 }
 
-const CARD_WAIT_STEPS: u32 = 20;
-const CARD_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(25);
+const CARD_WAIT_STEPS: u32 = 250;
+const CARD_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn click_evidence(request: &ActionRequest, click: &Verified) -> Value {
     let trigger = match &click.proof {
