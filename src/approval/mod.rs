@@ -579,17 +579,6 @@ pub fn arguments_digest(arguments: &Value) -> String {
         .collect()
 }
 
-/// The arguments with the policy's redacted fields (JSON pointers) masked, for display.
-pub fn redact(arguments: &Value, pointers: &[String]) -> Value {
-    let mut shown = arguments.clone();
-    for pointer in pointers {
-        if let Some(v) = shown.pointer_mut(pointer) {
-            *v = Value::String("[redacted]".into());
-        }
-    }
-    shown
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,16 +591,6 @@ mod tests {
         assert_ne!(
             arguments_digest(&a),
             arguments_digest(&json!({"a": [2, 1], "b": 1}))
-        );
-    }
-
-    #[test]
-    fn redaction_masks_only_the_named_fields() {
-        let args = json!({"user": "bob", "secret": {"token": "t"}});
-        let shown = redact(&args, &["/secret/token".into(), "/missing".into()]);
-        assert_eq!(
-            shown,
-            json!({"user": "bob", "secret": {"token": "[redacted]"}})
         );
     }
 }

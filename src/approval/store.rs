@@ -87,7 +87,7 @@ impl Approval {
             server: call.upstream.to_string(),
             tool: call.tool.clone(),
             args_sha256: args_sha256.to_owned(),
-            arguments: super::redact(&call.arguments, &spec.redact),
+            arguments: spec.redact_arguments(&call.arguments),
             policy_version: policy_version.to_owned(),
             rule: rule.to_owned(),
             spec: spec.clone(),

@@ -167,6 +167,34 @@ async fn approval_of(gw: &TestGateway, status: &str, tool: &str) -> Value {
     panic!("no {status} approval");
 }
 
+/// The status of approval `id` once it is `wanted`, or as it stands after a bounded wait.
+async fn approval_status_until(gw: &TestGateway, id: &str, wanted: &str) -> String {
+    let url = format!("http://{}/approvals/{id}", gw.addr);
+    let mut status = String::new();
+    for _ in 0..300 {
+        let (_, approval) = api(reqwest::Method::GET, url.clone(), "bob", None).await;
+        status = approval["status"].as_str().unwrap_or_default().to_owned();
+        if status == wanted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    status
+}
+
+/// A call's audit story once it has an event of `kind`, or as it stands after a bounded wait.
+async fn story_until(gw: &TestGateway, call_id: &str, kind: &str) -> Vec<String> {
+    let mut kinds = Vec::new();
+    for _ in 0..300 {
+        kinds = story(gw, call_id).await;
+        if kinds.iter().any(|k| k == kind) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kinds
+}
+
 fn count(kinds: &[String], kind: &str) -> usize {
     kinds.iter().filter(|k| *k == kind).count()
 }
@@ -205,13 +233,14 @@ async fn modern_task_runs_once_approved(backend: Backend) {
 crate::on_both_databases!(modern_task_runs_once_approved: a_held_call_becomes_a_task_on_sqlite, a_held_call_becomes_a_task_on_postgres);
 
 /// A legacy (2025-11-25) session as `agent-1`.
-struct Legacy<'a> {
-    gw: &'a TestGateway,
+#[derive(Clone)]
+struct Legacy {
+    url: String,
     session: String,
 }
 
-impl<'a> Legacy<'a> {
-    async fn open(gw: &'a TestGateway) -> (Legacy<'a>, Value) {
+impl Legacy {
+    async fn open(gw: &TestGateway) -> (Legacy, Value) {
         let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
             "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"it","version":"0"}}});
         let response = post(&gw.url, &[("authorization", "Bearer agent-key")], &init).await;
@@ -220,7 +249,19 @@ impl<'a> Legacy<'a> {
             .expect("a session")
             .to_owned();
         let result = response.messages().pop().unwrap()["result"].clone();
-        (Legacy { gw, session }, result)
+        let url = gw.url.clone();
+        (Legacy { url, session }, result)
+    }
+
+    /// `send` in a task of the test runtime (for a request that blocks).
+    fn spawn(
+        &self,
+        id: u64,
+        method: &'static str,
+        params: Value,
+    ) -> tokio::task::JoinHandle<Value> {
+        let client = self.clone();
+        tokio::spawn(async move { client.send(id, method, params).await })
     }
 
     async fn send(&self, id: u64, method: &str, params: Value) -> Value {
@@ -234,7 +275,7 @@ impl<'a> Legacy<'a> {
             ("mcp-session-id", self.session.as_str()),
             ("mcp-protocol-version", "2025-11-25"),
         ];
-        let response = post(&self.gw.url, &headers, body).await;
+        let response = post(&self.url, &headers, body).await;
         if response.text.is_empty() {
             return Value::Null; // 202 Accepted: a notification
         }
@@ -276,22 +317,7 @@ async fn a_legacy_client_gets_tasks_when_it_asks() {
         .as_str()
         .expect("a task")
         .to_owned();
-    let blocked = {
-        let (gw_url, session) = (gw.url.clone(), client.session.clone());
-        let body = json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/result", "params": {"taskId": delete_task}});
-        tokio::spawn(async move {
-            let headers = [
-                ("authorization", "Bearer agent-key"),
-                ("mcp-session-id", session.as_str()),
-                ("mcp-protocol-version", "2025-11-25"),
-            ];
-            post(&gw_url, &headers, &body)
-                .await
-                .messages()
-                .pop()
-                .unwrap()
-        })
-    };
+    let blocked = client.spawn(4, "tasks/result", json!({"taskId": delete_task}));
     let pending = approval(&gw, "pending").await;
     vote(
         &gw,
@@ -431,84 +457,37 @@ async fn cancelling_a_held_call_withdraws_its_approval_in_each_era() {
 
     // Legacy: notifications/cancelled withdraws it...
     let (client, _) = Legacy::open(&gw).await;
-    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo__delete_record","arguments":{"record_id":"l1"}}});
-    let held = {
-        let (url, session) = (gw.url.clone(), client.session.clone());
-        tokio::spawn(async move {
-            let headers = [
-                ("authorization", "Bearer agent-key"),
-                ("mcp-session-id", session.as_str()),
-                ("mcp-protocol-version", "2025-11-25"),
-            ];
-            post(&url, &headers, &call).await
-        })
-    };
+    let arguments = json!({"record_id": "l1"});
+    let held = client.spawn(
+        7,
+        "tools/call",
+        json!({"name": "echo__delete_record", "arguments": arguments}),
+    );
     let pending = approval(&gw, "pending").await;
     let cancel = json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"changed my mind"}});
     client.post(&cancel).await;
-    let cancelled_id = pending["id"].clone();
-    for _ in 0..300 {
-        let url = format!(
-            "http://{}/approvals/{}",
-            gw.addr,
-            cancelled_id.as_str().unwrap()
-        );
-        if api(reqwest::Method::GET, url, "bob", None).await.1["status"] == "cancelled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let url = format!(
-        "http://{}/approvals/{}",
-        gw.addr,
-        cancelled_id.as_str().unwrap()
-    );
-    assert_eq!(
-        api(reqwest::Method::GET, url, "bob", None).await.1["status"],
-        "cancelled"
-    );
+    let cancelled = approval_status_until(&gw, pending["id"].as_str().unwrap(), "cancelled").await;
+    assert_eq!(cancelled, "cancelled");
     let _ = tokio::time::timeout(Duration::from_secs(5), held).await;
 
     // ...but a legacy client that disconnects has not cancelled: the call runs when approved.
-    let call = json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo__delete_record","arguments":{"record_id":"l2"}}});
-    let held = {
-        let (url, session) = (gw.url.clone(), client.session.clone());
-        tokio::spawn(async move {
-            let headers = [
-                ("authorization", "Bearer agent-key"),
-                ("mcp-session-id", session.as_str()),
-                ("mcp-protocol-version", "2025-11-25"),
-            ];
-            post(&url, &headers, &call).await
-        })
-    };
+    let arguments = json!({"record_id": "l2"});
+    let held = client.spawn(
+        8,
+        "tools/call",
+        json!({"name": "echo__delete_record", "arguments": arguments}),
+    );
     let pending = approval(&gw, "pending").await;
     held.abort();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let url = format!(
-        "http://{}/approvals/{}",
-        gw.addr,
-        pending["id"].as_str().unwrap()
-    );
-    assert_eq!(
-        api(reqwest::Method::GET, url, "bob", None).await.1["status"],
-        "pending"
-    );
+    let id = pending["id"].as_str().unwrap();
+    assert_eq!(approval_status_until(&gw, id, "pending").await, "pending");
     vote(&gw, pending["id"].as_str().unwrap(), "bob", true, None).await;
-    let call_id = pending["call_id"].as_str().unwrap();
-    for _ in 0..300 {
-        if story(&gw, call_id)
-            .await
-            .iter()
-            .any(|k| k == "call.completed")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "the drained call never completed: {:?}",
-        story(&gw, call_id).await
+    let kinds = story_until(&gw, pending["call_id"].as_str().unwrap(), "call.completed").await;
+    assert_eq!(
+        count(&kinds, "call.completed"),
+        1,
+        "the drained call ran: {kinds:?}"
     );
 }
 
@@ -594,16 +573,7 @@ async fn kill_9_loses_nothing_and_runs_nothing_twice() {
         None,
     )
     .await;
-    for _ in 0..200 {
-        if story(&first.gw, &held_call)
-            .await
-            .iter()
-            .any(|k| k == "call.forwarded")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    story_until(&first.gw, &held_call, "call.forwarded").await;
     first.kill_9().await;
     held.abort();
 
@@ -629,14 +599,7 @@ async fn kill_9_loses_nothing_and_runs_nothing_twice() {
     assert_eq!(count(&kinds, "call.completed"), 0, "{kinds:?}");
 
     // So is the plain call that was running: found by the start-up scan.
-    let mut kinds = Vec::new();
-    for _ in 0..200 {
-        kinds = story(&second.gw, &held_call).await;
-        if kinds.iter().any(|k| k == "call.ambiguous") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let kinds = story_until(&second.gw, &held_call, "call.ambiguous").await;
     assert_eq!(count(&kinds, "call.forwarded"), 1, "{kinds:?}");
     assert_eq!(count(&kinds, "call.ambiguous"), 1, "{kinds:?}");
 
