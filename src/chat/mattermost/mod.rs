@@ -115,19 +115,6 @@ pub struct Mattermost {
 
 impl Mattermost {
     pub fn new(config: &crate::config::Config, mm: &MattermostConfig) -> anyhow::Result<Self> {
-        if mm.url.starts_with("https://") {
-            anyhow::bail!(
-                "chat.mattermost.url {:?}: https is not supported yet (this build has no TLS client); \
-                 reach Mattermost over http, e.g. through a local TLS-terminating proxy",
-                mm.url
-            );
-        }
-        if !mm.url.starts_with("http://") {
-            anyhow::bail!(
-                "chat.mattermost.url must be the server's http:// base URL, got {:?}",
-                mm.url
-            );
-        }
         if mm.mode == Mode::Buttons && mm.callback_url.is_none() {
             anyhow::bail!(
                 "chat.mattermost.callback_url is required in buttons mode: the gateway's base URL as \
