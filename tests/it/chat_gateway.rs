@@ -57,6 +57,16 @@ impl Setting {
     /// Starts a gateway. `accounts(approver)` gives each approver's `chat:` map (YAML flow
     /// style, e.g. `{matrix: '@bob:localhost'}`); `chat` is the `chat:` section's body.
     pub async fn gateway(&self, accounts: &dyn Fn(&str) -> String, chat: &str) -> TestGateway {
+        self.gateway_on(accounts, chat, 0).await
+    }
+
+    /// The same, on loopback `port` (0: any).
+    pub async fn gateway_on(
+        &self,
+        accounts: &dyn Fn(&str) -> String,
+        chat: &str,
+        port: u16,
+    ) -> TestGateway {
         let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
         let approvers: String = APPROVERS
             .iter()
@@ -89,7 +99,7 @@ chat:
             audrey = token("audrey"),
         );
         let yaml = yaml.replace("chat:\n\n", "");
-        support::spawn_gateway(&yaml).await
+        support::spawn_gateway_on(&yaml, port).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! One table of approval scenarios, run unchanged against every chat backend through a small
-//! driver: the built-in approver API, Matrix on a real Synapse, and Slack on its stub. Another
-//! backend joins the table by implementing [`ChatDriver`] and adding one line to
-//! [`every_backend!`] (e.g. a Mattermost stub).
+//! driver: the built-in approver API, Mattermost on its contract stub, Matrix on a real Synapse,
+//! and Slack on its stub. Another backend joins the table by implementing [`ChatDriver`] and
+//! adding one line to [`every_backend!`].
 
 use crate::chat_gateway::{self as cg, Setting};
 use crate::support::TestGateway;
@@ -15,6 +15,12 @@ pub trait ChatDriver: Send + Sync {
 
     /// The body of the gateway's `chat:` section (empty for none).
     fn chat(&self) -> String;
+
+    /// The loopback port the gateway must listen on, when the chat server calls it back at a
+    /// URL given in [`ChatDriver::chat`]; 0 for any.
+    fn port(&self) -> u16 {
+        0
+    }
 
     /// `approver` approves `approval` the way this backend's users do.
     fn approve<'a>(
@@ -58,7 +64,7 @@ async fn card_says(
 async fn start(driver: &dyn ChatDriver) -> (Setting, TestGateway) {
     let setting = Setting::new().await;
     let gw = setting
-        .gateway(&|who| driver.accounts(who), &driver.chat())
+        .gateway_on(&|who| driver.accounts(who), &driver.chat(), driver.port())
         .await;
     (setting, gw)
 }
@@ -144,6 +150,7 @@ macro_rules! every_backend {
 
 every_backend! {
     builtin => drivers::BuiltIn;
+    mattermost => drivers::Mattermost::new().await;
     matrix => drivers::Matrix::new().await;
     slack => drivers::Slack::new().await;
 }
@@ -151,7 +158,7 @@ every_backend! {
 /// The drivers, one per backend.
 pub mod drivers {
     use super::*;
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     /// No chat: the approver HTTP API votes; the "card" is the approval record and its votes.
     pub struct BuiltIn;
@@ -222,6 +229,129 @@ pub mod drivers {
             other => other.to_owned(),
         };
         format!("{outcome}\nApprovals: {approvals}/{quorum}")
+    }
+
+    /// Mattermost on its contract stub: buttons approve; Deny opens the dialog for the reason.
+    pub struct Mattermost {
+        stub: std::sync::Arc<Stub>,
+        port: u16,
+    }
+
+    use crate::mattermost::stub::{BOT_TOKEN, Stub, User};
+
+    impl Mattermost {
+        pub async fn new() -> Self {
+            let members = cg::APPROVERS.iter().map(|who| User::named(who)).collect();
+            Mattermost {
+                stub: Stub::start(members).await,
+                port: crate::support::free_port(),
+            }
+        }
+
+        /// The card's post for `approval`, once posted.
+        async fn card(&self, approval: &str) -> String {
+            for _ in 0..200 {
+                let card = self.stub.cards().into_iter().find(|post| {
+                    fields(post).any(|(title, value)| title == "Request" && value == approval)
+                });
+                if let Some(card) = card {
+                    return card["id"].as_str().unwrap().to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("no Mattermost card for approval {approval}");
+        }
+
+        /// `who` clicks `button` on `approval`'s card; the ephemeral answer.
+        async fn click(&self, approval: &str, button: &str, who: &str) -> String {
+            let post = self.card(approval).await;
+            let said = self.stub.click(&post, button, &User::named(who)).await;
+            said["ephemeral_text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    }
+
+    /// Every request the gateway made must have kept to Mattermost's published contract.
+    impl Drop for Mattermost {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                assert_eq!(self.stub.violations(), Vec::<String>::new());
+            }
+        }
+    }
+
+    /// A post's attachment fields, as (title, value).
+    fn fields(post: &Value) -> impl Iterator<Item = (&str, &str)> {
+        post["props"]["attachments"][0]["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                let text = |key: &str| f[key].as_str().unwrap_or_default();
+                (text("title"), text("value"))
+            })
+    }
+
+    impl ChatDriver for Mattermost {
+        fn accounts(&self, who: &str) -> String {
+            format!("{{mattermost: {who}}}")
+        }
+
+        fn chat(&self) -> String {
+            format!(
+                "  mattermost: {{url: '{}', token: {BOT_TOKEN}, channel: eng/mcp-approvals, \
+                 callback_url: 'http://127.0.0.1:{}', websocket: false}}",
+                self.stub.url, self.port
+            )
+        }
+
+        fn port(&self) -> u16 {
+            self.port
+        }
+
+        fn approve<'a>(
+            &'a self,
+            _: &'a TestGateway,
+            approval: &'a str,
+            who: &'a str,
+        ) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                let said = self.click(approval, "approve", who).await;
+                assert!(
+                    said.starts_with("Recorded") || said.contains("asked for"),
+                    "{said}"
+                );
+            })
+        }
+
+        fn deny<'a>(
+            &'a self,
+            _: &'a TestGateway,
+            approval: &'a str,
+            who: &'a str,
+            reason: &'a str,
+        ) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                let said = self.click(approval, "deny", who).await;
+                assert!(said.contains("reason in the dialog"), "{said}");
+                let user = User::named(who);
+                assert_eq!(
+                    self.stub.submit_dialog(&user, Some(reason)).await,
+                    json!({})
+                );
+            })
+        }
+
+        fn card_text<'a>(&'a self, _: &'a TestGateway, approval: &'a str) -> BoxFuture<'a, String> {
+            Box::pin(async move {
+                let post = self.stub.post(&self.card(approval).await);
+                let mut lines = vec![post["message"].as_str().unwrap_or_default().to_owned()];
+                lines.extend(fields(&post).map(|(title, value)| format!("{title}: {value}")));
+                lines.join("\n").replace(['*', '`'], "")
+            })
+        }
     }
 
     /// Matrix on the shared Synapse: reactions approve, replies deny with a reason.

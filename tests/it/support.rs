@@ -43,7 +43,14 @@ impl Drop for TestGateway {
 
 /// Starts a gateway from YAML text. `listen` is forced to `127.0.0.1:0`.
 pub async fn spawn_gateway(yaml: &str) -> TestGateway {
-    let config = test_config(yaml);
+    spawn_gateway_on(yaml, 0).await
+}
+
+/// The same, listening on loopback `port` (0: any), for peers that must know the address
+/// before the gateway starts (a chat server's callback URL).
+pub async fn spawn_gateway_on(yaml: &str, port: u16) -> TestGateway {
+    let mut config = test_config(yaml);
+    config.server.listen.set_port(port);
     let shutdown = CancellationToken::new();
     let app = Application::build(&config, shutdown.clone())
         .await

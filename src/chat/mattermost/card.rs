@@ -7,7 +7,7 @@
 
 use super::store::Tokens;
 use crate::approval::{Approval, Status};
-use crate::chat::card::utc_time as utc;
+use crate::chat::card::{self, utc_time as utc};
 use serde_json::{Value, json};
 
 /// Longest string value shown on a card; longer ones are cut.
@@ -20,8 +20,6 @@ pub struct View<'a> {
     pub approval: &'a Approval,
     /// Approvers who approved so far, as shown (`@alice`).
     pub approved_by: Vec<String>,
-    /// Who decided, as shown.
-    pub decided_by: Option<String>,
     /// While pending: the click URL and this rendering's tokens.
     pub buttons: Option<(&'a str, &'a Tokens)>,
 }
@@ -45,18 +43,19 @@ pub fn render(view: &View) -> Value {
         ),
         field("Rule", &format!("`{}`", a.rule), true),
         field("Expires", &utc(a.expires_at), true),
-        field(
-            "Approvals",
-            &progress(view.approved_by.len(), a.spec.quorum, &view.approved_by),
-            true,
-        ),
+        field("Approvals", &progress(a, &view.approved_by), true),
         field("Request", &a.id.to_string(), true),
     ];
     if let Some(label) = &a.spec.classification {
         fields.insert(0, field("Classification", label, true));
     }
-    if a.status != Status::Pending {
-        fields.push(field("Decision", &decision_line(view), false));
+    if let Some(outcome) = card::outcome(a) {
+        fields.push(field("Decision", &outcome, false));
+        fields.push(field(
+            "Decided",
+            &a.decided_at.map(utc).unwrap_or_default(),
+            true,
+        ));
     }
     let mut attachment = json!({
         "fallback": format!("Approval request {} for {}", a.id, a.tool),
@@ -76,58 +75,37 @@ pub fn render(view: &View) -> Value {
 
 fn headline(view: &View) -> String {
     let a = view.approval;
-    match a.status {
-        Status::Pending => format!(
+    match card::outcome(a) {
+        None => format!(
             "#### :lock: Tool call needs approval\n`{}__{}` requested by agent `{}`",
             a.server, a.tool, a.agent
         ),
-        _ => format!("#### {}", decision_line(view)),
+        Some(outcome) => format!("#### {} {}", emoji(a.status), one_line(&outcome)),
     }
 }
 
-/// "Approved by @bob, @carol at …", "Denied by @bob at …: reason", "Expired at …: not run".
-fn decision_line(view: &View) -> String {
-    let a = view.approval;
-    let when = a.decided_at.map(utc).unwrap_or_default();
-    let by = view.decided_by.as_deref().unwrap_or("countersign");
-    match a.status {
-        Status::Pending => String::new(),
-        Status::Approved => {
-            let who = if view.approved_by.is_empty() {
-                by.to_owned()
-            } else {
-                view.approved_by.join(", ")
-            };
-            format!(":white_check_mark: Approved by {who} at {when}")
-        }
-        Status::Denied => format!(
-            ":no_entry: Denied by {by} at {when}{}",
-            reason_suffix(a.reason.as_deref())
-        ),
-        Status::Expired => format!(":hourglass: Expired at {when}: not run"),
-        Status::Cancelled => format!(
-            ":heavy_multiplication_x: Cancelled at {when}{}",
-            reason_suffix(a.reason.as_deref())
-        ),
+/// The outcome's emoji, before the words every backend's card shares ([`card::outcome`]).
+fn emoji(status: Status) -> &'static str {
+    match status {
+        Status::Pending => ":lock:",
+        Status::Approved => ":white_check_mark:",
+        Status::Denied => ":no_entry:",
+        Status::Expired => ":hourglass:",
+        Status::Cancelled => ":heavy_multiplication_x:",
     }
-}
-
-fn reason_suffix(reason: Option<&str>) -> String {
-    reason
-        .filter(|r| !r.trim().is_empty())
-        .map(|r| format!(": {}", one_line(r)))
-        .unwrap_or_default()
 }
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn progress(approvals: usize, quorum: u32, who: &[String]) -> String {
+/// `1/2 (@bob)`: the shared progress, and who approved so far.
+fn progress(approval: &Approval, who: &[String]) -> String {
+    let counted = card::progress(approval, who.len() as u32);
     if who.is_empty() {
-        format!("{approvals} of {quorum}")
+        counted
     } else {
-        format!("{approvals} of {quorum} ({})", who.join(", "))
+        format!("{counted} ({})", who.join(", "))
     }
 }
 

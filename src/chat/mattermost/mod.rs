@@ -179,7 +179,6 @@ impl Mattermost {
         let view = card::View {
             approval,
             approved_by,
-            decided_by: approval.decided_by.as_deref().map(|d| self.shown(d)),
             buttons: url.as_deref().zip(tokens.as_ref()),
         };
         Ok(card::render(&view))

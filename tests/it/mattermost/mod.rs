@@ -1,9 +1,9 @@
 //! The Mattermost backend against a contract-faithful stub server (`stub.rs`): cards, verified
 //! clicks, deny reasons, quorum progress, refused clicks, outages and the websocket mode.
 
-mod stub;
+pub mod stub;
 
-use crate::support::{Backend, TestDb, modern_meta, post};
+use crate::support::{Backend, TestDb, free_port, modern_meta, post};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,15 +81,6 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-/// A free loopback port (the callback URL must be known before the gateway starts).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn harness(backend: Backend, mattermost: &str) -> Harness {
@@ -299,7 +290,7 @@ async fn approve_by_click(backend: Backend) {
     assert_eq!(field(&posted, "Agent"), "`agent-1`");
     assert_eq!(field(&posted, "On behalf of"), "alice");
     assert_eq!(field(&posted, "Rule"), "`one-of-two`");
-    assert_eq!(field(&posted, "Approvals"), "0 of 1");
+    assert_eq!(field(&posted, "Approvals"), "0/1");
     assert!(field(&posted, "Expires").ends_with(" UTC"));
     assert_eq!(actions(&posted), ["approve", "deny"]);
     let (url, click) = h.stub.action_request(&id(&posted), "approve", &bob());
@@ -318,9 +309,10 @@ async fn approve_by_click(backend: Backend) {
         after["message"]
             .as_str()
             .unwrap()
-            .contains("Approved by @bob at "),
+            .contains(":white_check_mark: Approved by bob"),
         "{after}"
     );
+    assert!(field(&after, "Decided").ends_with(" UTC"), "{after}");
     assert_eq!(text(&answer(agent).await), "deleted one-1");
     until("the thread reply", || {
         h.stub.replies(&id(&posted)).len() == 1
@@ -430,7 +422,7 @@ async fn deny_with_reason(backend: Backend) {
             && after["message"]
                 .as_str()
                 .unwrap()
-                .contains("Denied by @bob at ")
+                .contains("Denied by bob: not on prod")
     })
     .await;
     assert!(
@@ -505,7 +497,7 @@ async fn mattermost_quorum_shows_progress_and_refuses_non_approvers_and_double_c
         ]
     );
     let progressed = h.stub.post(&post_id);
-    assert_eq!(field(&progressed, "Approvals"), "1 of 2 (@bob)");
+    assert_eq!(field(&progressed, "Approvals"), "1/2 (@bob)");
     assert_eq!(
         actions(&progressed),
         ["approve", "deny"],
@@ -521,12 +513,15 @@ async fn mattermost_quorum_shows_progress_and_refuses_non_approvers_and_double_c
         decided["ephemeral_text"],
         "Recorded your vote: the call is approved."
     );
+    let decided = h.stub.post(&post_id);
     assert!(
-        h.stub.post(&post_id)["message"]
+        decided["message"]
             .as_str()
             .unwrap()
-            .contains("Approved by @bob, @carol")
+            .contains("Approved by carol"),
+        "{decided}"
     );
+    assert_eq!(field(&decided, "Approvals"), "2/2 (@bob, @carol)");
     assert_eq!(text(&answer(agent).await), "deleted r-2");
     let late = h.stub.send_action(&url, &unused_deny).await;
     assert_eq!(late["ephemeral_text"], "Already approved by @carol.");
@@ -710,7 +705,7 @@ async fn mattermost_click_after_expiry_is_refused_and_the_card_says_expired() {
             && after["message"]
                 .as_str()
                 .unwrap()
-                .contains(":hourglass: Expired at ")
+                .contains(":hourglass: Expired: nobody decided in time")
     })
     .await;
     let said = h.stub.send_action(&url, &late).await;
@@ -893,7 +888,7 @@ async fn mattermost_reactions_mode_decides_by_reaction_and_thread_reply() {
         h.stub.post(&post_id)["message"]
             .as_str()
             .unwrap()
-            .contains("Approved by @bob at ")
+            .contains("Approved by bob")
     })
     .await;
     let seen: Vec<(String, String)> = events(&h, "approval.seen")
