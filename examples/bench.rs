@@ -330,7 +330,9 @@ enum Era {
 
 impl Target {
     fn new(name: &'static str, url: String, key: &str) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let client = countersign::tls::Tls::new(&Default::default())
+            .unwrap()
+            .http()
             .tcp_nodelay(true)
             .http1_only()
             .no_proxy()

@@ -92,7 +92,9 @@ chat:
     let app = countersign::startup::Application::build(&config, shutdown.clone()).await?;
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let mcp = format!("http://127.0.0.1:{port}/mcp");
-    let client = reqwest::Client::new();
+    let client = countersign::tls::Tls::new(&Default::default())
+        .unwrap()
+        .client();
     let mut card_latency = Vec::new();
     let mut clicks: Vec<(String, i64)> = Vec::new();
     for i in 0..warmup + calls {

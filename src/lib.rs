@@ -40,5 +40,7 @@ pub mod store;
 pub mod tasks;
 /// Logs, traces, metrics.
 pub mod telemetry;
+/// TLS for https upstreams and chat servers.
+pub mod tls;
 /// MCP toward tool servers.
 pub mod upstream;

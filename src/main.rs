@@ -10,6 +10,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = countersign::cli::Cli::parse();
+    // Before any HTTP client is built (the telemetry exporter builds its own).
+    countersign::tls::install_provider();
     match countersign::cli::run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -897,7 +897,9 @@ impl Api {
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        let http = reqwest::Client::builder()
+        let http = countersign::tls::Tls::new(&Default::default())
+            .unwrap()
+            .http()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();

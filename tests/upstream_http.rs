@@ -290,7 +290,8 @@ fn config(addr: SocketAddr) -> UpstreamConfig {
 }
 
 async fn start(addr: SocketAddr, shutdown: &CancellationToken) -> Upstream {
-    tokio::time::timeout(WAIT, Upstream::start(&config(addr), shutdown.clone()))
+    let tls = countersign::tls::Tls::new(&Default::default()).unwrap();
+    tokio::time::timeout(WAIT, Upstream::start(&config(addr), &tls, shutdown.clone()))
         .await
         .unwrap()
         .unwrap()

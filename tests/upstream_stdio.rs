@@ -90,10 +90,17 @@ async fn start(modern: bool) -> Fixture {
         timeout_secs: 10,
     };
     let shutdown = CancellationToken::new();
-    let upstream = tokio::time::timeout(WAIT, Upstream::start(&config, shutdown.clone()))
-        .await
-        .expect("start in time")
-        .expect("start");
+    let upstream = tokio::time::timeout(
+        WAIT,
+        Upstream::start(
+            &config,
+            &countersign::tls::Tls::new(&Default::default()).unwrap(),
+            shutdown.clone(),
+        ),
+    )
+    .await
+    .expect("start in time")
+    .expect("start");
     Fixture {
         upstream,
         shutdown,
@@ -352,7 +359,13 @@ async fn a_missing_command_starts_unhealthy_and_refuses_requests() {
         timeout_secs: 10,
     };
     let shutdown = CancellationToken::new();
-    let upstream = Upstream::start(&config, shutdown.clone()).await.unwrap();
+    let upstream = Upstream::start(
+        &config,
+        &countersign::tls::Tls::new(&Default::default()).unwrap(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     assert!(!upstream.is_healthy());
     let err = upstream
         .request(call(json!(1), "echo", json!({})), &legacy_client())

@@ -20,6 +20,7 @@ pub mod slack;
 pub mod webhook;
 
 use crate::approval::{Approval, Broker};
+use crate::tls::Tls;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;
@@ -131,39 +132,29 @@ pub fn backends(config: &crate::config::Config) -> anyhow::Result<Vec<Arc<dyn Ch
         slack.as_ref().map(|s| ("chat.slack.api_base", &s.api_base)),
         webhook.as_ref().map(|w| ("chat.webhook.url", &w.url)),
     ];
+    let tls = Tls::new(&config.tls)?;
     for (field, url) in servers.into_iter().flatten() {
-        plain_http(field, url)?;
+        tls.check_url(field, url)?;
     }
     let mut backends: Vec<Arc<dyn ChatBackend>> = Vec::new();
     let database = &config.database.url;
     if let Some(mm) = mattermost {
-        backends.push(Arc::new(mattermost::Mattermost::new(config, mm)?));
+        backends.push(Arc::new(mattermost::Mattermost::new(config, mm, &tls)?));
     }
     if let Some(matrix) = matrix {
-        backends.push(Arc::new(matrix::Matrix::new(matrix.clone(), database)));
+        backends.push(Arc::new(matrix::Matrix::new(
+            matrix.clone(),
+            database,
+            &tls,
+        )));
     }
     if let Some(slack) = slack {
-        backends.push(Arc::new(slack::Slack::new(slack.clone(), database)));
+        backends.push(Arc::new(slack::Slack::new(slack.clone(), database, &tls)));
     }
     if let Some(webhook) = webhook {
-        backends.push(Arc::new(webhook::Webhook::new(webhook.clone())));
+        backends.push(Arc::new(webhook::Webhook::new(webhook.clone(), &tls)));
     }
     Ok(backends)
-}
-
-/// This build has no TLS client: a chat server is reached over `http://` (an `https://` server
-/// through a local TLS-originating proxy). Said at start-up rather than on the first card.
-fn plain_http(field: &str, url: &str) -> anyhow::Result<()> {
-    if url.starts_with("https://") {
-        anyhow::bail!(
-            "{field} {url:?}: https is not supported yet (this build has no TLS client); \
-             point it at a local proxy that forwards over TLS, e.g. http://127.0.0.1:8080"
-        );
-    }
-    if !url.starts_with("http://") {
-        anyhow::bail!("{field} must be an http:// URL, got {url:?}");
-    }
-    Ok(())
 }
 
 /// `countersign chat test NAME`: checks one configured backend against its server and says
@@ -190,18 +181,4 @@ pub async fn test(config: &crate::config::Config, name: &str) -> anyhow::Result<
         }
     }
     Ok(checks.iter().all(|c| c.ok))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plain_http;
-
-    #[test]
-    fn chat_servers_are_reached_over_plain_http_until_tls_is_built_in() {
-        assert!(plain_http("chat.slack.api_base", "http://127.0.0.1:8080/api").is_ok());
-        let https = plain_http("chat.slack.api_base", "https://slack.com/api").unwrap_err();
-        assert!(https.to_string().contains("chat.slack.api_base"), "{https}");
-        assert!(https.to_string().contains("proxy"), "{https}");
-        assert!(plain_http("chat.webhook.url", "ftp://x").is_err());
-    }
 }

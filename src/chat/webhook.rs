@@ -9,6 +9,7 @@
 use super::retry::{Retryable, until_expiry};
 use super::{CallSummary, ChatBackend, ChatError, Check};
 use crate::approval::Approval;
+use crate::tls::Tls;
 use futures::future::BoxFuture;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
@@ -40,7 +41,7 @@ fn default_timeout() -> u64 {
 /// Why one delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}: {}", crate::tls::explain(.source))]
     Transport { url: String, source: reqwest::Error },
     #[error("{url} answered {status}")]
     Status { url: String, status: u16 },
@@ -59,10 +60,10 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(config: WebhookConfig) -> Self {
+    pub fn new(config: WebhookConfig, tls: &Tls) -> Self {
         Webhook {
             config,
-            http: reqwest::Client::new(),
+            http: tls.client(),
         }
     }
 

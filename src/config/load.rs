@@ -253,6 +253,7 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             resolve(cwd);
         }
     }
+    config.tls.ca_files.iter_mut().for_each(resolve);
 }
 
 #[cfg(test)]

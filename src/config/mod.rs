@@ -44,6 +44,9 @@ pub struct Config {
     /// Chat backends where approval cards are posted.
     #[serde(default)]
     pub chat: crate::chat::ChatConfig,
+    /// Which CAs `https://` upstreams and chat servers are checked against.
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

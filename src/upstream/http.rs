@@ -93,6 +93,7 @@ impl HttpTransport {
     pub async fn start(
         config: &UpstreamConfig,
         http: &HttpUpstreamConfig,
+        tls: &crate::tls::Tls,
         shutdown: CancellationToken,
     ) -> Result<Self, UpstreamError> {
         let unusable = |reason: String| UpstreamError::Unavailable {
@@ -101,7 +102,8 @@ impl HttpTransport {
         };
         let url = reqwest::Url::parse(&http.url)
             .map_err(|e| unusable(format!("invalid URL {:?}: {e}", http.url)))?;
-        let client = reqwest::Client::builder()
+        let client = tls
+            .http()
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
             .default_headers(base_headers(http).map_err(&unusable)?)
@@ -610,7 +612,7 @@ impl Shared {
             }),
             Ok(Err(e)) => {
                 self.health.set(false);
-                Err(self.unavailable(e.to_string()))
+                Err(self.unavailable(crate::tls::explain(&e)))
             }
             Ok(Ok(response)) => {
                 self.health.set(!response.status().is_server_error());

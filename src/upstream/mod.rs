@@ -64,12 +64,13 @@ impl Upstream {
     /// returned unhealthy and retried in the background until `shutdown`.
     pub async fn start(
         config: &UpstreamConfig,
+        tls: &crate::tls::Tls,
         shutdown: CancellationToken,
     ) -> Result<Self, UpstreamError> {
         use crate::config::UpstreamTransport as T;
         let transport = match config.transport() {
             T::Http(http) => {
-                Transport::Http(http::HttpTransport::start(config, http, shutdown).await?)
+                Transport::Http(http::HttpTransport::start(config, http, tls, shutdown).await?)
             }
             T::Stdio(stdio) => {
                 Transport::Stdio(stdio::StdioTransport::start(config, stdio, shutdown).await?)

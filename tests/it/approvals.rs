@@ -149,7 +149,7 @@ pub(crate) async fn api(
     who: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
+    let mut request = crate::support::http()
         .request(method, url)
         .bearer_auth(format!("{who}-token"));
     if let Some(body) = body {

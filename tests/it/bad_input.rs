@@ -257,7 +257,7 @@ async fn an_unknown_session_is_404_and_sessions_work_until_deleted() {
     let sid = initialize(&gw.url, &[AUTH]).await;
     let r = post(&gw.url, &[AUTH, ("mcp-session-id", &sid)], &ping).await;
     assert_eq!((r.status, r.json()["result"].clone()), (200, json!({})));
-    let deleted = reqwest::Client::new()
+    let deleted = crate::support::http()
         .delete(&gw.url)
         .header(AUTH.0, AUTH.1)
         .header("mcp-session-id", &sid)

@@ -156,7 +156,7 @@ async fn api(
     who: &str,
     body: Option<Value>,
 ) -> Value {
-    let mut request = reqwest::Client::new()
+    let mut request = crate::support::http()
         .request(method, format!("{}{path}", base(gw)))
         .bearer_auth(format!("{who}-token"));
     if let Some(body) = body {

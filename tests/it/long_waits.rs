@@ -517,7 +517,10 @@ impl Process {
             .unwrap();
         let gw = support::external_gateway(([127, 0, 0, 1], port).into());
         for _ in 0..200 {
-            let health = reqwest::get(format!("http://{}/healthz", gw.addr)).await;
+            let health = crate::support::http()
+                .get(format!("http://{}/healthz", gw.addr))
+                .send()
+                .await;
             if health.is_ok_and(|r| r.status() == 200) {
                 return Process { child, gw };
             }

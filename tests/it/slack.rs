@@ -142,7 +142,7 @@ pub async fn interact(gw: &TestGateway, payload: &Value, timestamp: Option<i64>)
 
 pub async fn send_interaction(gw: &TestGateway, timestamp: &str, sig: &str, body: String) -> u16 {
     let started = std::time::Instant::now();
-    let response = reqwest::Client::new()
+    let response = crate::support::http()
         .post(format!("{}/chat/slack/interactions", cg::base(gw)))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-slack-request-timestamp", timestamp)

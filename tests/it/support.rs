@@ -84,6 +84,14 @@ pub fn external_gateway(addr: SocketAddr) -> TestGateway {
     }
 }
 
+/// An HTTP client for the tests (one TLS setup per test binary, so no test reads the system's CA
+/// certificates again).
+pub fn http() -> reqwest::Client {
+    static TLS: std::sync::LazyLock<countersign::tls::Tls> =
+        std::sync::LazyLock::new(|| countersign::tls::Tls::new(&Default::default()).unwrap());
+    TLS.client()
+}
+
 /// A loopback port that was free a moment ago (for a gateway run as a child process).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -160,7 +168,7 @@ pub async fn post_raw(
     headers: &[(&str, &str)],
     body: impl Into<reqwest::Body>,
 ) -> RawResponse {
-    let mut request = reqwest::Client::new()
+    let mut request = crate::support::http()
         .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");

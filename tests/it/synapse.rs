@@ -137,7 +137,7 @@ pub fn unique(name: &str) -> String {
 impl Synapse {
     /// Registers `username` through the shared-secret admin API.
     pub async fn register(&self, username: &str) -> MatrixUser {
-        let http = reqwest::Client::new();
+        let http = crate::support::http();
         let endpoint = format!("{}/_synapse/admin/v1/register", self.url);
         let nonce: Value = http
             .get(&endpoint)

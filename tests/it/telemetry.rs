@@ -22,7 +22,9 @@ async fn calls_are_counted_by_server_tool_and_outcome() {
         let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"metered__add","arguments":args,"_meta":modern_meta()}});
         post(&gw.url, &headers, &call).await;
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr))
+    let metrics = crate::support::http()
+        .get(format!("http://{}/metrics", gw.addr))
+        .send()
         .await
         .unwrap()
         .text()
@@ -102,7 +104,7 @@ async fn a_call_span_is_exported_over_otlp_in_the_clients_trace() {
     ];
     let mut answered = false;
     for _ in 0..100 {
-        if let Ok(r) = reqwest::Client::new()
+        if let Ok(r) = crate::support::http()
             .get(format!("http://127.0.0.1:{port}/healthz"))
             .send()
             .await

@@ -85,7 +85,7 @@ async fn the_webhook_hears_of_the_request_the_decision_and_the_call() {
     assert_eq!(requested["approval"]["arguments"]["record_id"], "one-w1");
     let approve = requested["decide"]["approve"].as_str().unwrap();
     assert_eq!(approve, format!("/approvals/{id}/approve"));
-    let voted = reqwest::Client::new()
+    let voted = crate::support::http()
         .post(format!("{}{approve}", cg::base(&gw)))
         .bearer_auth("bob-token")
         .send()

@@ -1,5 +1,6 @@
 //! The few Matrix client-server API calls the backend needs, over plain `reqwest`.
 
+use crate::tls::Tls;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,7 +19,7 @@ pub enum MatrixError {
     /// The backend's own database (card ids, sync position) is unavailable.
     #[error("{0}")]
     Database(String),
-    #[error("cannot reach the homeserver: {0}")]
+    #[error("cannot reach the homeserver: {}", crate::tls::explain(.0))]
     Transport(#[from] reqwest::Error),
     /// The homeserver answered with an error (`errcode` as Matrix names it).
     #[error("homeserver answered {status} {errcode}: {message}")]
@@ -52,9 +53,9 @@ pub struct MatrixClient {
 }
 
 impl MatrixClient {
-    pub fn new(homeserver: &str, token: &str) -> Self {
+    pub fn new(homeserver: &str, token: &str, tls: &Tls) -> Self {
         MatrixClient {
-            http: reqwest::Client::new(),
+            http: tls.client(),
             base: homeserver.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             txn: AtomicU64::new(0),

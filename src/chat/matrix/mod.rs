@@ -18,6 +18,7 @@ use super::retry::Retryable;
 use super::{CallSummary, ChatBackend, ChatError, Check, card};
 use crate::approval::{Approval, Broker, now_ms};
 use crate::store::Db;
+use crate::tls::Tls;
 use futures::future::BoxFuture;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -57,9 +58,9 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    pub fn new(config: MatrixConfig, database_url: &str) -> Self {
+    pub fn new(config: MatrixConfig, database_url: &str, tls: &Tls) -> Self {
         Matrix {
-            client: MatrixClient::new(&config.homeserver, &config.access_token),
+            client: MatrixClient::new(&config.homeserver, &config.access_token, tls),
             config,
             db: LazyDb::new(database_url),
             bot: OnceCell::new(),

@@ -1,6 +1,7 @@
 //! The Mattermost REST API v4, as far as Countersign uses it. Every call carries the bot's
 //! token except the two the server serves without a session (client config and licence).
 
+use crate::tls::Tls;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -51,11 +52,12 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(base: &str, token: &str) -> Self {
+    pub fn new(base: &str, token: &str, tls: &Tls) -> Self {
         Api {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
-            http: reqwest::Client::builder()
+            http: tls
+                .http()
                 .timeout(REQUEST_TIMEOUT)
                 .build()
                 .expect("an HTTP client builds"),
@@ -83,7 +85,7 @@ impl Api {
         }
         let response = request.send().await.map_err(|e| ApiError::Unreachable {
             url: self.base.clone(),
-            detail: e.without_url().to_string(),
+            detail: crate::tls::explain(&e.without_url()),
         })?;
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();

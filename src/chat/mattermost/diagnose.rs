@@ -70,7 +70,9 @@ pub async fn run(mm: &Mattermost) -> Vec<Check> {
     ));
     if mm.config.mode == Mode::Buttons {
         let url = mm.callback(HEALTH_PATH).unwrap_or_default();
-        let reached = reqwest::Client::new()
+        let reached = mm
+            .tls
+            .client()
             .get(&url)
             .timeout(std::time::Duration::from_secs(5))
             .send()

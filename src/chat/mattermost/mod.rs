@@ -23,6 +23,7 @@ mod websocket;
 use crate::approval::{Approval, Broker, Directory, Sighting, Status};
 use crate::chat::{CallSummary, ChatBackend, ChatError, Check};
 use crate::store::Db;
+use crate::tls::Tls;
 use api::{Api, ApiError};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -97,6 +98,8 @@ const UNLICENSED: u8 = 2;
 pub struct Mattermost {
     config: MattermostConfig,
     api: Api,
+    /// For the websocket and the callback check (the REST client has its own copy).
+    tls: Tls,
     keys: trigger::TriggerKeys,
     state_key: dialog::StateKey,
     db: crate::chat::db::LazyDb,
@@ -114,7 +117,11 @@ pub struct Mattermost {
 }
 
 impl Mattermost {
-    pub fn new(config: &crate::config::Config, mm: &MattermostConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &crate::config::Config,
+        mm: &MattermostConfig,
+        tls: &Tls,
+    ) -> anyhow::Result<Self> {
         if mm.mode == Mode::Buttons && mm.callback_url.is_none() {
             anyhow::bail!(
                 "chat.mattermost.callback_url is required in buttons mode: the gateway's base URL as \
@@ -125,7 +132,8 @@ impl Mattermost {
             anyhow::bail!("chat.mattermost.token is empty: give the bot account's access token");
         }
         Ok(Mattermost {
-            api: Api::new(&mm.url, &mm.token),
+            api: Api::new(&mm.url, &mm.token, tls),
+            tls: tls.clone(),
             keys: trigger::TriggerKeys::new(),
             state_key: dialog::StateKey::from_bot_token(&mm.token),
             db: crate::chat::db::LazyDb::new(&config.database.url),

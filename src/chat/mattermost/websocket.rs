@@ -58,9 +58,15 @@ pub fn spawn(mm: Arc<Mattermost>, broker: Arc<Broker>, shutdown: CancellationTok
 
 async fn listen(mm: &Mattermost, broker: &Broker) -> Result<(), String> {
     let bot = mm.bot_user_id().await.map_err(|e| e.to_string())?.clone();
-    let (mut socket, _) = tokio_tungstenite::connect_async(mm.api.websocket_url())
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let connector = Some(mm.tls.websocket());
+    let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+        mm.api.websocket_url(),
+        None,
+        false,
+        connector,
+    )
+    .await
+    .map_err(|e| format!("connect: {e}"))?;
     let challenge =
         json!({"seq": 1, "action": "authentication_challenge", "data": {"token": mm.api.token()}});
     socket

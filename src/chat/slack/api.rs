@@ -2,6 +2,7 @@
 //! `views.open`, `auth.test`, `conversations.info`).
 
 use crate::chat::retry::Retryable;
+use crate::tls::Tls;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ const CALL_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlackError {
-    #[error("cannot reach Slack: {0}")]
+    #[error("cannot reach Slack: {}", crate::tls::explain(.0))]
     Transport(#[from] reqwest::Error),
     #[error("Slack answered HTTP {0}")]
     Http(u16),
@@ -38,9 +39,9 @@ pub struct SlackApi {
 }
 
 impl SlackApi {
-    pub fn new(base: &str, token: &str) -> Self {
+    pub fn new(base: &str, token: &str, tls: &Tls) -> Self {
         SlackApi {
-            http: reqwest::Client::new(),
+            http: tls.client(),
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
         }

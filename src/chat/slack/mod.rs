@@ -13,6 +13,7 @@ use super::db::{CardRef, LazyDb, card_of, save_card};
 use super::retry::until_expiry;
 use super::{CallSummary, ChatBackend, ChatError, Check, card};
 use crate::approval::{Approval, Broker, now_ms};
+use crate::tls::Tls;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -45,9 +46,9 @@ pub struct Slack {
 }
 
 impl Slack {
-    pub fn new(config: SlackConfig, database_url: &str) -> Self {
+    pub fn new(config: SlackConfig, database_url: &str, tls: &Tls) -> Self {
         Slack {
-            api: SlackApi::new(&config.api_base, &config.bot_token),
+            api: SlackApi::new(&config.api_base, &config.bot_token, tls),
             config,
             db: LazyDb::new(database_url),
         }

@@ -241,7 +241,7 @@ fn field<'a>(post: &'a Value, title: &str) -> &'a str {
 
 /// The audit events of the call behind an approval card.
 async fn events(h: &Harness, kind: &str) -> Vec<Value> {
-    let response = reqwest::Client::new()
+    let response = crate::support::http()
         .get(format!("{}/audit/events?kind={kind}", h.base))
         .bearer_auth("audrey-token")
         .send()

@@ -168,7 +168,9 @@ impl Stub {
             counter: AtomicU64::new(0),
             events: broadcast::channel(64).0,
             contract: load_contract(),
-            http: reqwest::Client::new(),
+            http: countersign::tls::Tls::new(&Default::default())
+                .unwrap()
+                .client(),
         });
         let app = Router::new()
             .route("/api/v4/posts", post(create_post))
