@@ -139,6 +139,9 @@ pub fn explain(error: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = e.source();
     }
+    if text.contains("invalid peer certificate") {
+        text.push_str(" (a server with a private CA needs that CA in tls.ca_files)");
+    }
     text
 }
 

@@ -15,4 +15,5 @@ mod slack;
 mod stdio_front;
 mod synapse;
 mod telemetry;
+mod tls;
 mod webhook;
