@@ -2,8 +2,8 @@
 //! websockets): rustls with the ring provider, trusting the system's CA certificates plus any the
 //! operator names in `tls.ca_files` (a private CA in an air-gapped site).
 //!
-//! Built once from the configuration and shared by every HTTP client, so the CA certificates are
-//! read once. Plain `http://` needs none of it.
+//! Built at start-up from the configuration and shared by the clients built from it, so the CA
+//! certificates are read then, not per client. Plain `http://` needs none of it.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
