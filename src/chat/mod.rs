@@ -15,6 +15,7 @@ pub mod card;
 pub mod db;
 pub mod matrix;
 pub mod mattermost;
+pub mod reply;
 pub mod retry;
 pub mod slack;
 pub mod webhook;

@@ -6,6 +6,7 @@ use super::render::{APPROVAL_KEY, APPROVE, DENY};
 use super::{Matrix, store};
 use crate::approval::{Ballot, Broker, Sighting, now_ms};
 use crate::chat::db::{CardRef, card_by_message};
+use crate::chat::reply::{self, Answer};
 use crate::chat::retry::Retryable;
 use crate::store::Db;
 use serde_json::{Value, json};
@@ -17,13 +18,6 @@ const BACKEND: &str = "matrix";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Most pages of missed events fetched for one room after a gap (100 events a page).
 const MAX_GAP_PAGES: usize = 50;
-
-/// What an approver said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Approve,
-    Deny(Option<String>),
-}
 
 /// Runs until `shutdown`.
 pub async fn run(
@@ -187,7 +181,7 @@ impl Handler<'_> {
             }
             Some("m.room.message") => {
                 let body = content["body"].as_str().unwrap_or_default();
-                ("reply", reply_target(content), reply_answer(body))
+                ("reply", reply_target(content), reply::answer(body))
             }
             Some("m.room.redaction") => {
                 tracing::info!(room, sender, redacts = ?event["redacts"], "matrix: a redaction; decisions already made stand");
@@ -229,10 +223,7 @@ impl Handler<'_> {
             }
             return Ok(());
         };
-        let (approve, reason) = match answer {
-            Answer::Approve => (true, None),
-            Answer::Deny(reason) => (false, reason),
-        };
+        let (approve, reason) = answer.into_vote();
         let ballot = Ballot {
             approver,
             approve,
@@ -309,7 +300,7 @@ impl Handler<'_> {
 fn answer_given(event: &Value) -> bool {
     let content = &event["content"];
     reaction_answer(content["m.relates_to"]["key"].as_str().unwrap_or_default()).is_some()
-        || reply_answer(content["body"].as_str().unwrap_or_default()).is_some()
+        || reply::answer(content["body"].as_str().unwrap_or_default()).is_some()
 }
 
 /// ✅ approves, ❌ denies (with or without the emoji variation selector); others are not answers.
@@ -329,52 +320,9 @@ fn reply_target(content: &Value) -> Option<&str> {
         .or_else(|| (relates["rel_type"] == "m.thread").then(|| relates["event_id"].as_str())?)
 }
 
-/// `approve`, or `deny: <reason>` (`deny <reason>`, or a bare `deny`), case-insensitive, after
-/// the quoted reply fallback (`> …` lines) some clients prepend.
-pub fn reply_answer(body: &str) -> Option<Answer> {
-    let text = body
-        .lines()
-        .skip_while(|l| l.starts_with('>'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let text = text.trim();
-    let word_end = text
-        .find(|c: char| !c.is_alphabetic())
-        .unwrap_or(text.len());
-    let (word, rest) = text.split_at(word_end);
-    match word.to_lowercase().as_str() {
-        "approve" | "approved" if rest.trim().is_empty() => Some(Answer::Approve),
-        "deny" | "denied" => {
-            let reason = rest.trim_start_matches([':', ' ', '-']).trim();
-            Some(Answer::Deny(
-                (!reason.is_empty()).then(|| reason.to_owned()),
-            ))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replies_say_approve_or_deny_with_a_reason() {
-        assert_eq!(reply_answer("approve"), Some(Answer::Approve));
-        assert_eq!(reply_answer("Approve "), Some(Answer::Approve));
-        assert_eq!(
-            reply_answer("deny: not on prod"),
-            Some(Answer::Deny(Some("not on prod".into())))
-        );
-        assert_eq!(
-            reply_answer("> <@bot:x> Approval needed\n\nDENY not today"),
-            Some(Answer::Deny(Some("not today".into())))
-        );
-        assert_eq!(reply_answer("deny"), Some(Answer::Deny(None)));
-        assert_eq!(reply_answer("approve after lunch?"), None);
-        assert_eq!(reply_answer("who asked for this?"), None);
-        assert_eq!(reply_answer("denyx"), None);
-    }
 
     #[test]
     fn only_the_two_seeded_reactions_are_answers() {

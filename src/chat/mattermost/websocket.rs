@@ -6,6 +6,7 @@
 use super::store::{self, Card};
 use super::{Mattermost, Mode, NAME};
 use crate::approval::{Ballot, Broker, Sighting};
+use crate::chat::reply::{self, Answer};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -139,26 +140,11 @@ fn signal(event: &Value) -> Option<Signal> {
                 user_id: text(&p, "user_id"),
                 post_id: root,
                 how: "reply",
-                vote: reply_vote(p["message"].as_str().unwrap_or_default()),
+                vote: reply::answer(p["message"].as_str().unwrap_or_default())
+                    .map(Answer::into_vote),
                 evidence,
             })
         }
-        _ => None,
-    }
-}
-
-/// `approve`, or `deny` with an optional reason after `:` or a space.
-fn reply_vote(message: &str) -> Option<(bool, Option<String>)> {
-    let message = message.trim();
-    let word_end = message
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(message.len());
-    let (word, rest) = message.split_at(word_end);
-    let rest = rest.trim_start_matches([':', ' ', '\n']).trim();
-    let reason = (!rest.is_empty()).then(|| rest.to_owned());
-    match word.to_ascii_lowercase().as_str() {
-        "approve" | "approved" => Some((true, None)),
-        "deny" | "denied" => Some((false, reason)),
         _ => None,
     }
 }
@@ -226,21 +212,4 @@ async fn on_event(
         tracing::info!(approval = %approval.id, ?result, "vote from a Mattermost {}", signal.how);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thread_replies_read_as_votes() {
-        assert_eq!(reply_vote("Approve"), Some((true, None)));
-        assert_eq!(
-            reply_vote("deny: not on prod"),
-            Some((false, Some("not on prod".into())))
-        );
-        assert_eq!(reply_vote("deny"), Some((false, None)));
-        assert_eq!(reply_vote("denying nothing"), None);
-        assert_eq!(reply_vote("looks fine to me"), None);
-    }
 }
