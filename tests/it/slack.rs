@@ -261,6 +261,88 @@ async fn deny_asks_for_the_reason_in_a_modal() {
     );
 }
 
+/// POSTs an Events API envelope as Slack would: JSON, v0-signed now (or with `sig`). Returns
+/// the status and the body.
+async fn send_event(gw: &TestGateway, envelope: &Value, sig: Option<&str>) -> (u16, String) {
+    let timestamp = (countersign::approval::now_ms() / 1000).to_string();
+    let body = envelope.to_string();
+    let signed = signature::sign(SIGNING_SECRET.as_bytes(), &timestamp, body.as_bytes());
+    let response = crate::support::http()
+        .post(format!("{}/chat/slack/events", cg::base(gw)))
+        .header("content-type", "application/json")
+        .header("x-slack-request-timestamp", &timestamp)
+        .header("x-slack-signature", sig.unwrap_or(&signed))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// `who` replies `text` in the thread of the card at `ts`.
+fn thread_reply(who: &str, ts: &str, text: &str, n: u32) -> Value {
+    json!({
+        "type": "event_callback", "team_id": "T1", "event_id": format!("Ev{n}"),
+        "event": {"type": "message", "channel": CHANNEL, "user": slack_user(who), "text": text,
+            "ts": format!("1700000100.{n:06}"), "thread_ts": ts},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_reply_denies_with_its_reason_and_other_messages_do_not_vote() {
+    let (stub, _setting, gw) = started().await;
+    let (challenge, said) = send_event(
+        &gw,
+        &json!({"type": "url_verification", "challenge": "c-123", "token": "t"}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (challenge, said.as_str()),
+        (200, r#"{"challenge":"c-123"}"#)
+    );
+    let (agent, approval) = cg::held_delete(&gw, "one-s3").await;
+    let id = approval["id"].as_str().unwrap();
+    let ts = stub.card(id).await;
+    let forged = thread_reply("carol", &ts, "approve", 1);
+    assert_eq!(send_event(&gw, &forged, Some("v0=00")).await.0, 401);
+    // Not votes: an unmapped user, the bot itself, an edit, chatter from an approver.
+    let mut bot = thread_reply("bob", &ts, "approve", 2);
+    bot["event"]["bot_id"] = json!("B1");
+    let mut edit = thread_reply("bob", &ts, "approve", 3);
+    edit["event"]["subtype"] = json!("message_changed");
+    for ignored in [
+        thread_reply("mallory", &ts, "approve", 4),
+        bot,
+        edit,
+        thread_reply("bob", &ts, "approve after lunch?", 5),
+    ] {
+        assert_eq!(send_event(&gw, &ignored, None).await.0, 200);
+    }
+    let call_id = approval["call_id"].as_str().unwrap();
+    for who in ["U_MALLORY", "bob"] {
+        cg::wait_audit(&gw, call_id, |e| {
+            e["kind"] == "approval.seen"
+                && e["payload"]["how"] == "reply"
+                && e["payload"]["who"] == who
+        })
+        .await;
+    }
+    let denial = thread_reply("carol", &ts, "deny: not on prod", 6);
+    assert_eq!(send_event(&gw, &denial, None).await.0, 200);
+    assert_eq!(
+        cg::answer(agent).await,
+        format!("Denied by carol: not on prod (approval {id})")
+    );
+    let events = cg::audit(&gw, call_id).await;
+    let votes: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "approval.vote")
+        .collect();
+    assert_eq!(votes.len(), 1, "only carol's reply voted: {votes:?}");
+    assert_eq!(votes[0]["payload"]["evidence"]["event_id"], "Ev6");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_stale_and_altered_interactions_are_refused() {
     let (stub, _setting, gw) = started().await;

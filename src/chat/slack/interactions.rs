@@ -1,5 +1,5 @@
 //! Slack's interaction callbacks (`POST /chat/slack/interactions`): button clicks and the
-//! deny-reason modal. Every request is verified (v0 signature, 300 s window) before its body
+//! deny-reason modal (and the routes of [`super::events`]). Every request is verified (v0 signature, 300 s window) before its body
 //! is read, and answered at once: the vote runs on its own task, well within Slack's 3 s.
 
 use super::render::{APPROVE_ACTION, DENY_ACTION, DENY_MODAL, REASON_BLOCK, REASON_INPUT};
@@ -24,7 +24,31 @@ pub struct Callbacks {
 pub fn router(slack: Arc<Slack>, broker: Arc<Broker>) -> axum::Router {
     axum::Router::new()
         .route(PATH, axum::routing::post(interaction))
+        .route(
+            super::events::PATH,
+            axum::routing::post(super::events::event),
+        )
         .with_state(Callbacks { slack, broker })
+}
+
+impl Callbacks {
+    /// Checks a request's v0 signature and timestamp before anything reads its body.
+    pub(super) fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), (StatusCode, String)> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let secret = self.slack.config.signing_secret.as_bytes();
+        let (timestamp, sig) = (
+            header("x-slack-request-timestamp"),
+            header("x-slack-signature"),
+        );
+        signature::verify(secret, timestamp, sig, body, now_ms() / 1000).map_err(|e| {
+            tracing::warn!(error = %e, "slack: callback refused");
+            (StatusCode::UNAUTHORIZED, e.to_string())
+        })
+    }
 }
 
 async fn interaction(
@@ -32,15 +56,8 @@ async fn interaction(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let secret = callbacks.slack.config.signing_secret.as_bytes();
-    let (timestamp, sig) = (
-        header("x-slack-request-timestamp"),
-        header("x-slack-signature"),
-    );
-    if let Err(e) = signature::verify(secret, timestamp, sig, &body, now_ms() / 1000) {
-        tracing::warn!(error = %e, "slack: callback refused");
-        return (StatusCode::UNAUTHORIZED, e.to_string());
+    if let Err(refused) = callbacks.verify(&headers, &body) {
+        return refused;
     }
     let payload = match parse(&body) {
         Ok(payload) => payload,
@@ -145,7 +162,7 @@ impl Callbacks {
         self.vote(id, approver, false, reason, evidence).await
     }
 
-    async fn vote(
+    pub(super) async fn vote(
         &self,
         id: Uuid,
         approver: String,
@@ -173,7 +190,12 @@ impl Callbacks {
             .iter()
             .filter_map(|v| v.as_str())
             .collect();
-        let person = self.broker.directory().by_chat(BACKEND, &accounts)?;
+        self.approver_of(&accounts)
+    }
+
+    /// The approver with one of these Slack accounts.
+    pub(super) fn approver_of(&self, accounts: &[&str]) -> Option<String> {
+        let person = self.broker.directory().by_chat(BACKEND, accounts)?;
         Some(person.id.clone())
     }
 }

@@ -3,6 +3,7 @@
 //! reason in a modal; `chat.update` shows the outcome and removes the buttons.
 
 mod api;
+mod events;
 pub mod interactions;
 mod render;
 pub mod signature;
