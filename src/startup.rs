@@ -26,17 +26,16 @@ pub async fn start_gateway(
 ) -> anyhow::Result<Arc<Gateway>> {
     // Install the metrics recorder before anything records (upstream health is set at start).
     let _ = crate::telemetry::prometheus();
-    let tls = crate::tls::Tls::new(&config.tls)?;
     for upstream in &config.upstreams {
         if let Some(http) = &upstream.http {
             let field = format!("upstreams[{}].http.url", upstream.name);
-            tls.check_url(&field, &http.url)?;
+            config.tls.setup()?.check_url(&field, &http.url)?;
         }
     }
     let starts = config
         .upstreams
         .iter()
-        .map(|u| Upstream::start(u, &tls, shutdown.child_token()));
+        .map(|u| Upstream::start(u, &config.tls, shutdown.child_token()));
     let mut upstreams = Vec::new();
     for (config, started) in config
         .upstreams

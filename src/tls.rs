@@ -2,15 +2,15 @@
 //! websockets): rustls with the ring provider, trusting the system's CA certificates plus any the
 //! operator names in `tls.ca_files` (a private CA in an air-gapped site).
 //!
-//! Built at start-up from the configuration and shared by the clients built from it, so the CA
-//! certificates are read then, not per client. Plain `http://` needs none of it.
+//! Built at start-up from the configuration, once, when an `https://` upstream or a chat server
+//! needs it, and shared by every client built from it ([`TlsConfig::setup`]).
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// `tls:` in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -20,6 +20,27 @@ pub struct TlsConfig {
     /// file's directory).
     #[serde(default)]
     pub ca_files: Vec<PathBuf>,
+    /// The setup built from this section (upstreams and chat backends share it).
+    #[serde(skip)]
+    built: OnceLock<Tls>,
+}
+
+impl TlsConfig {
+    pub fn with_ca_files(ca_files: Vec<PathBuf>) -> Self {
+        TlsConfig {
+            ca_files,
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The TLS setup for this configuration, built (the CA certificates read) on first use.
+    pub fn setup(&self) -> Result<Tls, TlsError> {
+        if let Some(tls) = self.built.get() {
+            return Ok(tls.clone());
+        }
+        let tls = Tls::new(self)?;
+        Ok(self.built.get_or_init(|| tls).clone())
+    }
 }
 
 /// A TLS setup that cannot be built.
@@ -220,21 +241,24 @@ mod tests {
     }
 
     #[test]
+    fn one_configuration_builds_one_setup() {
+        let config = TlsConfig::default();
+        let (a, b) = (config.setup().unwrap(), config.setup().unwrap());
+        assert!(Arc::ptr_eq(&a.config, &b.config));
+    }
+
+    #[test]
     fn a_ca_file_that_is_not_pem_is_refused_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate").unwrap();
-        let config = TlsConfig {
-            ca_files: vec![path.clone()],
-        };
+        let config = TlsConfig::with_ca_files(vec![path.clone()]);
         let error = Tls::new(&config).unwrap_err().to_string();
         assert!(
             error.contains("ca.pem") && error.contains("no usable CA"),
             "{error}"
         );
-        let missing = TlsConfig {
-            ca_files: vec![dir.path().join("absent.pem")],
-        };
+        let missing = TlsConfig::with_ca_files(vec![dir.path().join("absent.pem")]);
         assert!(
             Tls::new(&missing)
                 .unwrap_err()

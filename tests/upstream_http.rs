@@ -290,7 +290,7 @@ fn config(addr: SocketAddr) -> UpstreamConfig {
 }
 
 async fn start(addr: SocketAddr, shutdown: &CancellationToken) -> Upstream {
-    let tls = countersign::tls::Tls::new(&Default::default()).unwrap();
+    let tls = Default::default();
     tokio::time::timeout(WAIT, Upstream::start(&config(addr), &tls, shutdown.clone()))
         .await
         .unwrap()

@@ -92,11 +92,7 @@ async fn start(modern: bool) -> Fixture {
     let shutdown = CancellationToken::new();
     let upstream = tokio::time::timeout(
         WAIT,
-        Upstream::start(
-            &config,
-            &countersign::tls::Tls::new(&Default::default()).unwrap(),
-            shutdown.clone(),
-        ),
+        Upstream::start(&config, &Default::default(), shutdown.clone()),
     )
     .await
     .expect("start in time")
@@ -359,13 +355,9 @@ async fn a_missing_command_starts_unhealthy_and_refuses_requests() {
         timeout_secs: 10,
     };
     let shutdown = CancellationToken::new();
-    let upstream = Upstream::start(
-        &config,
-        &countersign::tls::Tls::new(&Default::default()).unwrap(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let upstream = Upstream::start(&config, &Default::default(), shutdown.clone())
+        .await
+        .unwrap();
     assert!(!upstream.is_healthy());
     let err = upstream
         .request(call(json!(1), "echo", json!({})), &legacy_client())

@@ -21,7 +21,6 @@ pub mod slack;
 pub mod webhook;
 
 use crate::approval::{Approval, Broker};
-use crate::tls::Tls;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;
@@ -133,8 +132,12 @@ pub fn backends(config: &crate::config::Config) -> anyhow::Result<Vec<Arc<dyn Ch
         slack.as_ref().map(|s| ("chat.slack.api_base", &s.api_base)),
         webhook.as_ref().map(|w| ("chat.webhook.url", &w.url)),
     ];
-    let tls = Tls::new(&config.tls)?;
-    for (field, url) in servers.into_iter().flatten() {
+    let servers: Vec<_> = servers.into_iter().flatten().collect();
+    if servers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tls = config.tls.setup()?;
+    for (field, url) in servers {
         tls.check_url(field, url)?;
     }
     let mut backends: Vec<Arc<dyn ChatBackend>> = Vec::new();

@@ -93,7 +93,7 @@ impl HttpTransport {
     pub async fn start(
         config: &UpstreamConfig,
         http: &HttpUpstreamConfig,
-        tls: &crate::tls::Tls,
+        tls: &crate::tls::TlsConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, UpstreamError> {
         let unusable = |reason: String| UpstreamError::Unavailable {
@@ -103,6 +103,8 @@ impl HttpTransport {
         let url = reqwest::Url::parse(&http.url)
             .map_err(|e| unusable(format!("invalid URL {:?}: {e}", http.url)))?;
         let client = tls
+            .setup()
+            .map_err(|e| unusable(e.to_string()))?
             .http()
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)

@@ -64,7 +64,7 @@ impl Upstream {
     /// returned unhealthy and retried in the background until `shutdown`.
     pub async fn start(
         config: &UpstreamConfig,
-        tls: &crate::tls::Tls,
+        tls: &crate::tls::TlsConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, UpstreamError> {
         use crate::config::UpstreamTransport as T;
