@@ -92,6 +92,17 @@ pub fn http() -> reqwest::Client {
     TLS.client()
 }
 
+/// Waits (at most 5 s) until `f` holds.
+pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
 /// A loopback port that was free a moment ago (for a gateway run as a child process).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Terminates TLS on a loopback port and forwards the bytes to a plain server.
 struct TlsFront {
@@ -160,26 +159,13 @@ async fn mattermost_over_https_and_wss_decides_by_reaction() {
     let gw = setting
         .gateway(&accounts, &mattermost_chat(&front, &front.trusted()))
         .await;
-    for _ in 0..200 {
-        if stub.websocket_listeners() >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(
-        stub.websocket_listeners() >= 1,
-        "the gateway listens over wss"
-    );
+    support::until("the gateway listens over wss", || {
+        stub.websocket_listeners() >= 1
+    })
+    .await;
     let (agent, _approval) = cg::held_delete(&gw, "one-tls").await;
-    let mut card = None;
-    for _ in 0..200 {
-        card = stub.cards().first().cloned();
-        if card.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let card = card.expect("the card is posted over https");
+    support::until("the card is posted over https", || !stub.cards().is_empty()).await;
+    let card = &stub.cards()[0];
     stub.react(
         &User::named("bob"),
         card["id"].as_str().unwrap(),

@@ -3,7 +3,7 @@
 
 pub mod stub;
 
-use crate::support::{Backend, TestDb, free_port, modern_meta, post};
+use crate::support::{Backend, TestDb, free_port, modern_meta, post, until};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,17 +190,6 @@ fn text(response: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Waits (bounded) until `f` holds.
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 /// The n-th card (1-based) once posted.
