@@ -115,8 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Policy(command) => policy(command),
         Command::Audit { config, command } => {
-            let db = crate::store::connect(&config.load()?.database.url).await?;
-            crate::audit::cli::run(&db, &command).await
+            crate::audit::cli::run(&config.config, &command).await
         }
         Command::Approvals { config, command } => {
             let config = config.load()?;

@@ -134,6 +134,11 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<String, String> {
     })
 }
 
+/// Microseconds since the Unix epoch of an RFC 3339 timestamp.
+pub(crate) fn timestamp_micros(s: &str) -> Option<i64> {
+    parse_micros(s.trim())
+}
+
 fn parse_micros(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {

@@ -1,14 +1,19 @@
-//! `countersign audit …`: verify, checkpoint, list, show.
+//! `countersign audit …`: verify, checkpoint, list, show, and the signing keys.
 //!
-//! The lead wires [`AuditCommand`] (or the single functions) into the command line after
-//! connecting with [`crate::store::connect`]. `list` and `show` record an `audit.read` event
-//! before printing anything (and print nothing if they cannot); `verify` and `checkpoint`
-//! only read, so they also work on a read-only copy of the database.
+//! `list` and `show` record an `audit.read` event before printing anything (and print nothing
+//! if they cannot); `verify` and `checkpoint` only read, so they also work on a read-only copy
+//! of the database, and `verify --database URL --public-key KEY` needs no gateway config.
 
-use super::{AuditLog, Checkpoint, EventKind, Filter, Format, NewEvent, render};
+use super::setup::{self, AuditPaths};
+use super::{
+    AuditLog, Checkpoint, EventKind, Filter, Format, NewEvent, SigningKey, TrustedKeys,
+    VerifyOptions, anchor, render,
+};
+use crate::config::Config;
 use crate::store::Db;
 use anyhow::Context;
 use serde_json::json;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use uuid::Uuid;
 
@@ -24,6 +29,23 @@ pub enum AuditCommand {
     List(ListArgs),
     /// Every event of one call (recorded as an `audit.read` event).
     Show(ShowArgs),
+    /// Print the public key of the configured signing key (give it to auditors, for
+    /// `audit verify --public-key`).
+    PublicKey,
+    /// Create a new signing key file and print its public key.
+    Keygen {
+        /// Where to write the key (refuses to overwrite a file).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Introduce a new signing key in the chain, signed by the current one. Then point
+    /// `audit.signing_key` at the new key and list the old public key in
+    /// `audit.trusted_keys`.
+    RotateKey {
+        /// The new key file (made with `audit keygen`).
+        #[arg(long)]
+        new_key: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -32,6 +54,21 @@ pub struct VerifyArgs {
     /// that hash (catches a cut tail or a recomputed chain).
     #[arg(long, value_name = "SEQ:HASH")]
     pub checkpoint: Option<Checkpoint>,
+    /// A public key whose signed heads are trusted (64 hex digits, or a file holding them);
+    /// repeatable. With a config, the configured keys are trusted too.
+    #[arg(long = "public-key", value_name = "KEY")]
+    pub public_keys: Vec<String>,
+    /// The anchors file the log must still hold every head of (default with a config: the
+    /// configured one).
+    #[arg(long, value_name = "FILE")]
+    pub anchors: Option<PathBuf>,
+    /// Verify this database without a gateway config (offline): give --public-key too.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// A forward with no recorded end is a violation once it is this much older than the
+    /// log's last event (seconds).
+    #[arg(long, default_value_t = 3600)]
+    pub in_flight_secs: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -99,19 +136,96 @@ impl clap::ValueEnum for Format {
     }
 }
 
-/// Runs one `audit` subcommand.
-pub async fn run(db: &Db, command: &AuditCommand) -> anyhow::Result<ExitCode> {
+/// Runs one `audit` subcommand; the config is read only when the command needs it.
+pub async fn run(config: &Path, command: &AuditCommand) -> anyhow::Result<ExitCode> {
+    let load = || -> anyhow::Result<Config> { Ok(crate::config::load(config)?) };
     match command {
-        AuditCommand::Verify(args) => verify(db, args).await,
-        AuditCommand::Checkpoint => checkpoint(db).await,
-        AuditCommand::List(args) => list(db, args).await,
-        AuditCommand::Show(args) => show(db, args).await,
+        AuditCommand::Verify(args) if args.database.is_some() => {
+            let url = args.database.as_deref().unwrap_or_default();
+            let db = crate::store::connect(url).await?;
+            verify(&db, &offline_options(args)?, args).await
+        }
+        AuditCommand::Keygen { out } => keygen(out),
+        command => {
+            let config = load()?;
+            let db = crate::store::connect(&config.database.url).await?;
+            match command {
+                AuditCommand::Verify(args) => {
+                    let options = configured_options(&config, args)?;
+                    verify(&db, &options, args).await
+                }
+                AuditCommand::Checkpoint => checkpoint(&db).await,
+                AuditCommand::PublicKey => {
+                    let paths = AuditPaths::of(&config.audit, &config.database.url);
+                    let key = SigningKey::load(&paths.signing_key)?;
+                    println!("{}  (key id {})", key.public_hex(), key.id());
+                    Ok(ExitCode::SUCCESS)
+                }
+                AuditCommand::List(args) => {
+                    let log = setup::open(db, &config.audit, &config.database.url).await?;
+                    list(&log, args).await
+                }
+                AuditCommand::Show(args) => {
+                    let log = setup::open(db, &config.audit, &config.database.url).await?;
+                    show(&log, args).await
+                }
+                AuditCommand::RotateKey { new_key } => {
+                    let log = setup::open(db, &config.audit, &config.database.url).await?;
+                    rotate_key(&log, new_key).await
+                }
+                AuditCommand::Keygen { .. } => unreachable!("handled above"),
+            }
+        }
     }
 }
 
-/// `audit verify [--checkpoint SEQ:HASH] [--json]`: exit 0 when the chain holds, 1 when not.
-pub async fn verify(db: &Db, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
-    let report = super::verify(db, args.checkpoint.as_ref())
+/// Offline: only the keys and anchors given on the command line.
+fn offline_options(args: &VerifyArgs) -> anyhow::Result<VerifyOptions> {
+    if args.public_keys.is_empty() {
+        anyhow::bail!(
+            "offline verification needs the gateway's public key: --public-key HEX (print it \
+             with `countersign audit public-key` where the key is)"
+        );
+    }
+    options(TrustedKeys::new(), None, args)
+}
+
+/// With a config: the configured keys and anchors, plus what the command line adds.
+fn configured_options(config: &Config, args: &VerifyArgs) -> anyhow::Result<VerifyOptions> {
+    let paths = AuditPaths::of(&config.audit, &config.database.url);
+    let mut trusted = TrustedKeys::new();
+    if paths.signing_key.exists() {
+        trusted.add(SigningKey::load(&paths.signing_key)?.public());
+    }
+    for key in &config.audit.trusted_keys {
+        trusted.add_text(key)?;
+    }
+    options(trusted, Some(paths.anchors), args)
+}
+
+fn options(
+    mut trusted: TrustedKeys,
+    default_anchors: Option<PathBuf>,
+    args: &VerifyArgs,
+) -> anyhow::Result<VerifyOptions> {
+    for key in &args.public_keys {
+        trusted.add_text(key)?;
+    }
+    let anchors = match args.anchors.clone().or(default_anchors) {
+        Some(path) => anchor::read(&path)?,
+        None => Vec::new(),
+    };
+    Ok(VerifyOptions {
+        checkpoint: args.checkpoint.clone(),
+        trusted,
+        anchors,
+        in_flight: std::time::Duration::from_secs(args.in_flight_secs),
+    })
+}
+
+/// `audit verify`: exit 0 when the chain and the story hold, 1 when not.
+pub async fn verify(db: &Db, options: &VerifyOptions, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let report = super::verify(db, options)
         .await
         .context("reading the audit log")?;
     if args.json {
@@ -128,6 +242,41 @@ pub async fn verify(db: &Db, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
+    let key = SigningKey::generate()?;
+    key.save_new(out)?;
+    println!("{}  (key id {})", key.public_hex(), key.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Appends `audit.key` for the new key, introduced by (and signed with) the current one.
+async fn rotate_key(log: &AuditLog, new_key: &Path) -> anyhow::Result<ExitCode> {
+    let new = SigningKey::load(new_key)?;
+    let old = log.keys().signing.id().to_owned();
+    let payload = serde_json::to_value(super::events::AuditKeyEvent {
+        key_id: new.id().to_owned(),
+        public_key: new.public_hex(),
+        introduced_by: Some(old.clone()),
+    })?;
+    let appended = log
+        .append(NewEvent {
+            call_id: None,
+            kind: EventKind::AuditKey,
+            actor: old.clone(),
+            payload,
+        })
+        .await?;
+    println!(
+        "key {} introduced at seq {} (signed by {old}). Now set audit.signing_key to {} and add \
+         {} to audit.trusted_keys, then restart.",
+        new.id(),
+        appended.seq,
+        new_key.display(),
+        log.keys().signing.public_hex()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `audit checkpoint`: prints `SEQ:HASH`.
 pub async fn checkpoint(db: &Db) -> anyhow::Result<ExitCode> {
     let checkpoint = super::checkpoint(db)
@@ -138,7 +287,7 @@ pub async fn checkpoint(db: &Db) -> anyhow::Result<ExitCode> {
 }
 
 /// `audit list [filters] [--format table|json|jsonl|csv] [--auditor NAME]`.
-pub async fn list(db: &Db, args: &ListArgs) -> anyhow::Result<ExitCode> {
+pub async fn list(log: &AuditLog, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let filter = Filter {
         agent: args.agent.clone(),
         server: args.server.clone(),
@@ -152,9 +301,8 @@ pub async fn list(db: &Db, args: &ListArgs) -> anyhow::Result<ExitCode> {
         limit: args.limit,
         after_seq: args.after_seq,
     };
-    let log = AuditLog::open(db.clone()).await?;
     record_read(
-        &log,
+        log,
         args.auditor.as_deref(),
         json!({ "command": "audit list", "query": filter }),
     )
@@ -165,10 +313,9 @@ pub async fn list(db: &Db, args: &ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `audit show CALL_ID [--format …] [--auditor NAME]`: exit 1 when the call has no events.
-pub async fn show(db: &Db, args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    let log = AuditLog::open(db.clone()).await?;
+pub async fn show(log: &AuditLog, args: &ShowArgs) -> anyhow::Result<ExitCode> {
     record_read(
-        &log,
+        log,
         args.auditor.as_deref(),
         json!({ "command": "audit show", "query": { "call_id": args.call_id } }),
     )

@@ -294,7 +294,14 @@ async fn verify(
         Some(Ok(cp)) => Some(cp),
         Some(Err(message)) => return failure(AuditError::InvalidQuery(message)),
     };
-    match super::verify(api.log.db(), checkpoint.as_ref()).await {
+    let options = match api.log.verify_options() {
+        Ok(options) => super::VerifyOptions {
+            checkpoint,
+            ..options
+        },
+        Err(e) => return failure(e),
+    };
+    match super::verify(api.log.db(), &options).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => failure(e),
     }

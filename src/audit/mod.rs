@@ -1,39 +1,49 @@
-//! The audit log: one append-only, hash-chained table of events in a total order.
+//! The audit log: one append-only, hash-chained, signed table of events in a total order.
 //!
 //! * [`AuditLog::append`] resolves only once the event is durably committed. One writer task
-//!   per process does group commit: it takes every queued append (up to [`MAX_BATCH`] events)
-//!   into one transaction, numbers them `seq = head + 1, head + 2, …`, chains their hashes,
-//!   commits, and then answers every waiter. If the commit fails every waiter gets an error:
-//!   the caller must then refuse the call (fail closed).
-//! * Several writers never fork the chain: inside each transaction the writer takes the chain
-//!   lock and reads the head again. On PostgreSQL the lock is `pg_advisory_xact_lock`, so
-//!   several gateway replicas can share one log. On SQLite it is `BEGIN IMMEDIATE` (the
-//!   database's single write lock), which also covers a CLI process appending `audit.read`
-//!   events while the gateway runs.
-//! * The hash chain (`src/audit/chain.rs`): `hash = SHA-256(prev_hash || JCS(event))`;
-//!   [`verify()`] recomputes it.
+//!   per process does group commit (`writer.rs`): every queued append (up to [`MAX_BATCH`]
+//!   events) goes into one transaction, chained, and the batch's last event carries an Ed25519
+//!   signature over the new head by a key that is not in the database (`keys.rs`).
+//! * [`AuditLog::transact`] runs a [`Transition`] inside the writer's transaction: the state
+//!   change (a vote, a decision, a grant used) and the events that record it commit together,
+//!   and the transition decides on the state as of the chain's verified head. At most one
+//!   transition rides in a batch, so each sees every event before it.
+//! * An [`Observer`] sees every event that is committed or verified, in order: the approval
+//!   ledger is built from the chain this way, never from a status column.
+//! * A writer never continues from events it cannot verify. Before each batch it reads the
+//!   head; events another writer appended must chain onto what it knew and end in a head
+//!   signed by a trusted key, or the batch is refused and the tampering logged.
+//! * Signed heads are also exported to an anchors file off the database (`anchor.rs`), so a
+//!   truncated or emptied log is caught even by someone who holds the signing key.
 //! * The database refuses UPDATE, DELETE (and on PostgreSQL TRUNCATE) of events; what a
-//!   database administrator with full rights can still do (drop the triggers, then edit,
-//!   delete, insert, reorder or cut events) is what [`verify()`] detects, the last only
-//!   against a [`Checkpoint`] printed earlier.
+//!   database administrator with full rights can still do is what [`verify()`] detects.
 
+mod anchor;
 mod chain;
 pub mod cli;
+pub mod events;
 mod http;
+pub mod keys;
 mod query;
+pub mod setup;
+mod story;
 mod unfinished;
 mod verify;
+mod writer;
 
 pub use chain::GENESIS_HASH;
 pub(crate) use chain::format_timestamp;
 pub use http::auditor_router;
 pub use query::{Filter, Format, MAX_LIMIT, render};
-pub use verify::{Breach, Checkpoint, VerifyReport, checkpoint, verify};
+pub use anchor::{Anchor, Anchors};
+pub use keys::{KeyError, RedactionKey, SigningKey, TrustedKeys};
+pub use story::{Unreviewed, Violation};
+pub use verify::{Breach, Checkpoint, VerifyOptions, VerifyReport, checkpoint, verify};
+pub use writer::{Observer, Recorded, Transition};
 
-use crate::store::{Backend, Db};
+use crate::store::Db;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -43,10 +53,6 @@ use uuid::Uuid;
 pub const MAX_BATCH: usize = 1024;
 /// Appends that may wait for the writer before `append` itself waits for room.
 const QUEUE: usize = 8192;
-/// Rows per INSERT statement (14 bound values each).
-const ROWS_PER_INSERT: usize = 64;
-/// The PostgreSQL advisory lock key that serialises appends ("cs-audit" as ASCII).
-const CHAIN_LOCK_KEY: i64 = 0x6373_2d61_7564_6974;
 
 /// What happened. The string forms are stored and shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,10 +79,16 @@ pub enum EventKind {
     CallAmbiguous,
     #[serde(rename = "audit.read")]
     AuditRead,
+    #[serde(rename = "approval.reviewed")]
+    ApprovalReviewed,
+    #[serde(rename = "audit.key")]
+    AuditKey,
+    #[serde(rename = "audit.alert")]
+    AuditAlert,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::CallReceived,
         EventKind::PolicyDecided,
         EventKind::ApprovalRequested,
@@ -88,6 +100,9 @@ impl EventKind {
         EventKind::CallFailed,
         EventKind::CallAmbiguous,
         EventKind::AuditRead,
+        EventKind::ApprovalReviewed,
+        EventKind::AuditKey,
+        EventKind::AuditAlert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +118,9 @@ impl EventKind {
             EventKind::CallFailed => "call.failed",
             EventKind::CallAmbiguous => "call.ambiguous",
             EventKind::AuditRead => "audit.read",
+            EventKind::ApprovalReviewed => "approval.reviewed",
+            EventKind::AuditKey => "audit.key",
+            EventKind::AuditAlert => "audit.alert",
         }
     }
 }
@@ -184,6 +202,15 @@ pub enum AuditError {
     VerifyFailed(String),
     #[error("audit event {seq} cannot be read: {reason} (run `countersign audit verify`)")]
     Corrupt { seq: i64, reason: String },
+    #[error(
+        "the audit log was tampered with: {0}; nothing more is appended until it is \
+         investigated (run `countersign audit verify`)"
+    )]
+    Tampered(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("the anchors file {path}: {reason}")]
+    Anchors { path: String, reason: String },
 }
 
 impl From<sqlx::Error> for AuditError {
@@ -201,7 +228,42 @@ pub struct AuditLog {
 
 struct Inner {
     db: Db,
-    queue: mpsc::Sender<Request>,
+    queue: mpsc::Sender<writer::Request>,
+    keys: Arc<AuditKeys>,
+    anchors: Option<Anchors>,
+    /// Ends when the writer has committed what was queued and stopped.
+    stopped: tokio_util::sync::CancellationToken,
+}
+
+/// The keys the log is kept with (none of them is in the database).
+#[derive(Debug)]
+pub struct AuditKeys {
+    /// Signs the head at every commit.
+    pub signing: SigningKey,
+    /// Whose heads are accepted: the signing key's own, and those configured (replicas, the
+    /// key before a rotation).
+    pub trusted: TrustedKeys,
+    /// Keys redacted argument values.
+    pub redaction: RedactionKey,
+}
+
+impl AuditKeys {
+    /// Keys that live as long as this process (one set per process, so every log opened in it
+    /// trusts the others): for tests and benchmarks. A verifier elsewhere cannot check them.
+    pub fn ephemeral() -> Arc<AuditKeys> {
+        static KEYS: std::sync::OnceLock<Arc<AuditKeys>> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| {
+            let signing = SigningKey::generate().expect("randomness for a key");
+            let mut trusted = TrustedKeys::new();
+            trusted.add(signing.public());
+            Arc::new(AuditKeys {
+                signing,
+                trusted,
+                redaction: RedactionKey::from_bytes([0x5a; 32]),
+            })
+        })
+        .clone()
+    }
 }
 
 impl fmt::Debug for AuditLog {
@@ -210,12 +272,6 @@ impl fmt::Debug for AuditLog {
             .field("backend", &self.inner.db.backend)
             .finish_non_exhaustive()
     }
-}
-
-/// One caller's events, committed together, answered together.
-struct Request {
-    events: Vec<Prepared>,
-    reply: oneshot::Sender<Result<Vec<Appended>, AuditError>>,
 }
 
 /// An event with its payload already canonical (done on the caller's task, not the writer's).
@@ -255,37 +311,88 @@ impl Indexed {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Head {
-    seq: i64,
-    hash: String,
-    at: String,
-}
-
-impl Head {
-    fn genesis() -> Head {
-        Head {
-            seq: 0,
-            hash: GENESIS_HASH.to_owned(),
-            at: String::new(),
-        }
-    }
-}
-
 impl AuditLog {
-    /// Reads the head of the chain and starts the writer task.
+    /// Opens the log with ephemeral keys and no anchors (see [`AuditKeys::ephemeral`]).
     pub async fn open(db: Db) -> Result<AuditLog, AuditError> {
-        let head = read_head(&db.pool).await?;
+        AuditLog::open_with(db, AuditKeys::ephemeral(), None).await
+    }
+
+    /// Checks the head of the chain (signed by a trusted key, and not behind the anchors) and
+    /// starts the writer task.
+    pub async fn open_with(
+        db: Db,
+        keys: Arc<AuditKeys>,
+        anchors: Option<Anchors>,
+    ) -> Result<AuditLog, AuditError> {
         let (queue, requests) = mpsc::channel(QUEUE);
-        tokio::spawn(run_writer(db.clone(), requests, head));
-        Ok(AuditLog {
-            inner: Arc::new(Inner { db, queue }),
+        let stopped = tokio_util::sync::CancellationToken::new();
+        let writer = writer::Writer::open(db.clone(), keys.clone(), anchors.clone()).await?;
+        let done = stopped.clone();
+        tokio::spawn(async move {
+            writer.run(requests).await;
+            done.cancel();
+        });
+        let log = AuditLog {
+            inner: Arc::new(Inner {
+                db,
+                queue,
+                keys,
+                anchors,
+                stopped,
+            }),
+        };
+        log.introduce_key().await?;
+        Ok(log)
+    }
+
+    /// Records this writer's public key in the chain (`audit.key`) unless it is there already.
+    async fn introduce_key(&self) -> Result<(), AuditError> {
+        let id = self.inner.keys.signing.id().to_owned();
+        let known: Option<i64> = sqlx::query_scalar(
+            "select seq from audit_events where kind = 'audit.key' and actor = $1 limit 1",
+        )
+        .bind(&id)
+        .fetch_optional(&self.inner.db.pool)
+        .await?;
+        if known.is_none() {
+            let payload = serde_json::to_value(events::AuditKeyEvent {
+                key_id: id.clone(),
+                public_key: self.inner.keys.signing.public_hex(),
+                introduced_by: None,
+            })
+            .expect("a key event serialises");
+            self.append(NewEvent {
+                call_id: None,
+                kind: EventKind::AuditKey,
+                actor: id,
+                payload,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// What this log is verified against: its trusted keys and its anchors so far.
+    pub fn verify_options(&self) -> Result<VerifyOptions, AuditError> {
+        Ok(VerifyOptions {
+            trusted: self.inner.keys.trusted.clone(),
+            anchors: match &self.inner.anchors {
+                Some(anchors) => anchor::read(anchors.path())?,
+                None => Vec::new(),
+            },
+            in_flight: std::time::Duration::from_secs(3600),
+            ..VerifyOptions::default()
         })
     }
 
     /// The database behind the log.
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// The keys the log is kept with.
+    pub fn keys(&self) -> &AuditKeys {
+        &self.inner.keys
     }
 
     /// Appends one event; resolves once it is durably committed.
@@ -312,13 +419,59 @@ impl AuditLog {
             .into_iter()
             .map(prepare)
             .collect::<Result<Vec<_>, _>>()?;
+        let done = self.send(writer::Work::Append(events)).await?;
+        Ok(done.appended)
+    }
+
+    /// Runs `transition` in the writer's next transaction: its state change and the events it
+    /// decides on commit together (or not at all). Returns it (with what it decided) and where
+    /// its events landed.
+    pub async fn transact<T: Transition>(
+        &self,
+        transition: T,
+    ) -> Result<(T, Vec<Appended>), AuditError> {
+        let done = self
+            .send(writer::Work::Transition(Box::new(transition)))
+            .await?;
+        let any: Box<dyn std::any::Any> = done
+            .transition
+            .ok_or_else(|| AuditError::WriteFailed("the writer lost a transition".into()))?;
+        let transition = any
+            .downcast::<T>()
+            .map_err(|_| AuditError::WriteFailed("the writer returned another transition".into()))?;
+        Ok((*transition, done.appended))
+    }
+
+    /// Feeds `observer` the verified events from `from_seq` on (each link re-checked up to the
+    /// signed head), then every event committed or verified from now on.
+    pub async fn attach(
+        &self,
+        observer: Arc<dyn Observer>,
+        from_seq: Option<i64>,
+    ) -> Result<(), AuditError> {
+        self.send(writer::Work::Attach(observer, from_seq))
+            .await
+            .map(drop)
+    }
+
+    /// Makes the writer look at the head now (and feed observers what others appended).
+    pub async fn sync(&self) -> Result<(), AuditError> {
+        self.send(writer::Work::Append(Vec::new())).await.map(drop)
+    }
+
+    async fn send(&self, work: writer::Work) -> Result<writer::Done, AuditError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .queue
-            .send(Request { events, reply })
+            .send(writer::Request { work, reply })
             .await
             .map_err(|_| AuditError::WriterStopped)?;
         answer.await.map_err(|_| AuditError::WriterStopped)?
+    }
+
+    /// Waits until the writer has stopped (every handle dropped) and committed what was queued.
+    pub async fn stopped(&self) {
+        self.inner.stopped.cancelled().await;
     }
 
     /// Events matching `filter`, in chain order.
@@ -348,196 +501,6 @@ fn prepare(event: NewEvent) -> Result<Prepared, AuditError> {
     })
 }
 
-async fn read_head<'e, E>(executor: E) -> Result<Head, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    let row = sqlx::query("SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(executor)
-        .await?;
-    Ok(match row {
-        Some(row) => Head {
-            seq: row.try_get(0)?,
-            hash: row.try_get(1)?,
-            at: row.try_get(2)?,
-        },
-        None => Head::genesis(),
-    })
-}
-
-async fn run_writer(db: Db, mut requests: mpsc::Receiver<Request>, mut head: Head) {
-    let mut batch: Vec<Request> = Vec::new();
-    loop {
-        // Take what is queued, up to MAX_BATCH events (always at least one request).
-        if batch.is_empty() && requests.recv_many(&mut batch, 1).await == 0 {
-            return;
-        }
-        // Let appenders that are ready to run queue their events too, so they share this
-        // commit (one fsync) instead of each waiting for the next.
-        tokio::task::yield_now().await;
-        let mut events: usize = batch.iter().map(|r| r.events.len()).sum();
-        let mut carry = None;
-        while events < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) if events + request.events.len() <= MAX_BATCH => {
-                    events += request.events.len();
-                    batch.push(request);
-                }
-                Ok(request) => {
-                    carry = Some(request);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let result = write_batch(&db, &mut head, &batch).await;
-        match result {
-            Ok(mut appended) => {
-                for request in batch.drain(..).rev() {
-                    let mine = appended.split_off(appended.len() - request.events.len());
-                    let _ = request.reply.send(Ok(mine));
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                tracing::error!(error = %message, events, "audit append failed; the calls are refused");
-                for request in batch.drain(..) {
-                    let _ = request
-                        .reply
-                        .send(Err(AuditError::WriteFailed(message.clone())));
-                }
-                // The transaction was rolled back; start again from what the database holds.
-                match read_head(&db.pool).await {
-                    Ok(current) => head = current,
-                    Err(e) => tracing::error!(error = %e, "cannot reload the audit head"),
-                }
-            }
-        }
-        batch.extend(carry);
-    }
-}
-
-/// Commits one batch and returns where each event landed, in batch order.
-async fn write_batch(
-    db: &Db,
-    head: &mut Head,
-    batch: &[Request],
-) -> Result<Vec<Appended>, sqlx::Error> {
-    let mut tx = match db.backend {
-        // Takes SQLite's write lock now, so the head read below cannot go stale.
-        Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
-        Backend::Postgres => db.pool.begin().await?,
-    };
-    if db.backend == Backend::Postgres {
-        sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-            .bind(CHAIN_LOCK_KEY)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let current = read_head(&mut *tx).await?;
-    if current != *head {
-        tracing::debug!(
-            seq = current.seq,
-            "another writer appended to the audit log; continuing from its head"
-        );
-    }
-    let mut next = current;
-
-    let mut rows = Vec::with_capacity(batch.iter().map(|r| r.events.len()).sum());
-    let now = chain::now_timestamp();
-    // `at` never goes back along the chain, even if this host's clock is behind another's.
-    let at = if now > next.at { now } else { next.at.clone() };
-    let mut canonical = Vec::with_capacity(512);
-    for event in batch.iter().flat_map(|r| &r.events) {
-        let seq = next.seq + 1;
-        let id = Uuid::now_v7();
-        let id_text = id.to_string();
-        canonical.clear();
-        chain::write_canonical(
-            &mut canonical,
-            &chain::Fields {
-                seq,
-                id: &id_text,
-                call_id: event.call_id.as_deref(),
-                kind: event.kind.as_str(),
-                at: &at,
-                actor: &event.actor,
-                payload: &event.payload,
-            },
-        );
-        let hash = chain::chain_hash(&next.hash, &canonical);
-        let hash = String::from_utf8(hash.to_vec()).expect("hex is ASCII");
-        rows.push((event, seq, id, id_text, next.hash.clone(), hash.clone()));
-        next = Head {
-            seq,
-            hash,
-            at: at.clone(),
-        };
-    }
-
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let sql = insert_sql(db.backend, chunk.len());
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (event, seq, _, id_text, prev_hash, hash) in chunk {
-            query = query
-                .bind(*seq)
-                .bind(id_text.clone())
-                .bind(event.call_id.clone())
-                .bind(event.kind.as_str())
-                .bind(at.clone())
-                .bind(event.actor.clone())
-                .bind(event.indexed.agent.clone())
-                .bind(event.indexed.server.clone())
-                .bind(event.indexed.tool.clone())
-                .bind(event.indexed.approver.clone())
-                .bind(event.indexed.outcome.clone())
-                .bind(event.payload.clone())
-                .bind(prev_hash.clone())
-                .bind(hash.clone());
-        }
-        query.execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    *head = next;
-    Ok(rows
-        .into_iter()
-        .map(|(_, seq, id, _, _, hash)| Appended {
-            seq,
-            hash,
-            id,
-            at: at.clone(),
-        })
-        .collect())
-}
-
-const COLUMNS: &str = "seq, id, call_id, kind, at, actor, agent, server, tool, approver, \
-                       outcome, payload, prev_hash, hash";
-
-/// A multi-row INSERT. SQLite gets anonymous `?` placeholders: sqlx looks up the name of
-/// every numbered parameter, which is quadratic in their count (it was a fifth of the time).
-fn insert_sql(backend: Backend, rows: usize) -> String {
-    let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
-    for row in 0..rows {
-        if row > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for col in 0..14 {
-            if col > 0 {
-                sql.push(',');
-            }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    let _ = write!(sql, "${}", row * 14 + col + 1);
-                }
-            }
-        }
-        sql.push(')');
-    }
-    sql
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,13 +528,5 @@ mod tests {
                 ..Indexed::default()
             }
         );
-    }
-
-    #[test]
-    fn insert_sql_numbers_every_placeholder() {
-        let sql = insert_sql(Backend::Postgres, 2);
-        assert!(sql.ends_with("$27,$28)"), "{sql}");
-        let sql = insert_sql(Backend::Sqlite, 2);
-        assert_eq!(sql.matches('?').count(), 28);
     }
 }

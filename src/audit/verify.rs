@@ -11,20 +11,28 @@
 //! | a row deleted | seq gap: the missing seq |
 //! | a row inserted (tail renumbered) | prev_hash mismatch at the row after it (or at it, if its own hash is off) |
 //! | two rows swapped | prev_hash mismatch at the first |
-//! | the tail cut, or the whole chain recomputed | only against a [`Checkpoint`] printed earlier |
+//! | the whole chain re-hashed | a head signature that no longer verifies |
+//! | rows appended without the key | events after the last signed head |
+//! | the tail cut at a signed head, or the log emptied | against the anchors file |
+//! | a decision the story does not back (a forward without quorum, a grant used twice, a forward before its decision, a forward with no end) | a [`Violation`] with its seq and call |
 //!
-//! A chain has no secret, so someone who rewrites a row and recomputes every later hash
-//! produces a valid chain; the defence is to keep checkpoints (`audit checkpoint`, printed
-//! regularly into a place the DBA cannot edit) and to verify against them.
+//! Signatures need the public keys ([`VerifyOptions::trusted`]); a key that a trusted key
+//! introduced in the chain (`audit.key` with `introduced_by`, a rotation) is trusted from the
+//! first head signed by the introducer that covers it.
 
-use super::AuditError;
+use super::anchor::Anchor;
 use super::chain::{self, Fields, GENESIS_HASH};
+use super::events::AuditKeyEvent;
+use super::keys::{TrustedKeys, parse_public};
+use super::story::{Story, Unreviewed, Violation};
+use super::AuditError;
 use crate::store::{Backend, Db};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
 use std::time::Instant;
@@ -67,11 +75,39 @@ pub struct Breach {
     pub reason: String,
 }
 
+/// What [`verify`] checks the log against.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// A head printed earlier that the log must still hold.
+    pub checkpoint: Option<Checkpoint>,
+    /// The public keys whose head signatures are accepted; none: signatures are not checked
+    /// (and the report says so).
+    pub trusted: TrustedKeys,
+    /// Anchored heads (from the anchors file) the log must still hold.
+    pub anchors: Vec<Anchor>,
+    /// A forward whose end is missing counts as a violation only when it is older than this
+    /// (before the log's last event), since the call may still be running.
+    pub in_flight: std::time::Duration,
+}
+
 /// The outcome of [`verify`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyReport {
-    /// True when every row checked out (and the checkpoint, if given, matched).
+    /// True when every row checked out, every decision is backed by the story, and the
+    /// checkpoint and anchors, if given, matched.
     pub ok: bool,
+    /// Whether head signatures were checked (public keys were given).
+    pub signatures_checked: bool,
+    /// Signed heads seen.
+    pub signed_heads: u64,
+    /// Anchors the log was checked against.
+    pub anchors_checked: usize,
+    /// Decisions the story does not back, in chain order.
+    pub violations: Vec<Violation>,
+    /// Break-glass approvals no second approver has reviewed yet.
+    pub unreviewed_break_glass: Vec<Unreviewed>,
+    /// Forwarded calls whose end is not recorded yet and may still be running.
+    pub in_flight: usize,
     /// Rows read before the verdict.
     pub events: u64,
     /// The last good event: the head of the chain when `ok`.
@@ -84,35 +120,73 @@ pub struct VerifyReport {
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.first_bad {
-            None => {
+            None if self.violations.is_empty() => {
                 write!(f, "ok: {} events, head {}", self.events, self.head)?;
+                if self.signatures_checked {
+                    write!(f, ", {} signed heads verified", self.signed_heads)?;
+                } else {
+                    write!(f, " (signatures NOT checked: no public key given)")?;
+                }
+                if self.anchors_checked > 0 {
+                    write!(f, ", {} anchors match", self.anchors_checked)?;
+                }
                 if let Some(cp) = &self.checkpoint {
                     write!(f, ", checkpoint {} matches", cp.seq)?;
                 }
-                Ok(())
             }
+            None => write!(
+                f,
+                "BROKEN: the chain holds ({} events, head {}) but {} decisions are not backed by the log",
+                self.events,
+                self.head,
+                self.violations.len()
+            )?,
             Some(breach) => write!(
                 f,
                 "BROKEN at seq {}: {} (last good event: {})",
                 breach.seq, breach.reason, self.head
-            ),
+            )?,
         }
+        for v in &self.violations {
+            write!(f, "\n  violation at seq {}", v.seq)?;
+            if let Some(call) = &v.call_id {
+                write!(f, " (call {call})")?;
+            }
+            write!(f, ": {}", v.what)?;
+        }
+        if self.in_flight > 0 {
+            write!(f, "\n  {} forwarded calls have no recorded end yet (may still be running)", self.in_flight)?;
+        }
+        for u in &self.unreviewed_break_glass {
+            write!(
+                f,
+                "\n  unreviewed break-glass approval {} (seq {}, by {}): `countersign approvals review {}`",
+                u.approval_id, u.seq, u.decided_by, u.approval_id
+            )?;
+        }
+        Ok(())
     }
 }
 
 /// The current head of the chain (`0:000…0` for an empty log).
 pub async fn checkpoint(db: &Db) -> Result<Checkpoint, AuditError> {
-    let head = super::read_head(&db.pool).await?;
-    Ok(Checkpoint {
-        seq: head.seq,
-        hash: head.hash,
+    let row: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(match row {
+        Some((seq, hash)) => Checkpoint { seq, hash },
+        None => Checkpoint {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        },
     })
 }
 
 /// Events per page read by [`verify`].
 const PAGE: i64 = 4096;
 
-/// SQLite: one page of the log as a single framed text: per event `SEQ:` then 13 fields,
+/// SQLite: one page of the log as a single framed text: per event `SEQ:` then 15 fields,
 /// each `-` (NULL) or `LEN:TEXT` with LEN in bytes. Reading rows one by one through sqlx costs a
 /// thread hop and 14 allocations per row, which held verify near 100k events/s; one value
 /// per page of 4096 events lets it run at the speed of hashing. The fields are the stored
@@ -131,13 +205,15 @@ const PAGE_SQLITE: &str = "SELECT count(*), max(seq), group_concat(rec, '') FROM
     coalesce(octet_length(server) || ':', '-'), server, \
     coalesce(octet_length(tool) || ':', '-'), tool, \
     coalesce(octet_length(approver) || ':', '-'), approver, \
-    coalesce(octet_length(outcome) || ':', '-'), outcome) AS rec \
+    coalesce(octet_length(outcome) || ':', '-'), outcome, \
+    coalesce(octet_length(key_id) || ':', '-'), key_id, \
+    coalesce(octet_length(signature) || ':', '-'), signature) AS rec \
     FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)";
 
 /// PostgreSQL streams rows cheaply (one socket, no thread hop), but its string functions
 /// are slow; so there the rows are streamed with `fetch` and framed here instead.
 const STREAM_POSTGRES: &str = "SELECT seq, id, call_id, kind, at, actor, payload, prev_hash, \
-    hash, agent, server, tool, approver, outcome FROM audit_events ORDER BY seq";
+    hash, agent, server, tool, approver, outcome, key_id, signature FROM audit_events ORDER BY seq";
 
 #[derive(Default)]
 struct Page {
@@ -204,7 +280,7 @@ async fn read_postgres(db: Db, pages: mpsc::Sender<Result<Page, sqlx::Error>>) {
 fn frame_row(page: &mut Page, row: &AnyRow) -> Result<(), sqlx::Error> {
     let seq: i64 = row.try_get(0)?;
     let _ = write!(page.text, "{seq}:");
-    for i in 1..14 {
+    for i in 1..=FIELDS {
         match row.try_get::<Option<&str>, _>(i)? {
             None => page.text.push('-'),
             Some(field) => {
@@ -219,9 +295,10 @@ fn frame_row(page: &mut Page, row: &AnyRow) -> Result<(), sqlx::Error> {
 }
 
 /// Reads every event in `seq` order (in pages, the next page read while this one is
-/// checked), recomputes its hash, and reports the first break. With a `checkpoint`, also
-/// requires that event `checkpoint.seq` exists with that hash.
-pub async fn verify(db: &Db, checkpoint: Option<&Checkpoint>) -> Result<VerifyReport, AuditError> {
+/// checked), recomputes its hash, checks every head signature with the trusted keys, follows
+/// the story of every decision, and reports the first break and every violation. Then checks
+/// the checkpoint and the anchors, if given.
+pub async fn verify(db: &Db, options: &VerifyOptions) -> Result<VerifyReport, AuditError> {
     let started = Instant::now();
     let (pages, mut received) = mpsc::channel::<Result<Page, sqlx::Error>>(2);
     let reader = {
@@ -234,14 +311,7 @@ pub async fn verify(db: &Db, checkpoint: Option<&Checkpoint>) -> Result<VerifyRe
     // Stop reading ahead once we return, whichever way.
     let _stop = AbortOnDrop(reader);
 
-    let mut chain = Chain {
-        expected_seq: 1,
-        prev_hash: GENESIS_HASH.to_owned(),
-        canonical: Vec::with_capacity(1024),
-        checkpoint: checkpoint.cloned(),
-        checkpoint_seen: false,
-        events: 0,
-    };
+    let mut chain = Chain::new(options);
     let mut first_bad = None;
     while let Some(page) = received.recv().await {
         let page = page?;
@@ -258,35 +328,36 @@ pub async fn verify(db: &Db, checkpoint: Option<&Checkpoint>) -> Result<VerifyRe
             break;
         }
     }
-    if first_bad.is_none()
-        && let Some(cp) = checkpoint
-    {
-        if cp.seq == 0 && cp.hash != GENESIS_HASH {
-            first_bad = Some(Breach {
-                seq: 0,
-                reason: "a checkpoint at seq 0 must carry the genesis hash".into(),
-            });
-        } else if cp.seq > 0 && !chain.checkpoint_seen {
-            first_bad = Some(Breach {
-                seq: chain.expected_seq,
-                reason: format!(
-                    "the log ends at seq {} but the checkpoint names seq {}: events were \
-                     removed from the tail",
-                    chain.expected_seq - 1,
-                    cp.seq
-                ),
-            });
-        }
+    let head_seq = chain.expected_seq - 1;
+    if first_bad.is_none() {
+        first_bad = chain.unsigned_tail();
     }
+    if first_bad.is_none() {
+        first_bad = chain.check_checkpoint(options.checkpoint.as_ref());
+    }
+    if first_bad.is_none() {
+        first_bad = chain.check_anchors(&options.anchors, head_seq);
+    }
+    let story = chain.story.finish(options.in_flight);
     Ok(VerifyReport {
-        ok: first_bad.is_none(),
+        ok: first_bad.is_none() && story.violations.is_empty(),
+        signatures_checked: !chain.trusted.is_empty(),
+        signed_heads: chain.signed_heads,
+        anchors_checked: if first_bad.is_none() {
+            options.anchors.len()
+        } else {
+            0
+        },
+        violations: story.violations,
+        unreviewed_break_glass: story.unreviewed,
+        in_flight: story.in_flight,
         events: chain.events,
         head: Checkpoint {
-            seq: chain.expected_seq - 1,
+            seq: head_seq,
             hash: chain.prev_hash,
         },
         first_bad,
-        checkpoint: checkpoint.cloned(),
+        checkpoint: options.checkpoint.clone(),
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }
@@ -307,16 +378,171 @@ struct Chain {
     checkpoint_seen: bool,
     /// Rows read so far.
     events: u64,
+    trusted: TrustedKeys,
+    /// Keys introduced by a trusted key, trusted once a signed head covers the introduction.
+    introduced: Vec<String>,
+    /// The last event covered by a verified signature (0: none yet).
+    last_signed: i64,
+    signed_heads: u64,
+    /// The hashes at the anchored seqs, as found.
+    anchored: HashMap<i64, String>,
+    story: Story,
+}
+
+impl Chain {
+    fn new(options: &VerifyOptions) -> Chain {
+        Chain {
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_owned(),
+            canonical: Vec::with_capacity(1024),
+            checkpoint: options.checkpoint.clone(),
+            checkpoint_seen: false,
+            events: 0,
+            trusted: options.trusted.clone(),
+            introduced: Vec::new(),
+            last_signed: 0,
+            signed_heads: 0,
+            anchored: options
+                .anchors
+                .iter()
+                .map(|a| (a.seq, String::new()))
+                .collect(),
+            story: Story::default(),
+        }
+    }
+
+    /// A signature on the row at `seq` over `hash`, checked when keys were given.
+    fn check_signature(
+        &mut self,
+        seq: i64,
+        hash: &str,
+        key_id: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<(), String> {
+        let (Some(key_id), Some(signature)) = (key_id, signature) else {
+            return Ok(());
+        };
+        if self.trusted.is_empty() {
+            self.last_signed = seq;
+            return Ok(());
+        }
+        self.trusted
+            .verify_head(key_id, seq, hash, signature)
+            .map_err(|e| format!("the signed head: {e}"))?;
+        self.last_signed = seq;
+        self.signed_heads += 1;
+        for key in self.introduced.drain(..) {
+            if let Ok(id) = self.trusted.add_text(&key) {
+                tracing::debug!(key = %id, "a rotated-in key is trusted from here on");
+            }
+        }
+        Ok(())
+    }
+
+    /// An `audit.key` event introduced by a trusted key: its key becomes trusted at the next
+    /// signed head.
+    fn note_key(&mut self, payload: &str) {
+        let Ok(event) = serde_json::from_str::<AuditKeyEvent>(payload) else {
+            return;
+        };
+        if event
+            .introduced_by
+            .as_deref()
+            .is_some_and(|by| self.trusted.contains(by))
+            && parse_public(&event.public_key).is_ok()
+        {
+            self.introduced.push(event.public_key);
+        }
+    }
+
+    /// Events after the last signed head were appended by someone without a key.
+    fn unsigned_tail(&self) -> Option<Breach> {
+        let last = self.expected_seq - 1;
+        (last > self.last_signed).then(|| Breach {
+            seq: self.last_signed + 1,
+            reason: format!(
+                "events {}..{last} come after the last signed head: they were appended by \
+                 someone who does not hold a signing key",
+                self.last_signed + 1
+            ),
+        })
+    }
+
+    fn check_checkpoint(&self, checkpoint: Option<&Checkpoint>) -> Option<Breach> {
+        let cp = checkpoint?;
+        if cp.seq == 0 && cp.hash != GENESIS_HASH {
+            return Some(Breach {
+                seq: 0,
+                reason: "a checkpoint at seq 0 must carry the genesis hash".into(),
+            });
+        }
+        (cp.seq > 0 && !self.checkpoint_seen).then(|| Breach {
+            seq: self.expected_seq,
+            reason: format!(
+                "the log ends at seq {} but the checkpoint names seq {}: events were removed \
+                 from the tail",
+                self.expected_seq - 1,
+                cp.seq
+            ),
+        })
+    }
+
+    /// Every anchored head must be signed by a trusted key and still be in the log.
+    fn check_anchors(&self, anchors: &[Anchor], head_seq: i64) -> Option<Breach> {
+        for anchor in anchors {
+            if !self.trusted.is_empty()
+                && let Err(e) = self.trusted.verify_head(
+                    &anchor.key_id,
+                    anchor.seq,
+                    &anchor.hash,
+                    &anchor.signature,
+                )
+            {
+                return Some(Breach {
+                    seq: anchor.seq,
+                    reason: format!("the anchor at seq {}: {e}", anchor.seq),
+                });
+            }
+            if anchor.seq > head_seq {
+                return Some(Breach {
+                    seq: head_seq + 1,
+                    reason: format!(
+                        "the log ends at seq {head_seq} but an anchor (written {}) records seq \
+                         {}: events were removed from the tail{}",
+                        anchor.at,
+                        anchor.seq,
+                        if head_seq == 0 { " (the log is empty)" } else { "" }
+                    ),
+                });
+            }
+            let found = self.anchored.get(&anchor.seq).map(String::as_str);
+            if found != Some(anchor.hash.as_str()) {
+                return Some(Breach {
+                    seq: anchor.seq,
+                    reason: format!(
+                        "the anchor records hash {} at seq {} but the log holds {}: the log was \
+                         rewritten",
+                        anchor.hash,
+                        anchor.seq,
+                        found.unwrap_or("nothing")
+                    ),
+                });
+            }
+        }
+        None
+    }
 }
 
 /// One stored row, fields as framed: id, call_id, kind, at, actor, payload, prev_hash,
-/// hash, agent, server, tool, approver, outcome.
+/// hash, agent, server, tool, approver, outcome, key_id, signature.
 struct Raw<'a> {
     seq: i64,
-    fields: [Option<&'a str>; 13],
+    fields: [Option<&'a str>; FIELDS],
 }
 
-const FIELD_NAMES: [&str; 13] = [
+const FIELDS: usize = 15;
+
+const FIELD_NAMES: [&str; FIELDS] = [
     "id",
     "call_id",
     "kind",
@@ -330,6 +556,8 @@ const FIELD_NAMES: [&str; 13] = [
     "tool",
     "approver",
     "outcome",
+    "key_id",
+    "signature",
 ];
 
 impl Chain {
@@ -418,6 +646,16 @@ impl Chain {
             row.fields[12],
         ];
         check_indexed(fields.payload, indexed).map_err(breach)?;
+        if fields.kind == "audit.key" {
+            self.note_key(fields.payload);
+        }
+        self.check_signature(seq, stored, row.fields[13], row.fields[14])
+            .map_err(breach)?;
+        if let Some(found) = self.anchored.get_mut(&seq) {
+            found.push_str(stored);
+        }
+        self.story
+            .observe(seq, fields.call_id, fields.kind, fields.at, fields.payload);
         self.expected_seq = seq + 1;
         self.prev_hash.clear();
         self.prev_hash.push_str(stored);
@@ -441,7 +679,7 @@ impl Chain {
 fn parse_row(s: &str) -> Option<(Raw<'_>, &str)> {
     let (seq, mut rest) = s.split_once(':')?;
     let seq = seq.parse().ok()?;
-    let mut fields = [None; 13];
+    let mut fields = [None; FIELDS];
     for field in &mut fields {
         if let Some(after) = rest.strip_prefix('-') {
             rest = after;
@@ -525,7 +763,7 @@ mod tests {
 
     #[test]
     fn framed_rows_parse() {
-        let text = "7:3:abc-2:\u{e9}4:x:yz12:a\u{1f600}b:c\"def-----0:--";
+        let text = "7:3:abc-2:\u{e9}4:x:yz12:a\u{1f600}b:c\"def-----0:----";
         let (raw, rest) = parse_row(text).unwrap();
         assert_eq!(raw.seq, 7);
         assert_eq!(raw.fields[0], Some("abc"));
@@ -538,7 +776,7 @@ mod tests {
         assert!(parse_row("7:3:ab").is_none());
         assert!(parse_row("x:-").is_none());
         assert!(
-            parse_row("1:1:\u{e9}-------------").is_none(),
+            parse_row("1:1:\u{e9}---------------").is_none(),
             "not a character boundary"
         );
     }

@@ -254,6 +254,17 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         }
     }
     config.tls.ca_files.iter_mut().for_each(resolve);
+    let audit = &mut config.audit;
+    for path in [
+        audit.signing_key.as_mut(),
+        audit.redaction_key.as_mut(),
+        audit.anchors.file.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        resolve(path);
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub struct Config {
     pub policy_dir: Option<PathBuf>,
     #[serde(default)]
     pub database: DatabaseConfig,
+    /// The keys and anchors the audit log is kept with.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The humans who may approve calls, and their groups.
     #[serde(default)]
     pub approvers: Vec<ApproverConfig>,
@@ -99,6 +102,54 @@ impl Default for DatabaseConfig {
             url: default_database_url(),
         }
     }
+}
+
+/// The audit log's keys and anchors, none of which may live in the database. Paths are
+/// resolved against the config file; unset, they default to files beside a SQLite database
+/// (`countersign.db.signing-key`, `.redaction-key`, `.anchors`), or for PostgreSQL to a
+/// directory per database under `$COUNTERSIGN_STATE_DIR` (default
+/// `~/.local/state/countersign`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 key that signs the chain head at every commit (created when missing).
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// Public keys (hex, or files holding hex) whose heads are accepted besides the signing
+    /// key's own: other replicas' keys, and the previous key after a rotation.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    /// The HMAC key that turns redacted argument values into keyed digests (created when
+    /// missing). Whoever holds it can confirm a value they already know.
+    #[serde(default)]
+    pub redaction_key: Option<PathBuf>,
+    #[serde(default)]
+    pub anchors: AnchorsConfig,
+}
+
+/// Where signed heads are exported, off the database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorsConfig {
+    /// An append-only file of signed heads; put it on another mount or host.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// How often the head is anchored when it moved (seconds).
+    #[serde(default = "default_anchor_secs")]
+    pub every_secs: u64,
+}
+
+impl Default for AnchorsConfig {
+    fn default() -> Self {
+        AnchorsConfig {
+            file: None,
+            every_secs: default_anchor_secs(),
+        }
+    }
+}
+
+fn default_anchor_secs() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
