@@ -245,7 +245,11 @@ async fn main() -> anyhow::Result<()> {
     let total = audit::checkpoint(&db).await?.seq;
 
     // 3. Verify.
-    let report = audit::verify(&db, None).await?;
+    let options = audit::VerifyOptions {
+        trusted: audit::AuditKeys::ephemeral().trusted.clone(),
+        ..Default::default()
+    };
+    let report = audit::verify(&db, &options).await?;
     assert!(report.ok, "{report}");
     rows.push((
         format!("verify ({} events)", report.events),

@@ -120,10 +120,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approvals { config, command } => {
             let config = config.load()?;
             let db = crate::store::connect(&config.database.url).await?;
-            let audit = crate::audit::AuditLog::open(db.clone()).await?;
+            let audit =
+                crate::audit::setup::open(db.clone(), &config.audit, &config.database.url).await?;
             let directory = Arc::new(crate::approval::Directory::new(&config.approvers));
             let chats = crate::chat::backends(&config)?;
-            let broker = crate::approval::Broker::new(db, audit, directory, chats);
+            let broker = crate::approval::Broker::new(db, audit, directory, chats).await?;
             let code = crate::approval::cli::run(&broker, command).await;
             broker.flush_updates().await;
             code

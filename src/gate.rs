@@ -11,7 +11,8 @@
 //! 4. `call.forwarded` is appended before the call goes out; `finished` appends
 //!    `call.completed` or `call.failed` with a digest of the result.
 
-use crate::approval::{self, Approval, Broker, Status};
+use crate::approval::{self, Approval, Broker, GrantUse, Status};
+use crate::audit::events::CallForwarded;
 use crate::audit::{AuditLog, EventKind, NewEvent};
 use crate::chat::CallSummary;
 use crate::gateway::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
@@ -177,11 +178,13 @@ impl PolicyGate {
     async fn decide(&self, call: &ToolCall, progress: &Progress) -> Result<Verdict, Unrecorded> {
         let args_sha256 = approval::arguments_digest(&call.arguments);
         let decision = self.policies.current().evaluate(&facts(call));
-        let mut events = decision_events(call, &args_sha256, &decision);
+        let keys = self.audit.keys();
+        let seal = |v: &Value| keys.redaction.digest(&crate::audit::canonical_bytes(v));
+        let mut events = decision_events(call, &args_sha256, &decision, seal);
         let allowed = matches!(decision.verdict, policy::Verdict::Allow);
         if allowed {
             // One durable write on the path of an allowed call: it goes out right away.
-            events.push(forwarded_event(call, None));
+            events.push(forwarded_event(call, None, &args_sha256, &decision.policy_version));
         }
         self.audit
             .append_all(events)
@@ -263,22 +266,23 @@ impl PolicyGate {
             .unwrap_or_else(|| "no reason given".into());
         match approval.status {
             Status::Approved => {
-                if !self
+                let forwarded = forwarded_payload(call, Some(&approval), args_sha256, &approval.policy_version);
+                let used = self
                     .broker
-                    .consume(&approval, call, args_sha256)
+                    .forward(&approval, call, args_sha256, forwarded)
                     .await
-                    .map_err(|e| e.to_string())?
-                {
+                    .map_err(|e| e.to_string())?;
+                if let GrantUse::Refused(why) = used {
+                    tracing::warn!(call = %call.id, approval = %id, why = %why, "a held call may not use its grant");
                     return Ok(Verdict::Refuse(format!(
-                        "Approval {id} was already used by another call; approvals cover exactly one call."
+                        "Approval {id} cannot be used for this call: {why}. The call was not run."
                     )));
                 }
-                let verdict = self.forward(call, Some(&approval)).await?;
                 self.running
                     .lock()
                     .expect("running lock")
                     .insert(call.id, approval);
-                Ok(verdict)
+                Ok(Verdict::Forward)
             }
             Status::Denied => Ok(Verdict::Refuse(format!(
                 "Denied by {by}: {reason} (approval {id})"
@@ -294,17 +298,6 @@ impl PolicyGate {
             ))),
         }
     }
-
-    /// Records that the call goes out, with what it runs as; only then may it run.
-    async fn forward(
-        &self,
-        call: &ToolCall,
-        approval: Option<&Approval>,
-    ) -> Result<Verdict, Unrecorded> {
-        let event = forwarded_event(call, approval);
-        self.audit.append(event).await.map_err(|e| e.to_string())?;
-        Ok(Verdict::Forward)
-    }
 }
 
 /// What the policy decides on.
@@ -318,8 +311,18 @@ fn facts(call: &ToolCall) -> CallFacts<'_> {
     }
 }
 
-/// `call.received` and `policy.decided`, written together.
-fn decision_events(call: &ToolCall, args_sha256: &str, decision: &Decision) -> Vec<NewEvent> {
+/// `call.received` and `policy.decided`, written together. Arguments a rule redacts are
+/// recorded as keyed digests (`seal`), never in clear.
+fn decision_events(
+    call: &ToolCall,
+    args_sha256: &str,
+    decision: &Decision,
+    seal: impl Fn(&Value) -> String,
+) -> Vec<NewEvent> {
+    let arguments = match &decision.verdict {
+        policy::Verdict::Approve(spec) => spec.redact_arguments(&call.arguments, seal),
+        _ => call.arguments.clone(),
+    };
     let received = NewEvent {
         call_id: Some(call.id),
         kind: EventKind::CallReceived,
@@ -327,7 +330,7 @@ fn decision_events(call: &ToolCall, args_sha256: &str, decision: &Decision) -> V
         payload: json!({
             "agent": call.agent.id.as_ref(), "on_behalf_of": call.agent.on_behalf_of.as_deref(),
             "groups": call.agent.groups.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
-            "arguments": call.arguments, "args_sha256": args_sha256,
+            "arguments": arguments, "args_sha256": args_sha256,
         }),
     };
     let (verdict, detail) = match &decision.verdict {
@@ -351,17 +354,45 @@ fn decision_events(call: &ToolCall, args_sha256: &str, decision: &Decision) -> V
     vec![received, decided]
 }
 
-/// `call.forwarded`: the upstream and the credentials the call runs with.
-fn forwarded_event(call: &ToolCall, approval: Option<&Approval>) -> NewEvent {
+/// `call.forwarded`: the upstream, the credentials the call runs with, and what it is bound
+/// to (the grant, the argument digest, the policy version).
+fn forwarded_payload(
+    call: &ToolCall,
+    approval: Option<&Approval>,
+    args_sha256: &str,
+    policy_version: &str,
+) -> CallForwarded {
+    CallForwarded {
+        agent: call.agent.id.to_string(),
+        server: call.upstream.to_string(),
+        tool: call.tool.clone(),
+        executor: format!(
+            "countersign's configured credentials for upstream {}",
+            call.upstream
+        ),
+        approval_id: approval.map(|a| a.id),
+        args_sha256: Some(args_sha256.to_owned()),
+        policy_version: Some(policy_version.to_owned()),
+    }
+}
+
+fn forwarded_event(
+    call: &ToolCall,
+    approval: Option<&Approval>,
+    args_sha256: &str,
+    policy_version: &str,
+) -> NewEvent {
     NewEvent {
         call_id: Some(call.id),
         kind: EventKind::CallForwarded,
         actor: "countersign".into(),
-        payload: json!({
-            "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
-            "executor": format!("countersign's configured credentials for upstream {}", call.upstream),
-            "approval_id": approval.map(|a| a.id),
-        }),
+        payload: serde_json::to_value(forwarded_payload(
+            call,
+            approval,
+            args_sha256,
+            policy_version,
+        ))
+        .expect("a forward serialises"),
     }
 }
 

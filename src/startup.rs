@@ -114,7 +114,9 @@ impl Governance {
         let db = crate::store::connect(&config.database.url)
             .await
             .with_context(|| format!("database {}", config.database.url))?;
-        let audit = AuditLog::open(db.clone()).await.context("audit log")?;
+        let audit = crate::audit::setup::open(db.clone(), &config.audit, &config.database.url)
+            .await
+            .context("audit log")?;
         let ttl = Duration::from_secs(config.approvals.task_ttl_secs);
         let tasks = Tasks::new(db.clone(), audit.clone(), ttl);
         let policies = Policies::new(PolicySet::load_dir(dir)?);
@@ -124,7 +126,9 @@ impl Governance {
             audit.clone(),
             Arc::new(Directory::new(&config.approvers)),
             crate::chat::backends(config)?,
-        );
+        )
+        .await
+        .context("approvals")?;
         broker.set_progress_every(Duration::from_secs(config.approvals.progress_secs));
         broker.spawn_watch(shutdown.clone());
         let mut routes = crate::approval::http::router(broker.clone()).merge(

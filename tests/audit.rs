@@ -197,14 +197,23 @@ async fn seed(log: &AuditLog, n: usize) -> Vec<Uuid> {
     calls
 }
 
+/// What the tests verify against: the keys every log in this process signs with.
+fn options(checkpoint: Option<&Checkpoint>) -> audit::VerifyOptions {
+    audit::VerifyOptions {
+        checkpoint: checkpoint.cloned(),
+        trusted: audit::AuditKeys::ephemeral().trusted.clone(),
+        ..Default::default()
+    }
+}
+
 async fn verify_ok(t: &TestDb) -> audit::VerifyReport {
-    let report = audit::verify(&t.db, None).await.unwrap();
+    let report = audit::verify(&t.db, &options(None)).await.unwrap();
     assert!(report.ok, "{report}");
     report
 }
 
 async fn first_bad(t: &TestDb, checkpoint: Option<&Checkpoint>) -> (i64, String) {
-    let report = audit::verify(&t.db, checkpoint).await.unwrap();
+    let report = audit::verify(&t.db, &options(checkpoint)).await.unwrap();
     assert!(!report.ok, "verify missed the tampering: {report}");
     let breach = report.first_bad.unwrap();
     (breach.seq, breach.reason)
@@ -253,12 +262,13 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
             .unwrap(),
         );
     }
+    let kinds = EventKind::ALL.len() as i64;
     assert_eq!(
         appended.iter().map(|a| a.seq).collect::<Vec<_>>(),
-        (1..=11).collect::<Vec<_>>()
+        (1..=kinds).collect::<Vec<_>>()
     );
     let events = log.show(call).await.unwrap();
-    assert_eq!(events.len(), 11);
+    assert_eq!(events.len() as i64, kinds);
     assert_eq!(events[0].prev_hash, audit::GENESIS_HASH);
     for (pair, a) in events.windows(2).zip(&appended[1..]) {
         assert_eq!(pair[1].prev_hash, pair[0].hash);
@@ -279,16 +289,26 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
         );
         assert_eq!(e.hash, expected, "seq {}", e.seq);
     }
-    let report = verify_ok(&t).await;
-    assert_eq!(report.events, 11);
+    // The chain holds; the story does not: these approval events name no approval.
+    let report = audit::verify(&t.db, &options(None)).await.unwrap();
+    assert_eq!(report.first_bad, None, "{report}");
+    assert!(report.signatures_checked && report.signed_heads == kinds as u64);
+    assert!(
+        report.violations.iter().any(|v| v.seq == 3 && v.what.contains("unreadable approval request")),
+        "{report}"
+    );
+    assert_eq!(report.events as i64, kinds);
     let checkpoint = audit::checkpoint(&t.db).await.unwrap();
     assert_eq!(report.head, checkpoint);
-    assert_eq!(checkpoint.seq, 11);
+    assert_eq!(checkpoint.seq, kinds);
     assert_eq!(
         checkpoint.to_string().parse::<Checkpoint>().unwrap(),
         checkpoint
     );
-    assert!(audit::verify(&t.db, Some(&checkpoint)).await.unwrap().ok);
+    let against = audit::verify(&t.db, &options(Some(&checkpoint)))
+        .await
+        .unwrap();
+    assert_eq!(against.first_bad, None);
 
     // A batch is atomic and consecutive; a non-object payload is refused before the writer.
     let batch = log
@@ -297,7 +317,7 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
         .unwrap();
     assert_eq!(
         batch.iter().map(|a| a.seq).collect::<Vec<_>>(),
-        [12, 13, 14]
+        [kinds + 1, kinds + 2, kinds + 3]
     );
     assert!(
         log.append(event(None, EventKind::AuditRead, json!([1])))
@@ -313,9 +333,10 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
             .await
             .unwrap()
             .seq,
-        15
+        kinds + 4
     );
-    verify_ok(&t).await;
+    let report = audit::verify(&t.db, &options(None)).await.unwrap();
+    assert_eq!(report.first_bad, None, "{report}");
 }
 
 async fn concurrent_appends_get_gap_free_seqs(t: TestDb) {
@@ -538,15 +559,16 @@ async fn a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint(t: TestD
     t.exec("DELETE FROM audit_events WHERE seq > 7")
         .await
         .unwrap();
-    // Without the checkpoint a cut tail is a valid, shorter chain...
+    // Cut at a signed head and without the checkpoint (or the anchors, tested with the
+    // gateway), a cut tail is a valid, shorter chain...
     assert_eq!(verify_ok(&t).await.head.seq, 7);
     // ...with it, the cut shows.
     let (seq, reason) = first_bad(&t, Some(&checkpoint)).await;
     assert_eq!(seq, 8);
     assert!(reason.contains("removed from the tail"), "{reason}");
 
-    // Rewrite event 3 and recompute every later hash: internally valid, but not the
-    // checkpointed chain.
+    // Rewrite event 3 and recompute every later hash: the chain is internally valid, but the
+    // signed heads no longer verify, checkpoint or not.
     let mut prev: String = sqlx::query("SELECT hash FROM audit_events WHERE seq = 2")
         .fetch_one(&t.db.pool)
         .await
@@ -594,10 +616,11 @@ async fn a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint(t: TestD
         .unwrap();
         prev = hash;
     }
-    verify_ok(&t).await;
-    let (seq, reason) = first_bad(&t, Some(&checkpoint7)).await;
-    assert_eq!(seq, 7);
-    assert!(reason.contains("checkpoint"), "{reason}");
+    let (seq, reason) = first_bad(&t, None).await;
+    assert_eq!(seq, 3);
+    assert!(reason.contains("signature does not verify"), "{reason}");
+    let (seq, _) = first_bad(&t, Some(&checkpoint7)).await;
+    assert_eq!(seq, 3);
 }
 
 async fn filters_select_the_right_events(t: TestDb) {
@@ -1065,10 +1088,16 @@ async fn cli_functions_verify_and_record_reads(t: TestDb) {
     let calls = seed(&log, 4).await;
     let verify_args = VerifyArgs {
         checkpoint: None,
+        public_keys: Vec::new(),
+        anchors: None,
+        database: None,
+        in_flight_secs: 3600,
         json: false,
     };
     assert_eq!(
-        audit::cli::verify(&t.db, &verify_args).await.unwrap(),
+        audit::cli::verify(&t.db, &options(None), &verify_args)
+            .await
+            .unwrap(),
         ExitCode::SUCCESS
     );
     assert_eq!(
@@ -1082,7 +1111,7 @@ async fn cli_functions_verify_and_record_reads(t: TestDb) {
         ..ListArgs::default()
     };
     assert_eq!(
-        audit::cli::list(&t.db, &list_args).await.unwrap(),
+        audit::cli::list(&log, &list_args).await.unwrap(),
         ExitCode::SUCCESS
     );
     let show_args = ShowArgs {
@@ -1091,7 +1120,7 @@ async fn cli_functions_verify_and_record_reads(t: TestDb) {
         auditor: None,
     };
     assert_eq!(
-        audit::cli::show(&t.db, &show_args).await.unwrap(),
+        audit::cli::show(&log, &show_args).await.unwrap(),
         ExitCode::SUCCESS
     );
     let reads = audit_reads(&log).await;
@@ -1106,7 +1135,9 @@ async fn cli_functions_verify_and_record_reads(t: TestDb) {
         .await
         .unwrap();
     assert_eq!(
-        audit::cli::verify(&t.db, &verify_args).await.unwrap(),
+        audit::cli::verify(&t.db, &options(None), &verify_args)
+            .await
+            .unwrap(),
         ExitCode::FAILURE
     );
 }

@@ -9,3 +9,6 @@
 -- signature on the batch's last row through the hash chain.
 alter table audit_events add column key_id text;
 alter table audit_events add column signature text;
+
+-- Who reviewed a break-glass approval afterwards (`approval.reviewed`).
+alter table approvals add column reviewed_by text;

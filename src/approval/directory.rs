@@ -51,6 +51,23 @@ impl Directory {
         })
     }
 
+    /// Everyone named in `people`, plus the members of `groups`, sorted and without repeats.
+    pub fn resolve(&self, people: &[String], groups: &[String]) -> Vec<String> {
+        let mut ids: Vec<String> = people
+            .iter()
+            .cloned()
+            .chain(
+                self.people
+                    .values()
+                    .filter(|p| p.groups.iter().any(|g| groups.contains(g)))
+                    .map(|p| p.id.clone()),
+            )
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// The approver whose API token this is.
     pub fn by_token(&self, token: &str) -> Option<&Person> {
         let hash = hash_key(token);

@@ -16,23 +16,28 @@
 pub mod cli;
 mod directory;
 pub mod http;
+pub mod ledger;
 mod store;
+mod transitions;
 
 pub use directory::Directory;
 /// Approving votes counted so far (chat backends show it on decided cards).
 pub use store::count_approvals;
 pub use store::{Approval, Status};
 
+use crate::audit::events::{ApprovalRequested, BreakGlassGrant, CallForwarded};
 use crate::audit::{AuditLog, EventKind, NewEvent};
 use crate::chat::{CallSummary, ChatBackend};
 use crate::gateway::{Progress, ToolCall};
 use crate::policy::ApprovalSpec;
 use crate::store::Db;
+use ledger::{Binding, Feed, Ledger};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use transitions::{Cast, Close, Decision, Forward, Open, Review};
 use uuid::Uuid;
 
 /// How often the broker looks for decisions made by other processes, and for expiries.
@@ -61,7 +66,8 @@ pub struct Ballot {
     pub reason: Option<String>,
     /// Where the vote came from: `cli`, `http`, `mattermost`, …
     pub source: String,
-    /// Proof kept in the audit log (e.g. a signed chat payload).
+    /// Proof kept in the audit log (e.g. a signed chat payload). The built-in channels put
+    /// how the approver was authenticated under `authenticated`.
     pub evidence: Value,
     /// A break-glass approval: decides alone, needs a written justification, flagged in audit.
     pub break_glass: Option<String>,
@@ -83,13 +89,26 @@ pub enum VoteResult {
     AlreadyVoted,
 }
 
+/// How a held call may go on once its approval is decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantUse {
+    /// The grant was used by this call and `call.forwarded` is recorded: it may run.
+    Forwarded,
+    /// The call may not run; the agent reads why.
+    Refused(String),
+}
+
+type Wakers = Arc<Mutex<HashMap<Uuid, watch::Sender<()>>>>;
+
 /// The state shared by the gate, the approver API and the CLI.
 pub struct Broker {
     db: Db,
     audit: AuditLog,
     directory: Arc<Directory>,
-    /// Wakes local waiters at once when a local vote or expiry decides (others poll).
-    wakers: Mutex<HashMap<Uuid, watch::Sender<()>>>,
+    /// Every open approval, as the verified audit log tells it.
+    ledger: Arc<Mutex<Ledger>>,
+    /// Wakes local waiters when a decision is committed or seen in the log.
+    wakers: Wakers,
     /// Where approvers are asked: every configured chat backend.
     chats: Vec<Arc<dyn ChatBackend>>,
     /// Chat updates in flight, so a short-lived process (the CLI) can wait for them.
@@ -113,21 +132,35 @@ pub struct Sighting {
 }
 
 impl Broker {
-    pub fn new(
+    /// A broker whose ledger is rebuilt from the verified log (the approvals that may still
+    /// be decided, used or reviewed) before it answers anything.
+    pub async fn new(
         db: Db,
         audit: AuditLog,
         directory: Arc<Directory>,
         chats: Vec<Arc<dyn ChatBackend>>,
-    ) -> Arc<Self> {
-        Arc::new(Broker {
+    ) -> Result<Arc<Self>, BrokerError> {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let wakers: Wakers = Arc::default();
+        let feed = Feed {
+            ledger: ledger.clone(),
+            decided: Box::new({
+                let wakers = wakers.clone();
+                move |id| wake(&wakers, id)
+            }),
+        };
+        let from = store::replay_from(&db).await?;
+        audit.attach(Arc::new(feed), from).await?;
+        Ok(Arc::new(Broker {
             db,
             audit,
             directory,
-            wakers: Mutex::default(),
+            ledger,
+            wakers,
             chats,
             updates: tokio_util::task::TaskTracker::new(),
             progress_every_ms: (PROGRESS_EVERY.as_millis() as u64).into(),
-        })
+        }))
     }
 
     pub fn chats(&self) -> &[Arc<dyn ChatBackend>] {
@@ -159,6 +192,11 @@ impl Broker {
         &self.directory
     }
 
+    /// Open approvals held in memory.
+    pub fn open_approvals(&self) -> usize {
+        self.ledger.lock().expect("ledger lock").len()
+    }
+
     /// Opens an approval for `call`, or joins the one for the same exact call (same agent,
     /// server, tool, arguments and policy version) that is pending, or approved with its grant
     /// unused. Returns it and whether it was joined.
@@ -170,30 +208,52 @@ impl Broker {
         rule: &str,
         spec: &ApprovalSpec,
     ) -> Result<(Approval, bool), BrokerError> {
-        let now = now_ms();
-        if let Some(pending) =
-            store::find_joinable(&self.db, call, args_sha256, policy_version, now).await?
-        {
-            return Ok((pending, true));
+        let keys = self.audit.keys();
+        let seal = |v: &Value| keys.redaction.digest(&crate::audit::canonical_bytes(v));
+        let approval = Approval::new(
+            call,
+            args_sha256,
+            policy_version,
+            rule,
+            spec,
+            now_ms(),
+            seal,
+        );
+        let requested = ApprovalRequested {
+            approval_id: approval.id,
+            agent: approval.agent.clone(),
+            on_behalf_of: approval.on_behalf_of.clone(),
+            server: approval.server.clone(),
+            tool: approval.tool.clone(),
+            args_sha256: args_sha256.to_owned(),
+            policy_version: policy_version.to_owned(),
+            rule: rule.to_owned(),
+            approvers: spec.approvers.clone(),
+            approver_groups: spec.approver_groups.clone(),
+            eligible: self.directory.resolve(&spec.approvers, &spec.approver_groups),
+            quorum: spec.quorum,
+            allow_self_approval: spec.allow_self_approval,
+            break_glass: spec.break_glass.as_ref().map(|b| BreakGlassGrant {
+                eligible: self.directory.resolve(&b.approvers, &b.approver_groups),
+                min_justification: b.min_justification,
+            }),
+            expires_at_ms: approval.expires_at,
+            classification: spec.classification.clone(),
+            channel: spec.channel.clone(),
+            arguments: approval.arguments.clone(),
+        };
+        let open = Open {
+            ledger: self.ledger.clone(),
+            approval,
+            requested,
+            joined: None,
+        };
+        let (open, _) = self.audit.transact(open).await?;
+        if let Some(joined) = open.joined {
+            return Ok((self.get(joined).await?, true));
         }
-        let approval = Approval::new(call, args_sha256, policy_version, rule, spec, now);
-        store::insert(&self.db, &approval).await?;
-        self.audit
-            .append(NewEvent {
-                call_id: Some(call.id),
-                kind: EventKind::ApprovalRequested,
-                actor: "countersign".into(),
-                payload: json!({
-                    "approval_id": approval.id, "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(),
-                    "tool": call.tool, "approvers": spec.approvers, "approver_groups": spec.approver_groups,
-                    "quorum": spec.quorum, "allow_self_approval": spec.allow_self_approval,
-                    "expires_at_ms": approval.expires_at, "rule": rule, "policy_version": policy_version,
-                    "classification": spec.classification, "channel": spec.channel, "arguments": approval.arguments,
-                }),
-            })
-            .await?;
-        self.announce(&approval).await?;
-        Ok((approval, false))
+        self.announce(&open.approval).await?;
+        Ok((open.approval, false))
     }
 
     /// Posts the card to every chat backend. When backends are configured and none could post
@@ -232,7 +292,7 @@ impl Broker {
                 return Ok(approval);
             }
             if approval.expires_at <= now_ms() {
-                self.expire(&approval).await?;
+                self.expire(id).await?;
                 continue;
             }
             if tokio::time::Instant::now() >= next_report {
@@ -265,25 +325,23 @@ impl Broker {
         Ok(store::list(&self.db, status).await?)
     }
 
-    /// Records a vote and decides the approval when it should. Every vote is audited, whether
-    /// it counted or not.
+    /// Records a vote and decides the approval when it should, on the state the verified log
+    /// tells. Every vote is audited, whether it counted or not.
     pub async fn vote(&self, id: Uuid, ballot: Ballot) -> Result<VoteResult, BrokerError> {
-        let approval = self.get(id).await?;
-        if let Some(why) = self.refusal(&approval, &ballot) {
-            let result = VoteResult::NotAuthorized { why };
-            self.audit_vote(&approval, &ballot, &result).await?;
-            return Ok(result);
-        }
-        let result = store::vote(&self.db, &approval, &ballot, now_ms()).await?;
-        self.audit_vote(&approval, &ballot, &result).await?;
+        let row = self.get(id).await?;
+        let configured = self.directory.get(&ballot.approver).is_some();
+        let cast = Cast::new(self.ledger.clone(), row.clone(), ballot, configured, now_ms());
+        let (cast, _) = self.audit.transact(cast).await?;
+        let result = cast
+            .result
+            .clone()
+            .unwrap_or(VoteResult::AlreadyVoted);
         match &result {
-            VoteResult::Decided { status } => {
-                let decided = self.get(id).await?;
-                self.audit_decided(&decided, *status).await?;
+            VoteResult::Decided { .. } => {
                 self.wake(id);
-                self.tell_decided(decided);
+                self.tell_decided(self.get(id).await?);
             }
-            VoteResult::Counted { approvals, .. } => self.tell_progressed(approval, *approvals),
+            VoteResult::Counted { approvals, .. } => self.tell_progressed(row, *approvals),
             _ => {}
         }
         Ok(result)
@@ -291,112 +349,120 @@ impl Broker {
 
     /// Why `ballot` may not count, if it may not. The agent never approves its own call; the
     /// human behind it only when the policy allows; others only when the policy names them.
-    /// (Public so a chat backend can check before asking the voter for more, e.g. a reason.)
+    /// (Public so a chat backend can check before asking the voter for more, e.g. a reason;
+    /// the vote itself is judged again on the ledger.)
     pub fn refusal(&self, approval: &Approval, ballot: &Ballot) -> Option<String> {
-        let who = ballot.approver.as_str();
-        if who == approval.agent {
-            return Some("the requesting agent cannot vote on its own call".into());
+        let configured = self.directory.get(&ballot.approver).is_some();
+        let ledger = self.ledger.lock().expect("ledger lock");
+        match ledger.get(approval.id) {
+            Some(entry) => transitions::refusal(entry, ballot, configured),
+            None => Some(format!("approval {} is not open", approval.id)),
         }
-        let Some(person) = self.directory.get(who) else {
-            return Some(format!("{who} is not a configured approver"));
-        };
-        if approval.on_behalf_of.as_deref() == Some(who) && !approval.spec.allow_self_approval {
-            return Some(format!(
-                "{who} asked for this call (the agent acts on their behalf) and may not approve it"
-            ));
-        }
-        let named = approval.spec.approvers.iter().any(|a| a == who);
-        let in_group = person
-            .groups
-            .iter()
-            .any(|g| approval.spec.approver_groups.contains(g));
-        if !(named || in_group) {
-            return Some(format!("{who} is not an approver for this call"));
-        }
-        if ballot
-            .break_glass
-            .as_deref()
-            .is_some_and(|j| j.trim().is_empty())
-        {
-            return Some("a break-glass approval needs a written justification".into());
-        }
-        // The built-in channels ask for a reason; a chat reaction cannot carry one.
-        let asks_reason = matches!(ballot.source.as_str(), "cli" | "http");
-        if !ballot.approve
-            && asks_reason
-            && ballot.reason.as_deref().is_none_or(|r| r.trim().is_empty())
-        {
-            return Some("a deny needs a reason".into());
-        }
-        None
     }
 
-    /// Marks a pending approval expired (compare-and-set; a concurrent decision wins).
-    async fn expire(&self, approval: &Approval) -> Result<(), BrokerError> {
-        if store::decide(
-            &self.db,
-            approval.id,
-            Status::Expired,
-            None,
-            Some("the approval timed out"),
-            false,
-            now_ms(),
-        )
-        .await?
-        {
-            let expired = self.get(approval.id).await?;
-            self.audit_decided(&expired, Status::Expired).await?;
-            self.wake(approval.id);
-            self.tell_decided(expired);
+    /// Marks a pending approval expired once it is due (a concurrent decision wins).
+    async fn expire(&self, id: Uuid) -> Result<(), BrokerError> {
+        let decision = Decision {
+            status: Status::Expired,
+            by: None,
+            reason: Some("the approval timed out".into()),
+            break_glass: false,
+            at: now_ms(),
+        };
+        self.close(id, decision).await.map(drop)
+    }
+
+    async fn close(&self, id: Uuid, decision: Decision) -> Result<bool, BrokerError> {
+        let close = Close {
+            ledger: self.ledger.clone(),
+            id,
+            decision,
+            closed: false,
+        };
+        let (close, _) = self.audit.transact(close).await?;
+        if close.closed {
+            self.wake(id);
+            self.tell_decided(self.get(id).await?);
         }
-        Ok(())
+        Ok(close.closed)
     }
 
     /// Expires every overdue approval (run periodically; waiting calls also expire their own).
     pub async fn expire_due(&self) -> Result<usize, BrokerError> {
         let due = store::overdue(&self.db, now_ms()).await?;
         for approval in &due {
-            self.expire(approval).await?;
+            self.expire(approval.id).await?;
         }
         Ok(due.len())
     }
 
     /// Withdraws a pending approval.
     pub async fn cancel(&self, id: Uuid, by: &str, reason: &str) -> Result<bool, BrokerError> {
-        let cancelled = store::decide(
-            &self.db,
-            id,
-            Status::Cancelled,
-            Some(by),
-            Some(reason),
-            false,
-            now_ms(),
-        )
-        .await?;
-        if cancelled {
-            let approval = self.get(id).await?;
-            self.audit_decided(&approval, Status::Cancelled).await?;
-            self.wake(id);
-            self.tell_decided(approval);
-        }
-        Ok(cancelled)
+        let decision = Decision {
+            status: Status::Cancelled,
+            by: Some(by.to_owned()),
+            reason: Some(reason.to_owned()),
+            break_glass: false,
+            at: now_ms(),
+        };
+        self.close(id, decision).await
     }
 
-    /// Uses an approved grant for `call_id`: once, and only for the exact call it was given for.
-    pub async fn consume(
+    /// Uses approval `approval`'s grant for `call` and records `forwarded`, in one commit;
+    /// only if the verified log holds an approved decision for exactly this call, by enough
+    /// distinct eligible approvers, with the grant unused and unexpired.
+    pub async fn forward(
         &self,
         approval: &Approval,
         call: &ToolCall,
         args_sha256: &str,
-    ) -> Result<bool, BrokerError> {
-        let exact = approval.agent == *call.agent.id
-            && approval.server == *call.upstream
-            && approval.tool == call.tool
-            && approval.args_sha256 == args_sha256;
-        if !exact || approval.status != Status::Approved || approval.expires_at <= now_ms() {
-            return Ok(false);
-        }
-        Ok(store::consume(&self.db, approval.id, call.id).await?)
+        forwarded: CallForwarded,
+    ) -> Result<GrantUse, BrokerError> {
+        let binding = Binding {
+            agent: call.agent.id.to_string(),
+            server: call.upstream.to_string(),
+            tool: call.tool.clone(),
+            args_sha256: args_sha256.to_owned(),
+            policy_version: approval.policy_version.clone(),
+        };
+        let forward = Forward {
+            ledger: self.ledger.clone(),
+            id: approval.id,
+            call_id: call.id,
+            binding,
+            forwarded,
+            row_status: approval.status,
+            now: now_ms(),
+            refused: None,
+        };
+        let (forward, _) = self.audit.transact(forward).await?;
+        Ok(match forward.refused {
+            None => GrantUse::Forwarded,
+            Some(why) => GrantUse::Refused(why),
+        })
+    }
+
+    /// Records a second approver's review of a break-glass approval (`approval.reviewed`).
+    pub async fn review(
+        &self,
+        id: Uuid,
+        reviewer: &str,
+        note: &str,
+        authenticated: Value,
+    ) -> Result<Result<(), String>, BrokerError> {
+        let review = Review {
+            ledger: self.ledger.clone(),
+            id,
+            reviewer: reviewer.to_owned(),
+            note: note.to_owned(),
+            authenticated,
+            refused: None,
+        };
+        let (review, _) = self.audit.transact(review).await?;
+        Ok(match review.refused {
+            None => Ok(()),
+            Some(why) => Err(why),
+        })
     }
 
     /// Records who saw an approval request (`approval.seen`).
@@ -466,49 +532,6 @@ impl Broker {
         }
     }
 
-    async fn audit_vote(
-        &self,
-        approval: &Approval,
-        ballot: &Ballot,
-        result: &VoteResult,
-    ) -> Result<(), BrokerError> {
-        let payload = json!({
-            "approval_id": approval.id, "approver": ballot.approver, "vote": if ballot.approve { "approve" } else { "deny" },
-            "reason": ballot.reason, "source": ballot.source, "evidence": ballot.evidence,
-            "break_glass": ballot.break_glass.is_some(), "justification": ballot.break_glass,
-            "result": result, "agent": approval.agent, "server": approval.server, "tool": approval.tool,
-        });
-        let event = NewEvent {
-            call_id: Some(approval.call_id),
-            kind: EventKind::ApprovalVote,
-            actor: ballot.approver.clone(),
-            payload,
-        };
-        self.audit.append(event).await?;
-        Ok(())
-    }
-
-    async fn audit_decided(&self, approval: &Approval, status: Status) -> Result<(), BrokerError> {
-        let payload = json!({
-            "approval_id": approval.id, "outcome": status.as_str(), "decided_by": approval.decided_by,
-            "reason": approval.reason, "break_glass": approval.break_glass,
-            "agent": approval.agent, "server": approval.server, "tool": approval.tool,
-            "approvers": store::votes(&self.db, approval.id).await?,
-        });
-        let actor = approval
-            .decided_by
-            .clone()
-            .unwrap_or_else(|| "countersign".into());
-        let event = NewEvent {
-            call_id: Some(approval.call_id),
-            kind: EventKind::ApprovalDecided,
-            actor,
-            payload,
-        };
-        self.audit.append(event).await?;
-        Ok(())
-    }
-
     fn waker(&self, id: Uuid) -> watch::Receiver<()> {
         let mut wakers = self.wakers.lock().expect("wakers lock");
         wakers
@@ -518,18 +541,16 @@ impl Broker {
     }
 
     fn wake(&self, id: Uuid) {
-        if let Some(waker) = self.wakers.lock().expect("wakers lock").remove(&id) {
-            let _ = waker.send(());
-        }
+        wake(&self.wakers, id);
     }
 
-    /// Until `shutdown`, twice a second: expires overdue approvals, and wakes the local waiters
-    /// of approvals decided elsewhere (the CLI, another replica). One query for all waiters.
+    /// Until `shutdown`, twice a second: expires overdue approvals, and has the audit writer
+    /// read what other processes (the CLI, another replica) appended, which wakes the local
+    /// waiters of approvals decided there.
     pub fn spawn_watch(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let broker = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL);
-            let mut since = now_ms();
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -538,25 +559,25 @@ impl Broker {
                 let Some(broker) = broker.upgrade() else {
                     break;
                 };
-                let now = now_ms();
-                if let Err(e) = broker.watch_once(since).await {
+                if let Err(e) = broker.watch_once().await {
                     tracing::warn!(error = %e, "could not check approvals");
                 }
-                // Overlap the windows a little: a decision committed late in one tick is seen.
-                since = now - POLL.as_millis() as i64;
             }
         });
     }
 
-    async fn watch_once(&self, since: i64) -> Result<(), BrokerError> {
+    async fn watch_once(&self) -> Result<(), BrokerError> {
         self.expire_due().await?;
-        if self.wakers.lock().expect("wakers lock").is_empty() {
-            return Ok(());
-        }
-        for id in store::decided_since(&self.db, since).await? {
-            self.wake(id);
+        if !self.wakers.lock().expect("wakers lock").is_empty() {
+            self.audit.sync().await?;
         }
         Ok(())
+    }
+}
+
+fn wake(wakers: &Wakers, id: Uuid) {
+    if let Some(waker) = wakers.lock().expect("wakers lock").remove(&id) {
+        let _ = waker.send(());
     }
 }
 
@@ -568,7 +589,7 @@ pub fn now_ms() -> i64 {
     since.as_millis() as i64
 }
 
-/// Hex SHA-256 of the RFC 8785 canonical form of the arguments: what a grant is bound to.
+/// Hex SHA-256 of the canonical form of the arguments: what a grant is bound to.
 pub fn arguments_digest(arguments: &Value) -> String {
     use sha2::{Digest, Sha256};
     let canonical =

@@ -1,8 +1,9 @@
 //! SQL for approvals and votes: runtime queries that run on SQLite and PostgreSQL alike.
 
-use super::{Ballot, VoteResult};
+use super::Ballot;
+use super::transitions::Decision;
 use crate::gateway::ToolCall;
-use crate::policy::ApprovalSpec;
+use crate::policy::{ApprovalSpec, BreakGlassRule};
 use crate::store::Db;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -68,9 +69,12 @@ pub struct Approval {
     pub reason: Option<String>,
     pub break_glass: bool,
     pub consumed_by: Option<String>,
+    /// Who reviewed a break-glass approval afterwards.
+    pub reviewed_by: Option<String>,
 }
 
 impl Approval {
+    /// A new pending approval; `seal` turns each redacted value into its keyed digest.
     pub fn new(
         call: &ToolCall,
         args_sha256: &str,
@@ -78,6 +82,7 @@ impl Approval {
         rule: &str,
         spec: &ApprovalSpec,
         now: i64,
+        seal: impl Fn(&Value) -> String,
     ) -> Self {
         Approval {
             id: Uuid::now_v7(),
@@ -87,7 +92,7 @@ impl Approval {
             server: call.upstream.to_string(),
             tool: call.tool.clone(),
             args_sha256: args_sha256.to_owned(),
-            arguments: spec.redact_arguments(&call.arguments),
+            arguments: spec.redact_arguments(&call.arguments, seal),
             policy_version: policy_version.to_owned(),
             rule: rule.to_owned(),
             spec: spec.clone(),
@@ -99,6 +104,7 @@ impl Approval {
             reason: None,
             break_glass: false,
             consumed_by: None,
+            reviewed_by: None,
         }
     }
 }
@@ -113,6 +119,10 @@ fn spec_to_json(spec: &ApprovalSpec) -> Value {
         "allow_self_approval": spec.allow_self_approval, "timeout_ms": spec.timeout.as_millis() as u64,
         "redact": spec.redact, "classification": spec.classification, "channel": spec.channel,
         "post_results": spec.post_results,
+        "break_glass": spec.break_glass.as_ref().map(|b| json!({
+            "approvers": b.approvers, "approver_groups": b.approver_groups,
+            "min_justification": b.min_justification,
+        })),
     })
 }
 
@@ -135,11 +145,26 @@ fn spec_from_json(v: &Value) -> ApprovalSpec {
         classification: v["classification"].as_str().map(str::to_owned),
         channel: v["channel"].as_str().map(str::to_owned),
         post_results: v["post_results"].as_bool().unwrap_or(false),
+        break_glass: v.get("break_glass").filter(|b| b.is_object()).map(|b| {
+            let strings = |key: &str| -> Vec<String> {
+                b[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            };
+            BreakGlassRule {
+                approvers: strings("approvers"),
+                approver_groups: strings("approver_groups"),
+                min_justification: b["min_justification"].as_u64().unwrap_or(20) as usize,
+            }
+        }),
     }
 }
 
 const COLUMNS: &str = "id, call_id, agent, on_behalf_of, server, tool, args_sha256, arguments, policy_version, rule, spec, \
-    status, created_at, expires_at, decided_at, decided_by, reason, break_glass, consumed_by";
+    status, created_at, expires_at, decided_at, decided_by, reason, break_glass, consumed_by, reviewed_by";
 
 fn from_row(row: &AnyRow) -> Result<Approval, sqlx::Error> {
     let text = |i: &str| row.try_get::<String, _>(i);
@@ -171,10 +196,11 @@ fn from_row(row: &AnyRow) -> Result<Approval, sqlx::Error> {
         reason: row.try_get("reason")?,
         break_glass: row.try_get::<i64, _>("break_glass")? != 0,
         consumed_by: row.try_get("consumed_by")?,
+        reviewed_by: row.try_get("reviewed_by")?,
     })
 }
 
-pub async fn insert(db: &Db, a: &Approval) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut sqlx::AnyConnection, a: &Approval) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into approvals (id, call_id, agent, on_behalf_of, server, tool, args_sha256, arguments, policy_version, rule, spec, status, created_at, expires_at) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12, $13)",
@@ -192,7 +218,7 @@ pub async fn insert(db: &Db, a: &Approval) -> Result<(), sqlx::Error> {
     .bind(spec_to_json(&a.spec).to_string())
     .bind(a.created_at)
     .bind(a.expires_at)
-    .execute(&db.pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -227,50 +253,12 @@ pub async fn list(db: &Db, status: Option<super::Status>) -> Result<Vec<Approval
     rows.iter().map(from_row).collect()
 }
 
-/// The approval a retry of exactly this call joins: a pending one, or an approved one whose
-/// grant is still unused (the first call stopped waiting before the decision).
-pub async fn find_joinable(
-    db: &Db,
-    call: &ToolCall,
-    args_sha256: &str,
-    policy_version: &str,
-    now: i64,
-) -> Result<Option<Approval>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from approvals where agent = $1 and server = $2 and tool = $3 and args_sha256 = $4 \
-         and policy_version = $5 and expires_at > $6 \
-         and (status = 'pending' or (status = 'approved' and consumed_by is null)) order by created_at limit 1"
-    ));
-    let row = sqlx::query(sql)
-        .bind(call.agent.id.as_ref())
-        .bind(call.upstream.as_ref())
-        .bind(&call.tool)
-        .bind(args_sha256)
-        .bind(policy_version)
-        .bind(now)
-        .fetch_optional(&db.pool)
-        .await?;
-    row.as_ref().map(from_row).transpose()
-}
-
 pub async fn overdue(db: &Db, now: i64) -> Result<Vec<Approval>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from approvals where status = 'pending' and expires_at <= $1"
     ));
     let rows = sqlx::query(sql).bind(now).fetch_all(&db.pool).await?;
     rows.iter().map(from_row).collect()
-}
-
-/// Approvals decided at or after `since` (ms).
-pub async fn decided_since(db: &Db, since: i64) -> Result<Vec<Uuid>, sqlx::Error> {
-    let ids: Vec<String> = sqlx::query_scalar("select id from approvals where decided_at >= $1")
-        .bind(since)
-        .fetch_all(&db.pool)
-        .await?;
-    Ok(ids
-        .iter()
-        .filter_map(|id| Uuid::parse_str(id).ok())
-        .collect())
 }
 
 pub async fn count_approvals(db: &Db, id: Uuid) -> Result<i64, sqlx::Error> {
@@ -280,139 +268,89 @@ pub async fn count_approvals(db: &Db, id: Uuid) -> Result<i64, sqlx::Error> {
         .await
 }
 
-/// The votes cast so far, in order.
-pub async fn votes(db: &Db, id: Uuid) -> Result<Value, sqlx::Error> {
-    let rows = sqlx::query("select approver, approve, reason, source, at from approval_votes where approval_id = $1 order by at, approver")
-        .bind(id.to_string())
-        .fetch_all(&db.pool)
-        .await?;
-    let votes: Result<Vec<Value>, sqlx::Error> = rows
-        .iter()
-        .map(|r| {
-            Ok(json!({
-                "approver": r.try_get::<String, _>("approver")?,
-                "vote": if r.try_get::<i64, _>("approve")? != 0 { "approve" } else { "deny" },
-                "reason": r.try_get::<Option<String>, _>("reason")?,
-                "source": r.try_get::<String, _>("source")?,
-                "at_ms": r.try_get::<i64, _>("at")?,
-            }))
-        })
-        .collect();
-    Ok(Value::Array(votes?))
-}
-
-/// Moves a pending approval to `status`; false if it was no longer pending (someone else won).
+/// Records `decision` on the working row. Not a compare-and-set: the ledger decided, and a row
+/// someone changed by hand is put back in line with the log.
 pub async fn decide(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     id: Uuid,
-    status: Status,
-    by: Option<&str>,
-    reason: Option<&str>,
-    break_glass: bool,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update approvals set status = $2, decided_at = $3, decided_by = $4, reason = $5, break_glass = $6 \
-         where id = $1 and status = 'pending'",
+    decision: &Decision,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update approvals set status = $2, decided_at = $3, decided_by = $4, reason = $5, break_glass = $6, \
+         revision = revision + 1 where id = $1",
     )
     .bind(id.to_string())
-    .bind(status.as_str())
-    .bind(now)
-    .bind(by)
-    .bind(reason)
-    .bind(i64::from(break_glass))
-    .execute(&db.pool)
+    .bind(decision.status.as_str())
+    .bind(decision.at)
+    .bind(decision.by.as_deref())
+    .bind(decision.reason.as_deref())
+    .bind(i64::from(decision.break_glass))
+    .execute(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(())
 }
 
-/// Records a vote and applies it, in one transaction that first bumps the approval's revision:
-/// that write serialises concurrent voters on the same approval (a row lock on PostgreSQL, the
-/// write lock on SQLite), so a quorum is counted exactly once.
-pub async fn vote(
-    db: &Db,
-    approval: &Approval,
+/// Records a counted vote.
+pub async fn insert_vote(
+    conn: &mut sqlx::AnyConnection,
+    id: Uuid,
     ballot: &Ballot,
     now: i64,
-) -> Result<VoteResult, sqlx::Error> {
-    let id = approval.id.to_string();
-    let mut tx = db.pool.begin().await?;
-    sqlx::query("update approvals set revision = revision + 1 where id = $1")
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
-    let row = sqlx::query("select status, decided_by from approvals where id = $1")
-        .bind(&id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let status = Status::parse(&row.try_get::<String, _>("status")?).unwrap_or(Status::Pending);
-    if status != Status::Pending {
-        tx.commit().await?;
-        return Ok(VoteResult::AlreadyDecided {
-            status,
-            by: row.try_get("decided_by")?,
-        });
-    }
-    let inserted = sqlx::query(
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "insert into approval_votes (approval_id, approver, approve, reason, source, at) values ($1, $2, $3, $4, $5, $6) \
          on conflict do nothing",
     )
-    .bind(&id)
+    .bind(id.to_string())
     .bind(&ballot.approver)
     .bind(i64::from(ballot.approve))
     .bind(&ballot.reason)
     .bind(&ballot.source)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(conn)
     .await?;
-    if inserted.rows_affected() == 0 {
-        tx.commit().await?;
-        return Ok(VoteResult::AlreadyVoted);
-    }
-    let approvals: i64 = sqlx::query_scalar(
-        "select count(*) from approval_votes where approval_id = $1 and approve = 1",
-    )
-    .bind(&id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let quorum = approval.spec.quorum.max(1);
-    let decision = match (ballot.approve, &ballot.break_glass) {
-        (false, _) => Some((Status::Denied, false)),
-        (true, Some(_)) => Some((Status::Approved, true)),
-        (true, None) if approvals >= i64::from(quorum) => Some((Status::Approved, false)),
-        _ => None,
-    };
-    let result = match decision {
-        Some((status, break_glass)) => {
-            sqlx::query(
-                "update approvals set status = $2, decided_at = $3, decided_by = $4, reason = $5, break_glass = $6 \
-                 where id = $1 and status = 'pending'",
-            )
-            .bind(&id)
-            .bind(status.as_str())
-            .bind(now)
-            .bind(&ballot.approver)
-            .bind(ballot.reason.as_deref().or(ballot.break_glass.as_deref()))
-            .bind(i64::from(break_glass))
-            .execute(&mut *tx)
-            .await?;
-            VoteResult::Decided { status }
-        }
-        None => VoteResult::Counted {
-            approvals: approvals as u32,
-            quorum,
-        },
-    };
-    tx.commit().await?;
-    Ok(result)
+    Ok(())
 }
 
-/// Marks an approved grant used by `call_id`; false if it was used already.
-pub async fn consume(db: &Db, id: Uuid, call_id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("update approvals set consumed_by = $2 where id = $1 and status = 'approved' and consumed_by is null")
+/// Marks a grant used by `call_id`.
+pub async fn consume(
+    conn: &mut sqlx::AnyConnection,
+    id: Uuid,
+    call_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update approvals set consumed_by = $2 where id = $1")
         .bind(id.to_string())
         .bind(call_id.to_string())
-        .execute(&db.pool)
+        .execute(conn)
         .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(())
+}
+
+/// Marks a break-glass approval reviewed.
+pub async fn reviewed(
+    conn: &mut sqlx::AnyConnection,
+    id: Uuid,
+    reviewer: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update approvals set reviewed_by = $2 where id = $1")
+        .bind(id.to_string())
+        .bind(reviewer)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The first seq from which the ledger must be rebuilt: the request of the oldest approval
+/// that may still be decided, used or reviewed (none: nothing to replay). The table only
+/// points the way: the events replayed are verified, and an approval the table hides is
+/// simply not open (fail closed).
+pub async fn replay_from(db: &Db) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select min(e.seq) from audit_events e join approvals a on e.call_id = a.call_id \
+         where e.kind = 'approval.requested' and (a.status = 'pending' \
+         or (a.status = 'approved' and a.consumed_by is null) \
+         or (a.break_glass = 1 and a.reviewed_by is null))",
+    )
+    .fetch_one(&db.pool)
+    .await
 }

@@ -85,6 +85,9 @@ pub struct ApprovalVote {
     pub justification: Option<String>,
     /// What the vote did: `{"result": "counted" | "decided" | "not_authorized" | …}`.
     pub result: Value,
+    /// When it was cast (Unix milliseconds).
+    #[serde(default)]
+    pub at_ms: i64,
     pub agent: String,
     pub server: String,
     pub tool: String,

@@ -341,12 +341,12 @@ impl AuditLog {
                 stopped,
             }),
         };
-        log.introduce_key().await?;
         Ok(log)
     }
 
-    /// Records this writer's public key in the chain (`audit.key`) unless it is there already.
-    async fn introduce_key(&self) -> Result<(), AuditError> {
+    /// Records this writer's public key in the chain (`audit.key`) unless it is there already,
+    /// so an auditor can see which keys signed.
+    pub async fn introduce_key(&self) -> Result<(), AuditError> {
         let id = self.inner.keys.signing.id().to_owned();
         let known: Option<i64> = sqlx::query_scalar(
             "select seq from audit_events where kind = 'audit.key' and actor = $1 limit 1",
@@ -483,6 +483,14 @@ impl AuditLog {
     pub async fn show(&self, call_id: Uuid) -> Result<Vec<Event>, AuditError> {
         query::show(&self.inner.db, call_id).await
     }
+}
+
+/// The canonical JSON bytes of `value`, as the log hashes payloads (for keyed digests of
+/// redacted values).
+pub fn canonical_bytes(value: &serde_json::Value) -> Vec<u8> {
+    chain::canonical_payload(value)
+        .map(String::into_bytes)
+        .unwrap_or_default()
 }
 
 fn prepare(event: NewEvent) -> Result<Prepared, AuditError> {

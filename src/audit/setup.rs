@@ -99,7 +99,9 @@ pub async fn open(
         paths.anchors.clone(),
         Duration::from_secs(config.anchors.every_secs),
     );
-    AuditLog::open_with(db, keys, Some(anchors)).await
+    let log = AuditLog::open_with(db, keys, Some(anchors)).await?;
+    log.introduce_key().await?;
+    Ok(log)
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub(super) struct RuleDoc {
     pub classification: Option<String>,
     pub channel: Option<String>,
     pub post_results: Option<bool>,
+    pub break_glass: Option<BreakGlassDoc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +64,7 @@ pub(super) struct DefaultsDoc {
     pub classification: Option<String>,
     pub channel: Option<String>,
     pub post_results: Option<bool>,
+    pub break_glass: Option<BreakGlassDoc>,
 }
 
 /// Approval settings as written; every one may be left out.
@@ -77,6 +79,7 @@ pub(super) struct ApprovalDoc {
     pub classification: Option<String>,
     pub channel: Option<String>,
     pub post_results: Option<bool>,
+    pub break_glass: Option<BreakGlassDoc>,
 }
 
 /// Copies the approval settings out of a rule or the defaults, which write them inline.
@@ -92,6 +95,7 @@ macro_rules! approval_of {
             classification: $doc.classification.clone(),
             channel: $doc.channel.clone(),
             post_results: $doc.post_results,
+            break_glass: $doc.break_glass.clone(),
         }
     };
 }
@@ -121,6 +125,7 @@ impl ApprovalDoc {
             ("classification", self.classification.is_some()),
             ("channel", self.channel.is_some()),
             ("post_results", self.post_results.is_some()),
+            ("break_glass", self.break_glass.is_some()),
         ]
         .into_iter()
         .find_map(|(name, set)| set.then_some(name))
@@ -264,6 +269,19 @@ impl<'de> Deserialize<'de> for Quorum {
             n => Ok(Quorum(n)),
         }
     }
+}
+
+/// Who may approve alone, bypassing the quorum, and how much they must write.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BreakGlassDoc {
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default)]
+    pub approver_groups: Vec<String>,
+    /// The shortest justification accepted, in characters (default 20).
+    #[serde(default)]
+    pub min_justification: Option<usize>,
 }
 
 /// A duration written as `90s`, `15m`, `2h`, `1d` or combined (`1h30m`).

@@ -4,10 +4,12 @@
 //! subdirectories are ignored. Files are taken in byte order of their names, which is also the
 //! order in which rules are tried (see `eval.rs`).
 
-use super::doc::{ApprovalDoc, Conditions, DefaultsDoc, FileDoc, RuleDoc, VerdictKind};
+use super::doc::{
+    ApprovalDoc, BreakGlassDoc, Conditions, DefaultsDoc, FileDoc, RuleDoc, VerdictKind,
+};
 use super::error::{Location, PolicyError};
 use super::locate::{FieldPath, Seg, line_of};
-use super::{ApprovalSpec, Verdict};
+use super::{ApprovalSpec, BreakGlassRule, DEFAULT_MIN_JUSTIFICATION, Verdict};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -329,6 +331,29 @@ fn spec_of(doc: &ApprovalDoc) -> Result<ApprovalSpec, FieldError> {
         classification: doc.classification.clone(),
         channel: doc.channel.clone(),
         post_results: doc.post_results.unwrap_or(false),
+        break_glass: doc.break_glass.as_ref().map(break_glass_of).transpose()?,
+    })
+}
+
+/// Break-glass must name who may use it: a rule that says `break_glass: {}` allows nobody.
+fn break_glass_of(doc: &BreakGlassDoc) -> Result<BreakGlassRule, FieldError> {
+    if doc.approvers.is_empty() && doc.approver_groups.is_empty() {
+        return Err(field(
+            "break_glass",
+            "break_glass must name the approvers or approver_groups who may use it",
+        ));
+    }
+    let min_justification = doc.min_justification.unwrap_or(DEFAULT_MIN_JUSTIFICATION);
+    if min_justification == 0 {
+        return Err(field(
+            "break_glass.min_justification",
+            "a break-glass justification must be at least 1 character",
+        ));
+    }
+    Ok(BreakGlassRule {
+        approvers: dedup(doc.approvers.clone()),
+        approver_groups: dedup(doc.approver_groups.clone()),
+        min_justification,
     })
 }
 
@@ -358,6 +383,7 @@ impl ApprovalDoc {
                 .or_else(|| defaults.classification.clone()),
             channel: self.channel.or_else(|| defaults.channel.clone()),
             post_results: self.post_results.or(defaults.post_results),
+            break_glass: self.break_glass.or_else(|| defaults.break_glass.clone()),
             ..self
         }
     }

@@ -132,19 +132,35 @@ pub struct ApprovalSpec {
     pub channel: Option<String>,
     /// Whether the call's result is posted to the channel afterwards.
     pub post_results: bool,
+    /// Who may approve alone (break-glass); `None`: nobody.
+    pub break_glass: Option<BreakGlassRule>,
 }
 
-/// The value shown in place of a redacted argument.
+/// Break-glass on a rule: who may approve alone, and the justification they must write. Each
+/// such approval is listed by `audit verify` until another approver reviews it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassRule {
+    pub approvers: Vec<String>,
+    pub approver_groups: Vec<String>,
+    /// The shortest justification accepted, in characters.
+    pub min_justification: usize,
+}
+
+/// The shortest break-glass justification unless a rule says otherwise.
+pub const DEFAULT_MIN_JUSTIFICATION: usize = 20;
+
+/// What a redacted argument starts with, wherever it is shown or recorded.
 pub const REDACTED: &str = "[redacted]";
 
 impl ApprovalSpec {
-    /// The arguments as an approval card may show them: every value `redact` points at is
-    /// replaced by [`REDACTED`]. Pointers to absent values are ignored.
-    pub fn redact_arguments(&self, arguments: &Value) -> Value {
+    /// The arguments as a card may show them and the log may record them: every value
+    /// `redact` points at is replaced by `[redacted] ` and `seal(value)` (a keyed digest, so an
+    /// auditor who knows the value can confirm it). Pointers to absent values are ignored.
+    pub fn redact_arguments(&self, arguments: &Value, seal: impl Fn(&Value) -> String) -> Value {
         let mut shown = arguments.clone();
         for pointer in &self.redact {
             if let Some(value) = shown.pointer_mut(pointer) {
-                *value = Value::String(REDACTED.into());
+                *value = Value::String(format!("{REDACTED} {}", seal(value)));
             }
         }
         shown
@@ -245,11 +261,14 @@ mod tests {
             redact: vec!["/password".into(), "/nested/0/key".into(), "/absent".into()],
             ..test_spec()
         };
-        let shown =
-            spec.redact_arguments(&json!({"user": "u", "password": "p", "nested": [{"key": 1}]}));
+        let seal = |v: &Value| format!("sealed({v})");
+        let shown = spec.redact_arguments(
+            &json!({"user": "u", "password": "p", "nested": [{"key": 1}]}),
+            seal,
+        );
         assert_eq!(
             shown,
-            json!({"user": "u", "password": REDACTED, "nested": [{"key": REDACTED}]})
+            json!({"user": "u", "password": "[redacted] sealed(\"p\")", "nested": [{"key": "[redacted] sealed(1)"}]})
         );
     }
 
@@ -264,6 +283,7 @@ mod tests {
             classification: None,
             channel: None,
             post_results: false,
+            break_glass: None,
         }
     }
 }

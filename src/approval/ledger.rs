@@ -1,0 +1,269 @@
+//! The approval ledger: the state of every open approval, derived only from audit events the
+//! writer committed or verified (never from the `approvals` table, which anyone who can write
+//! the database can change). The gate asks it, inside the writer's transaction, whether a
+//! call may use a grant.
+
+use super::Status;
+use crate::audit::events::{
+    ApprovalDecided, ApprovalRequested, ApprovalReviewed, ApprovalVote, CallForwarded, Choice,
+    CountedVote,
+};
+use crate::audit::{EventKind, Observer, Recorded};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+/// The exact call a grant covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Binding {
+    pub agent: String,
+    pub server: String,
+    pub tool: String,
+    pub args_sha256: String,
+    pub policy_version: String,
+}
+
+impl Binding {
+    fn of(requested: &ApprovalRequested) -> Binding {
+        Binding {
+            agent: requested.agent.clone(),
+            server: requested.server.clone(),
+            tool: requested.tool.clone(),
+            args_sha256: requested.args_sha256.clone(),
+            policy_version: requested.policy_version.clone(),
+        }
+    }
+}
+
+/// One approval as the log tells it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub requested: ApprovalRequested,
+    pub call_id: Uuid,
+    /// Counted votes, in order.
+    pub votes: Vec<CountedVote>,
+    /// The break-glass justifications given, by approver.
+    pub justifications: HashMap<String, String>,
+    pub status: Status,
+    pub decided_by: Option<String>,
+    pub break_glass: bool,
+    pub consumed_by: Option<Uuid>,
+    pub reviewed: bool,
+}
+
+impl Entry {
+    pub fn id(&self) -> Uuid {
+        self.requested.approval_id
+    }
+
+    /// Whether `who` may vote at all: eligible when requested, never the agent, and never its
+    /// own human unless the rule allows it.
+    pub fn may_vote(&self, who: &str) -> bool {
+        let r = &self.requested;
+        r.eligible.iter().any(|e| e == who)
+            && who != r.agent
+            && (r.allow_self_approval || r.on_behalf_of.as_deref() != Some(who))
+    }
+
+    /// Distinct eligible approvers who approved.
+    pub fn approvals(&self) -> usize {
+        self.votes
+            .iter()
+            .filter(|v| v.vote == Choice::Approve && self.may_vote(&v.approver))
+            .map(|v| v.approver.as_str())
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// Why the approved decision is not backed by the votes, if it is not.
+    fn unbacked(&self) -> Option<String> {
+        let r = &self.requested;
+        if self.break_glass {
+            let by = self.decided_by.as_deref().unwrap_or_default();
+            let Some(grant) = &r.break_glass else {
+                return Some("break-glass was used but the rule does not allow it".into());
+            };
+            let justification = self.justifications.get(by).map_or(0, |j| j.trim().chars().count());
+            if !grant.eligible.iter().any(|p| p == by) || !self.may_vote(by) {
+                return Some(format!("{by} may not use break-glass on this rule"));
+            }
+            if justification < grant.min_justification {
+                return Some("the break-glass justification is too short".into());
+            }
+            return None;
+        }
+        let quorum = r.quorum.max(1) as usize;
+        let have = self.approvals();
+        (have < quorum).then(|| {
+            format!("{have} distinct eligible approvals are recorded where the rule needs {quorum}")
+        })
+    }
+}
+
+/// Every open approval, and the exact-call index retries join by.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    entries: HashMap<Uuid, Entry>,
+    by_binding: HashMap<Binding, Uuid>,
+}
+
+impl Ledger {
+    pub fn get(&self, id: Uuid) -> Option<&Entry> {
+        self.entries.get(&id)
+    }
+
+    /// Approvals held in memory (open ones, and decided ones still to be used or reviewed).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The approval a call with this binding joins: pending, or approved and unused, and not
+    /// expired.
+    pub fn joinable(&self, binding: &Binding, now_ms: i64) -> Option<&Entry> {
+        let entry = self.entries.get(self.by_binding.get(binding)?)?;
+        let open = entry.status == Status::Pending
+            || (entry.status == Status::Approved && entry.consumed_by.is_none());
+        (open && entry.requested.expires_at_ms > now_ms).then_some(entry)
+    }
+
+    /// The check before a held call goes upstream: approval `id` was decided `approved` for
+    /// exactly this call, by enough distinct eligible approvers (or a valid break-glass), its
+    /// grant is unused, and it has not expired.
+    pub fn grant(&self, id: Uuid, binding: &Binding, now_ms: i64) -> Result<&Entry, String> {
+        let entry = self
+            .entries
+            .get(&id)
+            .ok_or_else(|| format!("the audit log holds no open approval {id}"))?;
+        if entry.status != Status::Approved {
+            return Err(format!(
+                "the audit log records approval {id} as {}, not approved",
+                entry.status.as_str()
+            ));
+        }
+        if Binding::of(&entry.requested) != *binding {
+            return Err(format!("approval {id} was given for another call"));
+        }
+        if let Some(by) = entry.consumed_by {
+            return Err(format!("approval {id} was already used by call {by}"));
+        }
+        if entry.requested.expires_at_ms <= now_ms {
+            return Err(format!("approval {id} expired before it was used"));
+        }
+        match entry.unbacked() {
+            Some(why) => Err(format!("approval {id} is not backed by the log: {why}")),
+            None => Ok(entry),
+        }
+    }
+
+    /// Applies one verified event. Returns the approval it decided, if it did.
+    pub fn apply(&mut self, event: &Recorded<'_>) -> Option<Uuid> {
+        match event.kind {
+            EventKind::ApprovalRequested => {
+                let requested: ApprovalRequested = serde_json::from_str(event.payload).ok()?;
+                let id = requested.approval_id;
+                self.by_binding.insert(Binding::of(&requested), id);
+                self.entries.insert(
+                    id,
+                    Entry {
+                        call_id: event.call_id.unwrap_or(id),
+                        requested,
+                        votes: Vec::new(),
+                        justifications: HashMap::new(),
+                        status: Status::Pending,
+                        decided_by: None,
+                        break_glass: false,
+                        consumed_by: None,
+                        reviewed: false,
+                    },
+                );
+                None
+            }
+            EventKind::ApprovalVote => {
+                let vote: ApprovalVote = serde_json::from_str(event.payload).ok()?;
+                if !vote.counted() {
+                    return None;
+                }
+                let entry = self.entries.get_mut(&vote.approval_id)?;
+                if entry.status != Status::Pending {
+                    return None;
+                }
+                if let Some(j) = vote.justification.filter(|_| vote.break_glass) {
+                    entry.justifications.insert(vote.approver.clone(), j);
+                }
+                entry.votes.push(CountedVote {
+                    approver: vote.approver,
+                    vote: vote.vote,
+                    reason: vote.reason,
+                    source: vote.source,
+                    at_ms: vote.at_ms,
+                });
+                None
+            }
+            EventKind::ApprovalDecided => {
+                let decided: ApprovalDecided = serde_json::from_str(event.payload).ok()?;
+                let entry = self.entries.get_mut(&decided.approval_id)?;
+                if entry.status != Status::Pending {
+                    return None;
+                }
+                entry.status = Status::parse(&decided.outcome)?;
+                entry.decided_by = decided.decided_by;
+                entry.break_glass = decided.break_glass;
+                let id = entry.id();
+                self.prune(id);
+                Some(id)
+            }
+            EventKind::CallForwarded => {
+                let forwarded: CallForwarded = serde_json::from_str(event.payload).ok()?;
+                let id = forwarded.approval_id?;
+                let entry = self.entries.get_mut(&id)?;
+                entry.consumed_by = event.call_id.or(Some(Uuid::nil()));
+                self.prune(id);
+                None
+            }
+            EventKind::ApprovalReviewed => {
+                let review: ApprovalReviewed = serde_json::from_str(event.payload).ok()?;
+                let entry = self.entries.get_mut(&review.approval_id)?;
+                entry.reviewed = true;
+                self.prune(review.approval_id);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Forgets an approval nobody can use any more (a break-glass one once reviewed).
+    fn prune(&mut self, id: Uuid) {
+        let Some(entry) = self.entries.get(&id) else {
+            return;
+        };
+        let usable = entry.status == Status::Pending
+            || (entry.status == Status::Approved && entry.consumed_by.is_none());
+        if !usable {
+            self.by_binding.remove(&Binding::of(&entry.requested));
+        }
+        let awaits_review = entry.break_glass && !entry.reviewed;
+        if !usable && !awaits_review {
+            self.entries.remove(&id);
+        }
+    }
+}
+
+/// Feeds the ledger from the audit writer, and tells whoever waits that an approval was
+/// decided.
+pub struct Feed {
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub decided: Box<dyn Fn(Uuid) + Send + Sync>,
+}
+
+impl Observer for Feed {
+    fn observe(&self, event: &Recorded<'_>) {
+        let decided = self.ledger.lock().expect("ledger lock").apply(event);
+        if let Some(id) = decided {
+            (self.decided)(id);
+        }
+    }
+}
