@@ -1,11 +1,29 @@
-//! `countersign approvals list|show|approve|deny`: the built-in approval channel for operators
-//! at the gateway's host. Votes go through the same broker (and audit log) as every channel.
+//! `countersign approvals list|show|approve|deny|review`: the built-in approval channel for
+//! operators at the gateway's host. Votes go through the same broker (and audit log) as every
+//! channel, and the voter proves who they are with their own approver token: `--as` alone
+//! names nobody.
 
 use super::{Ballot, Broker, Status};
+use crate::auth::hash_key;
 use clap::Subcommand;
-use serde_json::json;
+use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use uuid::Uuid;
+
+/// The environment variable a CLI approver's token may come from.
+pub const TOKEN_ENV: &str = "COUNTERSIGN_APPROVER_TOKEN";
+
+/// How the approver proves who they are.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Credential {
+    /// A file holding the approver's token (else COUNTERSIGN_APPROVER_TOKEN, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The approver you expect the token to be (checked, never trusted alone).
+    #[arg(long = "as", value_name = "APPROVER")]
+    expect: Option<String>,
+}
 
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
@@ -20,22 +38,31 @@ pub enum ApprovalsCommand {
     /// Approve as a configured approver.
     Approve {
         id: Uuid,
-        /// The approver voting (an id from the configuration's `approvers`).
-        #[arg(long = "as")]
-        approver: String,
+        #[command(flatten)]
+        credential: Credential,
         #[arg(long)]
         reason: Option<String>,
-        /// Decide alone, bypassing the quorum; the written justification is audited.
+        /// Decide alone, bypassing the quorum, where the rule allows you to; the written
+        /// justification is audited and another approver must review it afterwards.
         #[arg(long)]
         break_glass: Option<String>,
     },
     /// Deny as a configured approver; the agent receives the reason.
     Deny {
         id: Uuid,
-        #[arg(long = "as")]
-        approver: String,
+        #[command(flatten)]
+        credential: Credential,
         #[arg(long)]
         reason: String,
+    },
+    /// Review a break-glass approval another approver made (`approval.reviewed`).
+    Review {
+        id: Uuid,
+        #[command(flatten)]
+        credential: Credential,
+        /// What you checked.
+        #[arg(long)]
+        note: String,
     },
 }
 
@@ -66,39 +93,111 @@ pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<E
         }
         ApprovalsCommand::Approve {
             id,
-            approver,
+            credential,
             reason,
             break_glass,
         } => {
-            vote(
-                broker,
-                id,
-                Ballot {
-                    approver,
-                    approve: true,
-                    reason,
-                    source: "cli".into(),
-                    evidence: os_user(),
-                    break_glass,
-                },
-            )
-            .await
+            let (approver, evidence) = authenticate(broker, &credential)?;
+            let ballot = Ballot {
+                approver,
+                approve: true,
+                reason,
+                source: "cli".into(),
+                evidence,
+                break_glass,
+            };
+            vote(broker, id, ballot).await
         }
         ApprovalsCommand::Deny {
             id,
-            approver,
+            credential,
             reason,
         } => {
+            let (approver, evidence) = authenticate(broker, &credential)?;
             let ballot = Ballot {
                 approver,
                 approve: false,
                 reason: Some(reason),
                 source: "cli".into(),
-                evidence: os_user(),
+                evidence,
                 break_glass: None,
             };
             vote(broker, id, ballot).await
         }
+        ApprovalsCommand::Review {
+            id,
+            credential,
+            note,
+        } => {
+            let (reviewer, evidence) = authenticate(broker, &credential)?;
+            match broker
+                .review(id, &reviewer, &note, evidence["authenticated"].clone())
+                .await?
+            {
+                Ok(()) => {
+                    println!("{}", json!({"result": "reviewed", "by": reviewer}));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    println!("{}", json!({"result": "refused", "why": why}));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+/// The approver whose token was presented, and the evidence of it for the vote event.
+fn authenticate(broker: &Broker, credential: &Credential) -> anyhow::Result<(String, Value)> {
+    let (token, from) = read_token(credential)?;
+    let person = broker.directory().by_token(token.trim()).ok_or_else(|| {
+        anyhow::anyhow!("the approver token (from {from}) matches no configured approver")
+    })?;
+    if let Some(expected) = credential.expect.as_deref()
+        && expected != person.id
+    {
+        anyhow::bail!(
+            "the token is {}'s, not {expected}'s: a vote is cast only as the token's owner",
+            person.id
+        );
+    }
+    let evidence = json!({
+        "authenticated": {
+            "method": "approver token",
+            "via": "cli",
+            "from": from,
+            "token_sha256_prefix": &hash_key(token.trim())[..12],
+        },
+        "os_user": os_user(),
+    });
+    Ok((person.id.clone(), evidence))
+}
+
+/// The token from `--token-file`, the environment, or a prompt on the terminal.
+fn read_token(credential: &Credential) -> anyhow::Result<(String, &'static str)> {
+    if let Some(path) = &credential.token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the token file {}: {e}", path.display()))?;
+        return Ok((token, "a token file"));
+    }
+    if let Ok(token) = std::env::var(TOKEN_ENV)
+        && !token.trim().is_empty()
+    {
+        return Ok((token, TOKEN_ENV));
+    }
+    use std::io::IsTerminal as _;
+    let prompt = || {
+        std::io::stdin()
+            .is_terminal()
+            .then(|| rpassword::prompt_password("approver token: ").ok())
+            .flatten()
+    };
+    match prompt() {
+        Some(token) if !token.trim().is_empty() => Ok((token, "a prompt")),
+        _ => anyhow::bail!(
+            "an approver token is required: set {TOKEN_ENV}, pass --token-file FILE, or type it \
+             at the prompt (--as alone names nobody)"
+        ),
     }
 }
 
@@ -111,7 +210,10 @@ async fn vote(broker: &Broker, id: Uuid, ballot: Ballot) -> anyhow::Result<ExitC
     })
 }
 
-/// Who ran the command, as evidence next to the vote.
-fn os_user() -> serde_json::Value {
-    json!({"os_user": std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_default()})
+/// Who ran the command, kept next to the vote.
+fn os_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
 }

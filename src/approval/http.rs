@@ -5,6 +5,7 @@
 //! GET  /approvals/{id}
 //! POST /approvals/{id}/approve        {"reason"?: "...", "break_glass"?: "written justification"}
 //! POST /approvals/{id}/deny           {"reason": "..."}
+//! POST /approvals/{id}/review         {"note": "..."}   (a break-glass approval, by another approver)
 //! ```
 
 use super::{Ballot, Broker, BrokerError, Status};
@@ -24,6 +25,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/approvals/{id}", get(show))
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/deny", post(deny))
+        .route("/approvals/{id}/review", post(review))
         .with_state(broker)
 }
 
@@ -168,9 +170,38 @@ async fn cast(
         approve,
         reason: body.reason,
         source: "http".into(),
-        evidence: json!({"channel": "approver-api"}),
+        evidence: json!({
+            "channel": "approver-api",
+            "authenticated": {"method": "approver token", "via": "http"},
+        }),
         break_glass: body.break_glass,
     };
     let result = broker.vote(parse_id(&id)?, ballot).await?;
     Ok(Json(result).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    note: String,
+}
+
+async fn review(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<ReviewBody>>,
+) -> Result<Response, ApiError> {
+    let who = approver(&broker, &headers)?;
+    let Some(Json(body)) = body else {
+        return Err(ApiError::BadRequest("a review needs {\"note\": \"...\"}".into()));
+    };
+    let authenticated = json!({"method": "approver token", "via": "http"});
+    match broker
+        .review(parse_id(&id)?, &who, &body.note, authenticated)
+        .await?
+    {
+        Ok(()) => Ok(Json(json!({"result": "reviewed", "by": who})).into_response()),
+        Err(why) => Err(ApiError::BadRequest(why)),
+    }
 }

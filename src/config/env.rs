@@ -13,6 +13,8 @@ const NOT_CONFIG: &[&str] = &[
     "COUNTERSIGN_CONFIG",
     "COUNTERSIGN_API_KEY",
     "COUNTERSIGN_LOG",
+    "COUNTERSIGN_APPROVER_TOKEN",
+    "COUNTERSIGN_STATE_DIR",
 ];
 
 /// One override: the variable's name and the path it sets.

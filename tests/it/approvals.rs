@@ -1,6 +1,7 @@
 //! Policy, approvals and the audit log through the running gateway, on SQLite and PostgreSQL.
 
 use crate::support::{self, Backend, TestDb, TestGateway, modern_meta, post};
+use countersign::auth::hash_key;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ rules:
     approver_groups: [ops]
     quorum: 2
     timeout: 1m
+    break_glass: {approvers: [bob], min_justification: 20}
 "#;
 
 /// A gateway with the policy above, approvers alice (the agent's human), bob, carol (ops) and
@@ -351,28 +353,33 @@ async fn break_glass(backend: Backend) {
     let (_db, _dir, gw) = setup(backend).await;
     let (agent, id) = held_delete(&gw, "r9").await;
     let url = format!("{}/approvals/{id}/approve", base(&gw));
-    let (_, empty) = api(
-        reqwest::Method::POST,
-        url.clone(),
-        "bob",
-        Some(json!({"break_glass": " "})),
-    )
-    .await;
-    assert_eq!(
-        empty["result"], "not_authorized",
-        "a justification is required: {empty}"
+    let attempt = |who: &'static str, justification: &'static str| {
+        let url = url.clone();
+        async move {
+            let body = json!({"break_glass": justification});
+            api(reqwest::Method::POST, url, who, Some(body)).await.1
+        }
+    };
+    let blank = attempt("bob", " ").await;
+    assert_eq!(blank["result"], "not_authorized", "{blank}");
+    let short = attempt("bob", "outage, INC-42").await;
+    assert_eq!(short["result"], "not_authorized", "{short}");
+    assert!(
+        short["why"].as_str().unwrap().contains("at least 20 characters"),
+        "{short}"
     );
-    let (_, decided) = api(
-        reqwest::Method::POST,
-        url,
-        "bob",
-        Some(json!({"break_glass": "outage, INC-42"})),
-    )
-    .await;
+    let not_named = attempt("carol", "outage INC-42: customer writes fail").await;
+    assert_eq!(not_named["result"], "not_authorized", "{not_named}");
+    assert!(
+        not_named["why"].as_str().unwrap().contains("may not use break-glass"),
+        "{not_named}"
+    );
+    let justification = "outage INC-42: customer writes fail";
+    let decided = attempt("bob", justification).await;
     assert_eq!(
         decided,
         json!({"result":"decided","status":"approved"}),
-        "one approver decides alone"
+        "the named approver decides alone"
     );
     let (response, _) = answer(agent).await;
     assert_eq!(text(&response), "deleted r9");
@@ -384,7 +391,29 @@ async fn break_glass(backend: Backend) {
     )
     .await;
     assert_eq!(approval["break_glass"], true);
-    assert_eq!(approval["reason"], "outage, INC-42");
+    assert_eq!(approval["reason"], justification);
+
+    // verify lists it until another approver reviews it; bob may not review his own.
+    let unreviewed = |report: &Value| {
+        report["unreviewed_break_glass"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["approval_id"] == id.as_str())
+    };
+    let verify_url = format!("{}/audit/verify", base(&gw));
+    let (_, report) = api(reqwest::Method::GET, verify_url.clone(), "audrey", None).await;
+    assert!(unreviewed(&report), "{report}");
+    let review_url = format!("{}/approvals/{id}/review", base(&gw));
+    let note = json!({"note": "checked INC-42, the delete was needed"});
+    let (status, own) = api(reqwest::Method::POST, review_url.clone(), "bob", Some(note.clone())).await;
+    assert_eq!(status, 400, "{own}");
+    let (status, reviewed) = api(reqwest::Method::POST, review_url, "carol", Some(note)).await;
+    assert_eq!(status, 200, "{reviewed}");
+    let (_, report) = api(reqwest::Method::GET, verify_url, "audrey", None).await;
+    assert!(!unreviewed(&report), "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+
 }
 
 crate::on_both_databases!(break_glass: break_glass_needs_a_justification_and_is_flagged_on_sqlite, break_glass_needs_a_justification_and_is_flagged_on_postgres);
@@ -526,34 +555,66 @@ async fn hold_then_retry(backend: Backend) {
 
 crate::on_both_databases!(hold_then_retry: a_retry_after_the_hold_joins_the_approval_on_sqlite, a_retry_after_the_hold_joins_the_approval_on_postgres);
 
-/// Runs `countersign approvals ...` against the test database, as an operator would.
-fn approvals_cli(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+/// Runs `countersign approvals ...` against the test database, as an operator would, with
+/// `token` as the approver's credential (`COUNTERSIGN_APPROVER_TOKEN`).
+fn approvals_cli(
+    db: &TestDb,
+    dir: &std::path::Path,
+    token: Option<&str>,
+    args: &[&str],
+) -> std::process::Output {
     let config = dir.join("cli.yaml");
     let yaml = format!(
         "database: {{url: '{}'}}\nupstreams: [{{name: echo, stdio: {{command: 'true'}}}}]\nserver: {{allow_anonymous: true}}\n\
-         approvers:\n  - {{id: bob, groups: [ops]}}\n  - {{id: carol, groups: [ops]}}\n",
-        db.url
+         approvers:\n  - {{id: bob, groups: [ops], token_sha256: {}}}\n  - {{id: carol, groups: [ops], token_sha256: {}}}\n",
+        db.url,
+        hash_key("bob-token"),
+        hash_key("carol-token"),
     );
     std::fs::write(&config, yaml).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    command
         .arg("approvals")
         .args(args)
         .arg("--config")
         .arg(&config)
-        .output()
-        .unwrap()
+        .env_remove("COUNTERSIGN_APPROVER_TOKEN")
+        .stdin(std::process::Stdio::null());
+    if let Some(token) = token {
+        command.env("COUNTERSIGN_APPROVER_TOKEN", token);
+    }
+    command.output().unwrap()
 }
 
 async fn cli_votes(backend: Backend) {
     let (db, dir, gw) = setup(backend).await;
     let (agent, id) = held_delete(&gw, "r6").await;
-    let listed = approvals_cli(&db, dir.path(), &["list"]);
+    let listed = approvals_cli(&db, dir.path(), None, &["list"]);
     assert!(
         String::from_utf8_lossy(&listed.stdout).contains(&id),
         "{listed:?}"
     );
+    // `--as` alone names nobody; a token that is someone else's is refused too.
+    let unauthenticated = approvals_cli(&db, dir.path(), None, &["approve", &id, "--as", "bob"]);
+    assert!(!unauthenticated.status.success());
+    assert!(
+        String::from_utf8_lossy(&unauthenticated.stderr).contains("an approver token is required"),
+        "{unauthenticated:?}"
+    );
+    let impostor = approvals_cli(
+        &db,
+        dir.path(),
+        Some("carol-token"),
+        &["approve", &id, "--as", "bob"],
+    );
+    assert!(!impostor.status.success());
+    assert!(
+        String::from_utf8_lossy(&impostor.stderr).contains("not bob's"),
+        "{impostor:?}"
+    );
     for who in ["bob", "carol"] {
-        let voted = approvals_cli(&db, dir.path(), &["approve", &id, "--as", who]);
+        let token = format!("{who}-token");
+        let voted = approvals_cli(&db, dir.path(), Some(&token), &["approve", &id]);
         assert!(voted.status.success(), "{voted:?}");
     }
     let (response, _) = answer(agent).await;
@@ -565,7 +626,8 @@ async fn cli_votes(backend: Backend) {
     let denied = approvals_cli(
         &db,
         dir.path(),
-        &["deny", &id, "--as", "bob", "--reason", "late"],
+        Some("bob-token"),
+        &["deny", &id, "--reason", "late"],
     );
     assert!(
         !denied.status.success(),
