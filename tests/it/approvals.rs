@@ -5,9 +5,9 @@ use countersign::auth::hash_key;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const AGENT_KEY: &str = "agent-key";
+pub(crate) const AGENT_KEY: &str = "agent-key";
 
-const POLICY: &str = r#"
+pub(crate) const POLICY: &str = r#"
 defaults:
   verdict: deny
   reason: no rule allows this call
@@ -47,7 +47,7 @@ async fn gateway(db: &TestDb, policy_dir: &std::path::Path) -> TestGateway {
 }
 
 /// The same gateway with extra top-level configuration.
-async fn gateway_with(db: &TestDb, policy_dir: &std::path::Path, extra: &str) -> TestGateway {
+pub(crate) async fn gateway_with(db: &TestDb, policy_dir: &std::path::Path, extra: &str) -> TestGateway {
     let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
     let yaml = format!(
         "database: {{url: '{db}'}}
@@ -89,7 +89,7 @@ async fn setup(backend: Backend) -> (TestDb, tempfile::TempDir, TestGateway) {
 
 /// The agent's `delete_record` call, running in a task and held for approval; and the
 /// approval's id.
-async fn held_delete(
+pub(crate) async fn held_delete(
     gw: &TestGateway,
     record: &str,
 ) -> (tokio::task::JoinHandle<(Value, Vec<Value>)>, String) {
@@ -102,7 +102,7 @@ async fn held_delete(
     (agent, id)
 }
 
-fn policy_dir() -> tempfile::TempDir {
+pub(crate) fn policy_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
     dir
@@ -110,7 +110,7 @@ fn policy_dir() -> tempfile::TempDir {
 
 /// Calls a tool as the agent (modern era, with a progress token); returns the final response
 /// and the progress notifications.
-async fn call(gw_url: String, tool: &str, arguments: Value) -> (Value, Vec<Value>) {
+pub(crate) async fn call(gw_url: String, tool: &str, arguments: Value) -> (Value, Vec<Value>) {
     let name = format!("echo__{tool}");
     let mut meta = modern_meta();
     meta["progressToken"] = json!("p");
@@ -128,7 +128,7 @@ async fn call(gw_url: String, tool: &str, arguments: Value) -> (Value, Vec<Value
 }
 
 /// The agent's answer to a call running in a task (bounded wait).
-async fn answer(agent: tokio::task::JoinHandle<(Value, Vec<Value>)>) -> (Value, Vec<Value>) {
+pub(crate) async fn answer(agent: tokio::task::JoinHandle<(Value, Vec<Value>)>) -> (Value, Vec<Value>) {
     tokio::time::timeout(Duration::from_secs(20), agent)
         .await
         .expect("the call ends in time")
@@ -182,7 +182,7 @@ pub(crate) async fn vote(
 }
 
 /// Waits (bounded) until `count` approvals are pending; returns them.
-async fn pending(gw: &TestGateway, count: usize) -> Vec<Value> {
+pub(crate) async fn pending(gw: &TestGateway, count: usize) -> Vec<Value> {
     for _ in 0..200 {
         let (_, list) = api(
             reqwest::Method::GET,

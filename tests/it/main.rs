@@ -16,4 +16,5 @@ mod stdio_front;
 mod synapse;
 mod telemetry;
 mod tls;
+mod trust;
 mod webhook;
