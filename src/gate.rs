@@ -184,7 +184,12 @@ impl PolicyGate {
         let allowed = matches!(decision.verdict, policy::Verdict::Allow);
         if allowed {
             // One durable write on the path of an allowed call: it goes out right away.
-            events.push(forwarded_event(call, None, &args_sha256, &decision.policy_version));
+            events.push(forwarded_event(
+                call,
+                None,
+                &args_sha256,
+                &decision.policy_version,
+            ));
         }
         self.audit
             .append_all(events)
@@ -266,7 +271,8 @@ impl PolicyGate {
             .unwrap_or_else(|| "no reason given".into());
         match approval.status {
             Status::Approved => {
-                let forwarded = forwarded_payload(call, Some(&approval), args_sha256, &approval.policy_version);
+                let forwarded =
+                    forwarded_payload(call, Some(&approval), args_sha256, &approval.policy_version);
                 let used = self
                     .broker
                     .forward(&approval, call, args_sha256, forwarded)

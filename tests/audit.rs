@@ -294,7 +294,10 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
     assert_eq!(report.first_bad, None, "{report}");
     assert!(report.signatures_checked && report.signed_heads == kinds as u64);
     assert!(
-        report.violations.iter().any(|v| v.seq == 3 && v.what.contains("unreadable approval request")),
+        report
+            .violations
+            .iter()
+            .any(|v| v.seq == 3 && v.what.contains("unreadable approval request")),
         "{report}"
     );
     assert_eq!(report.events as i64, kinds);

@@ -194,7 +194,9 @@ async fn review(
 ) -> Result<Response, ApiError> {
     let who = approver(&broker, &headers)?;
     let Some(Json(body)) = body else {
-        return Err(ApiError::BadRequest("a review needs {\"note\": \"...\"}".into()));
+        return Err(ApiError::BadRequest(
+            "a review needs {\"note\": \"...\"}".into(),
+        ));
     };
     let authenticated = json!({"method": "approver token", "via": "http"});
     match broker

@@ -83,7 +83,10 @@ impl Entry {
             let Some(grant) = &r.break_glass else {
                 return Some("break-glass was used but the rule does not allow it".into());
             };
-            let justification = self.justifications.get(by).map_or(0, |j| j.trim().chars().count());
+            let justification = self
+                .justifications
+                .get(by)
+                .map_or(0, |j| j.trim().chars().count());
             if !grant.eligible.iter().any(|p| p == by) || !self.may_vote(by) {
                 return Some(format!("{by} may not use break-glass on this rule"));
             }

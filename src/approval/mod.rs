@@ -230,7 +230,9 @@ impl Broker {
             rule: rule.to_owned(),
             approvers: spec.approvers.clone(),
             approver_groups: spec.approver_groups.clone(),
-            eligible: self.directory.resolve(&spec.approvers, &spec.approver_groups),
+            eligible: self
+                .directory
+                .resolve(&spec.approvers, &spec.approver_groups),
             quorum: spec.quorum,
             allow_self_approval: spec.allow_self_approval,
             break_glass: spec.break_glass.as_ref().map(|b| BreakGlassGrant {
@@ -330,12 +332,15 @@ impl Broker {
     pub async fn vote(&self, id: Uuid, ballot: Ballot) -> Result<VoteResult, BrokerError> {
         let row = self.get(id).await?;
         let configured = self.directory.get(&ballot.approver).is_some();
-        let cast = Cast::new(self.ledger.clone(), row.clone(), ballot, configured, now_ms());
+        let cast = Cast::new(
+            self.ledger.clone(),
+            row.clone(),
+            ballot,
+            configured,
+            now_ms(),
+        );
         let (cast, _) = self.audit.transact(cast).await?;
-        let result = cast
-            .result
-            .clone()
-            .unwrap_or(VoteResult::AlreadyVoted);
+        let result = cast.result.clone().unwrap_or(VoteResult::AlreadyVoted);
         match &result {
             VoteResult::Decided { .. } => {
                 self.wake(id);

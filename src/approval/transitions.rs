@@ -7,8 +7,8 @@ use super::ledger::{Binding, Entry, Ledger};
 use super::store;
 use super::{Approval, Ballot, Status, VoteResult};
 use crate::audit::events::{
-    ApprovalDecided, ApprovalRequested, ApprovalReviewed, ApprovalVote, AuditAlert,
-    CallForwarded, Choice, CountedVote,
+    ApprovalDecided, ApprovalRequested, ApprovalReviewed, ApprovalVote, AuditAlert, CallForwarded,
+    Choice, CountedVote,
 };
 use crate::audit::{EventKind, NewEvent, Transition};
 use futures::future::BoxFuture;
@@ -18,7 +18,12 @@ use uuid::Uuid;
 
 type Shared = Arc<Mutex<Ledger>>;
 
-fn event<T: serde::Serialize>(call_id: Uuid, kind: EventKind, actor: &str, payload: &T) -> NewEvent {
+fn event<T: serde::Serialize>(
+    call_id: Uuid,
+    kind: EventKind,
+    actor: &str,
+    payload: &T,
+) -> NewEvent {
     NewEvent {
         call_id: Some(call_id),
         kind,
@@ -168,7 +173,11 @@ impl Cast {
         if let Some(why) = refusal(entry, &self.ballot, self.configured) {
             return (VoteResult::NotAuthorized { why }, None);
         }
-        if entry.votes.iter().any(|v| v.approver == self.ballot.approver) {
+        if entry
+            .votes
+            .iter()
+            .any(|v| v.approver == self.ballot.approver)
+        {
             return (VoteResult::AlreadyVoted, None);
         }
         let decision = |status, break_glass| Decision {
@@ -248,7 +257,9 @@ pub(super) fn refusal(entry: &Entry, ballot: &Ballot, configured: bool) -> Optio
     }
     // The built-in channels ask for a reason; a chat reaction cannot carry one.
     let asks_reason = matches!(ballot.source.as_str(), "cli" | "http");
-    if !ballot.approve && asks_reason && ballot.reason.as_deref().is_none_or(|r| r.trim().is_empty())
+    if !ballot.approve
+        && asks_reason
+        && ballot.reason.as_deref().is_none_or(|r| r.trim().is_empty())
     {
         return Some("a deny needs a reason".into());
     }
@@ -397,7 +408,9 @@ impl Transition for Forward {
             )],
             Err(why) => {
                 let forged = self.row_status == Status::Approved
-                    && ledger.get(self.id).is_some_and(|e| e.status != Status::Approved);
+                    && ledger
+                        .get(self.id)
+                        .is_some_and(|e| e.status != Status::Approved);
                 self.refused = Some(why.clone());
                 if forged {
                     tracing::error!(alert = "approval-row-forged", approval = %self.id, "the approvals table says approved, the audit log does not: the call is refused");
@@ -408,7 +421,12 @@ impl Transition for Forward {
                             "the approvals table says approved, but {why}; the call was not run"
                         ),
                     };
-                    return vec![event(self.call_id, EventKind::AuditAlert, "countersign", &alert)];
+                    return vec![event(
+                        self.call_id,
+                        EventKind::AuditAlert,
+                        "countersign",
+                        &alert,
+                    )];
                 }
                 Vec::new()
             }
@@ -457,7 +475,10 @@ impl Transition for Review {
             return Vec::new();
         }
         if !entry.requested.eligible.iter().any(|p| *p == self.reviewer) {
-            self.refused = Some(format!("{} is not an approver for this call", self.reviewer));
+            self.refused = Some(format!(
+                "{} is not an approver for this call",
+                self.reviewer
+            ));
             return Vec::new();
         }
         if self.note.trim().is_empty() {
@@ -474,7 +495,12 @@ impl Transition for Review {
             server: r.server.clone(),
             tool: r.tool.clone(),
         };
-        vec![event(entry.call_id, EventKind::ApprovalReviewed, &self.reviewer, &review)]
+        vec![event(
+            entry.call_id,
+            EventKind::ApprovalReviewed,
+            &self.reviewer,
+            &review,
+        )]
     }
 
     fn write<'c>(

@@ -224,7 +224,11 @@ fn options(
 }
 
 /// `audit verify`: exit 0 when the chain and the story hold, 1 when not.
-pub async fn verify(db: &Db, options: &VerifyOptions, args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+pub async fn verify(
+    db: &Db,
+    options: &VerifyOptions,
+    args: &VerifyArgs,
+) -> anyhow::Result<ExitCode> {
     let report = super::verify(db, options)
         .await
         .context("reading the audit log")?;

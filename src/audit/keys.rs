@@ -293,7 +293,10 @@ mod tests {
         let mut trusted = TrustedKeys::new();
         assert_eq!(trusted.add(key.public()), key.id());
         let sig = key.sign_head(7, &"ab".repeat(32));
-        assert_eq!(trusted.verify_head(key.id(), 7, &"ab".repeat(32), &sig), Ok(()));
+        assert_eq!(
+            trusted.verify_head(key.id(), 7, &"ab".repeat(32), &sig),
+            Ok(())
+        );
         assert!(matches!(
             trusted.verify_head(key.id(), 8, &"ab".repeat(32), &sig),
             Err(HeadError::Invalid(_))

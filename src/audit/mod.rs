@@ -31,12 +31,12 @@ mod unfinished;
 mod verify;
 mod writer;
 
+pub use anchor::{Anchor, Anchors};
 pub use chain::GENESIS_HASH;
 pub(crate) use chain::format_timestamp;
 pub use http::auditor_router;
-pub use query::{Filter, Format, MAX_LIMIT, render};
-pub use anchor::{Anchor, Anchors};
 pub use keys::{KeyError, RedactionKey, SigningKey, TrustedKeys};
+pub use query::{Filter, Format, MAX_LIMIT, render};
 pub use story::{Unreviewed, Violation};
 pub use verify::{Breach, Checkpoint, VerifyOptions, VerifyReport, checkpoint, verify};
 pub use writer::{Observer, Recorded, Transition};
@@ -436,9 +436,9 @@ impl AuditLog {
         let any: Box<dyn std::any::Any> = done
             .transition
             .ok_or_else(|| AuditError::WriteFailed("the writer lost a transition".into()))?;
-        let transition = any
-            .downcast::<T>()
-            .map_err(|_| AuditError::WriteFailed("the writer returned another transition".into()))?;
+        let transition = any.downcast::<T>().map_err(|_| {
+            AuditError::WriteFailed("the writer returned another transition".into())
+        })?;
         Ok((*transition, done.appended))
     }
 

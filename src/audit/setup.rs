@@ -31,7 +31,11 @@ impl AuditPaths {
                 .redaction_key
                 .clone()
                 .unwrap_or_else(|| with(".redaction-key")),
-            anchors: config.anchors.file.clone().unwrap_or_else(|| with(".anchors")),
+            anchors: config
+                .anchors
+                .file
+                .clone()
+                .unwrap_or_else(|| with(".anchors")),
         }
     }
 }
@@ -48,7 +52,9 @@ fn default_base(database_url: &str) -> PathBuf {
         None => {
             let state = std::env::var_os("COUNTERSIGN_STATE_DIR")
                 .map(PathBuf::from)
-                .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("countersign")))
+                .or_else(|| {
+                    std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("countersign"))
+                })
                 .or_else(|| {
                     std::env::var_os("HOME")
                         .map(|h| PathBuf::from(h).join(".local/state/countersign"))
@@ -116,7 +122,10 @@ mod tests {
             paths.signing_key,
             PathBuf::from("/var/lib/cs/countersign.db.signing-key")
         );
-        assert_eq!(paths.anchors, PathBuf::from("/var/lib/cs/countersign.db.anchors"));
+        assert_eq!(
+            paths.anchors,
+            PathBuf::from("/var/lib/cs/countersign.db.anchors")
+        );
         let a = AuditPaths::of(&config, "postgres://u@h/a");
         let b = AuditPaths::of(&config, "postgres://u@h/b");
         assert_ne!(a.signing_key, b.signing_key);

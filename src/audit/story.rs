@@ -68,7 +68,14 @@ pub(super) struct Ending {
 
 impl Story {
     /// Reads one verified event.
-    pub fn observe(&mut self, seq: i64, call_id: Option<&str>, kind: &str, at: &str, payload: &str) {
+    pub fn observe(
+        &mut self,
+        seq: i64,
+        call_id: Option<&str>,
+        kind: &str,
+        at: &str,
+        payload: &str,
+    ) {
         self.last_at.clear();
         self.last_at.push_str(at);
         let call = call_id.and_then(|c| Uuid::parse_str(c).ok());
@@ -125,18 +132,28 @@ impl Story {
             return self.violate(
                 seq,
                 call,
-                format!("a vote counted on approval {}, which was never requested", vote.approval_id),
+                format!(
+                    "a vote counted on approval {}, which was never requested",
+                    vote.approval_id
+                ),
             );
         };
         if approval.decided.is_some() {
             return self.violate(
                 seq,
                 call,
-                format!("a vote counted on approval {} after it was decided", vote.approval_id),
+                format!(
+                    "a vote counted on approval {} after it was decided",
+                    vote.approval_id
+                ),
             );
         }
-        let justification = vote.break_glass.then(|| vote.justification.unwrap_or_default());
-        approval.votes.push((vote.approver, vote.vote, justification));
+        let justification = vote
+            .break_glass
+            .then(|| vote.justification.unwrap_or_default());
+        approval
+            .votes
+            .push((vote.approver, vote.vote, justification));
     }
 
     fn decided(&mut self, seq: i64, call: Option<Uuid>, payload: &str) {
@@ -272,7 +289,9 @@ impl Story {
 fn grant_refusal(approval: &Approval, forwarded: &CallForwarded) -> Option<String> {
     let requested = &approval.requested;
     let Some((_, decided)) = &approval.decided else {
-        return Some("the approval had not been decided (the forward came before any decision)".into());
+        return Some(
+            "the approval had not been decided (the forward came before any decision)".into(),
+        );
     };
     if decided.outcome != "approved" {
         return Some(format!("the approval was {}", decided.outcome));

@@ -20,12 +20,12 @@
 //! introduced in the chain (`audit.key` with `introduced_by`, a rotation) is trusted from the
 //! first head signed by the introducer that covers it.
 
+use super::AuditError;
 use super::anchor::Anchor;
 use super::chain::{self, Fields, GENESIS_HASH};
 use super::events::AuditKeyEvent;
 use super::keys::{TrustedKeys, parse_public};
 use super::story::{Story, Unreviewed, Violation};
-use super::AuditError;
 use crate::store::{Backend, Db};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -155,7 +155,11 @@ impl fmt::Display for VerifyReport {
             write!(f, ": {}", v.what)?;
         }
         if self.in_flight > 0 {
-            write!(f, "\n  {} forwarded calls have no recorded end yet (may still be running)", self.in_flight)?;
+            write!(
+                f,
+                "\n  {} forwarded calls have no recorded end yet (may still be running)",
+                self.in_flight
+            )?;
         }
         for u in &self.unreviewed_break_glass {
             write!(
@@ -511,7 +515,11 @@ impl Chain {
                          {}: events were removed from the tail{}",
                         anchor.at,
                         anchor.seq,
-                        if head_seq == 0 { " (the log is empty)" } else { "" }
+                        if head_seq == 0 {
+                            " (the log is empty)"
+                        } else {
+                            ""
+                        }
                     ),
                 });
             }

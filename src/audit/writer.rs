@@ -12,7 +12,7 @@
 
 use super::anchor::{Anchor, Anchors};
 use super::chain::{self, Fields, GENESIS_HASH};
-use super::{AuditError, AuditKeys, Appended, EventKind, Indexed, MAX_BATCH, NewEvent, Prepared};
+use super::{Appended, AuditError, AuditKeys, EventKind, Indexed, MAX_BATCH, NewEvent, Prepared};
 use crate::store::{Backend, Db};
 use futures::future::BoxFuture;
 use sqlx::Row;
@@ -159,7 +159,10 @@ impl StoredRow {
     fn recorded(&self) -> Option<Recorded<'_>> {
         Some(Recorded {
             seq: self.seq,
-            call_id: self.call_id.as_deref().and_then(|c| Uuid::parse_str(c).ok()),
+            call_id: self
+                .call_id
+                .as_deref()
+                .and_then(|c| Uuid::parse_str(c).ok()),
             kind: self.kind.parse().ok()?,
             actor: &self.actor,
             payload: &self.payload,
@@ -533,7 +536,11 @@ impl Writer {
                     hash: first.prev_hash.clone(),
                     ..Head::genesis()
                 },
-                None => return Err(AuditError::Tampered("the log has no events to replay".into())),
+                None => {
+                    return Err(AuditError::Tampered(
+                        "the log has no events to replay".into(),
+                    ));
+                }
             };
             let end = verify_run(&self.keys, &start, &rows).map_err(AuditError::Tampered)?;
             if end.seq != self.head.seq || end.hash != self.head.hash {

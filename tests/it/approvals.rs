@@ -47,7 +47,11 @@ async fn gateway(db: &TestDb, policy_dir: &std::path::Path) -> TestGateway {
 }
 
 /// The same gateway with extra top-level configuration.
-pub(crate) async fn gateway_with(db: &TestDb, policy_dir: &std::path::Path, extra: &str) -> TestGateway {
+pub(crate) async fn gateway_with(
+    db: &TestDb,
+    policy_dir: &std::path::Path,
+    extra: &str,
+) -> TestGateway {
     let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
     let yaml = format!(
         "database: {{url: '{db}'}}
@@ -128,7 +132,9 @@ pub(crate) async fn call(gw_url: String, tool: &str, arguments: Value) -> (Value
 }
 
 /// The agent's answer to a call running in a task (bounded wait).
-pub(crate) async fn answer(agent: tokio::task::JoinHandle<(Value, Vec<Value>)>) -> (Value, Vec<Value>) {
+pub(crate) async fn answer(
+    agent: tokio::task::JoinHandle<(Value, Vec<Value>)>,
+) -> (Value, Vec<Value>) {
     tokio::time::timeout(Duration::from_secs(20), agent)
         .await
         .expect("the call ends in time")
@@ -365,13 +371,19 @@ async fn break_glass(backend: Backend) {
     let short = attempt("bob", "outage, INC-42").await;
     assert_eq!(short["result"], "not_authorized", "{short}");
     assert!(
-        short["why"].as_str().unwrap().contains("at least 20 characters"),
+        short["why"]
+            .as_str()
+            .unwrap()
+            .contains("at least 20 characters"),
         "{short}"
     );
     let not_named = attempt("carol", "outage INC-42: customer writes fail").await;
     assert_eq!(not_named["result"], "not_authorized", "{not_named}");
     assert!(
-        not_named["why"].as_str().unwrap().contains("may not use break-glass"),
+        not_named["why"]
+            .as_str()
+            .unwrap()
+            .contains("may not use break-glass"),
         "{not_named}"
     );
     let justification = "outage INC-42: customer writes fail";
@@ -406,14 +418,19 @@ async fn break_glass(backend: Backend) {
     assert!(unreviewed(&report), "{report}");
     let review_url = format!("{}/approvals/{id}/review", base(&gw));
     let note = json!({"note": "checked INC-42, the delete was needed"});
-    let (status, own) = api(reqwest::Method::POST, review_url.clone(), "bob", Some(note.clone())).await;
+    let (status, own) = api(
+        reqwest::Method::POST,
+        review_url.clone(),
+        "bob",
+        Some(note.clone()),
+    )
+    .await;
     assert_eq!(status, 400, "{own}");
     let (status, reviewed) = api(reqwest::Method::POST, review_url, "carol", Some(note)).await;
     assert_eq!(status, 200, "{reviewed}");
     let (_, report) = api(reqwest::Method::GET, verify_url, "audrey", None).await;
     assert!(!unreviewed(&report), "{report}");
     assert_eq!(report["ok"], true, "{report}");
-
 }
 
 crate::on_both_databases!(break_glass: break_glass_needs_a_justification_and_is_flagged_on_sqlite, break_glass_needs_a_justification_and_is_flagged_on_postgres);
