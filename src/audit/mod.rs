@@ -10,8 +10,8 @@
 //!   several gateway replicas can share one log. On SQLite it is `BEGIN IMMEDIATE` (the
 //!   database's single write lock), which also covers a CLI process appending `audit.read`
 //!   events while the gateway runs.
-//! * The hash chain (`src/audit/chain.rs`): `hash = SHA-256(prev_hash || JCS(event))`;
-//!   [`verify()`] recomputes it.
+//! * The hash chain (`src/audit/chain.rs`): `hash = SHA-256(prev_hash || canonical(event))`;
+//!   canonical is JCS with exact 64-bit integers; [`verify()`] recomputes it.
 //! * The database refuses UPDATE, DELETE (and on PostgreSQL TRUNCATE) of events; what a
 //!   database administrator with full rights can still do (drop the triggers, then edit,
 //!   delete, insert, reorder or cut events) is what [`verify()`] detects, the last only
