@@ -19,7 +19,6 @@ use crate::gateway::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
 use crate::policy::{self, Annotations, CallFacts, Decision, Policies};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -403,13 +402,7 @@ fn forwarded_event(
 }
 
 fn completion_event(call: &ToolCall, outcome: &CallOutcome<'_>) -> NewEvent {
-    let digest = outcome.response.map(|r| {
-        let bytes = serde_json_canonicalizer::to_vec(r).unwrap_or_default();
-        Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    });
+    let digest = outcome.response.map(crate::canonical::sha256_hex);
     let failed = !matches!(outcome.label, "ok" | "tool_error");
     let kind = if failed {
         EventKind::CallFailed

@@ -14,6 +14,9 @@ pub mod approval;
 pub mod audit;
 /// Authenticating agents by API key.
 pub mod auth;
+/// Canonical JSON (RFC 8785 with exact 64-bit integers) for digests, and the check that a
+/// request's numbers are held exactly.
+pub mod canonical;
 /// Chat backends where approvers are asked: Mattermost, Matrix, Slack, a signed webhook.
 pub mod chat;
 /// The command line.

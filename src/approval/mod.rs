@@ -594,15 +594,10 @@ pub fn now_ms() -> i64 {
     since.as_millis() as i64
 }
 
-/// Hex SHA-256 of the canonical form of the arguments: what a grant is bound to.
+/// Hex SHA-256 of the canonical form of the arguments (RFC 8785 with exact 64-bit integers,
+/// see [`crate::canonical`]): what a grant is bound to.
 pub fn arguments_digest(arguments: &Value) -> String {
-    use sha2::{Digest, Sha256};
-    let canonical =
-        serde_json_canonicalizer::to_vec(arguments).expect("a JSON value canonicalises");
-    Sha256::digest(&canonical)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::canonical::sha256_hex(arguments)
 }
 
 #[cfg(test)]

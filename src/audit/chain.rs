@@ -2,13 +2,14 @@
 //!
 //! `hash = SHA-256(prev_hash || canonical)`, where `prev_hash` is the previous event's hash as
 //! 64 lowercase hex ASCII characters (64 `0`s before the first event) and `canonical` is the
-//! RFC 8785 (JCS) canonical JSON of
-//! `{"seq", "id", "call_id", "kind", "at", "actor", "payload"}`. Anyone can recompute it with
-//! a JCS library and `sha256sum`.
+//! canonical JSON of `{"seq", "id", "call_id", "kind", "at", "actor", "payload"}`: RFC 8785
+//! (JCS) with exact 64-bit integers ([`crate::canonical`]). While a payload's integers lie
+//! within ±2^53 that is plain JCS, and anyone can recompute it with a JCS library and
+//! `sha256sum`; a larger integer is written with all its digits, where JCS would round it.
 //!
 //! The payload is stored already canonical, so the canonical bytes are put together from the
-//! stored text without parsing it again; [`tests::fast_path_equals_jcs`] checks that this
-//! equals the JCS of the whole object.
+//! stored text without parsing it again; [`tests::fast_path_equals_canonical_json`] checks that
+//! this equals the canonical JSON of the whole object (and JCS, within ±2^53).
 
 use sha2::{Digest, Sha256};
 use std::io::Write as _;
@@ -97,9 +98,9 @@ pub(crate) fn chain_hash(prev_hash: &str, canonical: &[u8]) -> [u8; 64] {
     hex_out
 }
 
-/// The payload's canonical JSON text (RFC 8785).
+/// The payload's canonical JSON text (RFC 8785 with exact 64-bit integers). Never fails.
 pub(crate) fn canonical_payload(payload: &serde_json::Value) -> Result<String, String> {
-    serde_json_canonicalizer::to_string(payload).map_err(|e| e.to_string())
+    Ok(crate::canonical::to_string(payload))
 }
 
 /// Now, as stored in `at`: RFC 3339 UTC with six fractional digits.
@@ -223,12 +224,14 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn fast_path_equals_jcs() {
-        let payloads = [
+    fn fast_path_equals_canonical_json() {
+        let within_2_53 = [
             json!({"b": 1, "a": [1.5, 1e21, -0.0, "x\u{1}\u{7f}\u{2028}é\"\\"], "agent": "ci"}),
             json!({}),
             json!({"z": {"y": null, "x": true}, "€": 3, "\r": "\t\u{8}\u{c}"}),
         ];
+        let beyond = json!({"amount": 9_007_199_254_740_993_u64, "min": i64::MIN, "max": u64::MAX});
+        let payloads: Vec<_> = within_2_53.iter().chain([&beyond]).collect();
         for (n, payload) in payloads.iter().enumerate() {
             for call_id in [None, Some("0190a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b")] {
                 let canonical_payload = canonical_payload(payload).unwrap();
@@ -248,11 +251,13 @@ mod tests {
                     "seq": fields.seq, "id": fields.id, "call_id": call_id, "kind": fields.kind,
                     "at": fields.at, "actor": actor, "payload": payload,
                 });
-                let jcs = serde_json_canonicalizer::to_vec(&whole).unwrap();
-                assert_eq!(
-                    String::from_utf8(fast).unwrap(),
-                    String::from_utf8(jcs).unwrap()
-                );
+                let fast = String::from_utf8(fast).unwrap();
+                assert_eq!(fast, crate::canonical::to_string(&whole));
+                if n < within_2_53.len() {
+                    assert_eq!(fast, serde_json_canonicalizer::to_string(&whole).unwrap());
+                } else {
+                    assert!(fast.contains(r#""amount":9007199254740993,"#), "{fast}");
+                }
             }
         }
     }

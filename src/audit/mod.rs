@@ -15,6 +15,8 @@
 //!   signed by a trusted key, or the batch is refused and the tampering logged.
 //! * Signed heads are also exported to an anchors file off the database (`anchor.rs`), so a
 //!   truncated or emptied log is caught even by someone who holds the signing key.
+//! * The hash chain (`chain.rs`): `hash = SHA-256(prev_hash || canonical(event))`, where
+//!   canonical is JCS with exact 64-bit integers (see [`crate::canonical`]).
 //! * The database refuses UPDATE, DELETE (and on PostgreSQL TRUNCATE) of events; what a
 //!   database administrator with full rights can still do is what [`verify()`] detects.
 

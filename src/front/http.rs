@@ -6,6 +6,7 @@
 //! ends the session.
 
 use super::checks::{self, OriginPolicy, Rejection};
+use super::numbers;
 use crate::auth::{Agent, AuthError, Authenticator};
 use crate::gateway::{self, Caller, Gateway, Reply, ReplyStream, Session};
 use crate::jsonrpc::{self, code};
@@ -56,13 +57,22 @@ async fn handle_post(
     front.origins.check(headers)?;
     let agent = authenticate(front, headers)?;
     check_content_type(headers)?;
-    let message = read_message(body, front.max_body_bytes).await?;
+    let (raw, message) = read_message(body, front.max_body_bytes).await?;
     if let Err(why) = jsonrpc::classify(&message) {
         return Err(Rejection::new(
             StatusCode::BAD_REQUEST,
             message.get("id").cloned(),
             code::INVALID_REQUEST,
             why,
+        ));
+    }
+    if let Err(why) = numbers::check_call(&raw, &message) {
+        // 200 like the gateway's other invalid-params answers to a call, in either era.
+        return Err(Rejection::new(
+            StatusCode::OK,
+            message.get("id").cloned(),
+            code::INVALID_PARAMS,
+            why.to_string(),
         ));
     }
     let sse = accepts_sse(headers);
@@ -224,7 +234,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
     ))
 }
 
-async fn read_message(body: Body, limit: usize) -> Result<Value, Rejection> {
+/// The body, and the message parsed from it.
+async fn read_message(body: Body, limit: usize) -> Result<(Bytes, Value), Rejection> {
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -249,7 +260,7 @@ async fn read_message(body: Body, limit: usize) -> Result<Value, Rejection> {
             "JSON-RPC batches are not supported",
         ));
     }
-    Ok(message)
+    Ok((bytes, message))
 }
 
 fn accepts_sse(headers: &HeaderMap) -> bool {

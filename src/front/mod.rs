@@ -2,6 +2,7 @@
 
 mod checks;
 pub mod http;
+mod numbers;
 pub mod stdio;
 
 pub use checks::OriginPolicy;

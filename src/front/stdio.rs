@@ -4,6 +4,7 @@
 //! stdout (logs go to stderr). Each request runs in its own task, so a long call does not hold up
 //! the others; one writer task owns stdout.
 
+use super::numbers;
 use crate::auth::Agent;
 use crate::gateway::{self, Caller, Gateway, Reply, Session};
 use crate::jsonrpc::{self, code};
@@ -39,7 +40,14 @@ where
             continue;
         }
         match serde_json::from_str::<Value>(&line) {
-            Ok(message) => dispatch(&gateway, &session, message, tx.clone()),
+            Ok(message) => match numbers::check_call(line.as_bytes(), &message) {
+                Ok(()) => dispatch(&gateway, &session, message, tx.clone()),
+                Err(why) => {
+                    let id = message.get("id").cloned();
+                    let refusal = jsonrpc::error(id, code::INVALID_PARAMS, why.to_string());
+                    let _ = tx.send(refusal).await;
+                }
+            },
             Err(e) => {
                 let _ = tx
                     .send(jsonrpc::error(

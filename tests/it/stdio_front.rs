@@ -50,9 +50,13 @@ impl StdioGateway {
     }
 
     async fn send(&mut self, message: Value) {
-        let mut line = message.to_string();
-        line.push('\n');
+        self.send_line(&message.to_string()).await;
+    }
+
+    /// Sends one line of raw JSON text (numbers exactly as written).
+    async fn send_line(&mut self, line: &str) {
         self.stdin.write_all(line.as_bytes()).await.unwrap();
+        self.stdin.write_all(b"\n").await.unwrap();
     }
 
     /// The next message on stdout that has the given id (skipping notifications).
@@ -158,4 +162,24 @@ async fn stdio_mode_refuses_to_start_without_a_valid_key() {
         .unwrap()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn numbers_pass_exactly_or_are_refused_over_stdio() {
+    let mut gw = StdioGateway::spawn(Some("k1")).await;
+    gw.send(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}})).await;
+    gw.response(1).await;
+    gw.send_line(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo__add","arguments":{"a":123456789012345678901234567890,"b":0}}}"#).await;
+    let (refused, _) = gw.response(2).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    assert_eq!(
+        refused["error"]["message"],
+        "arguments/a: 123456789012345678901234567890 is too large to bind exactly (integers must fit in 64 bits)"
+    );
+    gw.send_line(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo__add","arguments":{"a":18446744073709551615,"b":-1}}}"#).await;
+    let (sum, _) = gw.response(3).await;
+    assert_eq!(
+        sum["result"]["content"][0]["text"], "18446744073709551614",
+        "{sum}"
+    );
 }

@@ -98,7 +98,6 @@ fn public_key(config: &Path) -> String {
 async fn forged_row(backend: Backend) {
     let db = TestDb::new(backend).await;
     let dir = crate::approvals::policy_dir();
-    let work = tempfile::tempdir().unwrap();
     let gw = gateway_with(&db, dir.path(), "approvals: {progress_secs: 1}").await;
     let (agent, id) = held_delete(&gw, "forged-1").await;
     let pool = owner(&db).await;
