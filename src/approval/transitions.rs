@@ -474,7 +474,7 @@ impl Transition for Review {
             self.refused = Some("a break-glass approval is reviewed by another approver".into());
             return Vec::new();
         }
-        if !entry.requested.eligible.iter().any(|p| *p == self.reviewer) {
+        if !entry.requested.eligible.contains(&self.reviewer) {
             self.refused = Some(format!(
                 "{} is not an approver for this call",
                 self.reviewer

@@ -604,9 +604,8 @@ impl Request {
 /// Checks a run of stored rows that must follow `from` link by link and end in a head signed
 /// by a trusted key (every signature on the way is checked too). Returns the new head.
 fn verify_run(keys: &AuditKeys, from: &Head, rows: &[StoredRow]) -> Result<Head, String> {
-    let mut expected = from.seq + 1;
     let mut prev = from.hash.as_str();
-    for row in rows {
+    for (expected, row) in (from.seq + 1..).zip(rows) {
         if row.seq != expected {
             return Err(format!(
                 "event {expected} is missing (the next one is {})",
@@ -632,7 +631,6 @@ fn verify_run(keys: &AuditKeys, from: &Head, rows: &[StoredRow]) -> Result<Head,
                 .verify_head(key_id, row.seq, &row.hash, signature)
                 .map_err(|e| format!("the head at event {}: {e}", row.seq))?;
         }
-        expected += 1;
         prev = &row.hash;
     }
     let last = rows.last().ok_or("no events to verify")?;
