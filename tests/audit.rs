@@ -157,6 +157,7 @@ on_both_backends!(
     swapped_rows_are_caught,
     an_inserted_row_is_caught,
     a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint,
+    a_rotated_key_is_trusted_from_its_introduction,
     filters_select_the_right_events,
     a_failed_append_is_an_error_and_the_log_recovers,
     an_append_to_a_closed_database_fails,
@@ -1143,4 +1144,77 @@ async fn cli_functions_verify_and_record_reads(t: TestDb) {
             .unwrap(),
         ExitCode::FAILURE
     );
+}
+
+/// Keys for one writer: `signing`, trusting itself and `also`.
+fn keys_of(
+    signing: audit::SigningKey,
+    also: &[ed25519_dalek::VerifyingKey],
+) -> std::sync::Arc<audit::AuditKeys> {
+    let mut trusted = audit::TrustedKeys::new();
+    trusted.add(signing.public());
+    for key in also {
+        trusted.add(*key);
+    }
+    std::sync::Arc::new(audit::AuditKeys {
+        signing,
+        trusted,
+        redaction: audit::RedactionKey::from_bytes([7; 32]),
+    })
+}
+
+/// Key rotation is an event in the chain: a verifier that knows only the old key accepts the
+/// heads of a new key the old one introduced, and refuses those of a key nobody introduced.
+async fn a_rotated_key_is_trusted_from_its_introduction(t: TestDb) {
+    let old = audit::SigningKey::generate().unwrap();
+    let new = audit::SigningKey::generate().unwrap();
+    let stranger = audit::SigningKey::generate().unwrap();
+    let (old_public, new_public) = (old.public(), new.public());
+    let introduction = json!({
+        "key_id": new.id(), "public_key": new.public_hex(), "introduced_by": old.id(),
+    });
+    let old_only = {
+        let mut trusted = audit::TrustedKeys::new();
+        trusted.add(old_public);
+        trusted
+    };
+    let verify_with = |trusted: audit::TrustedKeys| audit::VerifyOptions {
+        trusted,
+        ..Default::default()
+    };
+
+    let log = AuditLog::open_with(t.db.clone(), keys_of(old, &[]), None)
+        .await
+        .unwrap();
+    seed(&log, 3).await;
+    log.append(event(None, EventKind::AuditKey, introduction))
+        .await
+        .unwrap();
+    drop(log);
+    // The new writer trusts the old key's heads (the configured `trusted_keys`).
+    let keys = keys_of(new, &[old_public]);
+    let log = AuditLog::open_with(t.db.clone(), keys, None).await.unwrap();
+    seed(&log, 2).await;
+    drop(log);
+    let report = audit::verify(&t.db, &verify_with(old_only.clone()))
+        .await
+        .unwrap();
+    assert!(report.ok, "{report}");
+    assert_eq!(report.signed_heads, 6);
+
+    // A key nobody introduced is not trusted, even by a writer that trusts the others.
+    let keys = keys_of(stranger, &[old_public, new_public]);
+    let log = AuditLog::open_with(t.db.clone(), keys, None).await.unwrap();
+    seed(&log, 1).await;
+    drop(log);
+    let (seq, reason) = first_bad_with(&t, &verify_with(old_only)).await;
+    assert_eq!(seq, 7);
+    assert!(reason.contains("not trusted"), "{reason}");
+}
+
+async fn first_bad_with(t: &TestDb, options: &audit::VerifyOptions) -> (i64, String) {
+    let report = audit::verify(&t.db, options).await.unwrap();
+    assert!(!report.ok, "verify missed the tampering: {report}");
+    let breach = report.first_bad.unwrap();
+    (breach.seq, breach.reason)
 }

@@ -270,3 +270,97 @@ impl Observer for Feed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ID: &str = "01a23b4f-d356-741c-84e4-9f71ea54be65";
+
+    fn apply(ledger: &mut Ledger, kind: EventKind, payload: serde_json::Value) -> Option<Uuid> {
+        let payload = payload.to_string();
+        ledger.apply(&Recorded {
+            seq: 1,
+            call_id: Some(Uuid::nil()),
+            kind,
+            actor: "x",
+            payload: &payload,
+        })
+    }
+
+    fn binding() -> Binding {
+        Binding {
+            agent: "agent-1".into(),
+            server: "echo".into(),
+            tool: "delete_record".into(),
+            args_sha256: "aa".into(),
+            policy_version: "v1".into(),
+        }
+    }
+
+    fn vote(ledger: &mut Ledger, who: &str) {
+        let payload = json!({"approval_id": ID, "approver": who, "vote": "approve",
+            "source": "http", "result": {"result": "counted"}, "agent": "agent-1",
+            "server": "echo", "tool": "delete_record"});
+        apply(ledger, EventKind::ApprovalVote, payload);
+    }
+
+    /// A ledger holding one approval for `binding()`: quorum 2 of bob and carol, alice being
+    /// the agent's human.
+    fn requested() -> Ledger {
+        let mut ledger = Ledger::default();
+        let payload = json!({"approval_id": ID, "agent": "agent-1", "on_behalf_of": "alice",
+            "server": "echo", "tool": "delete_record", "args_sha256": "aa",
+            "policy_version": "v1", "rule": "two", "eligible": ["alice", "bob", "carol"],
+            "quorum": 2, "expires_at_ms": i64::MAX});
+        apply(&mut ledger, EventKind::ApprovalRequested, payload);
+        ledger
+    }
+
+    fn decide(ledger: &mut Ledger) -> Option<Uuid> {
+        let payload = json!({"approval_id": ID, "outcome": "approved", "decided_by": "bob",
+            "agent": "agent-1", "server": "echo", "tool": "delete_record"});
+        apply(ledger, EventKind::ApprovalDecided, payload)
+    }
+
+    #[test]
+    fn a_grant_needs_an_approved_quorum_for_exactly_this_call_once() {
+        let id = Uuid::parse_str(ID).unwrap();
+        let mut ledger = requested();
+        assert!(ledger.joinable(&binding(), 0).is_some());
+        assert!(
+            ledger
+                .grant(id, &binding(), 0)
+                .unwrap_err()
+                .contains("pending")
+        );
+        vote(&mut ledger, "bob");
+        vote(&mut ledger, "alice"); // the agent's human: never counted
+        assert_eq!(decide(&mut ledger), Some(id));
+        let why = ledger.grant(id, &binding(), 0).unwrap_err();
+        assert!(why.contains("1 distinct eligible approvals"), "{why}");
+
+        let mut ledger = requested();
+        vote(&mut ledger, "bob");
+        vote(&mut ledger, "carol");
+        decide(&mut ledger);
+        let other = Binding {
+            args_sha256: "bb".into(),
+            ..binding()
+        };
+        assert!(
+            ledger
+                .grant(id, &other, 0)
+                .unwrap_err()
+                .contains("another call")
+        );
+        assert!(ledger.grant(id, &binding(), i64::MAX).is_err(), "expired");
+        assert!(ledger.grant(id, &binding(), 0).is_ok());
+        let forwarded = json!({"agent": "agent-1", "server": "echo", "tool": "delete_record",
+            "executor": "x", "approval_id": ID});
+        apply(&mut ledger, EventKind::CallForwarded, forwarded);
+        assert!(ledger.grant(id, &binding(), 0).is_err(), "used once");
+        assert!(ledger.is_empty(), "a used grant is forgotten");
+    }
+}
