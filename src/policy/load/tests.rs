@@ -253,3 +253,20 @@ fn a_directory_without_policy_files_is_an_error() {
     let e = PolicySet::load_dir(&dir.path().join("missing")).unwrap_err();
     assert!(matches!(e, PolicyError::ReadDir { .. }), "{e}");
 }
+
+#[test]
+fn break_glass_must_name_who_may_use_it() {
+    let with = |setting: &str| RULES.replace("quorum: 2", &format!("quorum: 2\n    {setting}"));
+    assert!(load(&[("p.yaml", &with("break_glass: {approvers: [alice]}"))]).is_ok());
+    let e = error(&with("break_glass: {}"));
+    assert!(
+        e.contains("field `rules[1].break_glass`: break_glass must name the approvers"),
+        "{e}"
+    );
+    let e = error(&with(
+        "break_glass: {approvers: [alice], min_justification: 0}",
+    ));
+    assert!(e.contains("break_glass.min_justification"), "{e}");
+    let e = error(&with("break_glass: {approvers: [alice], why: x}"));
+    assert!(e.contains("unknown field `why`"), "{e}");
+}
