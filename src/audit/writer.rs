@@ -257,8 +257,7 @@ impl Writer {
             .anchors
             .as_ref()
             .map_or(std::time::Duration::from_secs(3600), Anchors::every);
-        let mut anchor_tick = tokio::time::interval(every);
-        anchor_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_anchor = tokio::time::Instant::now() + every;
         let mut carry: Option<Request> = None;
         loop {
             let first = match carry.take() {
@@ -268,8 +267,9 @@ impl Writer {
                         Some(request) => request,
                         None => break,
                     },
-                    _ = anchor_tick.tick() => {
+                    _ = tokio::time::sleep_until(next_anchor) => {
                         self.anchor().await;
+                        next_anchor = tokio::time::Instant::now() + every;
                         continue;
                     }
                 },
@@ -304,6 +304,11 @@ impl Writer {
                 batch.push(request);
             }
             self.commit(batch).await;
+            // Under a steady load the queue is never empty: anchor between batches too.
+            if tokio::time::Instant::now() >= next_anchor {
+                self.anchor().await;
+                next_anchor = tokio::time::Instant::now() + every;
+            }
         }
         self.anchor().await;
     }
