@@ -13,7 +13,9 @@
 //! | two rows swapped | prev_hash mismatch at the first |
 //! | the whole chain re-hashed | a head signature that no longer verifies |
 //! | rows appended without the key | events after the last signed head |
-//! | the tail cut at a signed head, or the log emptied | against the anchors file |
+//! | the tail cut inside a batch | events after the last signed head |
+//! | the log emptied | no events, where keys were given |
+//! | the tail cut at a signed head | against the anchors file (or a checkpoint) |
 //! | a decision the story does not back (a forward without quorum, a grant used twice, a forward before its decision, a forward with no end) | a [`Violation`] with its seq and call |
 //!
 //! Signatures need the public keys ([`VerifyOptions::trusted`]); a key that a trusted key
@@ -333,6 +335,14 @@ pub async fn verify(db: &Db, options: &VerifyOptions) -> Result<VerifyReport, Au
         }
     }
     let head_seq = chain.expected_seq - 1;
+    if first_bad.is_none() && head_seq == 0 && !chain.trusted.is_empty() {
+        first_bad = Some(Breach {
+            seq: 1,
+            reason: "the log is empty, but events signed by the given keys are expected: it \
+                     was emptied, or this is not the gateway's database"
+                .into(),
+        });
+    }
     if first_bad.is_none() {
         first_bad = chain.unsigned_tail();
     }
