@@ -68,6 +68,18 @@ impl Directory {
         ids
     }
 
+    /// Every approver with an account on `backend`: (approver id, the account as configured),
+    /// sorted by approver id.
+    pub fn accounts(&self, backend: &str) -> Vec<(&str, &str)> {
+        let mut accounts: Vec<(&str, &str)> = self
+            .people
+            .values()
+            .filter_map(|p| Some((p.id.as_str(), p.chat.get(backend)?.as_str())))
+            .collect();
+        accounts.sort_unstable();
+        accounts
+    }
+
     /// The approver whose API token this is.
     pub fn by_token(&self, token: &str) -> Option<&Person> {
         let hash = hash_key(token);

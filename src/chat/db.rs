@@ -87,6 +87,27 @@ pub async fn card_by_message(
     row.map(|r| card_from_row(&r)).transpose()
 }
 
+/// How long [`card_by_message_soon`] waits for a card being saved.
+const CARD_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+const CARD_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The card a chat message is, waiting briefly (at most half a second) for one being saved: an
+/// answer can arrive between the chat server creating the card and the backend recording it.
+pub async fn card_by_message_soon(
+    db: &Db,
+    backend: &str,
+    message_id: &str,
+) -> sqlx::Result<Option<CardRef>> {
+    let deadline = tokio::time::Instant::now() + CARD_WAIT;
+    loop {
+        let card = card_by_message(db, backend, message_id).await?;
+        if card.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(card);
+        }
+        tokio::time::sleep(CARD_WAIT_STEP).await;
+    }
+}
+
 fn card_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<CardRef> {
     let id: String = row.try_get("approval_id")?;
     Ok(CardRef {

@@ -13,11 +13,13 @@
 
 pub mod card;
 pub mod db;
+pub mod escape;
 pub mod matrix;
 pub mod mattermost;
 pub mod reply;
 pub mod retry;
 pub mod slack;
+pub mod tools;
 pub mod webhook;
 
 use crate::approval::{Approval, Broker};
@@ -114,6 +116,18 @@ pub struct ChatConfig {
     pub slack: Option<slack::SlackConfig>,
     #[serde(default)]
     pub webhook: Option<webhook::WebhookConfig>,
+}
+
+/// What the types cannot say about the `chat:` section and the approvers' chat accounts
+/// (part of the configuration's validation): the field and the problem.
+pub fn validate(config: &crate::config::Config) -> Result<(), (String, String)> {
+    if let Some(slack) = &config.chat.slack {
+        slack::validate(slack, &config.approvers)?;
+    }
+    if let Some(webhook) = &config.chat.webhook {
+        webhook::validate(webhook)?;
+    }
+    Ok(())
 }
 
 /// The configured backends, ready to post.

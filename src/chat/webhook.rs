@@ -38,6 +38,25 @@ fn default_timeout() -> u64 {
     10
 }
 
+/// The shortest secret accepted: shorter ones can be guessed, and then anyone can sign events.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// A secret long enough (`chat.webhook.secret`).
+pub fn validate(config: &WebhookConfig) -> Result<(), (String, String)> {
+    let secret = config.secret.trim();
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err((
+            "chat.webhook.secret".into(),
+            format!(
+                "is {} bytes; at least {MIN_SECRET_BYTES} are needed, or anyone can forge the \
+                 webhook's signatures (e.g. `openssl rand -hex 32`)",
+                secret.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Why one delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {

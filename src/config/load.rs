@@ -74,11 +74,22 @@ pub fn parse(text: &str, source: &str, overrides: &[Override]) -> Result<Config,
             message: inner,
         }
     })?;
-    validate(&config).map_err(|(field, message)| ConfigError {
-        source: source.into(),
-        line: line_of(text, &field),
-        field: Some(field),
-        message,
+    validate(&config).map_err(|(field, message)| {
+        // A value from the environment (a secret, typically) is named by its variable.
+        match overrides.iter().find(|ov| field_matches(&ov.path, &field)) {
+            Some(ov) => ConfigError {
+                source: ov.var.clone(),
+                line: None,
+                field: Some(field),
+                message,
+            },
+            None => ConfigError {
+                source: source.into(),
+                line: line_of(text, &field),
+                field: Some(field),
+                message,
+            },
+        }
     })?;
     Ok(config)
 }
@@ -221,7 +232,7 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
     if server.page_size == 0 {
         return Err(("server.page_size".into(), "must be at least 1".into()));
     }
-    Ok(())
+    crate::chat::validate(config)
 }
 
 /// Best-effort line of a dotted field path in the YAML text: the line of its last key.

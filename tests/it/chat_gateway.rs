@@ -115,10 +115,28 @@ pub async fn held_delete(
     (agent, approval)
 }
 
+/// Calls `delete_record` with these `arguments` (they name the `record_id`); returns the task
+/// and the approval it opened.
+pub async fn held_delete_with(
+    gw: &TestGateway,
+    arguments: Value,
+) -> (tokio::task::JoinHandle<Value>, Value) {
+    let url = gw.url.clone();
+    let record = arguments["record_id"].clone();
+    let sent = arguments.clone();
+    let agent = tokio::spawn(async move { call_with(&url, sent).await });
+    let approval = wait_for(gw, |a| a["arguments"]["record_id"] == record).await;
+    (agent, approval)
+}
+
 async fn call(url: &str, record: String) -> Value {
+    call_with(url, json!({"record_id": record})).await
+}
+
+async fn call_with(url: &str, arguments: Value) -> Value {
     let name = "echo__delete_record";
     let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,
-        "arguments":{"record_id": record},"_meta":modern_meta()}});
+        "arguments":arguments,"_meta":modern_meta()}});
     let auth = format!("Bearer {AGENT_KEY}");
     let headers = [
         ("authorization", auth.as_str()),

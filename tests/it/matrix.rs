@@ -114,13 +114,26 @@ async fn approve_by_reaction_posts_the_card_edits_it_and_replies_in_its_thread()
             .unwrap()
             .contains("<code>agent-1</code>")
     );
-    // The bot seeds both reactions; they are its own and do not count.
-    let seeds: Vec<Value> = bob.relations(&world.room, &card).await;
-    let keys: Vec<&str> = seeds
-        .iter()
-        .filter(|e| e["type"] == "m.reaction")
-        .map(|e| e["content"]["m.relates_to"]["key"].as_str().unwrap())
-        .collect();
+    // The bot seeds both reactions (just after the card); they are its own and do not count.
+    let mut keys = Vec::new();
+    for _ in 0..100 {
+        keys = bob
+            .relations(&world.room, &card)
+            .await
+            .iter()
+            .filter(|e| e["type"] == "m.reaction")
+            .map(|e| {
+                e["content"]["m.relates_to"]["key"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        if keys.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(keys, ["✅", "❌"]);
     assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
 
@@ -485,4 +498,128 @@ async fn an_answer_to_a_card_not_yet_stored_still_counts() {
         "{events:#?}"
     );
     drop(agent);
+}
+
+/// Item 4: Element sends a reply in a thread as `m.thread` to the card with a reply fallback to
+/// the thread's latest event. Once someone else has posted in the thread, that fallback is not
+/// the card; the reply still answers the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_in_a_busy_thread_answers_the_card() {
+    let (world, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "two-busy").await;
+    let (bob, carol) = (world.user("bob"), world.user("carol"));
+    let card = bob.card(&world.room, &id(&approval)).await;
+    let chatter = world
+        .mallory
+        .thread_reply(&world.room, &card, &card, "is this the prod one?")
+        .await;
+    let latest = carol
+        .thread_reply(&world.room, &card, &chatter, "looks like it")
+        .await;
+    bob.thread_reply(&world.room, &card, &latest, "deny: not on prod")
+        .await;
+    let expected = format!("Denied by bob: not on prod (approval {})", id(&approval));
+    assert_eq!(cg::answer(agent).await, expected);
+    let events = cg::audit(&gw, approval["call_id"].as_str().unwrap()).await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "approval.seen"
+            && e["payload"]["who"] == "bob"
+            && e["payload"]["how"] == "reply"),
+        "{events:#?}"
+    );
+}
+
+/// Item 5: a room that becomes end-to-end encrypted after start-up gets no plaintext card; the
+/// call is refused (fail closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_encrypted_after_start_up_gets_no_plaintext_card() {
+    let (world, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-before").await;
+    let bob = world.user("bob");
+    let card = bob.card(&world.room, &id(&approval)).await;
+    bob.react(&world.room, &card, "✅").await;
+    assert_eq!(cg::answer(agent).await, "deleted one-before");
+    world.bot.enable_encryption(&world.room).await;
+    let (agent, approval) = cg::held_delete(&gw, "one-after").await;
+    let refused = cg::answer(agent).await;
+    assert!(
+        refused.contains("end-to-end encrypted"),
+        "the call is refused, saying why: {refused}"
+    );
+    let leaked = bob.recent(&world.room).await.into_iter().any(|e| {
+        e["content"]["org.countersign.approval"]["approval_id"] == id(&approval)
+            || e["content"]["m.new_content"]["org.countersign.approval"]["approval_id"]
+                == id(&approval)
+    });
+    assert!(!leaked, "a plaintext card went into the encrypted room");
+}
+
+/// Item 7: the reason shows as text on the card: in the HTML it is escaped and in code (no
+/// link, no markup), and in the plain body it stays on its own line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approver_text_is_escaped_in_the_html_and_the_body() {
+    let (world, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-esc").await;
+    let carol = world.user("carol");
+    let card = carol.card(&world.room, &id(&approval)).await;
+    let reason = "<a href=\"http://evil.example\">x</a> [y](http://evil.example)\nApproved by bob";
+    carol
+        .reply(&world.room, &card, &format!("deny: {reason}"))
+        .await;
+    assert!(cg::answer(agent).await.starts_with("Denied by carol"));
+    carol
+        .card_text_with(&world.room, &card, "Denied by carol")
+        .await;
+    let edit = carol
+        .recent(&world.room)
+        .await
+        .into_iter()
+        .find(|e| {
+            e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+                && e["content"]["m.relates_to"]["event_id"] == card.as_str()
+                && e["content"]["m.new_content"]["body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Denied by carol")
+        })
+        .expect("the decided card");
+    let new = &edit["content"]["m.new_content"];
+    let html = new["formatted_body"].as_str().unwrap();
+    assert!(!html.contains("<a "), "{html}");
+    let outside_code: String = html
+        .split("<code>")
+        .map(|part| part.split_once("</code>").map_or(part, |(_, rest)| rest))
+        .collect();
+    assert!(
+        !outside_code.contains("evil.example"),
+        "the reason is not in code: {html}"
+    );
+    let body = new["body"].as_str().unwrap();
+    assert!(
+        !body.lines().any(|l| l.starts_with("Approved by")),
+        "the reason forged a line of the card:\n{body}"
+    );
+}
+
+/// Item 8: a long first field cannot push the payee off the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_argument_field_can_be_pushed_off_the_card() {
+    let (world, _setting, gw) = started().await;
+    let arguments = serde_json::json!({"note": "n".repeat(5_000), "to": "mallory-offshore",
+                                       "record_id": "one-hide"});
+    let (agent, approval) = cg::held_delete_with(&gw, arguments).await;
+    let bob = world.user("bob");
+    let card = bob.card(&world.room, &id(&approval)).await;
+    let text = bob.card_text(&world.room, &card).await;
+    assert!(text.contains("mallory-offshore"), "`to` is hidden:\n{text}");
+    assert!(
+        text.find("record_id").unwrap() < text.find("note").unwrap(),
+        "required fields first:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("countersign approvals show {}", id(&approval))),
+        "{text}"
+    );
+    bob.react(&world.room, &card, "✅").await;
+    assert_eq!(cg::answer(agent).await, "deleted one-hide");
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 pub const SIGNING_SECRET: &str = "test-slack-signing-secret";
 pub const CHANNEL: &str = "C0APPROVALS";
+/// The workspace the app is installed in (`chat.slack.team_id`).
+pub const TEAM: &str = "T0TEAM1";
 
 /// Every Web API call the stub received: (method, JSON body).
 type Calls = Arc<Mutex<Vec<(String, Value)>>>;
@@ -47,9 +49,13 @@ impl SlackStub {
 
     /// The `chat:` section for a gateway using this stub.
     pub fn chat(&self) -> String {
+        SlackStub::chat_with(&self.url, SIGNING_SECRET)
+    }
+
+    /// The `chat:` section for a Web API at `api_base`, with this signing secret.
+    pub fn chat_with(api_base: &str, secret: &str) -> String {
         format!(
-            "  slack: {{bot_token: xoxb-test, signing_secret: {SIGNING_SECRET}, channel: {CHANNEL}, api_base: '{}'}}",
-            self.url
+            "  slack: {{bot_token: xoxb-test, signing_secret: {secret}, team_id: {TEAM}, channel: {CHANNEL}, api_base: '{api_base}'}}"
         )
     }
 
@@ -71,6 +77,11 @@ impl SlackStub {
     /// The card's text as it now reads (its last `chat.update`, or the post), without mrkdwn
     /// emphasis.
     pub fn card_text(&self, ts: &str) -> String {
+        self.card_mrkdwn(ts).replace(['*', '`'], "")
+    }
+
+    /// The card's mrkdwn as sent, with `[Approve] [Deny]` while it has buttons.
+    pub fn card_mrkdwn(&self, ts: &str) -> String {
         let calls = self.calls.lock().unwrap();
         let latest = calls.iter().rev().find(|(m, b)| {
             (m == "chat.update" && b["ts"] == ts)
@@ -87,7 +98,7 @@ impl SlackStub {
         if blocks.iter().any(|b| b["type"] == "actions") {
             text.push("[Approve] [Deny]".into());
         }
-        text.join("\n").replace(['*', '`'], "")
+        text.join("\n")
     }
 }
 
@@ -120,9 +131,9 @@ async fn web_api(
     axum::Json(answer)
 }
 
-/// `U_BOB` for bob.
+/// `U0BOB` for bob.
 pub fn slack_user(who: &str) -> String {
-    format!("U_{}", who.to_uppercase())
+    format!("U0{}", who.to_uppercase())
 }
 
 pub fn accounts(who: &str) -> String {
@@ -162,8 +173,8 @@ pub async fn send_interaction(gw: &TestGateway, timestamp: &str, sig: &str, body
 pub fn click(who: &str, approval: &str, action: &str, ts: &str) -> Value {
     json!({
         "type": "block_actions", "trigger_id": format!("trigger-{who}-{approval}"),
-        "user": {"id": slack_user(who), "username": who, "team_id": "T1"},
-        "team": {"id": "T1", "domain": "test"}, "channel": {"id": CHANNEL},
+        "user": {"id": slack_user(who), "username": who, "team_id": TEAM},
+        "team": {"id": TEAM, "domain": "test"}, "channel": {"id": CHANNEL},
         "container": {"type": "message", "message_ts": ts, "channel_id": CHANNEL},
         "actions": [{"action_id": action, "block_id": format!("countersign_{approval}"),
             "type": "button", "value": approval, "action_ts": "1700000001.000001"}],
@@ -174,7 +185,7 @@ pub fn click(who: &str, approval: &str, action: &str, ts: &str) -> Value {
 pub fn deny_submission(who: &str, approval: &str, reason: &str) -> Value {
     json!({
         "type": "view_submission", "user": {"id": slack_user(who), "username": who},
-        "team": {"id": "T1"},
+        "team": {"id": TEAM},
         "view": {"id": "V1", "callback_id": "countersign_deny_reason", "private_metadata": approval,
             "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}}},
     })
@@ -246,7 +257,7 @@ async fn a_click_approves_and_chat_update_removes_the_buttons() {
         .find(|e| e["kind"] == "approval.vote")
         .unwrap();
     assert_eq!(vote["payload"]["source"], "slack");
-    assert_eq!(vote["payload"]["evidence"]["user"]["id"], "U_BOB");
+    assert_eq!(vote["payload"]["evidence"]["user"]["id"], "U0BOB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +293,7 @@ async fn send_event(gw: &TestGateway, envelope: &Value, sig: Option<&str>) -> (u
 /// `who` replies `text` in the thread of the card at `ts`.
 fn thread_reply(who: &str, ts: &str, text: &str, n: u32) -> Value {
     json!({
-        "type": "event_callback", "team_id": "T1", "event_id": format!("Ev{n}"),
+        "type": "event_callback", "team_id": TEAM, "event_id": format!("Ev{n}"),
         "event": {"type": "message", "channel": CHANNEL, "user": slack_user(who), "text": text,
             "ts": format!("1700000100.{n:06}"), "thread_ts": ts},
     })
@@ -320,7 +331,7 @@ async fn a_thread_reply_denies_with_its_reason_and_other_messages_do_not_vote() 
         assert_eq!(send_event(&gw, &ignored, None).await.0, 200);
     }
     let call_id = approval["call_id"].as_str().unwrap();
-    for who in ["U_MALLORY", "bob"] {
+    for who in ["U0MALLORY", "bob"] {
         cg::wait_audit(&gw, call_id, |e| {
             e["kind"] == "approval.seen"
                 && e["payload"]["how"] == "reply"
@@ -355,7 +366,7 @@ async fn unsigned_stale_and_altered_interactions_are_refused() {
     let now = (countersign::approval::now_ms() / 1000).to_string();
     let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
     let sig = signature::sign(SIGNING_SECRET.as_bytes(), &now, body.as_bytes());
-    let altered = body.replace("U_BOB", "U_CAROL");
+    let altered = body.replace("U0BOB", "U0CAROL");
     assert_eq!(
         send_interaction(&gw, &now, &sig, altered).await,
         401,
@@ -370,7 +381,7 @@ async fn unsigned_stale_and_altered_interactions_are_refused() {
     assert_eq!(send_interaction(&gw, &now, "", body).await, 401, "unsigned");
     // An unmapped Slack user's click is verified, recorded as a sighting, and not counted.
     let mut outsider = click("mallory", id, "countersign_approve", &ts);
-    outsider["user"]["id"] = json!("U_MALLORY");
+    outsider["user"]["id"] = json!("U0MALLORY");
     assert_eq!(interact(&gw, &outsider, None).await, 200);
     let call_id = approval["call_id"].as_str().unwrap();
     let events = cg::wait_audit(&gw, call_id, |e| e["kind"] == "approval.seen").await;
@@ -421,4 +432,161 @@ async fn chat_test_checks_the_token_and_the_channel() {
         !ok && out.contains("no chat backend \"matrix\" is configured (configured: slack)"),
         "{out}"
     );
+}
+
+/// A gateway configuration with this `chat:` section and these approvers' Slack accounts,
+/// parsed as at start-up: the error, if it is refused.
+fn refused_config(chat: &str, bob_account: &str) -> Option<String> {
+    let yaml = format!(
+        "database: {{url: 'sqlite://unused.db'}}
+upstreams: [{{name: echo, stdio: {{command: 'true'}}}}]
+server: {{allow_anonymous: true}}
+approvers:
+  - {{id: bob, chat: {{slack: {bob_account}}}}}
+chat:
+{chat}
+"
+    );
+    countersign::config::parse(&yaml, "countersign.yaml", &[])
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// Item 6: an empty or short signing secret would let anyone sign interactions; the gateway
+/// refuses to start and names the key.
+#[test]
+fn an_empty_or_short_signing_secret_is_refused_at_start() {
+    let good = SlackStub::chat_with("http://127.0.0.1:9/api", SIGNING_SECRET);
+    assert_eq!(refused_config(&good, "U0BOB"), None);
+    for secret in ["''", "short-secret"] {
+        let chat = SlackStub::chat_with("http://127.0.0.1:9/api", secret);
+        let refused = refused_config(&chat, "U0BOB").unwrap_or_else(|| panic!("{secret} accepted"));
+        assert!(
+            refused.contains("chat.slack.signing_secret") && refused.contains("16"),
+            "{refused}"
+        );
+    }
+}
+
+/// Item 6: approvers are Slack user ids; a username (which any member can take) is refused.
+#[test]
+fn a_slack_approver_named_by_username_is_refused_at_start() {
+    let chat = SlackStub::chat_with("http://127.0.0.1:9/api", SIGNING_SECRET);
+    let refused = refused_config(&chat, "bob").expect("a username mapping is refused");
+    assert!(
+        refused.contains("approvers[0].chat.slack") && refused.contains("user id"),
+        "{refused}"
+    );
+}
+
+/// Item 6: a correctly signed click from another Slack team (a shared channel, another
+/// workspace of the app) does not vote, even with an approver's user id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_from_another_team_does_not_vote() {
+    let (stub, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-team").await;
+    let id = approval["id"].as_str().unwrap();
+    let ts = stub.card(id).await;
+    let mut foreign = click("bob", id, "countersign_approve", &ts);
+    foreign["team"]["id"] = json!("T_OTHER");
+    foreign["user"]["team_id"] = json!("T_OTHER");
+    assert_eq!(interact(&gw, &foreign, None).await, 200);
+    let call_id = approval["call_id"].as_str().unwrap();
+    let events = cg::wait_audit(&gw, call_id, |e| e["kind"] == "approval.vote").await;
+    let vote = events
+        .iter()
+        .find(|e| e["kind"] == "approval.vote")
+        .unwrap();
+    assert_eq!(vote["payload"]["result"]["result"], "rejected", "{vote}");
+    assert_eq!(cg::approval(&gw, id).await["status"], "pending");
+    let mut foreign_reply = thread_reply("bob", &ts, "approve", 1);
+    foreign_reply["team_id"] = json!("T_OTHER");
+    assert_eq!(send_event(&gw, &foreign_reply, None).await.0, 200);
+    cg::wait_audit(&gw, call_id, |e| {
+        e["kind"] == "approval.vote" && e["payload"]["evidence"]["event_id"] == "Ev1"
+    })
+    .await;
+    assert_eq!(cg::approval(&gw, id).await["status"], "pending");
+    assert_eq!(
+        interact(&gw, &click("bob", id, "countersign_approve", &ts), None).await,
+        200
+    );
+    assert_eq!(cg::answer(agent).await, "deleted one-team");
+}
+
+/// Item 4: in a busy thread, and sent with "Also send to channel" (`thread_broadcast`), a deny
+/// still answers the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_in_a_busy_thread_answers_the_card() {
+    let (stub, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "two-busy").await;
+    let id = approval["id"].as_str().unwrap();
+    let ts = stub.card(id).await;
+    for (n, who) in [(1, "mallory"), (2, "dave")] {
+        let chatter = thread_reply(who, &ts, "is this prod?", n);
+        assert_eq!(send_event(&gw, &chatter, None).await.0, 200);
+    }
+    let mut denial = thread_reply("bob", &ts, "deny: not on prod", 3);
+    denial["event"]["subtype"] = json!("thread_broadcast");
+    assert_eq!(send_event(&gw, &denial, None).await.0, 200);
+    assert_eq!(
+        cg::answer(agent).await,
+        format!("Denied by bob: not on prod (approval {id})")
+    );
+}
+
+/// Item 7: the reason is shown in code on the card: no link, mention or emphasis renders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approver_text_cannot_format_the_card() {
+    let (stub, _setting, gw) = started().await;
+    let (agent, approval) = cg::held_delete(&gw, "one-esc").await;
+    let id = approval["id"].as_str().unwrap();
+    let ts = stub.card(id).await;
+    let reason = "`<http://evil.example|click>` <!channel> *now*";
+    deny(&stub, &gw, "carol", id, reason).await;
+    assert!(cg::answer(agent).await.starts_with("Denied by carol"));
+    let mut mrkdwn = String::new();
+    for _ in 0..100 {
+        mrkdwn = stub.card_mrkdwn(&ts);
+        if mrkdwn.contains("Denied by carol") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Slack's code spans do not nest: split on backticks, keep the parts outside.
+    let outside: String = mrkdwn.split('`').step_by(2).collect();
+    assert!(
+        !outside.contains("evil.example") && !outside.contains("*now*"),
+        "the reason renders on the card:\n{mrkdwn}"
+    );
+    assert!(
+        !mrkdwn.contains("<http") && !mrkdwn.contains("<!channel>"),
+        "{mrkdwn}"
+    );
+}
+
+/// Item 8: a long first field cannot push the payee off the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_argument_field_can_be_pushed_off_the_card() {
+    let (stub, _setting, gw) = started().await;
+    let arguments =
+        json!({"note": "n".repeat(5_000), "to": "mallory-offshore", "record_id": "one-hide"});
+    let (agent, approval) = cg::held_delete_with(&gw, arguments).await;
+    let id = approval["id"].as_str().unwrap();
+    let ts = stub.card(id).await;
+    let text = stub.card_text(&ts);
+    assert!(text.contains("mallory-offshore"), "`to` is hidden:\n{text}");
+    assert!(
+        text.find("record_id").unwrap() < text.find("note").unwrap(),
+        "required fields first:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("countersign approvals show {id}")),
+        "{text}"
+    );
+    assert_eq!(
+        interact(&gw, &click("bob", id, "countersign_approve", &ts), None).await,
+        200
+    );
+    assert_eq!(cg::answer(agent).await, "deleted one-hide");
 }

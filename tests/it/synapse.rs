@@ -238,6 +238,23 @@ impl MatrixUser {
         self.send(room, "m.room.message", content).await
     }
 
+    /// A reply in the thread of `root`, as Element sends it: `m.thread` to the root, with a
+    /// reply fallback (`is_falling_back`) to the thread's `latest` event, which need not be the
+    /// root once others have posted in the thread.
+    pub async fn thread_reply(&self, room: &str, root: &str, latest: &str, body: &str) -> String {
+        let content = json!({"msgtype": "m.text", "body": body,
+            "m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": true,
+                             "m.in_reply_to": {"event_id": latest}}});
+        self.send(room, "m.room.message", content).await
+    }
+
+    /// Turns end-to-end encryption on in `room` (it cannot be turned off again).
+    pub async fn enable_encryption(&self, room: &str) {
+        let path = format!("/rooms/{}/state/m.room.encryption/", enc(room));
+        let content = json!({"algorithm": "m.megolm.v1.aes-sha2"});
+        self.call(reqwest::Method::PUT, &path, Some(content)).await;
+    }
+
     pub async fn read_receipt(&self, room: &str, event: &str) {
         let path = format!("/rooms/{}/receipt/m.read/{}", enc(room), enc(event));
         self.call(reqwest::Method::POST, &path, Some(json!({})))

@@ -123,3 +123,30 @@ async fn a_receiver_that_refuses_fails_the_call_closed() {
         "the request, then the cancellation"
     );
 }
+
+/// Item 6: an empty or short secret would let anyone forge the webhook's signatures; the
+/// gateway refuses to start and names the key.
+#[test]
+fn an_empty_or_short_secret_is_refused_at_start() {
+    let parse = |secret: &str| {
+        let yaml = format!(
+            "database: {{url: 'sqlite://unused.db'}}
+upstreams: [{{name: echo, stdio: {{command: 'true'}}}}]
+server: {{allow_anonymous: true}}
+chat:
+  webhook: {{url: 'http://127.0.0.1:9/hook', secret: {secret}}}
+"
+        );
+        countersign::config::parse(&yaml, "countersign.yaml", &[])
+    };
+    assert!(parse(SECRET).is_ok());
+    for secret in ["''", "'   '", "tooshort"] {
+        let refused = parse(secret)
+            .expect_err("a weak secret is refused")
+            .to_string();
+        assert!(
+            refused.contains("chat.webhook.secret") && refused.contains("16"),
+            "{refused}"
+        );
+    }
+}

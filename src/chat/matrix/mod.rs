@@ -3,8 +3,10 @@
 //! `approve` / `deny: <reason>`; a `/sync` loop turns those into votes. The bot edits the card
 //! (`m.replace`) with the outcome and replies in its thread after the call ran.
 //!
-//! Rooms must be unencrypted and should not be federated: the bot refuses encrypted rooms, and
-//! a reaction's `sender` is only as trustworthy as the homeserver that asserts it.
+//! Rooms must be unencrypted and should not be federated: the bot refuses encrypted rooms (it
+//! checks before every card, and stops writing to a room once the sync loop sees encryption
+//! turned on there), and a reaction's `sender` is only as trustworthy as the homeserver that
+//! asserts it.
 
 mod client;
 mod render;
@@ -53,8 +55,10 @@ pub struct Matrix {
     client: MatrixClient,
     db: LazyDb,
     bot: OnceCell<String>,
-    /// Rooms the bot has joined and found unencrypted.
-    ready_rooms: Mutex<HashSet<String>>,
+    /// Rooms the bot has joined.
+    joined_rooms: Mutex<HashSet<String>>,
+    /// Rooms the sync loop saw encryption turned on in: nothing more is written there.
+    encrypted_rooms: Mutex<HashSet<String>>,
 }
 
 impl Matrix {
@@ -64,7 +68,8 @@ impl Matrix {
             config,
             db: LazyDb::new(database_url),
             bot: OnceCell::new(),
-            ready_rooms: Mutex::default(),
+            joined_rooms: Mutex::default(),
+            encrypted_rooms: Mutex::default(),
         }
     }
 
@@ -86,21 +91,50 @@ impl Matrix {
         Ok(bot)
     }
 
-    /// Joins `room` once and refuses it when it is encrypted: the bot cannot read or write
-    /// end-to-end encrypted events.
+    /// Joins `room` (once) and refuses it when it is encrypted: the bot cannot read or write
+    /// end-to-end encrypted events, and a plaintext card there would leak what the room's
+    /// members chose to encrypt. Encryption can be turned on at any time, so the room's state
+    /// is asked every time.
     async fn ensure_room(&self, room: &str) -> Result<(), MatrixError> {
-        if self.ready_rooms.lock().expect("rooms lock").contains(room) {
-            return Ok(());
-        }
-        self.client.join(room).await?;
-        if self.client.is_encrypted(room).await? {
+        if self.known_encrypted(room) {
             return Err(MatrixError::EncryptedRoom(room.to_owned()));
         }
-        self.ready_rooms
+        if !self.joined_rooms.lock().expect("rooms lock").contains(room) {
+            self.client.join(room).await?;
+            self.joined_rooms
+                .lock()
+                .expect("rooms lock")
+                .insert(room.to_owned());
+        }
+        if self.client.is_encrypted(room).await? {
+            self.mark_encrypted(room);
+            return Err(MatrixError::EncryptedRoom(room.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Whether the sync loop (or a check) has seen encryption turned on in `room`.
+    fn known_encrypted(&self, room: &str) -> bool {
+        self.encrypted_rooms
+            .lock()
+            .expect("rooms lock")
+            .contains(room)
+    }
+
+    /// Encryption is on in `room` (an `m.room.encryption` state event): no more cards, edits or
+    /// replies go there.
+    fn mark_encrypted(&self, room: &str) {
+        let fresh = self
+            .encrypted_rooms
             .lock()
             .expect("rooms lock")
             .insert(room.to_owned());
-        Ok(())
+        if fresh {
+            tracing::error!(
+                room,
+                "matrix: the room is now end-to-end encrypted; Countersign posts nothing more there (use an unencrypted room)"
+            );
+        }
     }
 
     async fn post_card(&self, approval: &Approval) -> Result<(), MatrixError> {
@@ -148,6 +182,10 @@ impl Matrix {
         let Some(card) = self.card(approval).await else {
             return;
         };
+        if self.known_encrypted(&card.channel) {
+            tracing::warn!(approval = %approval.id, room = %card.channel, "matrix: not editing a card in a room now encrypted");
+            return;
+        }
         let edit = render::edit(&card.message_id, new_content);
         if let Err(e) = self
             .client
@@ -267,6 +305,9 @@ impl ChatBackend for Matrix {
             let Some(card) = self.card(approval).await else {
                 return;
             };
+            if self.known_encrypted(&card.channel) {
+                return;
+            }
             let text = card::finished(call, approval.spec.post_results);
             let reply = render::thread_reply(&card.message_id, &text);
             if let Err(e) = self

@@ -1,7 +1,10 @@
 //! Matrix event contents: the card (plain body plus HTML), its edits, reactions and replies.
+//! What agents and approvers wrote is escaped in the HTML and kept in `<code>` (no markup, no
+//! links), and kept on one line in the plain body (a reason cannot forge a line of the card).
 
 use crate::approval::Approval;
-use crate::chat::card;
+use crate::chat::card::{self, Outcome};
+use crate::chat::escape::{html, one_line};
 use serde_json::{Value, json};
 
 /// Countersign's namespaced key in the card's content: which approval it asks about.
@@ -22,38 +25,52 @@ pub fn decided(approval: &Approval, approvals: u32) -> Value {
     content(approval, approvals, card::outcome(approval))
 }
 
-fn content(approval: &Approval, approvals: u32, outcome: Option<String>) -> Value {
-    let facts = card::facts(approval, approvals);
+fn content(approval: &Approval, approvals: u32, outcome: Option<Outcome>) -> Value {
     let mut body = Vec::new();
-    let mut html = Vec::new();
+    let mut html_parts = Vec::new();
     if let Some(outcome) = &outcome {
-        body.push(outcome.clone());
-        html.push(format!("<p><b>{}</b></p>", escape(outcome)));
+        body.push(outcome.to_string());
+        let reason = match &outcome.reason {
+            Some(reason) => format!(": <code>{}</code>", html(&one_line(reason))),
+            None => String::new(),
+        };
+        html_parts.push(format!("<p><b>{}</b>{reason}</p>", html(&outcome.head)));
     }
     if let Some(banner) = card::banner(approval) {
-        html.push(format!("<p><b>{}</b></p>", escape(&banner)));
-        body.push(banner);
+        html_parts.push(format!("<p><b>{}</b></p>", html(&banner)));
+        body.push(one_line(&banner));
     }
-    body.push(card::title(approval));
-    html.push(format!("<p><b>{}</b></p>", escape(&card::title(approval))));
+    let title = one_line(&card::title(approval));
+    html_parts.push(format!("<p><b>{}</b></p>", html(&title)));
+    body.push(title);
     let mut items = String::new();
-    for (label, value) in facts {
+    for (label, value) in card::facts(approval, approvals) {
+        let value = one_line(&value);
+        items.push_str(&format!("<li>{label}: <code>{}</code></li>", html(&value)));
         body.push(format!("{label}: {value}"));
-        items.push_str(&format!(
-            "<li>{label}: <code>{}</code></li>",
-            escape(&value)
-        ));
     }
-    html.push(format!("<ul>{items}</ul>"));
+    html_parts.push(format!("<ul>{items}</ul>"));
+    let arguments = card::Arguments::of(approval);
+    let lines = arguments.lines();
+    body.push("Arguments:".into());
+    body.extend(lines.iter().map(|line| format!("  {line}")));
+    html_parts.push(format!(
+        "<p>Arguments:</p><pre><code>{}</code></pre>",
+        html(&lines.join("\n"))
+    ));
+    if let Some(notice) = arguments.notice(approval) {
+        html_parts.push(format!("<p><b>{}</b></p>", html(&notice)));
+        body.push(notice);
+    }
     if outcome.is_none() {
         body.push(HOW_TO_ANSWER.into());
-        html.push(format!("<p>{}</p>", escape(HOW_TO_ANSWER)));
+        html_parts.push(format!("<p>{}</p>", html(HOW_TO_ANSWER)));
     }
     json!({
         "msgtype": "m.notice",
         "body": body.join("\n"),
         "format": "org.matrix.custom.html",
-        "formatted_body": html.concat(),
+        "formatted_body": html_parts.concat(),
         APPROVAL_KEY: {"approval_id": approval.id, "tool": approval.tool, "server": approval.server},
     })
 }
@@ -84,11 +101,4 @@ pub fn thread_reply(card: &str, text: &str) -> Value {
             "is_falling_back": true, "m.in_reply_to": {"event_id": card},
         },
     })
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

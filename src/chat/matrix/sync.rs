@@ -99,6 +99,17 @@ impl Handler<'_> {
             return;
         };
         for (room, joined) in rooms {
+            let state = joined["state"]["events"].as_array().into_iter().flatten();
+            let timeline_events = joined["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten();
+            if state
+                .chain(timeline_events)
+                .any(|e| e["type"] == "m.room.encryption")
+            {
+                self.matrix.mark_encrypted(room);
+            }
             let timeline = &joined["timeline"];
             if let (Some(since), true) = (since, timeline["limited"] == true) {
                 let prev = timeline["prev_batch"].as_str().unwrap_or_default();
@@ -312,17 +323,30 @@ pub fn reaction_answer(key: &str) -> Option<Answer> {
     }
 }
 
-/// The card a message replies to: a rich reply (`m.in_reply_to`) or a thread reply (`m.thread`).
+/// The event a message answers: for a message in a thread (`m.thread`), the thread's root,
+/// whatever its reply fallback (`m.in_reply_to`) points at (Element points it at the thread's
+/// latest event); otherwise the event it replies to (a rich reply).
 fn reply_target(content: &Value) -> Option<&str> {
     let relates = &content["m.relates_to"];
-    relates["m.in_reply_to"]["event_id"]
-        .as_str()
-        .or_else(|| (relates["rel_type"] == "m.thread").then(|| relates["event_id"].as_str())?)
+    if relates["rel_type"] == "m.thread" {
+        return relates["event_id"].as_str();
+    }
+    relates["m.in_reply_to"]["event_id"].as_str()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_reply_answers_the_threads_root_whatever_its_fallback() {
+        let in_thread = json!({"m.relates_to": {"rel_type": "m.thread", "event_id": "$card",
+            "is_falling_back": true, "m.in_reply_to": {"event_id": "$latest"}}});
+        assert_eq!(reply_target(&in_thread), Some("$card"));
+        let rich = json!({"m.relates_to": {"m.in_reply_to": {"event_id": "$card"}}});
+        assert_eq!(reply_target(&rich), Some("$card"));
+        assert_eq!(reply_target(&json!({"body": "hi"})), None);
+    }
 
     #[test]
     fn only_the_two_seeded_reactions_are_answers() {

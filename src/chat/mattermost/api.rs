@@ -212,6 +212,22 @@ impl Api {
         self.send(reqwest::Method::GET, &path, None, true).await
     }
 
+    /// `POST /api/v4/users/usernames`: the users with these usernames; unknown names are left
+    /// out of the answer.
+    pub async fn users_by_usernames(&self, usernames: &[&str]) -> Result<Vec<Value>, ApiError> {
+        let path = "/api/v4/users/usernames";
+        let users = self
+            .send(reqwest::Method::POST, path, Some(&json!(usernames)), true)
+            .await?;
+        match users {
+            Value::Array(users) => Ok(users),
+            other => Err(ApiError::Shape {
+                path: path.into(),
+                detail: format!("expected a list of users, got {other}"),
+            }),
+        }
+    }
+
     /// `GET /api/v4/system/ping`.
     pub async fn ping(&self) -> Result<Value, ApiError> {
         self.send(reqwest::Method::GET, "/api/v4/system/ping", None, false)

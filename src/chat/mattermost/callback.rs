@@ -1,14 +1,22 @@
 //! The endpoints Mattermost calls: button clicks (`/mattermost/action`) and dialog submissions
 //! (`/mattermost/dialog`). Nothing here is trusted until checked, in this order:
 //!
-//! 1. the context token: known, unused, unexpired, bound to this approval and this button;
+//! 1. the context token: known, unexpired, bound to this approval and this button;
 //! 2. the post and channel: the card's own;
-//! 3. the `trigger_id`: signed by the server, for the body's user, fresh (or, when the server's
-//!    key is unavailable, recorded as weaker evidence);
-//! 4. the user: an approver for this call (the broker decides), then the vote.
+//! 3. the `trigger_id`: signed by the server, for the body's user id, at most 30 s old (or, when
+//!    the server's key is unavailable, recorded as weaker evidence);
+//! 4. the user: the approver bound to that user id ([`super::people`]; the body's `user_name`
+//!    is never read), then the broker decides whether the vote counts.
+//!
+//! A button's token is not used up by a click: every rendering of the card stays answerable by
+//! every approver until the approval ends, so an answer Mattermost gave up on (the card then
+//! keeps its old buttons) or approvers clicking at once never lock anyone out. Repeated votes
+//! are the broker's to refuse ("already voted"), and a replayed click carries a signed
+//! `trigger_id` that names its user and expires in 30 s. A click runs to its end on its own
+//! task even when Mattermost closes the connection.
 //!
 //! Answers are always HTTP 200 with an `ephemeral_text` for the clicker; a counted click also
-//! carries an `update` with the whole card (fresh tokens while pending, no buttons once decided).
+//! carries an `update` with the whole card (progress while pending, no buttons once decided).
 
 use super::dialog::{self, DialogState};
 use super::store::{self, TokenRow};
@@ -24,8 +32,6 @@ use uuid::Uuid;
 
 type Shared = (Arc<Mattermost>, Arc<Broker>);
 
-const USED: &str = "This button was already used; use the buttons on the current card.";
-
 pub fn router(mm: Arc<Mattermost>, broker: Arc<Broker>) -> Router {
     Router::new()
         .route(super::ACTION_PATH, post(action))
@@ -38,6 +44,7 @@ pub fn router(mm: Arc<Mattermost>, broker: Arc<Broker>) -> Router {
 #[derive(Debug, serde::Deserialize)]
 pub struct ActionRequest {
     user_id: String,
+    /// Not signed by the server: kept as evidence, never used to identify anyone.
     #[serde(default)]
     user_name: String,
     channel_id: String,
@@ -110,7 +117,16 @@ async fn action(
             return (axum::http::StatusCode::BAD_REQUEST, Json(error)).into_response();
         }
     };
-    Json(mm.click(&broker, &request).await).into_response()
+    // On its own task: Mattermost closing the connection (it gave up waiting) must not stop a
+    // click halfway.
+    match tokio::spawn(async move { mm.click(&broker, &request).await }).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a Mattermost click failed");
+            let error = json!({"error": {"message": "Countersign could not record your click"}});
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, Json(error)).into_response()
+        }
+    }
 }
 
 impl Mattermost {
@@ -119,7 +135,7 @@ impl Mattermost {
             Ok(v) => v,
             Err(refusal) => {
                 self.audit_refusal(broker, request, &refusal).await;
-                return Answer::say(self.explain(broker, &refusal).await);
+                return Answer::say(refusal.tell);
             }
         };
         match self.count_click(broker, request, verified).await {
@@ -131,26 +147,7 @@ impl Mattermost {
         }
     }
 
-    /// What a refused clicker reads. A spent token usually means someone clicked the same card
-    /// first: when that decided the call, say so.
-    async fn explain(&self, broker: &Broker, refusal: &Refusal) -> String {
-        let decided = match &refusal.approval {
-            Some(a) if refusal.tell == USED => broker.get(a.id).await.ok(),
-            _ => None,
-        };
-        match decided {
-            Some(a) if a.status != Status::Pending => {
-                let result = VoteResult::AlreadyDecided {
-                    status: a.status,
-                    by: a.decided_by.clone(),
-                };
-                self.tell(&result, true, &a)
-            }
-            _ => refusal.tell.to_owned(),
-        }
-    }
-
-    /// Steps 1–3, then spends the token.
+    /// Steps 1–3.
     async fn verify_click(
         &self,
         broker: &Broker,
@@ -189,9 +186,6 @@ impl Mattermost {
         if token.decision != context.decision {
             return Err(invalid("the token belongs to the other button"));
         }
-        if token.used {
-            return Err(refuse(Some(approval), USED, "replayed context token"));
-        }
         let now = now_ms();
         if token.expires_at <= now {
             return Err(refuse(
@@ -221,22 +215,6 @@ impl Mattermost {
                     e.to_string(),
                 )
             })?;
-        let spent = store::spend(
-            db,
-            &token.sha256,
-            &request.user_id,
-            &request.trigger_id,
-            now,
-        )
-        .await
-        .map_err(|e| internal(e.to_string()))?;
-        if !spent {
-            return Err(refuse(
-                Some(approval),
-                USED,
-                "replayed context token (concurrent click)",
-            ));
-        }
         Ok(Verified {
             approval: approval.clone(),
             token,
@@ -251,24 +229,17 @@ impl Mattermost {
         request: &ActionRequest,
         click: Verified,
     ) -> Result<Answer, crate::approval::BrokerError> {
-        let person = self
-            .directory
-            .by_chat(NAME, &[&request.user_id, &request.user_name])
-            .map(|p| p.id.clone());
+        let person = self.person(&request.user_id).await;
         let evidence = click_evidence(request, &click);
         let sighting = Sighting {
-            who: person
-                .clone()
-                .unwrap_or_else(|| format!("mattermost:{}", request.user_name)),
+            who: person.name().to_owned(),
             source: NAME.into(),
             how: "click".into(),
             evidence: evidence.clone(),
         };
         broker.seen(&click.approval, sighting).await?;
         let ballot = Ballot {
-            approver: person
-                .clone()
-                .unwrap_or_else(|| format!("mattermost:{}", request.user_name)),
+            approver: person.name().to_owned(),
             approve: click.token.decision == "approve",
             reason: None,
             source: NAME.into(),
@@ -276,7 +247,7 @@ impl Mattermost {
             break_glass: None,
         };
         if !ballot.approve
-            && person.is_some()
+            && person.is_approver()
             && matches!(click.proof, Proof::Verified { .. })
             && broker.refusal(&click.approval, &ballot).is_none()
             && click.approval.status == Status::Pending
@@ -299,7 +270,7 @@ impl Mattermost {
         }
         let result = broker.vote(click.approval.id, ballot).await?;
         let now = broker.get(click.approval.id).await?;
-        let tell = self.tell(&result, person.is_some(), &now);
+        let tell = self.tell(&result, person.is_approver(), &now);
         Ok(Answer {
             update: self.render(&now).await.ok(),
             ephemeral_text: tell,
@@ -345,6 +316,7 @@ impl Mattermost {
             approver: approver.to_owned(),
             expires_at: (now_ms() + dialog::DIALOG_LIFETIME_MS).min(click.approval.expires_at),
             token_sha256: click.token.sha256.clone(),
+            trigger_id: request.trigger_id.clone(),
         });
         let tool = format!("{}__{}", click.approval.server, click.approval.tool);
         let body = dialog::open_request(&request.trigger_id, &url, &tool, &state);
@@ -359,9 +331,10 @@ impl Mattermost {
         };
         let evidence = json!({"post_id": request.post_id, "channel_id": request.channel_id,
             "user_id": request.user_id, "user_name": request.user_name, "trigger_id": request.trigger_id});
-        let who = format!("mattermost:{}", request.user_name);
+        // Nothing in a refused click is vouched for, not even its user id.
+        let who = "mattermost:unverified";
         if let Err(e) = broker
-            .rejected(approval, NAME, &who, &refusal.why, evidence)
+            .rejected(approval, NAME, who, &refusal.why, evidence)
             .await
         {
             tracing::error!(approval = %approval.id, error = %e, "could not audit a refused click");
@@ -461,14 +434,10 @@ impl Mattermost {
         }
         let id = Uuid::parse_str(&state.approval_id)
             .map_err(|e| crate::approval::BrokerError::Invalid(e.to_string()))?;
-        let click = match self.db().await {
-            Ok(db) => store::by_hash(db, &state.token_sha256).await?,
-            Err(e) => return Err(crate::approval::BrokerError::Invalid(e.to_string())),
-        };
         let evidence = json!({
             "dialog": {"state": submitted.state, "user_id": submitted.user_id, "channel_id": submitted.channel_id},
-            "click": {"trigger_id": click.as_ref().and_then(|c| c.trigger_id.clone()),
-                      "token_sha256": state.token_sha256, "trigger": {"verified": true}},
+            "click": {"trigger_id": state.trigger_id, "token_sha256": state.token_sha256,
+                      "trigger": {"verified": true}},
         });
         let ballot = Ballot {
             approver: state.approver.clone(),

@@ -4,16 +4,20 @@
 //! single-use tokens; once decided it shows the outcome and has no actions, so the buttons are
 //! gone. Click answers (`update`) and later edits (`/patch`) both send the whole card, because
 //! Mattermost replaces `props` as a whole and blanks a missing `message`.
+//!
+//! What agents and approvers wrote (tool, agent, arguments, reasons) is shown in code spans and
+//! code blocks, where Mattermost renders no link, mention, emoji or emphasis.
 
 use super::store::Tokens;
 use crate::approval::{Approval, Status};
 use crate::chat::card::{self, utc_time as utc};
+use crate::chat::escape::{markdown_block, markdown_code};
 use serde_json::{Value, json};
 
-/// Longest string value shown on a card; longer ones are cut.
+/// Longest string value shown in a call's result; longer ones are cut.
 const MAX_VALUE_CHARS: usize = 200;
-/// Longest arguments block shown on a card.
-const MAX_ARGUMENTS_CHARS: usize = 3_000;
+/// Longest result block shown in the card's thread.
+const MAX_RESULT_CHARS: usize = 3_000;
 
 /// Everything a card shows besides the approval itself.
 pub struct View<'a> {
@@ -33,15 +37,15 @@ pub fn render(view: &View) -> Value {
     }
     message.push_str(&headline(view));
     let mut fields = vec![
-        field("Tool", &format!("`{}`", a.tool), true),
-        field("Server", &format!("`{}`", a.server), true),
-        field("Agent", &format!("`{}`", a.agent), true),
+        field("Tool", &markdown_code(&a.tool), true),
+        field("Server", &markdown_code(&a.server), true),
+        field("Agent", &markdown_code(&a.agent), true),
         field(
             "On behalf of",
             a.on_behalf_of.as_deref().unwrap_or("unknown"),
             true,
         ),
-        field("Rule", &format!("`{}`", a.rule), true),
+        field("Rule", &markdown_code(&a.rule), true),
         field("Expires", &utc(a.expires_at), true),
         field("Approvals", &progress(a, &view.approved_by), true),
         field("Request", &a.id.to_string(), true),
@@ -50,7 +54,7 @@ pub fn render(view: &View) -> Value {
         fields.insert(0, field("Classification", label, true));
     }
     if let Some(outcome) = card::outcome(a) {
-        fields.push(field("Decision", &outcome, false));
+        fields.push(field("Decision", &shown_outcome(&outcome), false));
         fields.push(field(
             "Decided",
             &a.decided_at.map(utc).unwrap_or_default(),
@@ -61,7 +65,7 @@ pub fn render(view: &View) -> Value {
         "fallback": format!("Approval request {} for {}", a.id, a.tool),
         "color": color(a.status),
         "title": format!("{}__{}", a.server, a.tool),
-        "text": arguments_block(&a.arguments),
+        "text": arguments(a),
         "fields": fields,
     });
     if let (Status::Pending, Some((url, tokens))) = (a.status, view.buttons) {
@@ -77,11 +81,30 @@ fn headline(view: &View) -> String {
     let a = view.approval;
     match card::outcome(a) {
         None => format!(
-            "#### :lock: Tool call needs approval\n`{}__{}` requested by agent `{}`",
-            a.server, a.tool, a.agent
+            "#### :lock: Tool call needs approval\n{} requested by agent {}",
+            markdown_code(&format!("{}__{}", a.server, a.tool)),
+            markdown_code(&a.agent)
         ),
-        Some(outcome) => format!("#### {} {}", emoji(a.status), one_line(&outcome)),
+        Some(outcome) => format!("#### {} {}", emoji(a.status), shown_outcome(&outcome)),
     }
+}
+
+/// `Denied by bob: `reason``: the approver's words in code.
+fn shown_outcome(outcome: &card::Outcome) -> String {
+    match &outcome.reason {
+        Some(reason) => format!("{}: {}", outcome.head, markdown_code(reason)),
+        None => outcome.head.clone(),
+    }
+}
+
+/// Every argument field in a code block (see [`card::Arguments`]), and what was left out.
+fn arguments(approval: &Approval) -> String {
+    let arguments = card::Arguments::of(approval);
+    let mut text = markdown_block(&arguments.lines());
+    if let Some(notice) = arguments.notice(approval) {
+        text.push_str(&format!("\n:warning: {notice}"));
+    }
+    text
 }
 
 /// The outcome's emoji, before the words every backend's card shares ([`card::outcome`]).
@@ -93,10 +116,6 @@ fn emoji(status: Status) -> &'static str {
         Status::Expired => ":hourglass:",
         Status::Cancelled => ":heavy_multiplication_x:",
     }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `1/2 (@bob)`: the shared progress, and who approved so far.
@@ -131,13 +150,13 @@ fn action(id: &str, name: &str, style: &str, url: &str, a: &Approval, token: &st
     })
 }
 
-/// The (already redacted) arguments as pretty JSON in a code block; long strings and a long
-/// block are cut, and backtick runs cannot close the block.
-pub fn arguments_block(arguments: &Value) -> String {
-    let shown = serde_json::to_string_pretty(&cut_values(arguments)).unwrap_or_default();
+/// A call's result as pretty JSON in a code block; long strings and a long block are cut, and
+/// backtick runs cannot close the block.
+pub fn result_block(result: &Value) -> String {
+    let shown = serde_json::to_string_pretty(&cut_values(result)).unwrap_or_default();
     let mut shown = shown.replace("```", "`\u{200b}``");
-    if shown.chars().count() > MAX_ARGUMENTS_CHARS {
-        shown = shown.chars().take(MAX_ARGUMENTS_CHARS).collect();
+    if shown.chars().count() > MAX_RESULT_CHARS {
+        shown = shown.chars().take(MAX_RESULT_CHARS).collect();
         shown.push_str("\n… (cut)");
     }
     format!("```json\n{shown}\n```")
@@ -166,7 +185,7 @@ mod tests {
 
     #[test]
     fn long_values_are_cut_and_backticks_cannot_close_the_block() {
-        let block = arguments_block(&json!({"sql": "x".repeat(500), "note": "```rm```"}));
+        let block = result_block(&json!({"sql": "x".repeat(500), "note": "```rm```"}));
         assert!(block.contains("(300 more characters)"), "{block}");
         assert_eq!(block.matches("```").count(), 2, "{block}");
     }

@@ -1,9 +1,10 @@
 //! The deny-reason dialog. A submission carries no trigger_id and no secret context, and its
 //! `url` and `state` pass through the client, so `state` is bound by an HMAC to the approval,
-//! the user the dialog was opened for, its expiry and the click that opened it:
+//! the user the dialog was opened for, its expiry and the click that opened it (its button's
+//! token and its signed `trigger_id`, kept as evidence):
 //!
 //! ```text
-//! state = <approval id>.<user id>.<base64url approver id>.<expiry ms>.<click token sha256>.<base64url HMAC-SHA256>
+//! state = <approval id>.<user id>.<base64url approver id>.<expiry ms>.<click token sha256>.<trigger id>.<base64url HMAC-SHA256>
 //! ```
 
 use base64::Engine as _;
@@ -28,6 +29,8 @@ pub struct DialogState {
     pub approver: String,
     pub expires_at: i64,
     pub token_sha256: String,
+    /// The click's `trigger_id` (standard base64: never a `.`).
+    pub trigger_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,12 +64,13 @@ impl StateKey {
 
     pub fn sign(&self, state: &DialogState) -> String {
         let body = format!(
-            "{}.{}.{}.{}.{}",
+            "{}.{}.{}.{}.{}.{}",
             state.approval_id,
             state.user_id,
             URL_SAFE_NO_PAD.encode(&state.approver),
             state.expires_at,
-            state.token_sha256
+            state.token_sha256,
+            state.trigger_id
         );
         let tag = URL_SAFE_NO_PAD.encode(self.mac(&body).finalize().into_bytes());
         format!("{body}.{tag}")
@@ -87,7 +91,15 @@ impl StateKey {
             .verify_slice(&tag)
             .map_err(|_| StateError::BadMac)?;
         let parts: Vec<&str> = body.split('.').collect();
-        let [approval_id, user, approver, expires_at, token_sha256] = parts[..] else {
+        let [
+            approval_id,
+            user,
+            approver,
+            expires_at,
+            token_sha256,
+            trigger_id,
+        ] = parts[..]
+        else {
             return Err(StateError::Malformed);
         };
         let approver = URL_SAFE_NO_PAD
@@ -108,6 +120,7 @@ impl StateKey {
             approver,
             expires_at,
             token_sha256: token_sha256.to_owned(),
+            trigger_id: trigger_id.to_owned(),
         })
     }
 }
@@ -120,7 +133,10 @@ pub fn open_request(trigger_id: &str, url: &str, tool: &str, state: &str) -> Val
         "dialog": {
             "callback_id": "deny_reason",
             "title": "Deny tool call",
-            "introduction_text": format!("Why deny `{tool}`? The agent and the audit log get your reason."),
+            "introduction_text": format!(
+                "Why deny {}? The agent and the audit log get your reason.",
+                crate::chat::escape::markdown_code(tool)
+            ),
             "elements": [{"display_name": "Reason", "name": "reason", "type": "textarea",
                           "max_length": MAX_REASON_CHARS, "optional": false}],
             "submit_label": "Deny",
@@ -141,6 +157,7 @@ mod tests {
             approver: "bob.smith".into(),
             expires_at: 2_000,
             token_sha256: "ab".into(),
+            trigger_id: "dHJpZ2dlcg==".into(),
         }
     }
 

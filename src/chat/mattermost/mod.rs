@@ -16,6 +16,7 @@ mod callback;
 mod card;
 mod diagnose;
 mod dialog;
+mod people;
 mod store;
 mod trigger;
 mod websocket;
@@ -26,6 +27,7 @@ use crate::store::Db;
 use crate::tls::Tls;
 use api::{Api, ApiError};
 use futures::future::BoxFuture;
+use people::People;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -103,7 +105,8 @@ pub struct Mattermost {
     keys: trigger::TriggerKeys,
     state_key: dialog::StateKey,
     db: crate::chat::db::LazyDb,
-    directory: Directory,
+    /// The approvers' accounts, resolved to the user ids Mattermost vouches for.
+    people: People,
     /// Channel names resolved to ids.
     channels: Mutex<HashMap<String, String>>,
     licence: AtomicU8,
@@ -137,7 +140,13 @@ impl Mattermost {
             keys: trigger::TriggerKeys::new(),
             state_key: dialog::StateKey::from_bot_token(&mm.token),
             db: crate::chat::db::LazyDb::new(&config.database.url),
-            directory: Directory::new(&config.approvers),
+            people: People::new(
+                Directory::new(&config.approvers)
+                    .accounts(NAME)
+                    .into_iter()
+                    .map(|(approver, account)| (approver.to_owned(), account.to_owned()))
+                    .collect(),
+            ),
             channels: Mutex::default(),
             licence: AtomicU8::new(LICENCE_UNKNOWN),
             bot_user_id: tokio::sync::OnceCell::new(),
@@ -160,12 +169,22 @@ impl Mattermost {
         Some(format!("{}{path}", base.trim_end_matches('/')))
     }
 
-    /// `@username` for an approver with a Mattermost account, else the approver id.
+    /// `@account` for an approver with a Mattermost account, else the approver id.
     fn shown(&self, approver: &str) -> String {
-        match self.directory.get(approver).and_then(|p| p.chat.get(NAME)) {
+        match self.people.configured(approver) {
             Some(account) => format!("@{account}"),
             None => approver.to_owned(),
         }
+    }
+
+    /// Who a Mattermost user is: the approver their user id is bound to, else
+    /// `mattermost:<username>` (the server's answer for the id, never a request's claim).
+    async fn person(&self, user_id: &str) -> Person {
+        if let Some(binding) = self.people.approver(&self.api, user_id).await {
+            return Person::Approver(binding.approver);
+        }
+        let name = self.username(user_id).await;
+        Person::Unmapped(format!("mattermost:{}", name.as_deref().unwrap_or(user_id)))
     }
 
     /// The card for `approval` as it stands; with fresh button tokens while it is pending (in
@@ -360,7 +379,7 @@ impl Mattermost {
         {
             let result = response.get("result").unwrap_or(response);
             message.push('\n');
-            message.push_str(&card::arguments_block(result));
+            message.push_str(&card::result_block(result));
         }
         let reply =
             json!({"channel_id": card.channel_id, "root_id": card.post_id, "message": message});
@@ -410,6 +429,7 @@ impl ChatBackend for Mattermost {
 
     fn spawn(self: Arc<Self>, broker: Arc<Broker>, shutdown: tokio_util::sync::CancellationToken) {
         let _ = self.broker.set(Arc::downgrade(&broker));
+        tokio::spawn(resolve_approvers(self.clone(), shutdown.clone()));
         if self.config.websocket || self.config.mode == Mode::Reactions {
             websocket::spawn(self, broker, shutdown);
         }
@@ -417,6 +437,41 @@ impl ChatBackend for Mattermost {
 
     fn diagnose(&self) -> BoxFuture<'_, Vec<Check>> {
         Box::pin(diagnose::run(self))
+    }
+}
+
+/// Resolves the approvers' accounts at start-up, trying again (with backoff) while the server
+/// cannot be asked.
+async fn resolve_approvers(mm: Arc<Mattermost>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut pause = std::time::Duration::from_millis(500);
+    while !mm.people.resolve_all(&mm.api).await {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
+/// Who a Mattermost user is to the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Person {
+    /// A configured approver (whether they may vote on this call is the broker's decision).
+    Approver(String),
+    /// Anyone else, as `mattermost:<username>`.
+    Unmapped(String),
+}
+
+impl Person {
+    /// The name the broker and the audit log know them by.
+    fn name(&self) -> &str {
+        match self {
+            Person::Approver(id) | Person::Unmapped(id) => id,
+        }
+    }
+
+    fn is_approver(&self) -> bool {
+        matches!(self, Person::Approver(_))
     }
 }
 

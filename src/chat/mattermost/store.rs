@@ -1,5 +1,6 @@
 //! The backend's tables (migration 0003): cards (which post asks for which approval) and
-//! single-use button tokens, stored as SHA-256 only.
+//! button tokens, stored as SHA-256 only. A token is good for every click until its approval
+//! ends (see [`super::callback`]); the table's `used_*` columns are no longer written.
 
 use crate::auth::hash_key;
 use crate::store::Db;
@@ -31,8 +32,6 @@ pub struct TokenRow {
     pub approval_id: String,
     pub decision: String,
     pub expires_at: i64,
-    pub used: bool,
-    pub trigger_id: Option<String>,
 }
 
 /// 32 random bytes, base64url.
@@ -70,10 +69,9 @@ pub async fn find(db: &Db, token: &str) -> Result<Option<TokenRow>, sqlx::Error>
     Ok(row.filter(|r| bool::from(r.sha256.as_bytes().ct_eq(sha256.as_bytes()))))
 }
 
-/// The token row by its hash (for a dialog that refers to the click that opened it).
-pub async fn by_hash(db: &Db, sha256: &str) -> Result<Option<TokenRow>, sqlx::Error> {
+async fn by_hash(db: &Db, sha256: &str) -> Result<Option<TokenRow>, sqlx::Error> {
     let row = sqlx::query(
-        "select token_sha256, approval_id, decision, expires_at, used_at, trigger_id from mattermost_tokens where token_sha256 = $1",
+        "select token_sha256, approval_id, decision, expires_at from mattermost_tokens where token_sha256 = $1",
     )
     .bind(sha256)
     .fetch_optional(&db.pool)
@@ -84,31 +82,9 @@ pub async fn by_hash(db: &Db, sha256: &str) -> Result<Option<TokenRow>, sqlx::Er
             approval_id: row.try_get("approval_id")?,
             decision: row.try_get("decision")?,
             expires_at: row.try_get("expires_at")?,
-            used: row.try_get::<Option<i64>, _>("used_at")?.is_some(),
-            trigger_id: row.try_get("trigger_id")?,
         })
     })
     .transpose()
-}
-
-/// Spends a token (compare-and-set): false when another click spent it first.
-pub async fn spend(
-    db: &Db,
-    sha256: &str,
-    user_id: &str,
-    trigger_id: &str,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update mattermost_tokens set used_at = $2, used_by = $3, trigger_id = $4 where token_sha256 = $1 and used_at is null",
-    )
-    .bind(sha256)
-    .bind(now)
-    .bind(user_id)
-    .bind(trigger_id)
-    .execute(&db.pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 pub async fn save_card(db: &Db, card: &Card, now: i64) -> Result<(), sqlx::Error> {

@@ -15,11 +15,13 @@ use p256::pkcs8::DecodePublicKey as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// How long after its timestamp a trigger is accepted: Mattermost's default
-/// `OutgoingIntegrationRequestsTimeout`.
+/// How long after its timestamp a trigger is accepted, exactly: Mattermost's default
+/// `OutgoingIntegrationRequestsTimeout`, after which the server no longer waits for the answer.
+/// No allowance is added for clock skew in this direction.
 pub const TRIGGER_LIFETIME_MS: i64 = 30_000;
-/// Clock difference tolerated between Mattermost and Countersign.
-pub const CLOCK_SKEW_MS: i64 = 5_000;
+/// How far ahead of the gateway's clock a trigger's timestamp may be: the server's clock may
+/// run ahead by this much (keep both on NTP). A trigger further ahead is refused.
+pub const FUTURE_SKEW_MS: i64 = 2_000;
 /// The key is fetched again at most this often after a failed verification.
 const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(10);
 
@@ -75,6 +77,18 @@ fn parse(trigger_id: &str) -> Result<Trigger, TriggerError> {
     })
 }
 
+/// A trigger is good from [`FUTURE_SKEW_MS`] ahead of `now_ms` until exactly
+/// [`TRIGGER_LIFETIME_MS`] after its timestamp.
+fn check_age(at_ms: i64, now_ms: i64) -> Result<(), TriggerError> {
+    if now_ms - at_ms > TRIGGER_LIFETIME_MS {
+        return Err(TriggerError::Stale);
+    }
+    if at_ms - now_ms > FUTURE_SKEW_MS {
+        return Err(TriggerError::Future);
+    }
+    Ok(())
+}
+
 fn signature_ok(key: &VerifyingKey, trigger: &Trigger) -> bool {
     DerSignature::from_bytes(&trigger.signature)
         .is_ok_and(|sig| key.verify(trigger.signed.as_bytes(), &sig).is_ok())
@@ -121,12 +135,7 @@ impl TriggerKeys {
         if trigger.user_id != user_id {
             return Err(TriggerError::WrongUser);
         }
-        if trigger.at_ms < now_ms - TRIGGER_LIFETIME_MS - CLOCK_SKEW_MS {
-            return Err(TriggerError::Stale);
-        }
-        if trigger.at_ms > now_ms + CLOCK_SKEW_MS {
-            return Err(TriggerError::Future);
-        }
+        check_age(trigger.at_ms, now_ms)?;
         Ok(Proof::Verified {
             at_ms: trigger.at_ms,
         })
@@ -191,6 +200,15 @@ mod tests {
         ] {
             assert_eq!(parse(bad).err(), Some(TriggerError::Malformed), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_trigger_is_good_for_exactly_30_seconds() {
+        let now = 1_795_549_543_394;
+        assert_eq!(check_age(now - 30_000, now), Ok(()));
+        assert_eq!(check_age(now - 30_001, now), Err(TriggerError::Stale));
+        assert_eq!(check_age(now + 2_000, now), Ok(()));
+        assert_eq!(check_age(now + 2_001, now), Err(TriggerError::Future));
     }
 
     #[test]

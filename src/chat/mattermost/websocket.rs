@@ -172,20 +172,7 @@ async fn on_event(
         .get(card.approval_id)
         .await
         .map_err(|e| e.to_string())?;
-    let username = mm.username(&signal.user_id).await;
-    let person = mm
-        .directory
-        .by_chat(
-            NAME,
-            &[&signal.user_id, username.as_deref().unwrap_or_default()],
-        )
-        .map(|p| p.id.clone());
-    let who = person.clone().unwrap_or_else(|| {
-        format!(
-            "mattermost:{}",
-            username.as_deref().unwrap_or(&signal.user_id)
-        )
-    });
+    let who = mm.person(&signal.user_id).await.name().to_owned();
     let sighting = Sighting {
         who: who.clone(),
         source: NAME.into(),

@@ -7,7 +7,7 @@
 use super::BACKEND;
 use super::interactions::Callbacks;
 use crate::approval::Sighting;
-use crate::chat::db::card_by_message;
+use crate::chat::db::card_by_message_soon;
 use crate::chat::reply;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -45,11 +45,13 @@ pub(super) async fn event(
 }
 
 impl Callbacks {
-    /// A person's plain message in a card's thread; everything else is ignored.
+    /// A person's message in a card's thread (also one sent to the channel too,
+    /// `thread_broadcast`); everything else is ignored. However busy the thread, `thread_ts` is
+    /// its root: the card.
     async fn thread_reply(&self, envelope: &Value) -> anyhow::Result<()> {
         let event = &envelope["event"];
         let is_reply = event["type"] == "message"
-            && event["subtype"].is_null()
+            && (event["subtype"].is_null() || event["subtype"] == "thread_broadcast")
             && event["bot_id"].is_null()
             && event["thread_ts"].is_string()
             && event["thread_ts"] != event["ts"];
@@ -61,19 +63,22 @@ impl Callbacks {
             return Ok(());
         };
         let db = self.slack.db.get(BACKEND).await?;
-        let Some(card) = card_by_message(db, BACKEND, thread).await? else {
+        let Some(card) = card_by_message_soon(db, BACKEND, thread).await? else {
             return Ok(()); // a thread that is not a card's
         };
         if event["channel"].as_str() != Some(card.channel.as_str()) {
             return Ok(());
         }
         let approval = self.broker.get(card.approval_id).await?;
-        let approver = self.approver_of(&[user]);
         let evidence = json!({
             "event_id": envelope["event_id"], "team_id": envelope["team_id"], "user": user,
-            "channel": event["channel"], "ts": event["ts"], "thread_ts": thread,
-            "signature": "v0 verified",
+            "user_team": event["user_team"], "channel": event["channel"], "ts": event["ts"],
+            "thread_ts": thread, "signature": "v0 verified",
         });
+        if let Some(why) = self.foreign_team(&envelope["team_id"], &event["user_team"]) {
+            return self.refuse(&approval, user, &why, evidence).await;
+        }
+        let approver = self.approver_of(user);
         let sighting = Sighting {
             who: approver.clone().unwrap_or_else(|| user.to_owned()),
             source: BACKEND.into(),

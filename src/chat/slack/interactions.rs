@@ -105,8 +105,14 @@ impl Callbacks {
             return Ok(());
         };
         let approval = self.broker.get(id).await?;
-        let approver = self.approver(payload);
         let evidence = evidence(payload, action);
+        let team = (&payload["team"]["id"], &payload["user"]["team_id"]);
+        if let Some(why) = self.foreign_team(team.0, team.1) {
+            return self
+                .refuse(&approval, user_id(payload), &why, evidence)
+                .await;
+        }
+        let approver = self.approver(payload);
         let sighting = Sighting {
             who: approver
                 .clone()
@@ -145,6 +151,15 @@ impl Callbacks {
         else {
             return Ok(());
         };
+        let evidence = json!({"user": payload["user"], "team": payload["team"],
+            "view_id": view["id"], "callback_id": view["callback_id"], "signature": "v0 verified"});
+        let team = (&payload["team"]["id"], &payload["user"]["team_id"]);
+        if let Some(why) = self.foreign_team(team.0, team.1) {
+            let approval = self.broker.get(id).await?;
+            return self
+                .refuse(&approval, user_id(payload), &why, evidence)
+                .await;
+        }
         let Some(approver) = self.approver(payload) else {
             tracing::info!(
                 user = user_id(payload),
@@ -157,8 +172,6 @@ impl Callbacks {
             .map(str::trim)
             .filter(|r| !r.is_empty())
             .map(str::to_owned);
-        let evidence = json!({"user": payload["user"], "team": payload["team"],
-            "view_id": view["id"], "callback_id": view["callback_id"], "signature": "v0 verified"});
         self.vote(id, approver, false, reason, evidence).await
     }
 
@@ -183,20 +196,50 @@ impl Callbacks {
         Ok(())
     }
 
-    /// The approver behind the Slack user (by id, or by username).
+    /// The approver behind the Slack user: by user id only (a username is the member's to
+    /// change, and is not what the signature vouches for).
     fn approver(&self, payload: &Value) -> Option<String> {
-        let user = &payload["user"];
-        let accounts: Vec<&str> = [&user["id"], &user["username"]]
-            .iter()
-            .filter_map(|v| v.as_str())
-            .collect();
-        self.approver_of(&accounts)
+        self.approver_of(payload["user"]["id"].as_str()?)
     }
 
-    /// The approver with one of these Slack accounts.
-    pub(super) fn approver_of(&self, accounts: &[&str]) -> Option<String> {
-        let person = self.broker.directory().by_chat(BACKEND, accounts)?;
+    /// The approver with this Slack user id.
+    pub(super) fn approver_of(&self, user_id: &str) -> Option<String> {
+        let person = self.broker.directory().by_chat(BACKEND, &[user_id])?;
         Some(person.id.clone())
+    }
+
+    /// Why a request is not from the configured team, if it is not: the workspace it comes
+    /// from must be ours, and so must the user's own team when the request names it (a user
+    /// from another organisation in a shared channel).
+    pub(super) fn foreign_team(&self, workspace: &Value, user_team: &Value) -> Option<String> {
+        let ours = self.slack.config.team_id.as_str();
+        match workspace.as_str() {
+            Some(team) if team == ours => {}
+            other => {
+                let team = other.unwrap_or("(none)");
+                return Some(format!("the request comes from team {team}, not {ours}"));
+            }
+        }
+        match user_team.as_str() {
+            Some(team) if team != ours => Some(format!("the user is in team {team}, not {ours}")),
+            _ => None,
+        }
+    }
+
+    /// Records a verified request that may not vote (`approval.vote`, result `rejected`).
+    pub(super) async fn refuse(
+        &self,
+        approval: &crate::approval::Approval,
+        user: &str,
+        why: &str,
+        evidence: Value,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(approval = %approval.id, user, why, "slack: refused");
+        let who = format!("slack:{user}");
+        self.broker
+            .rejected(approval, BACKEND, &who, why, evidence)
+            .await?;
+        Ok(())
     }
 }
 

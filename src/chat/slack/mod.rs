@@ -1,6 +1,10 @@
 //! The Slack backend: a Block Kit card with Approve and Deny buttons in the rule's channel;
 //! clicks arrive as signed interaction callbacks (see [`interactions`]); a deny asks for its
 //! reason in a modal; `chat.update` shows the outcome and removes the buttons.
+//!
+//! Who answered is the request's user id, vouched for by the v0 signature over the whole
+//! request, and only in the configured team (`team_id`); approvers are configured by user id
+//! (usernames are refused at start-up: a member can change theirs).
 
 mod api;
 mod events;
@@ -29,6 +33,9 @@ pub struct SlackConfig {
     pub bot_token: String,
     /// The app's signing secret (better set through `COUNTERSIGN_CHAT__SLACK__SIGNING_SECRET`).
     pub signing_secret: String,
+    /// The id of the workspace (team) the app is installed in, `T…`: clicks and replies from
+    /// any other team are refused.
+    pub team_id: String,
     /// The channel id cards go to when a rule names no `channel`.
     pub channel: String,
     /// The Web API base URL (a stub's, in tests).
@@ -135,6 +142,56 @@ impl Slack {
     }
 }
 
+/// The shortest signing secret accepted (Slack's are 32 hex characters).
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// What the types cannot say about `chat.slack` and the approvers' Slack accounts: a secret
+/// long enough that nobody can guess it, a team, and user ids (`U…` or `W…`), never usernames.
+pub fn validate(
+    config: &SlackConfig,
+    approvers: &[crate::config::ApproverConfig],
+) -> Result<(), (String, String)> {
+    let secret = config.signing_secret.trim();
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err((
+            "chat.slack.signing_secret".into(),
+            format!(
+                "is {} bytes; at least {MIN_SECRET_BYTES} are needed, or anyone can sign clicks and approve \
+                 as any approver (use the app's Signing Secret, 32 hex characters, from Basic Information)",
+                secret.len()
+            ),
+        ));
+    }
+    if !is_slack_id(&config.team_id, &['T', 'E']) {
+        return Err((
+            "chat.slack.team_id".into(),
+            "must be the workspace's team id (T…, from auth.test or the workspace URL)".into(),
+        ));
+    }
+    for (i, approver) in approvers.iter().enumerate() {
+        if let Some(account) = approver.chat.get(BACKEND)
+            && !is_slack_id(account, &['U', 'W'])
+        {
+            return Err((
+                format!("approvers[{i}].chat.slack"),
+                format!(
+                    "`{account}` is not a Slack user id (U… or W…, from the member's profile: \
+                     Copy member ID); usernames are not accepted, a member can change theirs"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `U012AB3CD`: an upper-case letter from `first`, then upper-case letters and digits.
+fn is_slack_id(id: &str, first: &[char]) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| first.contains(&c))
+        && id.len() >= 3
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
 fn check<E: std::fmt::Display>(what: String, result: Result<(), E>, fix: &str) -> Check {
     match result {
         Ok(()) => Check {
@@ -191,8 +248,9 @@ impl ChatBackend for Slack {
             let Some(card) = self.card(approval).await else {
                 return;
             };
+            let text = card::finished(call, approval.spec.post_results);
             let reply = json!({"channel": card.channel, "thread_ts": card.message_id,
-                "text": card::finished(call, approval.spec.post_results)});
+                "text": super::escape::mrkdwn(&text)});
             if let Err(e) = self.api.call("chat.postMessage", &reply).await {
                 tracing::warn!(approval = %approval.id, error = %e, "slack: could not reply in the thread");
             }

@@ -1,9 +1,14 @@
 //! Block Kit for Slack: the card with Approve and Deny buttons, the decided card, and the
-//! modal that asks for a deny reason.
+//! modal that asks for a deny reason. What agents and approvers wrote is shown in code spans
+//! and blocks with `&`, `<` and `>` escaped: no link, mention or emphasis renders.
 
 use crate::approval::Approval;
 use crate::chat::card;
+use crate::chat::escape::{mrkdwn, mrkdwn_block, mrkdwn_code, one_line};
 use serde_json::{Value, json};
+
+/// Longest text of one section block (Slack allows 3000).
+const MAX_SECTION_CHARS: usize = 2_900;
 
 pub const APPROVE_ACTION: &str = "countersign_approve";
 pub const DENY_ACTION: &str = "countersign_deny";
@@ -25,33 +30,65 @@ pub fn card(approval: &Approval, approvals: u32) -> Value {
              "text": {"type": "plain_text", "text": "Deny"}},
         ],
     }));
-    json!({"text": card::title(approval), "blocks": blocks})
+    json!({"text": mrkdwn(&one_line(&card::title(approval))), "blocks": blocks})
 }
 
 /// The card with its outcome and without buttons.
 pub fn decided(approval: &Approval, approvals: u32) -> Value {
-    let outcome = card::outcome(approval).unwrap_or_default();
-    json!({"text": outcome, "blocks": facts(approval, approvals, Some(&outcome))})
+    let outcome = card::outcome(approval);
+    let text = outcome
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    json!({"text": mrkdwn(&text), "blocks": facts(approval, approvals, outcome.as_ref())})
 }
 
-fn facts(approval: &Approval, approvals: u32, outcome: Option<&str>) -> Vec<Value> {
+fn facts(approval: &Approval, approvals: u32, outcome: Option<&card::Outcome>) -> Vec<Value> {
     let mut blocks = Vec::new();
     if let Some(outcome) = outcome {
-        blocks.push(section(&format!("*{}*", escape(outcome))));
+        let reason = match &outcome.reason {
+            Some(reason) => format!(": {}", mrkdwn_code(reason)),
+            None => String::new(),
+        };
+        blocks.push(section(&format!("*{}*{reason}", mrkdwn(&outcome.head))));
     }
     if let Some(banner) = card::banner(approval) {
-        blocks.push(section(&format!("*{}*", escape(&banner))));
+        blocks.push(section(&format!("*{}*", mrkdwn(&banner))));
     }
-    let mut text = format!("*{}*", escape(&card::title(approval)));
+    let mut text = format!("*{}*", mrkdwn(&one_line(&card::title(approval))));
     for (label, value) in card::facts(approval, approvals) {
-        text.push_str(&format!("\n{label}: `{}`", escape(&value)));
+        text.push_str(&format!("\n{label}: {}", mrkdwn_code(&value)));
     }
     blocks.push(section(&text));
+    let arguments = card::Arguments::of(approval);
+    let mut chunk: Vec<String> = Vec::new();
+    let mut first = true;
+    for line in arguments.lines() {
+        let mut next = chunk.clone();
+        next.push(line.clone());
+        if !chunk.is_empty() && mrkdwn_block(&next).chars().count() > MAX_SECTION_CHARS - 20 {
+            blocks.push(arguments_section(&chunk, first));
+            first = false;
+            chunk = vec![line];
+        } else {
+            chunk = next;
+        }
+    }
+    blocks.push(arguments_section(&chunk, first));
+    if let Some(notice) = arguments.notice(approval) {
+        blocks.push(section(&format!(":warning: *{}*", mrkdwn(&notice))));
+    }
     blocks
 }
 
+/// Some of the argument lines in a code block (the first one titled).
+fn arguments_section(lines: &[String], first: bool) -> Value {
+    let title = if first { "Arguments:\n" } else { "" };
+    section(&format!("{title}{}", mrkdwn_block(lines)))
+}
+
 fn section(text: &str) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": card::cut(text, 2900)}})
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": card::cut(text, MAX_SECTION_CHARS)}})
 }
 
 /// The modal that asks a denying approver why; `private_metadata` carries the approval id.
@@ -67,11 +104,4 @@ pub fn deny_modal(approval_id: &str) -> Value {
             "element": {"type": "plain_text_input", "action_id": REASON_INPUT, "multiline": true},
         }],
     })
-}
-
-/// Slack's mrkdwn needs `&`, `<` and `>` escaped.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -17,7 +17,8 @@ OPERATIONS = [
     ("/api/v4/license/client", "get"), ("/api/v4/users/{user_id}", "get"),
     ("/api/v4/system/ping", "get"), ("/api/v4/channels/{channel_id}", "get"),
     ("/api/v4/teams/name/{team_name}/channels/name/{channel_name}", "get"),
-    ("/api/v4/posts/{post_id}", "get"),
+    ("/api/v4/posts/{post_id}", "get"), ("/api/v4/users/usernames", "post"),
+    ("/api/v4/users/username/{username}", "get"),
 ]
 
 

@@ -1,6 +1,7 @@
 //! The Mattermost backend against a contract-faithful stub server (`stub.rs`): cards, verified
 //! clicks, deny reasons, quorum progress, refused clicks, outages and the websocket mode.
 
+mod attacks;
 pub mod stub;
 
 use crate::support::{Backend, TestDb, free_port, modern_meta, post, until};
@@ -64,6 +65,13 @@ fn dave() -> User {
 fn mallory() -> User {
     User::named("mallory")
 }
+fn eve() -> User {
+    User::named("eve")
+}
+/// Not an approver, like mallory.
+fn oscar() -> User {
+    User::named("oscar")
+}
 
 /// A stub Mattermost, and a gateway posting to it.
 struct Harness {
@@ -96,7 +104,8 @@ async fn harness_with(backend: Backend, mattermost: &str, script: impl FnOnce(&S
         carol(),
         dave(),
         mallory(),
-        User::named("eve"),
+        eve(),
+        oscar(),
     ])
     .await;
     script(&stub);
@@ -120,6 +129,7 @@ approvers:
   - {{id: bob, groups: [ops], chat: {{mattermost: bob}}}}
   - {{id: carol, groups: [ops], chat: {{mattermost: carol}}}}
   - {{id: dave, groups: [finance], chat: {{mattermost: {dave_id}}}}}
+  - {{id: eve, groups: [ops], chat: {{mattermost: eve}}}}
 auditors:
   - {{id: audrey, token_sha256: {audrey}}}
 chat:
@@ -269,12 +279,12 @@ async fn approve_by_click(backend: Backend) {
     );
     let args = attachment(&posted)["text"].as_str().unwrap();
     assert!(
-        args.starts_with("```json\n") && args.contains("[redacted]") && !args.contains("s3cret"),
+        args.starts_with("```\n") && args.contains("[redacted]") && !args.contains("s3cret"),
         "{args}"
     );
     assert!(
-        args.contains("(300 more characters)"),
-        "long values are cut: {args}"
+        args.contains("[cut: 302 more characters]") && args.contains("countersign approvals show"),
+        "long values are cut, and the card says where to read them: {args}"
     );
     assert_eq!(field(&posted, "Agent"), "`agent-1`");
     assert_eq!(field(&posted, "On behalf of"), "alice");
@@ -336,7 +346,7 @@ async fn approve_by_click(backend: Backend) {
             .as_array()
             .unwrap()
             .len(),
-        6
+        7
     );
     assert!(
         seen.iter()
@@ -411,14 +421,14 @@ async fn deny_with_reason(backend: Backend) {
             && after["message"]
                 .as_str()
                 .unwrap()
-                .contains("Denied by bob: not on prod")
+                .contains("Denied by bob: `not on prod`")
     })
     .await;
     assert!(
         h.stub.post(&id(&posted))["message"]
             .as_str()
             .unwrap()
-            .ends_with(": not on prod")
+            .ends_with(": `not on prod`")
     );
     let votes = events(&h, "approval.vote").await;
     let vote = votes
@@ -470,7 +480,7 @@ async fn mattermost_quorum_shows_progress_and_refuses_non_approvers_and_double_c
             .contains("asked for this call"),
         "{said}"
     );
-    // Bob double-clicks: the same callback twice at once; one counts.
+    // Bob double-clicks: the same callback twice at once; one counts, the other is told so.
     let (_, twice) = h.stub.action_request(&post_id, "approve", &bob());
     let (a, b) = tokio::join!(
         h.stub.send_action(&url, &twice),
@@ -482,7 +492,7 @@ async fn mattermost_quorum_shows_progress_and_refuses_non_approvers_and_double_c
         said,
         [
             json!("Recorded your approval: 1 of 2."),
-            json!("This button was already used; use the buttons on the current card.")
+            json!("You have already voted on this call.")
         ]
     );
     let progressed = h.stub.post(&post_id);
@@ -540,8 +550,8 @@ async fn mattermost_two_approvers_racing_decide_once() {
         h.stub.send_action(&url, &from_bob),
         h.stub.send_action(&url, &from_carol)
     );
-    // Both clicked the same button of the same card: its token is single-use, so the second
-    // click is refused (and told who decided, once the first click's vote is in).
+    // Both clicked the same button of the same card: both votes reach the broker, which
+    // decides once and tells the second who decided.
     let said = [
         a["ephemeral_text"].as_str().unwrap(),
         b["ephemeral_text"].as_str().unwrap(),
@@ -552,9 +562,7 @@ async fn mattermost_two_approvers_racing_decide_once() {
         .count();
     let late = said
         .iter()
-        .filter(|s| {
-            s.starts_with("Already approved by @") || s.starts_with("This button was already used")
-        })
+        .filter(|s| s.starts_with("Already approved by @"))
         .count();
     assert_eq!((decided, late), (1, 1), "{said:?}");
     assert_eq!(text(&answer(agent).await), "deleted one-10");
@@ -648,23 +656,23 @@ async fn mattermost_refuses_forged_replayed_and_misdirected_clicks() {
     let said = h.stub.send_action(&url, &valid).await;
     assert_eq!(
         said["ephemeral_text"], "Recorded your vote: the call is approved.",
-        "refusals spent no token"
+        "refusals changed nothing"
     );
     assert_eq!(text(&answer(agent).await), "deleted one-3");
     let replayed = h.stub.send_action(&url, &valid).await;
     assert_eq!(
         replayed["ephemeral_text"], "Already approved by @bob.",
-        "a replayed token is refused (and audited below)"
+        "a replayed click changes nothing (the broker says why)"
     );
     let rejected = events(&h, "approval.vote").await;
     let rejected = rejected
         .iter()
         .filter(|e| e["payload"]["result"]["result"] == "rejected")
         .count();
-    // Every case but the one without a context names the approval; the replay is one more.
+    // Every case but the one without a context names the approval.
     assert_eq!(
         rejected,
-        cases.len(),
+        cases.len() - 1,
         "each refused click naming the approval is audited"
     );
     no_violations(&h);

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::broadcast;
 
 pub const BOT_TOKEN: &str = "stub-bot-token";
@@ -189,6 +190,8 @@ impl Stub {
             .route("/api/v4/config/client", get(client_config))
             .route("/api/v4/license/client", get(client_license))
             .route("/api/v4/users/{user_id}", get(get_user))
+            .route("/api/v4/users/usernames", post(users_by_usernames))
+            .route("/api/v4/users/username/{username}", get(user_by_username))
             .route("/api/v4/system/ping", get(ping))
             .route("/api/v4/actions/dialogs/open", post(open_dialog))
             .route("/api/v4/websocket", get(websocket))
@@ -365,6 +368,34 @@ impl Stub {
             }
         }
         answer
+    }
+
+    /// Sends a click whose answer Mattermost gives up on: it stops waiting after `wait` (its
+    /// `OutgoingIntegrationRequestsTimeout`), closes the connection, and applies nothing of the
+    /// answer, whenever that comes; the card keeps what it showed.
+    pub async fn send_action_given_up(&self, url: &str, body: &Value, wait: Duration) {
+        let sent = self
+            .http
+            .post(url)
+            .header("accept", "application/json")
+            .timeout(wait)
+            .json(body)
+            .send()
+            .await;
+        // Whatever came back (or not), the server no longer applies it.
+        drop(sent);
+    }
+
+    /// A user renames themselves (`PUT /users/{id}/patch` on the real server), as the server
+    /// broadcasts it (`user_updated`).
+    pub fn rename(&self, user_id: &str, username: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(user) = inner.members.iter_mut().find(|u| u.id == user_id) {
+            user.username = username.to_owned();
+        }
+        drop(inner);
+        let user = json!({"id": user_id, "username": username, "is_bot": false});
+        self.broadcast("user_updated", json!({"user": user}));
     }
 
     /// `user` clicks `action_id` on `post_id`.
@@ -731,6 +762,32 @@ async fn get_user(State(stub): S, Path(id): Path<String>) -> Response {
         .find(|u| u.id == id)
         .cloned();
     match known {
+        Some(u) => {
+            Json(json!({"id": u.id, "username": u.username, "is_bot": false})).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "no such user"),
+    }
+}
+
+/// `POST /users/usernames`: the users found, in no promised order; unknown names are left out
+/// (`getUsersByNames` in the server).
+async fn users_by_usernames(State(stub): S, Json(names): Json<Vec<String>>) -> Response {
+    if names.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "invalid usernames");
+    }
+    let inner = stub.inner.lock().unwrap();
+    let found: Vec<Value> = inner
+        .members
+        .iter()
+        .filter(|u| names.contains(&u.username))
+        .map(|u| json!({"id": u.id, "username": u.username, "is_bot": false}))
+        .collect();
+    Json(found).into_response()
+}
+
+async fn user_by_username(State(stub): S, Path(name): Path<String>) -> Response {
+    let inner = stub.inner.lock().unwrap();
+    match inner.members.iter().find(|u| u.username == name) {
         Some(u) => {
             Json(json!({"id": u.id, "username": u.username, "is_bot": false})).into_response()
         }
