@@ -52,10 +52,11 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(id) => (StatusCode::NOT_FOUND, format!("no approval {id}")),
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "approver API failed");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the approval could not be recorded; try again".into(),
-                )
+                let body = Json(
+                    json!({"error": "the approval could not be read or recorded (the database is unavailable?); try again"}),
+                );
+                let retry = [(header::RETRY_AFTER, crate::store::RETRY_AFTER_SECS)];
+                return (StatusCode::SERVICE_UNAVAILABLE, retry, body).into_response();
             }
         };
         (status, Json(json!({"error": message}))).into_response()

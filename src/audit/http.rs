@@ -120,10 +120,17 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
             Refusal::Unauthorized { token_presented } => unauthorized(token_presented),
-            Refusal::Unrecorded => plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the audit log cannot record this query, so it is not answered\n",
-            ),
+            Refusal::Unrecorded => {
+                let mut response = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the audit log cannot record this query, so it is not answered\n",
+                );
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(crate::store::RETRY_AFTER_SECS),
+                );
+                response
+            }
         }
     }
 }
