@@ -254,6 +254,32 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         }
     }
     config.tls.ca_files.iter_mut().for_each(resolve);
+    if let Some(url) = sqlite_url_against(&config.database.url, base) {
+        config.database.url = url;
+    }
+}
+
+/// A `sqlite://` URL whose relative file path is made relative to `base` (the config file's
+/// directory), so the database does not depend on where the gateway was started. `None` when
+/// there is nothing to change: another backend, an in-memory database, an absolute path.
+fn sqlite_url_against(url: &str, base: &Path) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path.starts_with(':') || Path::new(path).is_absolute() {
+        return None;
+    }
+    let resolved = base.join(path);
+    let mut url = format!("sqlite://{}", resolved.display());
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    Some(url)
 }
 
 #[cfg(test)]
@@ -272,6 +298,23 @@ upstreams:
     http:
       url: http://127.0.0.1:3901/mcp
 ";
+
+    #[test]
+    fn relative_sqlite_paths_follow_the_config_file() {
+        let base = Path::new("/etc/cs");
+        let at = |url: &str| sqlite_url_against(url, base);
+        assert_eq!(
+            at("sqlite://countersign.db").unwrap(),
+            "sqlite:///etc/cs/countersign.db"
+        );
+        assert_eq!(
+            at("sqlite:data/cs.db?mode=rwc").unwrap(),
+            "sqlite:///etc/cs/data/cs.db?mode=rwc"
+        );
+        assert_eq!(at("sqlite:///var/lib/cs.db"), None);
+        assert_eq!(at("sqlite::memory:"), None);
+        assert_eq!(at("postgres://u@h/db"), None);
+    }
 
     #[test]
     fn a_valid_file_parses() {
