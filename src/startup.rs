@@ -169,6 +169,7 @@ impl Governance {
                 .context("tasks")?;
         }
         if let Some(audit) = &self.audit {
+            gateway.record_with(audit.clone());
             let longest = config
                 .upstreams
                 .iter()

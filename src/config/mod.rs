@@ -171,6 +171,10 @@ pub struct UpstreamConfig {
     /// Per-request timeout in seconds (a hard maximum for one upstream request).
     #[serde(default = "default_upstream_timeout")]
     pub timeout_secs: u64,
+    /// Methods outside MCP that clients may send to this upstream (refused with `-32601`
+    /// otherwise), e.g. `[custom/search]`.
+    #[serde(default)]
+    pub pass_methods: Vec<String>,
 }
 
 /// How to reach one upstream (validated: exactly one of `http`, `stdio`).

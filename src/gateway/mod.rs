@@ -4,6 +4,7 @@
 //! message comes through [`Gateway::handle`]. `tools/call` takes the path in [`call`]: resolve
 //! the upstream, validate the arguments, pass the [`CallGate`], forward.
 
+mod admission;
 mod call;
 pub mod catalog;
 mod listing;
@@ -51,6 +52,8 @@ pub struct Gateway {
     pub sessions: Sessions,
     /// Task handles, when the gateway has a database (see [`Gateway::enable_tasks`]).
     tasks: OnceLock<Arc<crate::tasks::Tasks>>,
+    /// Where requests that pass without a policy are recorded (see [`Gateway::record_with`]).
+    audit: OnceLock<crate::audit::AuditLog>,
 }
 
 impl Gateway {
@@ -70,6 +73,7 @@ impl Gateway {
             page_size,
             sessions: Sessions::default(),
             tasks: OnceLock::new(),
+            audit: OnceLock::new(),
         })
     }
 
@@ -221,6 +225,9 @@ impl Gateway {
     }
 
     async fn notification(&self, caller: &Caller, message: Value) {
+        if self.drop_request_notification(caller, &message).await {
+            return;
+        }
         match jsonrpc::method(&message).unwrap_or_default() {
             "notifications/initialized" => {}
             "notifications/cancelled" => {
