@@ -1,5 +1,6 @@
 //! Building and running the gateway from a configuration.
 
+use crate::approval::limits::ApprovalLimits;
 use crate::approval::{Broker, Directory};
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
@@ -122,7 +123,10 @@ impl Governance {
         let broker = Broker::new(
             db,
             audit.clone(),
-            Arc::new(Directory::new(&config.approvers)),
+            Arc::new(
+                Directory::new(&config.approvers)
+                    .with_limits(ApprovalLimits::new(&config.approvals)),
+            ),
             crate::chat::backends(config)?,
         );
         broker.set_progress_every(Duration::from_secs(config.approvals.progress_secs));

@@ -16,6 +16,7 @@
 pub mod cli;
 mod directory;
 pub mod http;
+pub mod limits;
 mod store;
 
 pub use directory::Directory;

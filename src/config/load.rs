@@ -218,6 +218,24 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
             ));
         }
     }
+    for (field, value) in [
+        (
+            "approvals.max_pending_per_agent",
+            config.approvals.max_pending_per_agent as u64,
+        ),
+        (
+            "approvals.max_pending_per_tool",
+            config.approvals.max_pending_per_tool as u64,
+        ),
+        (
+            "approvals.new_per_minute_per_agent",
+            u64::from(config.approvals.new_per_minute_per_agent),
+        ),
+    ] {
+        if value == 0 {
+            return Err((field.into(), "must be at least 1".into()));
+        }
+    }
     if server.page_size == 0 {
         return Err(("server.page_size".into(), "must be at least 1".into()));
     }

@@ -65,6 +65,30 @@ pub struct ApprovalsConfig {
     /// clients' request timeouts). Default: 10.
     #[serde(default = "default_progress_secs")]
     pub progress_secs: u64,
+    /// Most approvals one agent may have pending at once; past it new calls that need
+    /// approval are refused (and recorded). Default: 20.
+    #[serde(default = "default_max_pending_per_agent")]
+    pub max_pending_per_agent: usize,
+    /// Most approvals pending at once for one tool (of one upstream), whoever asked.
+    /// Default: 50.
+    #[serde(default = "default_max_pending_per_tool")]
+    pub max_pending_per_tool: usize,
+    /// New approvals one agent may open per minute (a token bucket that holds a minute's
+    /// worth). Default: 30.
+    #[serde(default = "default_new_per_minute")]
+    pub new_per_minute_per_agent: u32,
+}
+
+fn default_max_pending_per_agent() -> usize {
+    20
+}
+
+fn default_max_pending_per_tool() -> usize {
+    50
+}
+
+fn default_new_per_minute() -> u32 {
+    30
 }
 
 fn default_progress_secs() -> u64 {
@@ -81,6 +105,9 @@ impl Default for ApprovalsConfig {
             max_hold_secs: None,
             task_ttl_secs: default_task_ttl_secs(),
             progress_secs: default_progress_secs(),
+            max_pending_per_agent: default_max_pending_per_agent(),
+            max_pending_per_tool: default_max_pending_per_tool(),
+            new_per_minute_per_agent: default_new_per_minute(),
         }
     }
 }
