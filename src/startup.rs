@@ -5,6 +5,7 @@ use crate::approval::{Broker, Directory};
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::front::bounds::{self, EdgeLimits};
 use crate::front::{OriginPolicy, http};
 use crate::gate::PolicyGate;
 use crate::gateway::{CallGate, ForwardAll, Gateway, catalog::Namespaces};
@@ -191,6 +192,9 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     gateway: Arc<Gateway>,
+    origins: Arc<OriginPolicy>,
+    limits: EdgeLimits,
+    max_body_bytes: usize,
 }
 
 impl Application {
@@ -221,16 +225,19 @@ impl Application {
                 &config.agents,
                 config.server.allow_anonymous,
             )),
-            origins: Arc::new(OriginPolicy {
-                allowed_origins: config.server.allowed_origins.clone(),
-                loopback_only: config.server.listen.ip().is_loopback(),
-            }),
             max_body_bytes: config.server.max_body_bytes,
+            metrics_token_sha256: config.server.metrics_token_sha256.clone(),
         };
         Ok(Application {
             listener,
             router: http::router(front),
             gateway,
+            origins: Arc::new(OriginPolicy {
+                allowed_origins: config.server.allowed_origins.clone(),
+                loopback_only: config.server.listen.ip().is_loopback(),
+            }),
+            limits: EdgeLimits::from_config(&config.server),
+            max_body_bytes: config.server.max_body_bytes,
         })
     }
 
@@ -244,12 +251,25 @@ impl Application {
         &self.gateway
     }
 
-    /// Serves until `shutdown`, then drains in-flight requests.
+    /// Serves until `shutdown`, then answers calls still waiting for a human and lets the
+    /// requests in flight finish within `server.shutdown_grace_secs`. Every route gets the
+    /// Host and Origin checks and the body size limit; connections get the header and body
+    /// deadlines (see [`bounds`]).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let listener = self.listener;
         tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        let router = self
+            .router
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                self.max_body_bytes,
+            ));
+        let router = http::guard(router, self.origins);
+        let gateway = self.gateway.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            gateway.stop_holding();
+        });
+        bounds::serve(listener, router, self.limits, shutdown).await
     }
 }

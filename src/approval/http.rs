@@ -8,8 +8,9 @@
 //! ```
 
 use super::{Ballot, Broker, BrokerError, Status};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,7 +25,23 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/approvals/{id}", get(show))
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/deny", post(deny))
+        .route_layer(axum::middleware::from_fn_with_state(
+            broker.clone(),
+            approver_first,
+        ))
         .with_state(broker)
+}
+
+/// Refuses a caller without an approver token from the headers alone, before any body is read.
+async fn approver_first(
+    State(broker): State<Arc<Broker>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match approver(&broker, request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 /// An API failure, mapped to a status and a JSON error body in one place.

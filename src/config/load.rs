@@ -178,6 +178,10 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
         .iter()
         .enumerate()
         .map(|(i, a)| (format!("agents[{i}].key_sha256"), Some(&a.key_sha256)))
+        .chain(std::iter::once((
+            "server.metrics_token_sha256".to_owned(),
+            server.metrics_token_sha256.as_ref(),
+        )))
         .chain(config.approvers.iter().enumerate().map(|(i, a)| {
             (
                 format!("approvers[{i}].token_sha256"),
@@ -219,6 +223,15 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
         }
     }
     for (field, value) in [
+        (
+            "server.header_read_timeout_secs",
+            server.header_read_timeout_secs,
+        ),
+        (
+            "server.body_read_timeout_secs",
+            server.body_read_timeout_secs,
+        ),
+        ("server.max_connections", server.max_connections as u64),
         (
             "approvals.max_pending_per_agent",
             config.approvals.max_pending_per_agent as u64,

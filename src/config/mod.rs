@@ -176,6 +176,24 @@ pub struct ServerConfig {
     /// Idle legacy sessions are dropped after this many seconds.
     #[serde(default = "default_session_idle")]
     pub session_idle_secs: u64,
+    /// A connection must send a request's headers within this many seconds (else it is
+    /// closed).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A request's whole body must arrive within this many seconds of its headers (else 408
+    /// and the connection is closed).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// Most client connections open at once; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// On SIGTERM, how long requests in flight may take to finish before their connections
+    /// are closed. Calls still waiting for an approval are answered at once.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+    /// SHA-256 (hex) of a token that `/metrics` then requires (`Authorization: Bearer`).
+    #[serde(default)]
+    pub metrics_token_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +297,11 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body(),
             page_size: default_page_size(),
             session_idle_secs: default_session_idle(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            body_read_timeout_secs: default_body_read_timeout(),
+            max_connections: default_max_connections(),
+            shutdown_grace_secs: default_shutdown_grace(),
+            metrics_token_sha256: None,
         }
     }
 }
@@ -320,6 +343,18 @@ fn default_page_size() -> usize {
 }
 fn default_session_idle() -> u64 {
     3600
+}
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_body_read_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_shutdown_grace() -> u64 {
+    10
 }
 fn default_upstream_timeout() -> u64 {
     300

@@ -54,6 +54,8 @@ pub struct Gateway {
     tasks: OnceLock<Arc<crate::tasks::Tasks>>,
     /// Where requests that pass without a policy are recorded (see [`Gateway::record_with`]).
     audit: OnceLock<crate::audit::AuditLog>,
+    /// Cancelled when the gateway begins to stop (see [`Gateway::stop_holding`]).
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Gateway {
@@ -74,6 +76,7 @@ impl Gateway {
             sessions: Sessions::default(),
             tasks: OnceLock::new(),
             audit: OnceLock::new(),
+            stopping: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -99,6 +102,12 @@ impl Gateway {
             tokio::spawn(async move { gateway.resume_tasks(&tasks, orphans).await });
         });
         Ok(())
+    }
+
+    /// The gateway begins to stop: calls still waiting for their gate (a human) are answered
+    /// now, calls already forwarded run on.
+    pub fn stop_holding(&self) {
+        self.stopping.cancel();
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
