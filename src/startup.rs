@@ -194,7 +194,6 @@ pub struct Application {
     gateway: Arc<Gateway>,
     origins: Arc<OriginPolicy>,
     limits: EdgeLimits,
-    max_body_bytes: usize,
 }
 
 impl Application {
@@ -205,7 +204,10 @@ impl Application {
         let mut app =
             Application::with_gate(config, governance.gate.clone(), shutdown.clone()).await?;
         governance.take_over(&app.gateway, config, shutdown).await?;
-        app.router = app.router.merge(governance.routes);
+        // `/mcp` answers an oversize body with a JSON-RPC error itself; the approver, auditor
+        // and chat endpoints get the same size limit here.
+        let limit = tower_http::limit::RequestBodyLimitLayer::new(config.server.max_body_bytes);
+        app.router = app.router.merge(governance.routes.layer(limit));
         Ok(app)
     }
 
@@ -237,7 +239,6 @@ impl Application {
                 loopback_only: config.server.listen.ip().is_loopback(),
             }),
             limits: EdgeLimits::from_config(&config.server),
-            max_body_bytes: config.server.max_body_bytes,
         })
     }
 
@@ -253,17 +254,12 @@ impl Application {
 
     /// Serves until `shutdown`, then answers calls still waiting for a human and lets the
     /// requests in flight finish within `server.shutdown_grace_secs`. Every route gets the
-    /// Host and Origin checks and the body size limit; connections get the header and body
-    /// deadlines (see [`bounds`]).
+    /// Host and Origin checks; connections get the header and body deadlines (see
+    /// [`bounds`]).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let listener = self.listener;
         tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-        let router = self
-            .router
-            .layer(tower_http::limit::RequestBodyLimitLayer::new(
-                self.max_body_bytes,
-            ));
-        let router = http::guard(router, self.origins);
+        let router = http::guard(self.router, self.origins);
         let gateway = self.gateway.clone();
         let stopping = shutdown.clone();
         tokio::spawn(async move {
