@@ -23,6 +23,8 @@ const ROUTED: &[&str] = &[
     "resources/unsubscribe",
     "completion/complete",
     "logging/setLevel",
+    // 2026-07-28; not served by the gateway itself, so it goes to the first upstream.
+    "subscriptions/listen",
     // Owned by the gateway when it has a database; otherwise they go to the first upstream.
     "tasks/get",
     "tasks/result",
