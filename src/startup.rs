@@ -228,7 +228,11 @@ impl Application {
                 config.server.allow_anonymous,
             )),
             max_body_bytes: config.server.max_body_bytes,
-            metrics_token_sha256: config.server.metrics_token_sha256.clone(),
+            metrics_token_sha256: config
+                .server
+                .metrics_token_sha256
+                .as_ref()
+                .map(|h| h.trim().to_ascii_lowercase()),
         };
         Ok(Application {
             listener,
