@@ -648,7 +648,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
+        // Lazy: detached now even if a file on it is still open (a panicking test), freed
+        // once closed.
         let _ = std::process::Command::new("umount")
+            .arg("--lazy")
             .arg(self.dir.path())
             .status();
     }
@@ -660,7 +663,7 @@ async fn sqlite_recovers_by_itself_once_a_full_disk_has_room() {
     let disk = SmallDisk::mount();
     let url = format!("sqlite://{}", disk.dir.path().join("cs.db").display());
     let db = countersign::store::connect(&url).await.unwrap();
-    let log = AuditLog::open(db).await.unwrap();
+    let log = AuditLog::open(db.clone()).await.unwrap();
     let event = |n: usize| NewEvent {
         call_id: None,
         kind: EventKind::AuditRead,
@@ -701,6 +704,7 @@ async fn sqlite_recovers_by_itself_once_a_full_disk_has_room() {
         log.append(event(2000 + n)).await.expect("and keep working");
     }
     drop(log);
+    db.pool.close().await;
 }
 
 // --- item 16: shutdown ----------------------------------------------------------------------
