@@ -184,10 +184,15 @@ async fn run_gateway_command(command: Command) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let _telemetry = crate::telemetry::init(&config.telemetry)?;
+    // Two steps: on a signal the listener stops and drains (within the grace); only then do
+    // the upstreams, chat backends and background tasks stop, so forwarded calls can finish.
     let shutdown = CancellationToken::new();
     let app = Application::build(&config, shutdown.clone()).await?;
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    app.run_until_stopped(shutdown).await?;
+    let stopping = CancellationToken::new();
+    tokio::spawn(stop_on_signal(stopping.clone()));
+    let served = app.run_until_stopped(stopping).await;
+    shutdown.cancel();
+    served?;
     Ok(())
 }
 

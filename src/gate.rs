@@ -201,6 +201,16 @@ impl PolicyGate {
                 decision.rule
             ))),
             policy::Verdict::Approve(spec) => {
+                let limits = self.broker.directory().limits();
+                let _permit = match limits.admit(&call.agent.id, &call.upstream, &call.tool) {
+                    Ok(permit) => permit,
+                    Err(refused) => {
+                        let event = refused.event(call);
+                        self.audit.append(event).await.map_err(|e| e.to_string())?;
+                        tracing::warn!(call = %call.id, agent = %call.agent.id, "{refused}");
+                        return Ok(Verdict::Refuse(refused.to_string()));
+                    }
+                };
                 let (approval, joined) = self
                     .broker
                     .request(

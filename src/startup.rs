@@ -1,9 +1,11 @@
 //! Building and running the gateway from a configuration.
 
+use crate::approval::limits::ApprovalLimits;
 use crate::approval::{Broker, Directory};
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::front::bounds::{self, EdgeLimits};
 use crate::front::{OriginPolicy, http};
 use crate::gate::PolicyGate;
 use crate::gateway::{CallGate, ForwardAll, Gateway, catalog::Namespaces};
@@ -124,7 +126,10 @@ impl Governance {
         let broker = Broker::new(
             db,
             audit.clone(),
-            Arc::new(Directory::new(&config.approvers)),
+            Arc::new(
+                Directory::new(&config.approvers)
+                    .with_limits(ApprovalLimits::new(&config.approvals)),
+            ),
             crate::chat::backends(config)?,
         )
         .await
@@ -173,6 +178,7 @@ impl Governance {
                 .context("tasks")?;
         }
         if let Some(audit) = &self.audit {
+            gateway.record_with(audit.clone());
             let longest = config
                 .upstreams
                 .iter()
@@ -190,6 +196,8 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     gateway: Arc<Gateway>,
+    origins: Arc<OriginPolicy>,
+    limits: EdgeLimits,
 }
 
 impl Application {
@@ -200,7 +208,10 @@ impl Application {
         let mut app =
             Application::with_gate(config, governance.gate.clone(), shutdown.clone()).await?;
         governance.take_over(&app.gateway, config, shutdown).await?;
-        app.router = app.router.merge(governance.routes);
+        // `/mcp` answers an oversize body with a JSON-RPC error itself; the approver, auditor
+        // and chat endpoints get the same size limit here.
+        let limit = tower_http::limit::RequestBodyLimitLayer::new(config.server.max_body_bytes);
+        app.router = app.router.merge(governance.routes.layer(limit));
         Ok(app)
     }
 
@@ -220,16 +231,22 @@ impl Application {
                 &config.agents,
                 config.server.allow_anonymous,
             )),
-            origins: Arc::new(OriginPolicy {
-                allowed_origins: config.server.allowed_origins.clone(),
-                loopback_only: config.server.listen.ip().is_loopback(),
-            }),
             max_body_bytes: config.server.max_body_bytes,
+            metrics_token_sha256: config
+                .server
+                .metrics_token_sha256
+                .as_ref()
+                .map(|h| h.trim().to_ascii_lowercase()),
         };
         Ok(Application {
             listener,
             router: http::router(front),
             gateway,
+            origins: Arc::new(OriginPolicy {
+                allowed_origins: config.server.allowed_origins.clone(),
+                loopback_only: config.server.listen.ip().is_loopback(),
+            }),
+            limits: EdgeLimits::from_config(&config.server),
         })
     }
 
@@ -243,12 +260,20 @@ impl Application {
         &self.gateway
     }
 
-    /// Serves until `shutdown`, then drains in-flight requests.
+    /// Serves until `shutdown`, then answers calls still waiting for a human and lets the
+    /// requests in flight finish within `server.shutdown_grace_secs`. Every route gets the
+    /// Host and Origin checks; connections get the header and body deadlines (see
+    /// [`bounds`]).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let listener = self.listener;
         tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        let router = http::guard(self.router, self.origins);
+        let gateway = self.gateway.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            gateway.stop_holding();
+        });
+        bounds::serve(listener, router, self.limits, shutdown).await
     }
 }

@@ -15,6 +15,19 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 /// How long a SQLite connection waits for another writer's lock before failing.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
+/// How long a query waits for a pooled SQLite connection before it fails (a local file: a
+/// wait means contention, never an outage).
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a query waits for a pooled PostgreSQL connection (or for connecting one) before it
+/// fails. Short, so that callers are answered within seconds when the server is down or
+/// unreachable: a call whose events cannot be recorded is refused (never run unaudited), and
+/// the pool reconnects by itself once the server is back.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The `Retry-After` (seconds) of an HTTP answer refused because the database is unavailable.
+pub const RETRY_AFTER_SECS: &str = "5";
+
 /// Which database a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -107,7 +120,8 @@ async fn connect_sqlite(url: &str) -> Result<Db, StoreError> {
     };
     let mut options = AnyPoolOptions::new()
         .max_connections(if in_memory { 1 } else { 8 })
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(SQLITE_ACQUIRE_TIMEOUT)
+        .before_acquire(|conn, _meta| Box::pin(async move { Ok(outside_transaction(conn)) }))
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 // journal_mode=WAL persists in the file; the others are per connection.
@@ -149,7 +163,8 @@ async fn connect_sqlite(url: &str) -> Result<Db, StoreError> {
 async fn connect_postgres(url: &str) -> Result<Db, StoreError> {
     let pool = AnyPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(30))
+        .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+        .before_acquire(|conn, _meta| Box::pin(async move { Ok(outside_transaction(conn)) }))
         .connect(url)
         .await
         .map_err(|source| StoreError::ConnectPostgres {
@@ -160,6 +175,21 @@ async fn connect_postgres(url: &str) -> Result<Db, StoreError> {
         pool,
         backend: Backend::Postgres,
     })
+}
+
+/// Whether a pooled connection may be handed out: not when sqlx still counts it inside a
+/// transaction. SQLite rolls a transaction back by itself on some errors ("database or disk is
+/// full", I/O errors); the `ROLLBACK` sqlx then sends fails ("no transaction is active") and
+/// its transaction depth stays at 1, so every later `begin_with` on that connection failed with
+/// "attempted to call begin_with at non-zero transaction depth" until a restart. Such a
+/// connection is closed instead, and the pool opens a fresh one.
+fn outside_transaction(conn: &sqlx::AnyConnection) -> bool {
+    use sqlx::Connection;
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("discarding a database connection left inside a failed transaction");
+    }
+    clean
 }
 
 async fn migrate(db: &Db) -> Result<(), StoreError> {

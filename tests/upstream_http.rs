@@ -286,6 +286,7 @@ fn config(addr: SocketAddr) -> UpstreamConfig {
         stdio: None,
         era: EraPreference::Auto,
         timeout_secs: 10,
+        pass_methods: Vec::new(),
     }
 }
 

@@ -88,6 +88,7 @@ async fn start(modern: bool) -> Fixture {
         }),
         era: EraPreference::Auto,
         timeout_secs: 10,
+        pass_methods: Vec::new(),
     };
     let shutdown = CancellationToken::new();
     let upstream = tokio::time::timeout(
@@ -353,6 +354,7 @@ async fn a_missing_command_starts_unhealthy_and_refuses_requests() {
         }),
         era: EraPreference::Auto,
         timeout_secs: 10,
+        pass_methods: Vec::new(),
     };
     let shutdown = CancellationToken::new();
     let upstream = Upstream::start(&config, &Default::default(), shutdown.clone())

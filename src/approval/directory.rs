@@ -1,5 +1,7 @@
-//! Who the approvers are: configured people and their groups.
+//! Who the approvers are: configured people and their groups, and how much one agent may ask
+//! of them at once ([`ApprovalLimits`]).
 
+use super::limits::ApprovalLimits;
 use crate::auth::hash_key;
 use crate::config::ApproverConfig;
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +20,7 @@ pub struct Person {
 #[derive(Debug, Default)]
 pub struct Directory {
     people: HashMap<String, Person>,
+    limits: ApprovalLimits,
 }
 
 impl Directory {
@@ -34,7 +37,21 @@ impl Directory {
                 (a.id.clone(), person)
             })
             .collect();
-        Directory { people }
+        Directory {
+            people,
+            limits: ApprovalLimits::default(),
+        }
+    }
+
+    /// The same approvers, protected by `limits` instead of the default ones.
+    pub fn with_limits(mut self, limits: ApprovalLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How many calls may wait for these approvers, and how fast new ones may come.
+    pub fn limits(&self) -> &ApprovalLimits {
+        &self.limits
     }
 
     pub fn get(&self, id: &str) -> Option<&Person> {

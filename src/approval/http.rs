@@ -9,8 +9,9 @@
 //! ```
 
 use super::{Ballot, Broker, BrokerError, Status};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,7 +27,23 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/deny", post(deny))
         .route("/approvals/{id}/review", post(review))
+        .route_layer(axum::middleware::from_fn_with_state(
+            broker.clone(),
+            approver_first,
+        ))
         .with_state(broker)
+}
+
+/// Refuses a caller without an approver token from the headers alone, before any body is read.
+async fn approver_first(
+    State(broker): State<Arc<Broker>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match approver(&broker, request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 /// An API failure, mapped to a status and a JSON error body in one place.
@@ -54,10 +71,11 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(id) => (StatusCode::NOT_FOUND, format!("no approval {id}")),
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "approver API failed");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the approval could not be recorded; try again".into(),
-                )
+                let body = Json(
+                    json!({"error": "the approval could not be read or recorded (the database is unavailable?); try again"}),
+                );
+                let retry = [(header::RETRY_AFTER, crate::store::RETRY_AFTER_SECS)];
+                return (StatusCode::SERVICE_UNAVAILABLE, retry, body).into_response();
             }
         };
         (status, Json(json!({"error": message}))).into_response()

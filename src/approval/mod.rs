@@ -17,6 +17,7 @@ pub mod cli;
 mod directory;
 pub mod http;
 pub mod ledger;
+pub mod limits;
 mod store;
 mod transitions;
 

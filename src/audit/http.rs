@@ -14,8 +14,9 @@
 use super::{AuditError, AuditLog, EventKind, Filter, Format, NewEvent, render};
 use crate::config::AuditorConfig;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -48,11 +49,24 @@ pub fn auditor_router(log: AuditLog, auditors: &[AuditorConfig]) -> Router {
             }
         })
         .collect();
+    let api = Arc::new(Api { log, auditors });
     Router::new()
         .route("/audit/events", get(events))
         .route("/audit/calls/{call_id}", get(call))
         .route("/audit/verify", get(verify))
-        .with_state(Arc::new(Api { log, auditors }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            auditor_first,
+        ))
+        .with_state(api)
+}
+
+/// Refuses a caller without an auditor token from the headers alone, before anything else.
+async fn auditor_first(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    match api.authenticate(request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 impl Api {
@@ -120,10 +134,17 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
             Refusal::Unauthorized { token_presented } => unauthorized(token_presented),
-            Refusal::Unrecorded => plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the audit log cannot record this query, so it is not answered\n",
-            ),
+            Refusal::Unrecorded => {
+                let mut response = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the audit log cannot record this query, so it is not answered\n",
+                );
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(crate::store::RETRY_AFTER_SECS),
+                );
+                response
+            }
         }
     }
 }

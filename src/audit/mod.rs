@@ -83,6 +83,8 @@ pub enum EventKind {
     AuditRead,
     #[serde(rename = "approval.reviewed")]
     ApprovalReviewed,
+    #[serde(rename = "approval.refused")]
+    ApprovalRefused,
     #[serde(rename = "audit.key")]
     AuditKey,
     #[serde(rename = "audit.alert")]
@@ -90,7 +92,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::CallReceived,
         EventKind::PolicyDecided,
         EventKind::ApprovalRequested,
@@ -103,6 +105,7 @@ impl EventKind {
         EventKind::CallAmbiguous,
         EventKind::AuditRead,
         EventKind::ApprovalReviewed,
+        EventKind::ApprovalRefused,
         EventKind::AuditKey,
         EventKind::AuditAlert,
     ];
@@ -121,6 +124,7 @@ impl EventKind {
             EventKind::CallAmbiguous => "call.ambiguous",
             EventKind::AuditRead => "audit.read",
             EventKind::ApprovalReviewed => "approval.reviewed",
+            EventKind::ApprovalRefused => "approval.refused",
             EventKind::AuditKey => "audit.key",
             EventKind::AuditAlert => "audit.alert",
         }

@@ -189,6 +189,10 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
         .iter()
         .enumerate()
         .map(|(i, a)| (format!("agents[{i}].key_sha256"), Some(&a.key_sha256)))
+        .chain(std::iter::once((
+            "server.metrics_token_sha256".to_owned(),
+            server.metrics_token_sha256.as_ref(),
+        )))
         .chain(config.approvers.iter().enumerate().map(|(i, a)| {
             (
                 format!("approvers[{i}].token_sha256"),
@@ -227,6 +231,33 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
                     approver.id
                 ),
             ));
+        }
+    }
+    for (field, value) in [
+        (
+            "server.header_read_timeout_secs",
+            server.header_read_timeout_secs,
+        ),
+        (
+            "server.body_read_timeout_secs",
+            server.body_read_timeout_secs,
+        ),
+        ("server.max_connections", server.max_connections as u64),
+        (
+            "approvals.max_pending_per_agent",
+            config.approvals.max_pending_per_agent as u64,
+        ),
+        (
+            "approvals.max_pending_per_tool",
+            config.approvals.max_pending_per_tool as u64,
+        ),
+        (
+            "approvals.new_per_minute_per_agent",
+            u64::from(config.approvals.new_per_minute_per_agent),
+        ),
+    ] {
+        if value == 0 {
+            return Err((field.into(), "must be at least 1".into()));
         }
     }
     if server.page_size == 0 {
@@ -276,6 +307,32 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     {
         resolve(path);
     }
+    if let Some(url) = sqlite_url_against(&config.database.url, base) {
+        config.database.url = url;
+    }
+}
+
+/// A `sqlite://` URL whose relative file path is made relative to `base` (the config file's
+/// directory), so the database does not depend on where the gateway was started. `None` when
+/// there is nothing to change: another backend, an in-memory database, an absolute path.
+fn sqlite_url_against(url: &str, base: &Path) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path.starts_with(':') || Path::new(path).is_absolute() {
+        return None;
+    }
+    let resolved = base.join(path);
+    let mut url = format!("sqlite://{}", resolved.display());
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    Some(url)
 }
 
 #[cfg(test)]
@@ -294,6 +351,23 @@ upstreams:
     http:
       url: http://127.0.0.1:3901/mcp
 ";
+
+    #[test]
+    fn relative_sqlite_paths_follow_the_config_file() {
+        let base = Path::new("/etc/cs");
+        let at = |url: &str| sqlite_url_against(url, base);
+        assert_eq!(
+            at("sqlite://countersign.db").unwrap(),
+            "sqlite:///etc/cs/countersign.db"
+        );
+        assert_eq!(
+            at("sqlite:data/cs.db?mode=rwc").unwrap(),
+            "sqlite:///etc/cs/data/cs.db?mode=rwc"
+        );
+        assert_eq!(at("sqlite:///var/lib/cs.db"), None);
+        assert_eq!(at("sqlite::memory:"), None);
+        assert_eq!(at("postgres://u@h/db"), None);
+    }
 
     #[test]
     fn a_valid_file_parses() {

@@ -68,6 +68,30 @@ pub struct ApprovalsConfig {
     /// clients' request timeouts). Default: 10.
     #[serde(default = "default_progress_secs")]
     pub progress_secs: u64,
+    /// Most approvals one agent may have pending at once; past it new calls that need
+    /// approval are refused (and recorded). Default: 20.
+    #[serde(default = "default_max_pending_per_agent")]
+    pub max_pending_per_agent: usize,
+    /// Most approvals pending at once for one tool (of one upstream), whoever asked.
+    /// Default: 50.
+    #[serde(default = "default_max_pending_per_tool")]
+    pub max_pending_per_tool: usize,
+    /// New approvals one agent may open per minute (a token bucket that holds a minute's
+    /// worth). Default: 30.
+    #[serde(default = "default_new_per_minute")]
+    pub new_per_minute_per_agent: u32,
+}
+
+fn default_max_pending_per_agent() -> usize {
+    20
+}
+
+fn default_max_pending_per_tool() -> usize {
+    50
+}
+
+fn default_new_per_minute() -> u32 {
+    30
 }
 
 fn default_progress_secs() -> u64 {
@@ -84,6 +108,9 @@ impl Default for ApprovalsConfig {
             max_hold_secs: None,
             task_ttl_secs: default_task_ttl_secs(),
             progress_secs: default_progress_secs(),
+            max_pending_per_agent: default_max_pending_per_agent(),
+            max_pending_per_tool: default_max_pending_per_tool(),
+            new_per_minute_per_agent: default_new_per_minute(),
         }
     }
 }
@@ -200,6 +227,24 @@ pub struct ServerConfig {
     /// Idle legacy sessions are dropped after this many seconds.
     #[serde(default = "default_session_idle")]
     pub session_idle_secs: u64,
+    /// A connection must send a request's headers within this many seconds (else it is
+    /// closed).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A request's whole body must arrive within this many seconds of its headers (else 408
+    /// and the connection is closed).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// Most client connections open at once; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// On SIGTERM, how long requests in flight may take to finish before their connections
+    /// are closed. Calls still waiting for an approval are answered at once.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+    /// SHA-256 (hex) of a token that `/metrics` then requires (`Authorization: Bearer`).
+    #[serde(default)]
+    pub metrics_token_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +267,10 @@ pub struct UpstreamConfig {
     /// Per-request timeout in seconds (a hard maximum for one upstream request).
     #[serde(default = "default_upstream_timeout")]
     pub timeout_secs: u64,
+    /// Methods outside MCP that clients may send to this upstream (refused with `-32601`
+    /// otherwise), e.g. `[custom/search]`.
+    #[serde(default)]
+    pub pass_methods: Vec<String>,
 }
 
 /// How to reach one upstream (validated: exactly one of `http`, `stdio`).
@@ -299,6 +348,11 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body(),
             page_size: default_page_size(),
             session_idle_secs: default_session_idle(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            body_read_timeout_secs: default_body_read_timeout(),
+            max_connections: default_max_connections(),
+            shutdown_grace_secs: default_shutdown_grace(),
+            metrics_token_sha256: None,
         }
     }
 }
@@ -340,6 +394,18 @@ fn default_page_size() -> usize {
 }
 fn default_session_idle() -> u64 {
     3600
+}
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_body_read_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_shutdown_grace() -> u64 {
+    10
 }
 fn default_upstream_timeout() -> u64 {
     300

@@ -4,6 +4,9 @@
 //! `Mcp-Session-Id`); a POST with that header continues it; a POST carrying the modern `_meta`
 //! is a stateless 2026-07-28 request. GET opens a legacy session's standalone stream, DELETE
 //! ends the session.
+//!
+//! [`guard`] checks `Host` and `Origin` on every route of the listener (DNS rebinding), before
+//! any handler runs.
 
 use super::checks::{self, OriginPolicy, Rejection};
 use super::numbers;
@@ -13,8 +16,9 @@ use crate::jsonrpc::{self, code};
 use crate::protocol::{self, Era, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,8 +33,9 @@ use std::time::Duration;
 pub struct HttpFront {
     pub gateway: Arc<Gateway>,
     pub auth: Arc<Authenticator>,
-    pub origins: Arc<OriginPolicy>,
     pub max_body_bytes: usize,
+    /// SHA-256 (hex) of the token `/metrics` requires, if any.
+    pub metrics_token_sha256: Option<String>,
 }
 
 /// The router, without a socket: tests can drive it with `oneshot`.
@@ -40,6 +45,23 @@ pub fn router(front: HttpFront) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(health))
         .with_state(front)
+}
+
+/// Applies the `Host` and `Origin` rules to every route of `router` (the MCP endpoint,
+/// `/metrics`, `/healthz`, the approver, auditor and chat endpoints alike).
+pub fn guard(router: Router, origins: Arc<OriginPolicy>) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(origins, check_origin))
+}
+
+async fn check_origin(
+    State(origins): State<Arc<OriginPolicy>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match origins.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(rejection) => reject(rejection),
+    }
 }
 
 async fn post(State(front): State<HttpFront>, headers: HeaderMap, body: Body) -> Response {
@@ -54,7 +76,6 @@ async fn handle_post(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Rejection> {
-    front.origins.check(headers)?;
     let agent = authenticate(front, headers)?;
     check_content_type(headers)?;
     let (raw, message) = read_message(body, front.max_body_bytes).await?;
@@ -236,7 +257,15 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
 
 /// The body, and the message parsed from it.
 async fn read_message(body: Body, limit: usize) -> Result<(Bytes, Value), Rejection> {
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if super::bounds::is_body_timeout(&e) {
+            return Rejection::new(
+                StatusCode::REQUEST_TIMEOUT,
+                None,
+                code::INVALID_REQUEST,
+                e.to_string(),
+            );
+        }
         Rejection::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             None,
@@ -397,7 +426,6 @@ async fn open_stream(State(front): State<HttpFront>, headers: HeaderMap) -> Resp
 }
 
 fn stream_session(front: &HttpFront, headers: &HeaderMap) -> Result<Arc<Session>, Rejection> {
-    front.origins.check(headers)?;
     let agent = authenticate(front, headers)?;
     if !headers.contains_key(HEADER_SESSION_ID) {
         return Err(Rejection::new(
@@ -415,7 +443,6 @@ fn stream_session(front: &HttpFront, headers: &HeaderMap) -> Result<Arc<Session>
 /// DELETE: ends a legacy session.
 async fn end_session(State(front): State<HttpFront>, headers: HeaderMap) -> Response {
     let result = (|| {
-        front.origins.check(&headers)?;
         let agent = authenticate(&front, &headers)?;
         if !headers.contains_key(HEADER_SESSION_ID) {
             return Err(Rejection::new(
@@ -436,7 +463,31 @@ async fn end_session(State(front): State<HttpFront>, headers: HeaderMap) -> Resp
     }
 }
 
-async fn metrics() -> Response {
+/// The Prometheus metrics; with `server.metrics_token_sha256` set, only for that token.
+async fn metrics(State(front): State<HttpFront>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &front.metrics_token_sha256 {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let presented = crate::auth::hash_key(token.unwrap_or_default().trim());
+        let matches: bool =
+            subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), expected.as_bytes()).into();
+        if token.is_none() || !matches {
+            let mut r = Rejection::new(
+                StatusCode::UNAUTHORIZED,
+                None,
+                code::INVALID_REQUEST,
+                "/metrics needs the metrics token (Authorization: Bearer <token>)",
+            );
+            r.challenge = Some(challenge(if token.is_none() {
+                AuthError::Missing
+            } else {
+                AuthError::Invalid
+            }));
+            return reject(r);
+        }
+    }
     let body = crate::telemetry::prometheus().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -471,6 +522,12 @@ fn reject(rejection: Rejection) -> Response {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(challenge),
         );
+    }
+    if rejection.status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body is not read: the connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if rejection.status == StatusCode::METHOD_NOT_ALLOWED {
         response

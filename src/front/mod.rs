@@ -1,5 +1,6 @@
 //! MCP toward agents: Streamable HTTP (legacy sessions and modern stateless requests) and stdio.
 
+pub mod bounds;
 mod checks;
 pub mod http;
 mod numbers;

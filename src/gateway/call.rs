@@ -86,7 +86,10 @@ impl Gateway {
             upstream.clone(),
             message,
             client,
-            SendHooks::default(),
+            SendHooks {
+                stopping: Some(self.stopping.clone()),
+                ..SendHooks::default()
+            },
         );
         let completion = Completion {
             gate: self.gate.clone(),
@@ -128,7 +131,14 @@ pub(super) struct SendHooks {
     pub resume: Option<Uuid>,
     /// Runs once the gate lets the call through and before it is sent; `false` stops it.
     pub before_send: Option<Box<dyn FnOnce() -> futures::future::BoxFuture<'static, bool> + Send>>,
+    /// Cancelled when the gateway stops: a call still waiting for its gate is then answered
+    /// at once (a pending approval stays pending for a retry after the restart). Tasks have
+    /// none: a restarted gateway resumes them.
+    pub stopping: Option<tokio_util::sync::CancellationToken>,
 }
+
+/// What a call still waiting for its gate (a human) is told when the gateway stops.
+const STOPPING: &str = "Countersign is shutting down; the call was not run. An approval it waited for stays pending: retry the same call (same arguments) once the gateway is back to join it.";
 
 /// Waits for the gate, then sends the call upstream. Resolves to the upstream exchange, or to
 /// the final response (with its outcome label) when the call does not go out.
@@ -142,9 +152,22 @@ pub(super) async fn gate_then_send(
     hooks: SendHooks,
 ) -> Result<(Exchange, Progress), (Value, &'static str)> {
     let id = message["id"].clone();
-    let verdict = match hooks.resume {
-        Some(approval) => gate.resume(&call, approval, &progress).await,
-        None => gate.check(&call, &progress).await,
+    let decision = async {
+        match hooks.resume {
+            Some(approval) => gate.resume(&call, approval, &progress).await,
+            None => gate.check(&call, &progress).await,
+        }
+    };
+    let verdict = match &hooks.stopping {
+        Some(stopping) => tokio::select! {
+            biased;
+            verdict = decision => verdict,
+            _ = stopping.cancelled() => {
+                tracing::info!(call = %call.id, "gateway stopping: a call waiting for its gate is answered");
+                return Err((jsonrpc::result(id, jsonrpc::tool_error_result(STOPPING)), "shutdown"));
+            }
+        },
+        None => decision.await,
     };
     if let Verdict::Refuse(reason) = verdict {
         return Err((

@@ -4,6 +4,7 @@
 //! message comes through [`Gateway::handle`]. `tools/call` takes the path in [`call`]: resolve
 //! the upstream, validate the arguments, pass the [`CallGate`], forward.
 
+mod admission;
 mod call;
 pub mod catalog;
 mod listing;
@@ -51,6 +52,10 @@ pub struct Gateway {
     pub sessions: Sessions,
     /// Task handles, when the gateway has a database (see [`Gateway::enable_tasks`]).
     tasks: OnceLock<Arc<crate::tasks::Tasks>>,
+    /// Where requests that pass without a policy are recorded (see [`Gateway::record_with`]).
+    audit: OnceLock<crate::audit::AuditLog>,
+    /// Cancelled when the gateway begins to stop (see [`Gateway::stop_holding`]).
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Gateway {
@@ -70,6 +75,8 @@ impl Gateway {
             page_size,
             sessions: Sessions::default(),
             tasks: OnceLock::new(),
+            audit: OnceLock::new(),
+            stopping: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -95,6 +102,12 @@ impl Gateway {
             tokio::spawn(async move { gateway.resume_tasks(&tasks, orphans).await });
         });
         Ok(())
+    }
+
+    /// The gateway begins to stop: calls still waiting for their gate (a human) are answered
+    /// now, calls already forwarded run on.
+    pub fn stop_holding(&self) {
+        self.stopping.cancel();
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -221,6 +234,9 @@ impl Gateway {
     }
 
     async fn notification(&self, caller: &Caller, message: Value) {
+        if self.drop_request_notification(caller, &message).await {
+            return;
+        }
         match jsonrpc::method(&message).unwrap_or_default() {
             "notifications/initialized" => {}
             "notifications/cancelled" => {

@@ -1,31 +1,63 @@
 //! Routing of everything but `tools/call` and the listings: by prompt name, by resource URI,
 //! or to the first (default) upstream.
 
+use super::admission::Admission;
 use super::{Caller, Gateway, Reply, ReplyStream};
 use crate::jsonrpc;
 use serde_json::Value;
 
 impl Gateway {
     /// Forwards a request to the upstream that owns what it names, with namespaced names
-    /// rewritten to the upstream's own.
+    /// rewritten to the upstream's own. Methods outside MCP pass only where configured, and
+    /// some requests are recorded first (see [`super::admission`]).
     pub(super) async fn route(&self, caller: &Caller, mut message: Value) -> Reply {
         let method = jsonrpc::method(&message).unwrap_or_default().to_owned();
-        let target = match method.as_str() {
-            "prompts/get" => self.route_prompt(&mut message, "/params/name"),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                self.route_resource(jsonrpc::param_str(&message, "uri"))
+        let id = message.get("id").cloned();
+        let admission = self.admit_method(&method);
+        let upstream = match admission {
+            Admission::Refused => {
+                return Reply::Response(jsonrpc::error(
+                    id,
+                    jsonrpc::code::METHOD_NOT_FOUND,
+                    format!(
+                        "Method not found: {method} (a method outside MCP passes only to an upstream that lists it in pass_methods)"
+                    ),
+                ));
             }
-            "completion/complete" => self.route_completion(&mut message),
-            "logging/setLevel" => return self.set_level(caller, message).await,
-            _ => Ok(0),
+            Admission::Passed(upstream) => upstream,
+            Admission::Mcp if method == "logging/setLevel" => {
+                return self.set_level(caller, message).await;
+            }
+            Admission::Mcp => match self.route_mcp(&method, &mut message) {
+                Ok(upstream) => upstream,
+                Err(why) => {
+                    return Reply::Response(jsonrpc::error(id, jsonrpc::code::INVALID_PARAMS, why));
+                }
+            },
         };
-        match target {
-            Ok(upstream) => self.forward(caller, upstream, message, None).await,
-            Err(why) => Reply::Response(jsonrpc::error(
-                message.get("id").cloned(),
-                jsonrpc::code::INVALID_PARAMS,
-                why,
-            )),
+        if Gateway::is_recorded(&method, &admission)
+            && let Err(why) = self.record_request(caller, upstream, &message).await
+        {
+            tracing::error!(%method, error = %why, "refusing a request: cannot record it");
+            return Reply::Response(jsonrpc::error(
+                id,
+                jsonrpc::code::SERVER_ERROR,
+                format!("Countersign could not record this request ({why}); it was not sent."),
+            ));
+        }
+        self.forward(caller, upstream, message, None).await
+    }
+
+    /// The upstream an MCP request goes to, by the prompt or resource it names; the first
+    /// upstream when it names none.
+    fn route_mcp(&self, method: &str, message: &mut Value) -> Result<usize, String> {
+        match method {
+            "prompts/get" => self.route_prompt(message, "/params/name"),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                self.route_resource(jsonrpc::param_str(message, "uri"))
+            }
+            "completion/complete" => self.route_completion(message),
+            _ => Ok(0),
         }
     }
 

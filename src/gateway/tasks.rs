@@ -443,6 +443,7 @@ async fn run_task(
     let hooks = SendHooks {
         resume,
         before_send: Some(before_send),
+        stopping: None,
     };
     let request_id = run.message["id"].clone();
     let waiting = gate_then_send(

@@ -50,6 +50,8 @@ pub enum UpstreamError {
 pub struct Upstream {
     /// Configured name (unique), used in logs, metrics and routing.
     pub name: String,
+    /// Methods outside MCP that clients may send here (`upstreams[].pass_methods`).
+    pub pass_methods: Vec<String>,
     transport: Transport,
 }
 
@@ -78,6 +80,7 @@ impl Upstream {
         };
         Ok(Upstream {
             name: config.name.clone(),
+            pass_methods: config.pass_methods.clone(),
             transport,
         })
     }

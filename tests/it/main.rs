@@ -7,6 +7,7 @@ mod bad_input;
 mod chat_gateway;
 mod chat_table;
 mod conformance;
+mod edge;
 mod exact;
 mod long_waits;
 mod matrix;
