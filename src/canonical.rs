@@ -86,7 +86,7 @@ fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
 
 /// A string as RFC 8785 §3.2.2.2 writes it: `"` and `\` escaped, the short escapes where JSON
 /// has one, other control characters as `\u00xx`, everything else as it is.
-fn write_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;

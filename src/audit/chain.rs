@@ -11,6 +11,7 @@
 //! stored text without parsing it again; [`tests::fast_path_equals_canonical_json`] checks that
 //! this equals the canonical JSON of the whole object (and JCS, within ±2^53).
 
+use crate::canonical::write_string;
 use sha2::{Digest, Sha256};
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,57 +35,24 @@ pub(crate) struct Fields<'a> {
 /// Appends the JCS canonical JSON of `fields` to `out` (keys in JCS order).
 pub(crate) fn write_canonical(out: &mut Vec<u8>, f: &Fields<'_>) {
     out.extend_from_slice(b"{\"actor\":");
-    write_json_string(out, f.actor);
+    write_string(out, f.actor);
     out.extend_from_slice(b",\"at\":");
-    write_json_string(out, f.at);
+    write_string(out, f.at);
     out.extend_from_slice(b",\"call_id\":");
     match f.call_id {
-        Some(call_id) => write_json_string(out, call_id),
+        Some(call_id) => write_string(out, call_id),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"id\":");
-    write_json_string(out, f.id);
+    write_string(out, f.id);
     out.extend_from_slice(b",\"kind\":");
-    write_json_string(out, f.kind);
+    write_string(out, f.kind);
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(f.payload.as_bytes());
     out.extend_from_slice(b",\"seq\":");
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{}", f.seq);
     out.push(b'}');
-}
-
-/// A JSON string as RFC 8785 §3.2.2.2 writes it.
-fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x09 => b"\\t",
-            0x0a => b"\\n",
-            0x0c => b"\\f",
-            0x0d => b"\\r",
-            0x00..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// `SHA-256(prev_hash || canonical)` as 64 lowercase hex characters.

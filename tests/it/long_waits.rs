@@ -499,39 +499,18 @@ fn approval_named_in(task: &Value) -> String {
 }
 
 /// The gateway as a child process (so it can be killed with SIGKILL).
-struct Process {
-    child: tokio::process::Child,
-    gw: TestGateway,
-}
+struct Process;
 
 impl Process {
-    async fn start(db: &TestDb, policies: &std::path::Path, dir: &std::path::Path) -> Process {
+    async fn start(
+        db: &TestDb,
+        policies: &std::path::Path,
+        dir: &std::path::Path,
+    ) -> support::GatewayProcess {
         let port = support::free_port();
         let path = dir.join(format!("gateway-{port}.yaml"));
         std::fs::write(&path, config(db, policies, &format!("127.0.0.1:{port}"))).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let gw = support::external_gateway(([127, 0, 0, 1], port).into());
-        for _ in 0..200 {
-            let health = crate::support::http()
-                .get(format!("http://{}/healthz", gw.addr))
-                .send()
-                .await;
-            if health.is_ok_and(|r| r.status() == 200) {
-                return Process { child, gw };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the gateway process did not come up");
-    }
-
-    async fn kill_9(mut self) {
-        self.child.start_kill().unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        support::GatewayProcess::spawn(&path, port).await
     }
 }
 
@@ -577,7 +556,7 @@ async fn kill_9_loses_nothing_and_runs_nothing_twice() {
     )
     .await;
     story_until(&first.gw, &held_call, "call.forwarded").await;
-    first.kill_9().await;
+    first.signal("-KILL").await;
     held.abort();
 
     let second = Process::start(&db, policies.path(), dir.path()).await;
@@ -621,7 +600,7 @@ async fn kill_9_loses_nothing_and_runs_nothing_twice() {
     let kinds = story(&second.gw, waiting_approval["call_id"].as_str().unwrap()).await;
     assert_eq!(count(&kinds, "call.forwarded"), 1, "{kinds:?}");
     assert_eq!(count(&kinds, "call.completed"), 1, "{kinds:?}");
-    second.kill_9().await;
+    second.signal("-KILL").await;
 }
 
 /// A gateway with extra configuration, over a fresh SQLite database.

@@ -103,6 +103,49 @@ pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// A gateway run as a child process (so it can be sent signals), from a config file that
+/// listens on loopback `port`.
+pub struct GatewayProcess {
+    process: tokio::process::Child,
+    pub gw: TestGateway,
+}
+
+impl GatewayProcess {
+    /// Starts `countersign serve --config config` and waits (at most 15 s) until it answers.
+    pub async fn spawn(config: &std::path::Path, port: u16) -> GatewayProcess {
+        let process = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let gw = external_gateway(([127, 0, 0, 1], port).into());
+        for _ in 0..300 {
+            let health = http()
+                .get(format!("http://{}/healthz", gw.addr))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status() == 200) {
+                return GatewayProcess { process, gw };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the gateway process did not come up");
+    }
+
+    /// Sends `signal` (`-TERM`, `-KILL`) and waits (at most 20 s) for the process to end.
+    pub async fn signal(mut self, signal: &str) {
+        let pid = self.process.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let wait = self.process.wait();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(20), wait).await;
+    }
+}
+
 /// A loopback port that was free a moment ago (for a gateway run as a child process).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

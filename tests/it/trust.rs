@@ -390,14 +390,11 @@ async fn redaction(backend: Backend) {
 crate::on_both_databases!(redaction: redacted_values_are_keyed_digests_in_every_event_on_sqlite, redacted_values_are_keyed_digests_in_every_event_on_postgres);
 
 /// The gateway as a child process, so it can be sent SIGTERM or SIGKILL.
-struct Child {
-    process: tokio::process::Child,
-    gw: support::TestGateway,
-}
+struct Child;
 
 impl Child {
     /// A gateway on `policies`, its config written in `work`.
-    async fn start(db: &TestDb, dir: &Path, work: &Path, extra: &str) -> Child {
+    async fn start(db: &TestDb, dir: &Path, work: &Path, extra: &str) -> support::GatewayProcess {
         let port = support::free_port();
         let path = work.join(format!("gateway-{port}.yaml"));
         let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
@@ -416,34 +413,7 @@ impl Child {
             audrey = token("audrey"),
         );
         std::fs::write(&path, yaml).unwrap();
-        let process = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let gw = support::external_gateway(([127, 0, 0, 1], port).into());
-        for _ in 0..300 {
-            let health = support::http()
-                .get(format!("http://{}/healthz", gw.addr))
-                .send()
-                .await;
-            if health.is_ok_and(|r| r.status() == 200) {
-                return Child { process, gw };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the gateway process did not come up");
-    }
-
-    async fn signal(mut self, signal: &str) {
-        let pid = self.process.id().unwrap().to_string();
-        let sent = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.process.wait()).await;
+        support::GatewayProcess::spawn(&path, port).await
     }
 }
 
