@@ -556,3 +556,32 @@ async fn kill_after_vote(backend: Backend) {
 }
 
 crate::on_both_databases!(kill_after_vote: kill_9_after_the_deciding_vote_leaves_the_grant_to_the_retry_on_sqlite, kill_9_after_the_deciding_vote_leaves_the_grant_to_the_retry_on_postgres);
+
+/// Two replicas on one PostgreSQL database (one shared key): a call held on one is approved
+/// through the other. Each writer verifies what the other appended before continuing, its
+/// ledger learns the other's approval and votes from the log, and the call runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_decide_on_each_others_verified_events() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = crate::approvals::policy_dir();
+    let first = gateway_with(&db, dir.path(), "").await;
+    let second = gateway_with(&db, dir.path(), "").await;
+    let (agent, id) = held_delete(&first, "replicated").await;
+    vote(&second, &id, "bob", true, None).await;
+    let decided = vote(&second, &id, "carol", true, None).await;
+    assert_eq!(decided["result"], "decided", "{decided}");
+    let (response, _) = answer(agent).await;
+    assert_eq!(text(&response), "deleted replicated");
+    let pool = owner(&db).await;
+    let kinds = kinds(&pool).await;
+    let forwards = kinds.iter().filter(|k| *k == "call.forwarded").count();
+    assert_eq!(forwards, 1, "{kinds:?}");
+    let (_, report) = api(
+        reqwest::Method::GET,
+        format!("{}/audit/verify", base(&first)),
+        "audrey",
+        None,
+    )
+    .await;
+    assert_eq!(report["ok"], true, "{report}");
+}
