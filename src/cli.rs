@@ -155,8 +155,8 @@ fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
 
 async fn run_gateway_command(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(arg) => serve(arg.load()?).await,
-        Command::Stdio(arg) => stdio(arg.load()?).await,
+        Command::Serve(arg) => serve(arg.load()?, &arg.config).await,
+        Command::Stdio(arg) => stdio(arg.load()?, &arg.config).await,
         Command::Config(ConfigCommand::Check(arg)) => {
             let config = arg.load()?;
             println!(
@@ -182,8 +182,9 @@ async fn run_gateway_command(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     let _telemetry = crate::telemetry::init(&config.telemetry)?;
+    log_start(&config, path);
     // Two steps: on a signal the listener stops and drains (within the grace); only then do
     // the upstreams, chat backends and background tasks stop, so forwarded calls can finish.
     let shutdown = CancellationToken::new();
@@ -196,8 +197,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stdio(config: Config) -> anyhow::Result<()> {
+async fn stdio(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     let _telemetry = crate::telemetry::init(&config.telemetry)?;
+    log_start(&config, path);
     let auth = Authenticator::new(&config.agents, config.server.allow_anonymous);
     let key = std::env::var("COUNTERSIGN_API_KEY").ok();
     let agent = match key {
@@ -214,6 +216,23 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     crate::front::stdio::serve(gateway, agent, tokio::io::stdin(), tokio::io::stdout()).await?;
     shutdown.cancel();
     Ok(())
+}
+
+/// What this run is made of, in one line at start-up (the listener is logged once bound).
+fn log_start(config: &Config, path: &std::path::Path) {
+    let policies = config.policy_dir.as_ref().map(|dir| {
+        crate::policy::PolicySet::load_dir(dir)
+            .map(|set| set.version().to_owned())
+            .unwrap_or_else(|e| format!("unreadable ({e})"))
+    });
+    tracing::info!(
+        config = %path.display(),
+        database = %crate::store::redact(&config.database.url),
+        policy_version = policies.as_deref().unwrap_or("none (plain proxy)"),
+        upstreams = config.upstreams.len(),
+        "starting countersign {}",
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

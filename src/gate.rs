@@ -194,6 +194,15 @@ impl PolicyGate {
             .append_all(events)
             .await
             .map_err(|e| e.to_string())?;
+        tracing::info!(
+            call = %call.id,
+            agent = %call.agent.id,
+            server = %call.upstream,
+            tool = %call.tool,
+            verdict = decision.verdict.kind(),
+            rule = %decision.rule,
+            "call decided"
+        );
         match &decision.verdict {
             policy::Verdict::Allow => Ok(Verdict::Forward),
             policy::Verdict::Deny { reason } => Ok(Verdict::Refuse(format!(

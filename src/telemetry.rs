@@ -31,13 +31,47 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Logs a refused credential at WARN, at most once every [`REFUSALS_EVERY`]; the line says how
+/// many were refused since the last one, so a flood of bad keys cannot flood the log.
+pub fn refused_credential(what: &str, route: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let refused = SINCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let last = LAST_MS.load(Ordering::Relaxed);
+    let due = now.saturating_sub(last) >= REFUSALS_EVERY.as_millis() as u64;
+    if due
+        && LAST_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        SINCE.fetch_sub(refused, Ordering::Relaxed);
+        tracing::warn!(
+            what,
+            route,
+            refused,
+            "refused a missing or unknown credential"
+        );
+    }
+}
+
+/// How often a refused credential may be logged.
+pub const REFUSALS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Installs the global subscriber. Call once, from the binary.
 pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     let filter = std::env::var("COUNTERSIGN_LOG")
         .ok()
         .or_else(|| config.log_filter.clone())
         .unwrap_or_else(|| "info".into());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    // Colour only for a person at a terminal: a journal or a file gets plain text.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let fmt = if config.json_logs {
         fmt.json().boxed()
     } else {
@@ -91,9 +125,28 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .build_recorder();
         let handle = recorder.handle();
         // A second recorder (another gateway in the same test process) keeps the first.
-        let _ = metrics::set_global_recorder(recorder);
+        if metrics::set_global_recorder(recorder).is_ok() {
+            describe();
+        }
         handle
     })
+}
+
+/// The HELP text of every family (`# HELP` on `/metrics`).
+fn describe() {
+    metrics::describe_counter!(
+        "countersign_tool_calls_total",
+        "tools/call requests by server, tool and outcome (ok, tool_error, denied, invalid_arguments, ...)"
+    );
+    metrics::describe_histogram!(
+        "countersign_tool_call_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from a tools/call arriving to its answer, including any wait for human approval"
+    );
+    metrics::describe_gauge!(
+        "countersign_upstream_up",
+        "1 when the upstream is reachable, 0 when it is not"
+    );
 }
 
 /// Metrics and the span of one `tools/call`, closed when the call's outcome is known.

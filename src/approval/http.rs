@@ -93,16 +93,16 @@ impl From<BrokerError> for ApiError {
 }
 
 fn approver(broker: &Broker, headers: &HeaderMap) -> Result<String, ApiError> {
-    let token = headers
+    let found = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized)?;
-    broker
-        .directory()
-        .by_token(token.trim())
-        .map(|p| p.id.clone())
-        .ok_or(ApiError::Unauthorized)
+        .and_then(|token| broker.directory().by_token(token.trim()))
+        .map(|p| p.id.clone());
+    found.ok_or_else(|| {
+        crate::telemetry::refused_credential("approver token", "/approvals");
+        ApiError::Unauthorized
+    })
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {

@@ -255,6 +255,20 @@ impl Broker {
         if let Some(joined) = open.joined {
             return Ok((self.get(joined).await?, true));
         }
+        let a = &open.approval;
+        tracing::info!(
+            approval = %a.id,
+            agent = %a.agent,
+            server = %a.server,
+            tool = %a.tool,
+            rule = %a.rule,
+            quorum = a.spec.quorum,
+            answer = %format!(
+                "countersign approvals approve|deny {} (or POST /approvals/{}/approve|deny)",
+                a.id, a.id
+            ),
+            "approval requested"
+        );
         self.announce(&open.approval).await?;
         Ok((open.approval, false))
     }
@@ -343,9 +357,11 @@ impl Broker {
         let (cast, _) = self.audit.transact(cast).await?;
         let result = cast.result.clone().unwrap_or(VoteResult::AlreadyVoted);
         match &result {
-            VoteResult::Decided { .. } => {
+            VoteResult::Decided { status } => {
+                let decided = self.get(id).await?;
+                log_decided(&decided, *status);
                 self.wake(id);
-                self.tell_decided(self.get(id).await?);
+                self.tell_decided(decided);
             }
             VoteResult::Counted { approvals, .. } => self.tell_progressed(row, *approvals),
             _ => {}
@@ -387,8 +403,10 @@ impl Broker {
         };
         let (close, _) = self.audit.transact(close).await?;
         if close.closed {
+            let decided = self.get(id).await?;
+            log_decided(&decided, close.decision.status);
             self.wake(id);
-            self.tell_decided(self.get(id).await?);
+            self.tell_decided(decided);
         }
         Ok(close.closed)
     }
@@ -579,6 +597,18 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// One INFO line per decision, in the process that took it.
+fn log_decided(approval: &Approval, status: Status) {
+    tracing::info!(
+        approval = %approval.id,
+        outcome = status.as_str(),
+        by = approval.decided_by.as_deref().unwrap_or("countersign"),
+        break_glass = approval.break_glass,
+        reason = approval.reason.as_deref().unwrap_or(""),
+        "approval decided"
+    );
 }
 
 fn wake(wakers: &Wakers, id: Uuid) {

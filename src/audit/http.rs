@@ -81,6 +81,7 @@ impl Api {
             })
             .map(str::trim);
         let Some(token) = token else {
+            crate::telemetry::refused_credential("auditor token", "/audit");
             return Err(Refusal::Unauthorized {
                 token_presented: false,
             });
@@ -92,8 +93,11 @@ impl Api {
                 found = Some(id);
             }
         }
-        found.cloned().ok_or(Refusal::Unauthorized {
-            token_presented: true,
+        found.cloned().ok_or_else(|| {
+            crate::telemetry::refused_credential("auditor token", "/audit");
+            Refusal::Unauthorized {
+                token_presented: true,
+            }
         })
     }
 

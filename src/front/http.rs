@@ -217,6 +217,7 @@ fn authenticate(front: &HttpFront, headers: &HeaderMap) -> Result<Agent, Rejecti
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     front.auth.authenticate(authorization).map_err(|e| {
+        crate::telemetry::refused_credential("agent key", "/mcp");
         let mut r = Rejection::new(
             StatusCode::UNAUTHORIZED,
             None,

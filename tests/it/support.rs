@@ -113,12 +113,25 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `countersign serve --config config` and waits (at most 15 s) until it answers.
     pub async fn spawn(config: &std::path::Path, port: u16) -> GatewayProcess {
-        let process = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        Self::spawn_logging_to(config, port, None).await
+    }
+
+    /// The same, with the gateway's log (stderr) written to `log` when given.
+    pub async fn spawn_logging_to(
+        config: &std::path::Path,
+        port: u16,
+        log: Option<&std::path::Path>,
+    ) -> GatewayProcess {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+        command
             .args(["serve", "--config"])
             .arg(config)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .env_remove("COUNTERSIGN_LOG")
+            .kill_on_drop(true);
+        if let Some(log) = log {
+            command.stderr(std::fs::File::create(log).unwrap());
+        }
+        let process = command.spawn().unwrap();
         let gw = external_gateway(([127, 0, 0, 1], port).into());
         for _ in 0..300 {
             let health = http()
