@@ -27,11 +27,14 @@ pub struct Credential {
 
 #[derive(Subcommand)]
 pub enum ApprovalsCommand {
-    /// List approvals (pending by default).
+    /// List approvals (pending by default): what each asks, its progress and who voted.
     List {
         /// pending, approved, denied, expired, cancelled or all.
         #[arg(long, default_value = "pending")]
         status: String,
+        /// `table` for people, `json` for programs.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
     },
     /// Show one approval as JSON.
     Show { id: Uuid },
@@ -68,27 +71,33 @@ pub enum ApprovalsCommand {
 
 pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ApprovalsCommand::List { status } => {
+        ApprovalsCommand::List { status, format } => {
             let filter = match status.as_str() {
                 "all" => None,
                 s => Some(Status::parse(s).ok_or_else(|| anyhow::anyhow!("unknown status `{s}`"))?),
             };
-            for a in broker.list(filter).await? {
-                let left = (a.expires_at - super::now_ms()).max(0) / 1000;
-                println!(
-                    "{}  {:<9} {}/{} by {} (rule {}), expires in {left} s",
-                    a.id,
-                    a.status.as_str(),
-                    a.server,
-                    a.tool,
-                    a.agent,
-                    a.rule
-                );
+            let mut listed = Vec::new();
+            for approval in broker.list(filter).await? {
+                let approvers = broker.approvers(approval.id).await?;
+                listed.push((approval, approvers));
+            }
+            if format == "json" {
+                let json: Vec<Value> = listed.iter().map(|(a, by)| described(a, by)).collect();
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                for (approval, approvers) in &listed {
+                    print!("{}", table_row(approval, approvers, super::now_ms()));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
         ApprovalsCommand::Show { id } => {
-            println!("{}", serde_json::to_string_pretty(&broker.get(id).await?)?);
+            let approval = broker.get(id).await?;
+            let approvers = broker.approvers(id).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&described(&approval, &approvers))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         ApprovalsCommand::Approve {
@@ -145,6 +154,60 @@ pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<E
             }
         }
     }
+}
+
+/// An approval with its times in RFC 3339 and the approvers so far.
+fn described(approval: &super::Approval, approvers: &[String]) -> Value {
+    let mut json = serde_json::to_value(approval).unwrap_or_default();
+    let time = |ms: i64| crate::audit::rfc3339_of_ms(ms);
+    json["created"] = json!(time(approval.created_at));
+    json["expires"] = json!(time(approval.expires_at));
+    json["decided"] = json!(approval.decided_at.map(time));
+    json["approvals_so_far"] = json!(approvers);
+    json
+}
+
+/// Two lines for a person: what is asked and where it stands; then the (redacted) arguments.
+fn table_row(a: &super::Approval, approvers: &[String], now_ms: i64) -> String {
+    let behalf = a
+        .on_behalf_of
+        .as_deref()
+        .map(|h| format!(" for {h}"))
+        .unwrap_or_default();
+    let progress = format!(
+        "{}/{}{}",
+        approvers.len(),
+        a.spec.quorum,
+        if approvers.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", approvers.join(", "))
+        }
+    );
+    let when = match a.status {
+        Status::Pending => format!("expires in {} s", (a.expires_at - now_ms).max(0) / 1000),
+        _ => format!(
+            "decided by {} at {}",
+            a.decided_by.as_deref().unwrap_or("countersign"),
+            a.decided_at
+                .map(crate::audit::rfc3339_of_ms)
+                .unwrap_or_default()
+        ),
+    };
+    let mut arguments = a.arguments.to_string();
+    if arguments.chars().count() > 200 {
+        arguments = arguments.chars().take(200).collect::<String>()
+            + " … (full: countersign approvals show ID)";
+    }
+    format!(
+        "{}  {:<9} {}/{} by {}{behalf} (rule {}), {progress}, {when}\n    arguments: {arguments}\n",
+        a.id,
+        a.status.as_str(),
+        a.server,
+        a.tool,
+        a.agent,
+        a.rule,
+    )
 }
 
 /// The approver whose token was presented, and the evidence of it for the vote event.

@@ -121,7 +121,7 @@ async fn list(
 ) -> Result<Response, ApiError> {
     approver(&broker, &headers)?;
     let status = match q.status.as_deref() {
-        None => None,
+        None | Some("all") => None,
         Some(s) => Some(
             Status::parse(s)
                 .ok_or_else(|| ApiError::BadRequest(format!("unknown status `{s}`")))?,

@@ -342,6 +342,11 @@ impl Broker {
         Ok(store::list(&self.db, status).await?)
     }
 
+    /// Who approved `id` so far, in order (from the working table, for display).
+    pub async fn approvers(&self, id: Uuid) -> Result<Vec<String>, BrokerError> {
+        Ok(store::approvers(&self.db, id).await?)
+    }
+
     /// Records a vote and decides the approval when it should, on the state the verified log
     /// tells. Every vote is audited, whether it counted or not.
     pub async fn vote(&self, id: Uuid, ballot: Ballot) -> Result<VoteResult, BrokerError> {

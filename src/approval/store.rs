@@ -261,6 +261,16 @@ pub async fn overdue(db: &Db, now: i64) -> Result<Vec<Approval>, sqlx::Error> {
     rows.iter().map(from_row).collect()
 }
 
+/// Who approved so far, in order.
+pub async fn approvers(db: &Db, id: Uuid) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select approver from approval_votes where approval_id = $1 and approve = 1 order by at, approver",
+    )
+    .bind(id.to_string())
+    .fetch_all(&db.pool)
+    .await
+}
+
 pub async fn count_approvals(db: &Db, id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select count(*) from approval_votes where approval_id = $1 and approve = 1")
         .bind(id.to_string())

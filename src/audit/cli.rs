@@ -313,6 +313,9 @@ pub async fn list(log: &AuditLog, args: &ListArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let events = log.list(&filter).await?;
     print!("{}", render(&events, args.format));
+    if let Some(notice) = truncation_notice(&events, filter.effective_limit()) {
+        eprintln!("{notice}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -331,6 +334,18 @@ pub async fn show(log: &AuditLog, args: &ShowArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{}", render(&events, args.format));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What to say when a listing stopped at its limit, so nobody takes a page for the whole.
+fn truncation_notice(events: &[super::Event], limit: u32) -> Option<String> {
+    let last = events.last()?;
+    (events.len() as u32 >= limit).then(|| {
+        format!(
+            "(stopped at the limit of {limit} events: --limit N for more, or --after-seq {} for \
+             the next page)",
+            last.seq
+        )
+    })
 }
 
 async fn record_read(
@@ -358,4 +373,32 @@ fn os_user() -> String {
         .iter()
         .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_cut_at_its_limit_says_so_and_how_to_go_on() {
+        let event = |seq| super::super::Event {
+            seq,
+            id: Uuid::nil(),
+            call_id: None,
+            kind: EventKind::AuditRead,
+            at: String::new(),
+            actor: String::new(),
+            payload: json!({}),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let page: Vec<_> = (1..=3).map(event).collect();
+        let notice = truncation_notice(&page, 3).unwrap();
+        assert!(
+            notice.contains("limit of 3") && notice.contains("--after-seq 3"),
+            "{notice}"
+        );
+        assert_eq!(truncation_notice(&page, 100), None);
+        assert_eq!(truncation_notice(&[], 100), None);
+    }
 }

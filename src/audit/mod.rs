@@ -491,6 +491,11 @@ impl AuditLog {
     }
 }
 
+/// Unix milliseconds as RFC 3339 UTC (`2026-01-02T03:04:05.123000Z`).
+pub fn rfc3339_of_ms(ms: i64) -> String {
+    chain::format_timestamp(ms.saturating_mul(1000))
+}
+
 /// The canonical JSON bytes of `value`, as the log hashes payloads (for keyed digests of
 /// redacted values).
 pub fn canonical_bytes(value: &serde_json::Value) -> Vec<u8> {

@@ -633,6 +633,22 @@ async fn cli_votes(backend: Backend) {
         let token = format!("{who}-token");
         let voted = approvals_cli(&db, dir.path(), Some(&token), &["approve", &id]);
         assert!(voted.status.success(), "{voted:?}");
+        if who == "bob" {
+            // The listing says what is asked, the progress and who voted.
+            let listed = approvals_cli(&db, dir.path(), None, &["list"]);
+            let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+            assert!(
+                listed.contains("1/2 (bob)") && listed.contains("expires in"),
+                "{listed}"
+            );
+            assert!(
+                listed.contains(r#"arguments: {"record_id":"r6"}"#),
+                "{listed}"
+            );
+            let json = approvals_cli(&db, dir.path(), None, &["list", "--format", "json"]);
+            let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+            assert_eq!(json[0]["approvals_so_far"], json!(["bob"]), "{json}");
+        }
     }
     let (response, _) = answer(agent).await;
     assert_eq!(
@@ -651,6 +667,32 @@ async fn cli_votes(backend: Backend) {
         "a vote after the end is refused: {denied:?}"
     );
     assert!(String::from_utf8_lossy(&denied.stdout).contains("already_decided"));
+    // Decided: no countdown, but who decided and when, in RFC 3339.
+    let all = approvals_cli(&db, dir.path(), None, &["list", "--status", "all"]);
+    let all = String::from_utf8_lossy(&all.stdout).into_owned();
+    assert!(
+        all.contains("decided by carol at 20") && !all.contains("expires in"),
+        "{all}"
+    );
+    let shown = approvals_cli(&db, dir.path(), None, &["show", &id]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert!(shown["created"].as_str().unwrap().ends_with('Z'), "{shown}");
+    assert_eq!(shown["approvals_so_far"], json!(["bob", "carol"]));
+    let (_, listed) = api(
+        reqwest::Method::GET,
+        format!("{}/approvals?status=all", base(&gw)),
+        "bob",
+        None,
+    )
+    .await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == id.as_str()),
+        "status=all lists decided approvals too: {listed}"
+    );
 }
 
 crate::on_both_databases!(cli_votes: votes_from_the_cli_wake_the_waiting_call_on_sqlite, votes_from_the_cli_wake_the_waiting_call_on_postgres);
