@@ -96,11 +96,23 @@ pub(crate) fn format_timestamp(micros: i64) -> String {
 }
 
 /// Parses an RFC 3339 timestamp (`2026-01-02T03:04:05Z`, with optional fraction and a `Z` or
-/// `±HH:MM` offset) or a bare date (`2026-01-02`, midnight UTC) into the stored form.
+/// `±HH:MM` offset), a bare date (`2026-01-02`, midnight UTC), or a time ago (`24h`, `7d`,
+/// `1h30m`) into the stored form.
 pub(crate) fn parse_timestamp(s: &str) -> Result<String, String> {
-    parse_micros(s.trim()).map(format_timestamp).ok_or_else(|| {
-        format!("`{s}` is not an RFC 3339 timestamp (e.g. 2026-01-02T03:04:05Z or 2026-01-02)")
-    })
+    let ago = || {
+        let ago = crate::policy::parse_duration(s)?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+        Some(format_timestamp(now.checked_sub(ago)?.as_micros() as i64))
+    };
+    parse_micros(s.trim())
+        .map(format_timestamp)
+        .or_else(ago)
+        .ok_or_else(|| {
+            format!(
+                "`{s}` is not an RFC 3339 timestamp, a date or a time ago (e.g. \
+                 2026-01-02T03:04:05Z, 2026-01-02, 24h, 7d)"
+            )
+        })
 }
 
 /// Microseconds since the Unix epoch of an RFC 3339 timestamp.
@@ -271,5 +283,12 @@ mod tests {
         }
         let now = now_timestamp();
         assert_eq!(parse_timestamp(&now).unwrap(), now);
+        // A time ago: 24h before now, to the second.
+        let day_ago = parse_timestamp("24h").unwrap();
+        let expected = timestamp_micros(&now).unwrap() - 86_400_000_000;
+        let got = timestamp_micros(&day_ago).unwrap();
+        assert!((got - expected).abs() < 5_000_000, "{day_ago}");
+        assert!(parse_timestamp("7d").unwrap() < day_ago);
+        assert!(parse_timestamp("0h").is_err() && parse_timestamp("5y").is_err());
     }
 }

@@ -92,10 +92,11 @@ pub struct ListArgs {
     pub kind: Option<EventKind>,
     #[arg(long)]
     pub call_id: Option<Uuid>,
-    /// RFC 3339 time or date, inclusive (e.g. 2026-01-02 or 2026-01-02T03:04:05Z).
+    /// RFC 3339 time or date, or a time ago, inclusive (e.g. 2026-01-02, 2026-01-02T03:04:05Z,
+    /// 24h, 7d).
     #[arg(long)]
     pub since: Option<String>,
-    /// RFC 3339 time or date, exclusive.
+    /// RFC 3339 time or date, or a time ago, exclusive.
     #[arg(long)]
     pub until: Option<String>,
     /// At most this many events (default 100, at most 10000).

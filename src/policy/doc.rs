@@ -301,7 +301,7 @@ impl<'de> Deserialize<'de> for Timeout {
 
 /// Parses `1h30m`-style durations. Zero is refused: an approval that expires at once is a
 /// mistake, not a policy.
-pub(super) fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let mut total = 0u64;
     let mut rest = text.trim();
     while !rest.is_empty() {

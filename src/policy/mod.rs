@@ -24,6 +24,8 @@ mod load;
 mod locate;
 mod watch;
 
+/// `90s`, `15m`, `2h`, `1d`, `1h30m` as a duration (none for zero or anything else).
+pub(crate) use doc::parse_duration;
 pub use error::{Location, PolicyError};
 pub use eval::{Explained, Match};
 pub use load::PolicySet;
