@@ -49,6 +49,10 @@ enum Command {
         #[command(subcommand)]
         command: crate::approval::cli::ApprovalsCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout: `countersign man > countersign.1`.
+    Man,
     /// Chat backends.
     Chat {
         #[command(flatten)]
@@ -129,6 +133,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             broker.flush_updates().await;
             code
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "countersign", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Chat {
             config,
             command: ChatCommand::Test { backend },
@@ -174,6 +189,8 @@ async fn run_gateway_command(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy(_)
+        | Command::Completions { .. }
+        | Command::Man
         | Command::Audit { .. }
         | Command::Approvals { .. }
         | Command::Chat { .. } => {

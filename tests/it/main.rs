@@ -6,6 +6,7 @@ mod approvals;
 mod bad_input;
 mod chat_gateway;
 mod chat_table;
+mod cli;
 mod conformance;
 mod edge;
 mod exact;
