@@ -178,8 +178,7 @@ impl PolicyGate {
         let args_sha256 = approval::arguments_digest(&call.arguments);
         let decision = self.policies.current().evaluate(&facts(call));
         let keys = self.audit.keys();
-        let seal = |v: &Value| keys.redaction.digest(&crate::audit::canonical_bytes(v));
-        let mut events = decision_events(call, &args_sha256, &decision, seal);
+        let mut events = decision_events(call, &args_sha256, &decision, |v| keys.seal(v));
         let allowed = matches!(decision.verdict, policy::Verdict::Allow);
         if allowed {
             // One durable write on the path of an allowed call: it goes out right away.

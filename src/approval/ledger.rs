@@ -115,11 +115,7 @@ impl Ledger {
         self.entries.get(&id)
     }
 
-    /// Approvals held in memory (open ones, and decided ones still to be used or reviewed).
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
+    /// Whether no approval is held (open, or decided and still to be used or reviewed).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -193,11 +193,6 @@ impl Broker {
         &self.directory
     }
 
-    /// Open approvals held in memory.
-    pub fn open_approvals(&self) -> usize {
-        self.ledger.lock().expect("ledger lock").len()
-    }
-
     /// Opens an approval for `call`, or joins the one for the same exact call (same agent,
     /// server, tool, arguments and policy version) that is pending, or approved with its grant
     /// unused. Returns it and whether it was joined.
@@ -210,7 +205,7 @@ impl Broker {
         spec: &ApprovalSpec,
     ) -> Result<(Approval, bool), BrokerError> {
         let keys = self.audit.keys();
-        let seal = |v: &Value| keys.redaction.digest(&crate::audit::canonical_bytes(v));
+        let seal = |v: &Value| keys.seal(v);
         let approval = Approval::new(
             call,
             args_sha256,

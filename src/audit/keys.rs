@@ -155,10 +155,6 @@ impl TrustedKeys {
         self.keys.is_empty()
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.keys.keys().map(String::as_str)
-    }
-
     /// Checks a head signature by `key_id` over `seq:hash`.
     pub fn verify_head(
         &self,

@@ -237,8 +237,6 @@ struct Inner {
     queue: mpsc::Sender<writer::Request>,
     keys: Arc<AuditKeys>,
     anchors: Option<Anchors>,
-    /// Ends when the writer has committed what was queued and stopped.
-    stopped: tokio_util::sync::CancellationToken,
 }
 
 /// The keys the log is kept with (none of them is in the database).
@@ -254,6 +252,12 @@ pub struct AuditKeys {
 }
 
 impl AuditKeys {
+    /// A redacted value as the log and the cards record it: the keyed digest of its
+    /// canonical JSON (`hmac-sha256:HEX`).
+    pub fn seal(&self, value: &serde_json::Value) -> String {
+        self.redaction.digest(&crate::canonical::to_vec(value))
+    }
+
     /// Keys that live as long as this process (one set per process, so every log opened in it
     /// trusts the others): for tests and benchmarks. A verifier elsewhere cannot check them.
     pub fn ephemeral() -> Arc<AuditKeys> {
@@ -331,20 +335,14 @@ impl AuditLog {
         anchors: Option<Anchors>,
     ) -> Result<AuditLog, AuditError> {
         let (queue, requests) = mpsc::channel(QUEUE);
-        let stopped = tokio_util::sync::CancellationToken::new();
         let writer = writer::Writer::open(db.clone(), keys.clone(), anchors.clone()).await?;
-        let done = stopped.clone();
-        tokio::spawn(async move {
-            writer.run(requests).await;
-            done.cancel();
-        });
+        tokio::spawn(writer.run(requests));
         let log = AuditLog {
             inner: Arc::new(Inner {
                 db,
                 queue,
                 keys,
                 anchors,
-                stopped,
             }),
         };
         Ok(log)
@@ -475,11 +473,6 @@ impl AuditLog {
         answer.await.map_err(|_| AuditError::WriterStopped)?
     }
 
-    /// Waits until the writer has stopped (every handle dropped) and committed what was queued.
-    pub async fn stopped(&self) {
-        self.inner.stopped.cancelled().await;
-    }
-
     /// Events matching `filter`, in chain order.
     pub async fn list(&self, filter: &Filter) -> Result<Vec<Event>, AuditError> {
         query::list(&self.inner.db, filter).await
@@ -494,14 +487,6 @@ impl AuditLog {
 /// Unix milliseconds as RFC 3339 UTC (`2026-01-02T03:04:05.123000Z`).
 pub fn rfc3339_of_ms(ms: i64) -> String {
     chain::format_timestamp(ms.saturating_mul(1000))
-}
-
-/// The canonical JSON bytes of `value`, as the log hashes payloads (for keyed digests of
-/// redacted values).
-pub fn canonical_bytes(value: &serde_json::Value) -> Vec<u8> {
-    chain::canonical_payload(value)
-        .map(String::into_bytes)
-        .unwrap_or_default()
 }
 
 fn prepare(event: NewEvent) -> Result<Prepared, AuditError> {
