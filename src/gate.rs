@@ -12,7 +12,7 @@
 //!    `call.completed` or `call.failed` with a digest of the result.
 
 use crate::approval::{self, Approval, Broker, GrantUse, Status};
-use crate::audit::events::CallForwarded;
+use crate::audit::events::{CallEnded, CallForwarded};
 use crate::audit::{AuditLog, EventKind, NewEvent};
 use crate::chat::CallSummary;
 use crate::gateway::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
@@ -161,7 +161,8 @@ impl CallGate for PolicyGate {
             if let Some(approval) = approved {
                 let summary = CallSummary {
                     outcome: outcome.label.to_owned(),
-                    duration: outcome.duration,
+                    tool_time: outcome.tool_time,
+                    total_time: outcome.total_time,
                     response: outcome.response.cloned(),
                 };
                 self.broker.call_finished(approval, summary);
@@ -420,22 +421,25 @@ fn forwarded_event(
 }
 
 fn completion_event(call: &ToolCall, outcome: &CallOutcome<'_>) -> NewEvent {
-    let digest = outcome.response.map(crate::canonical::sha256_hex);
     let failed = !matches!(outcome.label, "ok" | "tool_error");
-    let kind = if failed {
-        EventKind::CallFailed
-    } else {
-        EventKind::CallCompleted
+    let ended = CallEnded {
+        agent: call.agent.id.to_string(),
+        server: call.upstream.to_string(),
+        tool: call.tool.clone(),
+        outcome: outcome.label.to_owned(),
+        result_sha256: outcome.response.map(crate::canonical::sha256_hex),
+        tool_ms: outcome.tool_time.as_millis() as u64,
+        total_ms: outcome.total_time.as_millis() as u64,
+        error: outcome.response.and_then(|r| r.get("error")).cloned(),
     };
-    let error = outcome.response.and_then(|r| r.get("error")).cloned();
     NewEvent {
         call_id: Some(call.id),
-        kind,
+        kind: if failed {
+            EventKind::CallFailed
+        } else {
+            EventKind::CallCompleted
+        },
         actor: call.upstream.to_string(),
-        payload: json!({
-            "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
-            "outcome": outcome.label, "result_sha256": digest, "duration_ms": outcome.duration.as_millis() as u64,
-            "error": error,
-        }),
+        payload: serde_json::to_value(ended).expect("a call's end serialises"),
     }
 }

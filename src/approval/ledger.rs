@@ -108,11 +108,18 @@ impl Entry {
 pub struct Ledger {
     entries: HashMap<Uuid, Entry>,
     by_binding: HashMap<Binding, Uuid>,
+    /// How many entries are still pending.
+    pending: usize,
 }
 
 impl Ledger {
     pub fn get(&self, id: Uuid) -> Option<&Entry> {
         self.entries.get(&id)
+    }
+
+    /// How many approvals wait for a decision.
+    pub fn pending(&self) -> usize {
+        self.pending
     }
 
     /// Whether no approval is held (open, or decided and still to be used or reviewed).
@@ -165,7 +172,7 @@ impl Ledger {
                 let requested: ApprovalRequested = serde_json::from_str(event.payload).ok()?;
                 let id = requested.approval_id;
                 self.by_binding.insert(Binding::of(&requested), id);
-                self.entries.insert(
+                let replaced = self.entries.insert(
                     id,
                     Entry {
                         call_id: event.call_id.unwrap_or(id),
@@ -179,6 +186,9 @@ impl Ledger {
                         reviewed: false,
                     },
                 );
+                if replaced.is_none_or(|old| old.status != Status::Pending) {
+                    self.pending += 1;
+                }
                 None
             }
             EventKind::ApprovalVote => {
@@ -209,6 +219,7 @@ impl Ledger {
                     return None;
                 }
                 entry.status = Status::parse(&decided.outcome)?;
+                self.pending -= 1;
                 entry.decided_by = decided.decided_by;
                 entry.break_glass = decided.break_glass;
                 let id = entry.id();
@@ -260,7 +271,14 @@ pub struct Feed {
 
 impl Observer for Feed {
     fn observe(&self, event: &Recorded<'_>) {
-        let decided = self.ledger.lock().expect("ledger lock").apply(event);
+        let (decided, before, after) = {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            let before = ledger.pending();
+            (ledger.apply(event), before, ledger.pending())
+        };
+        if before != after {
+            crate::telemetry::approvals_pending(after);
+        }
         if let Some(id) = decided {
             (self.decided)(id);
         }

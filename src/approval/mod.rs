@@ -347,6 +347,7 @@ impl Broker {
     pub async fn vote(&self, id: Uuid, ballot: Ballot) -> Result<VoteResult, BrokerError> {
         let row = self.get(id).await?;
         let configured = self.directory.get(&ballot.approver).is_some();
+        let source = ballot.source.clone();
         let cast = Cast::new(
             self.ledger.clone(),
             row.clone(),
@@ -359,7 +360,7 @@ impl Broker {
         match &result {
             VoteResult::Decided { status } => {
                 let decided = self.get(id).await?;
-                log_decided(&decided, *status);
+                report_decided(&decided, *status, &source);
                 self.wake(id);
                 self.tell_decided(decided);
             }
@@ -404,7 +405,11 @@ impl Broker {
         let (close, _) = self.audit.transact(close).await?;
         if close.closed {
             let decided = self.get(id).await?;
-            log_decided(&decided, close.decision.status);
+            let channel = match close.decision.status {
+                Status::Expired => "expiry",
+                _ => "agent",
+            };
+            report_decided(&decided, close.decision.status, channel);
             self.wake(id);
             self.tell_decided(decided);
         }
@@ -600,8 +605,16 @@ impl Broker {
 }
 
 /// One INFO line per decision, in the process that took it.
-fn log_decided(approval: &Approval, status: Status) {
+/// Logs a decision this gateway made and counts it in the metrics.
+fn report_decided(approval: &Approval, status: Status, channel: &str) {
+    let waited = approval.decided_at.unwrap_or_else(now_ms) - approval.created_at;
+    crate::telemetry::approval_decided(
+        status.as_str(),
+        channel,
+        std::time::Duration::from_millis(waited.max(0) as u64),
+    );
     tracing::info!(
+        channel,
         approval = %approval.id,
         outcome = status.as_str(),
         by = approval.decided_by.as_deref().unwrap_or("countersign"),

@@ -150,6 +150,25 @@ pub struct CallForwarded {
     pub policy_version: Option<String>,
 }
 
+/// `call.completed` (an answer came back) or `call.failed` (none did): how a forwarded call
+/// ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallEnded {
+    pub agent: String,
+    pub server: String,
+    pub tool: String,
+    /// `ok`, `tool_error`, `error`, `cancelled`, `upstream_unavailable`, …
+    pub outcome: String,
+    /// SHA-256 of the canonical response, when one came back.
+    pub result_sha256: Option<String>,
+    /// The tool's own time: from sending the call upstream to its answer.
+    pub tool_ms: u64,
+    /// From the call's arrival to its answer, including any wait for a human.
+    pub total_ms: u64,
+    /// The upstream's JSON-RPC error, if it answered with one.
+    pub error: Option<Value>,
+}
+
 /// `approval.reviewed`: a second approver looked at a break-glass approval afterwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalReviewed {

@@ -315,8 +315,11 @@ impl Writer {
 
     /// Commits one batch and answers its requests.
     async fn commit(&mut self, mut batch: Vec<Request>) {
+        let started = std::time::Instant::now();
         match self.write_batch(&mut batch).await {
             Ok(mut appended) => {
+                let events = appended.iter().map(Vec::len).sum();
+                crate::telemetry::audit_committed(events, started.elapsed());
                 for request in batch.into_iter().rev() {
                     let mine = appended.pop().unwrap_or_default();
                     let transition = match request.work {
@@ -331,6 +334,10 @@ impl Writer {
             }
             Err(e) => {
                 let error = e.to_audit();
+                crate::telemetry::audit_commit_failed(match &e {
+                    BatchError::Tampered(_) => "tampered",
+                    _ => "write",
+                });
                 match &e {
                     BatchError::Tampered(why) => {
                         if self.alerted.as_deref() != Some(why) {

@@ -214,11 +214,7 @@ pub fn outcome(approval: &Approval) -> Option<Outcome> {
 
 /// The thread reply after an approved call ran.
 pub fn finished(call: &CallSummary, post_results: bool) -> String {
-    let mut text = format!(
-        "Call finished: {} in {} ms",
-        call.outcome,
-        call.duration.as_millis()
-    );
+    let mut text = format!("Call finished: {}; {}", call.outcome, call.timing());
     if let Some(response) = call.response.as_ref().filter(|_| post_results) {
         text.push_str("\nResult: ");
         text.push_str(&cut(&response.to_string(), MAX_RESULT));

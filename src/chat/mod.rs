@@ -53,9 +53,23 @@ pub enum ChatError {
 pub struct CallSummary {
     /// `ok`, `tool_error`, `upstream_error`, `timeout`, `cancelled`, …
     pub outcome: String,
-    pub duration: Duration,
+    /// The tool's own time, from sending the call upstream to its answer.
+    pub tool_time: Duration,
+    /// From the call's arrival to its answer, including the wait for approval.
+    pub total_time: Duration,
     /// The upstream's JSON-RPC response; posted only when the policy's `post_results` says so.
     pub response: Option<Value>,
+}
+
+impl CallSummary {
+    /// "the tool ran 2 ms, 35.7 s after the request": the tool's own time apart from the wait.
+    pub fn timing(&self) -> String {
+        format!(
+            "the tool ran {} ms, {:.1} s after the request",
+            self.tool_time.as_millis(),
+            self.total_time.as_secs_f64()
+        )
+    }
 }
 
 /// One line of `countersign chat test`: what was checked, and what to fix when it failed.

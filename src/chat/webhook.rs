@@ -185,7 +185,8 @@ impl ChatBackend for Webhook {
             .then(|| call.response.clone())
             .flatten();
         let extra = json!({"call": {"outcome": call.outcome,
-            "duration_ms": call.duration.as_millis() as u64, "response": result}});
+            "tool_ms": call.tool_time.as_millis() as u64,
+            "total_ms": call.total_time.as_millis() as u64, "response": result}});
         let body = payload("call.finished", approval, extra);
         Box::pin(self.notify("call.finished", body))
     }

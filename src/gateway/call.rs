@@ -91,11 +91,7 @@ impl Gateway {
                 ..SendHooks::default()
             },
         );
-        let completion = Completion {
-            gate: self.gate.clone(),
-            call,
-            started: Instant::now(),
-        };
+        let completion = Completion::new(self.gate.clone(), call);
         let gated = Gated {
             waiting: Box::pin(waiting.instrument(span)),
             notes,
@@ -191,7 +187,8 @@ pub(super) async fn gate_then_send(
             let outcome = CallOutcome {
                 response: None,
                 label: "upstream_unavailable",
-                duration: started.elapsed(),
+                tool_time: started.elapsed(),
+                total_time: call.age(),
             };
             gate.finished(&call, outcome).await;
             let error = jsonrpc::error(Some(id), jsonrpc::code::SERVER_ERROR, e.to_string());

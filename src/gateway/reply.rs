@@ -60,14 +60,16 @@ impl ReplyStream {
         record: Option<CallRecord>,
     ) -> Self {
         let phase = Phase::Forwarded(Box::new(exchange));
-        Self::start(
+        let mut stream = Self::start(
             phase,
             None,
             upstream,
             upstream_index,
             session,
             (client_id, record),
-        )
+        );
+        stream.forwarded();
+        stream
     }
 
     /// A call that first waits on its gate (see [`Gated`]).
@@ -151,6 +153,7 @@ impl ReplyStream {
                             match waited {
                                 Ok((exchange, progress)) => {
                                     self.progress_offset = progress.count();
+                                    self.forwarded();
                                     self.phase = Phase::Forwarded(Box::new(exchange));
                                     continue;
                                 }
@@ -250,6 +253,16 @@ impl ReplyStream {
         }
     }
 
+    /// The call went upstream: the tool's own time starts now.
+    fn forwarded(&mut self) {
+        if let Some(record) = &mut self.record {
+            record.forwarded();
+        }
+        if let Some(completion) = &mut self.completion {
+            completion.forwarded = Some(Instant::now());
+        }
+    }
+
     fn finish(&mut self, outcome: &'static str, response: Option<&Value>) {
         self.done = true;
         if let Some(session) = &self.session {
@@ -318,7 +331,18 @@ pub type Waiting = BoxFuture<'static, Result<(Exchange, Progress), (Value, &'sta
 pub struct Completion {
     pub gate: Arc<dyn CallGate>,
     pub call: ToolCall,
-    pub started: Instant,
+    /// When the call went upstream, once it has.
+    pub forwarded: Option<Instant>,
+}
+
+impl Completion {
+    pub fn new(gate: Arc<dyn CallGate>, call: ToolCall) -> Self {
+        Completion {
+            gate,
+            call,
+            forwarded: None,
+        }
+    }
 }
 
 impl Completion {
@@ -328,12 +352,14 @@ impl Completion {
     }
 
     fn report(self, label: &'static str, response: Option<Value>) {
-        let duration = self.started.elapsed();
+        let tool_time = self.forwarded.map(|at| at.elapsed()).unwrap_or_default();
+        let total_time = self.call.age();
         tokio::spawn(async move {
             let outcome = CallOutcome {
                 response: response.as_ref(),
                 label,
-                duration,
+                tool_time,
+                total_time,
             };
             self.gate.finished(&self.call, outcome).await;
         });

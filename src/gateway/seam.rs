@@ -28,6 +28,21 @@ pub struct ToolCall {
     pub definition: Arc<Value>,
 }
 
+impl ToolCall {
+    /// Time since the call arrived, read off its UUID v7 (so a task resumed after a restart
+    /// still counts from the original request).
+    pub fn age(&self) -> Duration {
+        let arrived_ms = self.id.get_timestamp().map_or(0, |t| {
+            let (secs, nanos) = t.to_unix();
+            secs * 1000 + u64::from(nanos) / 1_000_000
+        });
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Duration::from_millis(now_ms.saturating_sub(arrived_ms))
+    }
+}
+
 /// What a gate decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -45,7 +60,10 @@ pub struct CallOutcome<'a> {
     pub response: Option<&'a Value>,
     /// `ok`, `tool_error`, `error`, `cancelled`, …
     pub label: &'static str,
-    pub duration: Duration,
+    /// The tool's own time: from sending the call upstream to its answer.
+    pub tool_time: Duration,
+    /// From the call's arrival to its answer, including any wait for a human.
+    pub total_time: Duration,
 }
 
 /// Decides whether a call may run. May take as long as it needs (a human approval), and must

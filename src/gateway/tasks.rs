@@ -458,11 +458,7 @@ async fn run_task(
     let gated = Gated {
         waiting: Box::pin(waiting),
         notes,
-        completion: Completion {
-            gate,
-            call: run.call,
-            started: Instant::now(),
-        },
+        completion: Completion::new(gate, run.call),
     };
     let mut stream = ReplyStream::gated(
         gated,

@@ -433,7 +433,7 @@ pub(super) struct Health {
 
 impl Health {
     pub fn new(upstream: &str) -> Self {
-        metrics::gauge!("countersign_upstream_up", "upstream" => upstream.to_owned()).set(0.0);
+        crate::telemetry::upstream_up(upstream, false);
         Health {
             upstream: upstream.to_owned(),
             up: AtomicBool::new(false),
@@ -446,8 +446,7 @@ impl Health {
 
     pub fn set(&self, up: bool) {
         if self.up.swap(up, Ordering::Relaxed) != up {
-            metrics::gauge!("countersign_upstream_up", "upstream" => self.upstream.clone())
-                .set(if up { 1.0 } else { 0.0 });
+            crate::telemetry::upstream_up(&self.upstream, up);
             tracing::info!(target: "countersign::upstream", upstream = %self.upstream, up, "upstream health changed");
         }
     }

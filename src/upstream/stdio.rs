@@ -225,7 +225,12 @@ impl Supervisor {
     async fn run(self, first: oneshot::Sender<()>) {
         let mut first = Some(first);
         let mut backoff = Backoff::new();
+        let mut runs = 0u64;
         while !self.stop.is_cancelled() {
+            if runs > 0 {
+                crate::telemetry::upstream_restarted(&self.shared.name);
+            }
+            runs += 1;
             let started = Instant::now();
             self.run_child(&mut first).await;
             if started.elapsed() >= Backoff::STABLE {
@@ -244,7 +249,7 @@ impl Supervisor {
         let mut running = match self.spawn() {
             Ok(running) => running,
             Err(e) => {
-                tracing::error!(target: "countersign::upstream", upstream = %name, error = %e, "cannot start the upstream process");
+                tracing::error!(target: "countersign::upstream", upstream = %name, command = %self.command.command, error = %e, "cannot start the upstream process (is the command on PATH, or its path right?)");
                 first.take().map(|f| f.send(()));
                 return;
             }

@@ -37,24 +37,7 @@ async fn calls_are_counted_by_server_tool_and_outcome() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"countersign_tool_calls_total{server="metered",tool="add",outcome="invalid_arguments"} 1"#), "{metrics}");
-    // Every family says what it is.
-    let families: std::collections::BTreeSet<&str> = metrics
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .map(|name| {
-            ["_bucket", "_sum", "_count"]
-                .iter()
-                .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n))
-        })
-        .collect();
-    assert!(families.len() >= 3, "{metrics}");
-    for family in families {
-        assert!(
-            metrics.contains(&format!("# HELP {family} ")),
-            "no HELP for {family}:\n{metrics}"
-        );
-    }
+    assert_every_family_has_help(&metrics);
     assert!(
         metrics.contains(
             r#"countersign_tool_call_duration_seconds_count{server="metered",tool="add"}"#
@@ -162,9 +145,11 @@ async fn a_call_span_is_exported_over_otlp_in_the_clients_trace() {
 
 /// A run's log says what was decided, one INFO line each (the call's verdict and rule, the
 /// approval asked for with how to answer it, its decision), refused keys at WARN, and what the
-/// gateway started with; written to a file, it holds no terminal colour codes.
+/// gateway started with; written to a file, it holds no terminal colour codes. Its metrics
+/// (its own process, so its own recorder) count the same run, every family with its HELP, and
+/// keep the tool's own time apart from the human wait, as `call.completed` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_log_tells_every_decision_in_plain_text() {
+async fn a_run_is_told_in_the_log_and_the_metrics() {
     use crate::approvals::{AGENT_KEY, call, pending, text, vote};
     let db = support::TestDb::new(support::Backend::Sqlite).await;
     let policies = crate::approvals::policy_dir();
@@ -178,13 +163,15 @@ async fn the_log_tells_every_decision_in_plain_text() {
             "server: {{listen: '127.0.0.1:{port}'}}\ndatabase: {{url: '{}'}}\npolicy_dir: '{}'\n\
              upstreams:\n  - name: echo\n    stdio: {{command: python3, args: ['{}']}}\n\
              agents:\n  - {{id: agent-1, key_sha256: {}}}\n\
-             approvers:\n  - {{id: bob, groups: [ops], token_sha256: {}}}\n  - {{id: carol, groups: [ops], token_sha256: {}}}\n",
+             approvers:\n  - {{id: bob, groups: [ops], token_sha256: {}}}\n  - {{id: carol, groups: [ops], token_sha256: {}}}\n\
+             auditors:\n  - {{id: audrey, token_sha256: {}}}\n",
             db.url,
             policies.path().display(),
             support::echo_upstream().display(),
             countersign::auth::hash_key(AGENT_KEY),
             token("bob"),
             token("carol"),
+            token("audrey"),
         ),
     )
     .unwrap();
@@ -207,14 +194,62 @@ async fn the_log_tells_every_decision_in_plain_text() {
         "delete_record",
         json!({"record_id": "logged"}),
     ));
-    let id = pending(&gateway.gw, 1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let approval = pending(&gateway.gw, 1).await.remove(0);
+    let id = approval["id"].as_str().unwrap().to_owned();
     vote(&gateway.gw, &id, "bob", true, None).await;
+    // The humans take their time: the wait is what the tool's own duration must leave out.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     vote(&gateway.gw, &id, "carol", true, None).await;
     let (deleted, _) = held.await.unwrap();
     assert_eq!(text(&deleted), "deleted logged");
+
+    let call_id = approval["call_id"].as_str().unwrap();
+    let ended = completed_event(&gateway.gw, call_id).await;
+    let (tool_ms, total_ms) = (ended["tool_ms"].as_u64(), ended["total_ms"].as_u64());
+    assert!(
+        tool_ms.is_some_and(|t| t < 1000) && total_ms.is_some_and(|t| t >= 1200),
+        "call.completed keeps the tool's time apart from the wait: {ended}"
+    );
+    let metrics = crate::support::http()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_every_family_has_help(&metrics);
+    for sample in [
+        r#"countersign_approvals_decided_total{outcome="approved",channel="http"} 1"#,
+        r#"countersign_approval_decision_seconds_count{outcome="approved"} 1"#,
+        r#"countersign_auth_refused_total{route="/mcp"} 3"#,
+        "countersign_approvals_pending 0",
+        r#"countersign_tool_call_duration_seconds_count{server="echo",tool="delete_record"} 1"#,
+        r#"countersign_tool_calls_total{server="echo",tool="delete_record",outcome="ok"} 1"#,
+    ] {
+        assert!(metrics.contains(sample), "no `{sample}` in:\n{metrics}");
+    }
+    let tool_seconds = sample_value(
+        &metrics,
+        r#"countersign_tool_call_duration_seconds_sum{server="echo",tool="delete_record"}"#,
+    );
+    let decision_seconds = sample_value(
+        &metrics,
+        r#"countersign_approval_decision_seconds_sum{outcome="approved"}"#,
+    );
+    assert!(
+        tool_seconds < 1.0 && decision_seconds >= 1.2,
+        "tool {tool_seconds} s, decision {decision_seconds} s"
+    );
+    assert!(sample_value(&metrics, "countersign_audit_batch_events_count") >= 1.0);
+    assert!(sample_value(&metrics, "countersign_audit_commit_seconds_count") >= 1.0);
+    // The decision-time buckets reach hours; the tool-time buckets stay fine-grained.
+    assert!(
+        metrics.contains(
+            r#"countersign_approval_decision_seconds_bucket{outcome="approved",le="28800"}"#
+        ),
+        "{metrics}"
+    );
     gateway.signal("-TERM").await;
 
     let log = std::fs::read_to_string(&log).unwrap();
@@ -258,4 +293,60 @@ async fn the_log_tells_every_decision_in_plain_text() {
         1,
         "three refusals in a row are one WARN line (rate-limited):\n{log}"
     );
+}
+
+/// The `call.completed` payload of `call_id`, from the auditor API.
+async fn completed_event(gw: &support::TestGateway, call_id: &str) -> serde_json::Value {
+    use crate::approvals::{api, base};
+    // `call.completed` is recorded once the answer left: wait for it (bounded).
+    for _ in 0..100 {
+        let (status, events) = api(
+            reqwest::Method::GET,
+            format!("{}/audit/calls/{call_id}", base(gw)),
+            "audrey",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{events}");
+        let events = events.get("events").cloned().unwrap_or(events);
+        let completed = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "call.completed");
+        if let Some(event) = completed {
+            return event["payload"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no call.completed for {call_id}");
+}
+
+/// Every metric family in a Prometheus text page has its `# HELP` line.
+fn assert_every_family_has_help(metrics: &str) {
+    let families: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|name| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n))
+        })
+        .collect();
+    assert!(families.len() >= 3, "{metrics}");
+    for family in families {
+        assert!(
+            metrics.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}:\n{metrics}"
+        );
+    }
+}
+
+/// The value of the sample named exactly `series` (name and labels).
+fn sample_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{series}` in:\n{metrics}"))
 }

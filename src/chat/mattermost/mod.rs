@@ -370,9 +370,9 @@ impl Mattermost {
             return Ok(());
         };
         let mut message = format!(
-            ":checkered_flag: The call ran: **{}** in {} ms",
+            ":checkered_flag: The call ran: **{}**; {}",
             call.outcome,
-            call.duration.as_millis()
+            call.timing()
         );
         if approval.spec.post_results
             && let Some(response) = &call.response
