@@ -110,6 +110,13 @@ struct ConfigArg {
 
 impl ConfigArg {
     fn load(&self) -> anyhow::Result<Config> {
+        if !self.config.exists() {
+            anyhow::bail!(
+                "{}: no such configuration file; pass --config FILE or set COUNTERSIGN_CONFIG \
+                 (examples/quickstart.yaml is a start)",
+                self.config.display()
+            );
+        }
         Ok(config::load(&self.config)?)
     }
 }
@@ -172,16 +179,7 @@ async fn run_gateway_command(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(arg) => serve(arg.load()?, &arg.config).await,
         Command::Stdio(arg) => stdio(arg.load()?, &arg.config).await,
-        Command::Config(ConfigCommand::Check(arg)) => {
-            let config = arg.load()?;
-            println!(
-                "{}: ok ({} upstreams, {} agents)",
-                arg.config.display(),
-                config.upstreams.len(),
-                config.agents.len()
-            );
-            Ok(())
-        }
+        Command::Config(ConfigCommand::Check(arg)) => check_config(&arg).await,
         Command::HashKey => {
             let mut key = String::new();
             std::io::stdin().read_line(&mut key)?;
@@ -197,6 +195,33 @@ async fn run_gateway_command(command: Command) -> anyhow::Result<()> {
             unreachable!("handled in run")
         }
     }
+}
+
+/// `config check`: every finding at once; fails when any is a problem.
+async fn check_config(arg: &ConfigArg) -> anyhow::Result<()> {
+    let config = arg.load()?;
+    let report = crate::preflight::check(&config).await;
+    for finding in &report.findings {
+        println!("{}: {finding}", arg.config.display());
+    }
+    let problems = report.problems();
+    if problems > 0 {
+        anyhow::bail!(
+            "{}: {problems} problem{} found",
+            arg.config.display(),
+            if problems == 1 { "" } else { "s" }
+        );
+    }
+    let rules = report
+        .rules
+        .map_or("no policy_dir".to_owned(), |n| format!("{n} policy rules"));
+    println!(
+        "{}: ok ({} upstreams, {} agents, {rules})",
+        arg.config.display(),
+        config.upstreams.len(),
+        config.agents.len()
+    );
+    Ok(())
 }
 
 async fn serve(config: Config, path: &std::path::Path) -> anyhow::Result<()> {

@@ -33,6 +33,8 @@ pub mod gateway;
 pub mod jsonrpc;
 /// Policy files and the decision on each tool call: allow, deny, or approve by whom.
 pub mod policy;
+/// `config check`: what the configuration refers to, checked before anything starts.
+pub mod preflight;
 /// MCP protocol constants and era rules.
 pub mod protocol;
 /// Building and running the gateway.

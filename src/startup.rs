@@ -113,6 +113,8 @@ impl Governance {
                 tasks: None,
             });
         };
+        // Policies first: a bad policy stops the start before anything is created on disk.
+        let policies = Policies::new(PolicySet::load_dir(dir)?);
         let db = crate::store::connect(&config.database.url)
             .await
             .with_context(|| format!("database {}", config.database.url))?;
@@ -121,7 +123,6 @@ impl Governance {
             .context("audit log")?;
         let ttl = Duration::from_secs(config.approvals.task_ttl_secs);
         let tasks = Tasks::new(db.clone(), audit.clone(), ttl);
-        let policies = Policies::new(PolicySet::load_dir(dir)?);
         policies.watch(dir.clone(), shutdown.clone());
         let broker = Broker::new(
             db,
@@ -221,9 +222,16 @@ impl Application {
         gate: Arc<dyn CallGate>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let address = config.server.listen;
+        let listener = TcpListener::bind(address).await.map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "; another process listens there (is countersign already running?): stop it or change server.listen"
+                }
+                _ => "; check server.listen",
+            };
+            anyhow::anyhow!("cannot listen on {address}: {e}{hint}")
+        })?;
         let gateway = start_gateway(config, gate, shutdown).await?;
         let front = http::HttpFront {
             gateway: gateway.clone(),

@@ -75,6 +75,21 @@ impl PolicySet {
         &self.files
     }
 
+    /// Every rule that holds calls for a human approval, by id (`default` for the default).
+    pub fn approval_rules(&self) -> impl Iterator<Item = (&str, &ApprovalSpec)> {
+        let default = match &self.default {
+            Verdict::Approve(spec) => Some(("default", spec)),
+            _ => None,
+        };
+        self.rules
+            .iter()
+            .filter_map(|rule| match &rule.verdict {
+                Verdict::Approve(spec) => Some((rule.id.as_str(), spec)),
+                _ => None,
+            })
+            .chain(default)
+    }
+
     /// What applies when no rule matches (before the fail-closed check of `evaluate`).
     pub fn default_verdict(&self) -> &Verdict {
         &self.default
@@ -101,9 +116,9 @@ impl PolicySet {
 
 /// Lists and reads the policy files of `dir`, sorted by name.
 pub(super) fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyError> {
-    let dir_error = |source| PolicyError::ReadDir {
+    let dir_error = |cause| PolicyError::ReadDir {
         dir: dir.into(),
-        source,
+        cause,
     };
     let mut sources = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
@@ -114,9 +129,9 @@ pub(super) fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyError> {
         if !path.is_file() {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::ReadFile {
+        let text = std::fs::read_to_string(&path).map_err(|cause| PolicyError::ReadFile {
             file: path.clone(),
-            source,
+            cause,
         })?;
         sources.push(Source { name, path, text });
     }

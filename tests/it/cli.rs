@@ -23,3 +23,125 @@ fn completions_and_the_man_page_know_every_command() {
     assert!(man.contains(".TH countersign 1"), "{man}");
     assert!(man.contains("approvals") && man.contains("audit"), "{man}");
 }
+
+/// `countersign ARGS` in `dir`: exit success, stdout, stderr.
+fn run_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("COUNTERSIGN_CONFIG")
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+/// One configuration with one of each mistake `config check` must find beyond the file's own
+/// syntax: every one is reported in the same run, and the check fails.
+#[test]
+fn config_check_reports_every_problem_the_file_refers_to_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        "rules:
+  - {id: typo-group, match: {tool: a}, verdict: approve, approver_groups: [operatrs]}
+  - {id: too-few, match: {tool: b}, verdict: approve, approvers: [alice, ghost], quorum: 2}
+  - {id: mute, match: {tool: c}, verdict: approve, approvers: [mute]}
+",
+    )
+    .unwrap();
+    let config = format!(
+        "server: {{listen: '{busy}', allow_anonymous: true}}
+database: {{url: 'sqlite://no-such-dir/audit.db'}}
+policy_dir: policies
+upstreams:
+  - {{name: gone, stdio: {{command: countersign-no-such-command}}}}
+  - {{name: here, stdio: {{command: python3}}}}
+chat:
+  matrix: {{homeserver: 'http://127.0.0.1:9', access_token: t, room: '!r:localhost'}}
+approvers:
+  - {{id: alice, groups: [operators], token_sha256: '{token}'}}
+  - {{id: mute, groups: []}}
+",
+        token = countersign::auth::hash_key("alice-token"),
+    );
+    std::fs::write(dir.path().join("c.yaml"), config).unwrap();
+    let (ok, out, err) = run_in(dir.path(), &["config", "check", "--config", "c.yaml"]);
+    assert!(!ok, "{out}{err}");
+    for expected in [
+        "problem: upstreams[0].stdio.command: upstream gone: command `countersign-no-such-command` is not found on PATH",
+        "problem: rule typo-group: approver group `operatrs` has no members (groups with members: operators)",
+        "problem: rule typo-group: needs 1 distinct approvers but only 0 can approve (nobody)",
+        "problem: rule too-few: approver `ghost` is not in `approvers`",
+        "problem: rule too-few: needs 2 distinct approvers but only 1 can approve (alice)",
+        "problem: rule mute: approver `mute` has no token_sha256 and no account on a configured chat backend: they cannot vote",
+        "warning: rule too-few: approver `alice` has no `chat.matrix` account",
+        "problem: database.url: no-such-dir: the directory does not exist",
+        &format!("warning: server.listen: {busy}: `serve` could not bind it now"),
+        "is countersign already running?",
+    ] {
+        assert!(out.contains(expected), "no `{expected}` in:\n{out}");
+    }
+    assert!(err.contains("7 problems found"), "{err}");
+    assert!(!out.contains("upstream here"), "python3 is on PATH:\n{out}");
+    drop(held);
+
+    // A policy_dir that is not there says so, and that it is relative to the config file.
+    std::fs::remove_dir_all(dir.path().join("policies")).unwrap();
+    let (ok, out, _) = run_in(dir.path(), &["config", "check", "--config", "c.yaml"]);
+    assert!(!ok);
+    assert!(
+        out.contains("problem: policy_dir:")
+            && out.contains("relative to the config file's directory"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_says_how_to_pass_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run_in(dir.path(), &["config", "check"]);
+    assert!(!ok);
+    assert!(
+        err.contains("countersign.yaml: no such configuration file; pass --config FILE or set COUNTERSIGN_CONFIG"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_quick_start_configuration_checks_clean() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (ok, out, err) = run_in(
+        root,
+        &["config", "check", "--config", "examples/quickstart.yaml"],
+    );
+    // Its listener may be in use by a quick-start gateway: that is only a warning.
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("examples/quickstart.yaml: ok ("), "{out}");
+    assert!(!out.contains("problem:"), "{out}");
+}
+
+#[test]
+fn serve_on_a_port_in_use_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        format!(
+            "server: {{listen: '{busy}', allow_anonymous: true}}\nupstreams:\n  - {{name: here, stdio: {{command: python3}}}}\n"
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run_in(dir.path(), &["serve", "--config", "c.yaml"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot listen on {busy}"))
+            && err.contains("is countersign already running?")
+            && err.contains("server.listen"),
+        "{err}"
+    );
+}
