@@ -121,6 +121,20 @@ impl ConfigArg {
     }
 }
 
+/// An error and its causes on one line, each cause said once: many errors already quote their
+/// cause in their own message.
+pub fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 /// Runs the parsed command; the binary's only job.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -292,4 +306,29 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutting down");
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Quoting {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_that_quotes_its_cause_says_it_once_and_context_keeps_both() {
+        let quoting = Quoting {
+            path: "policies",
+            source: std::io::Error::other("no such directory"),
+        };
+        let e = anyhow::Error::new(quoting).context("policy_dir");
+        assert_eq!(
+            describe(&e),
+            "policy_dir: cannot read policies: no such directory"
+        );
+    }
 }

@@ -29,6 +29,8 @@ pub mod front;
 pub mod gate;
 /// The protocol core: local answers, routing, the `tools/call` path.
 pub mod gateway;
+/// How the HTTP APIs answer a failed request.
+pub mod http_error;
 /// Raw JSON-RPC messages.
 pub mod jsonrpc;
 /// Policy files and the decision on each tool call: allow, deny, or approve by whom.

@@ -15,7 +15,8 @@ async fn main() -> std::process::ExitCode {
     match countersign::cli::run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("countersign: {e:#}");
+            // The same prefix as clap's own errors and the policy commands' findings.
+            eprintln!("error: {}", countersign::cli::describe(&e));
             std::process::ExitCode::FAILURE
         }
     }

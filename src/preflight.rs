@@ -70,6 +70,11 @@ pub async fn check(config: &Config) -> Report {
                 report.rules = Some(policies.rule_count());
                 approvers(config, &policies, &mut report);
             }
+            Err(e @ crate::policy::PolicyError::ReadDir { .. }) => report.add(
+                Severity::Problem,
+                "policy_dir",
+                format!("{e} ({})", crate::policy::RELATIVE_POLICY_DIR),
+            ),
             Err(e) => report.add(Severity::Problem, "policy_dir", e.to_string()),
         }
     }

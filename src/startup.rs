@@ -114,7 +114,7 @@ impl Governance {
             });
         };
         // Policies first: a bad policy stops the start before anything is created on disk.
-        let policies = Policies::new(PolicySet::load_dir(dir)?);
+        let policies = Policies::new(PolicySet::load_dir(dir).map_err(configured_policies)?);
         let db = crate::store::connect(&config.database.url)
             .await
             .with_context(|| format!("database {}", config.database.url))?;
@@ -158,6 +158,16 @@ impl Governance {
             broker: Some(broker),
             tasks: Some(tasks),
         })
+    }
+}
+
+/// A policy error, with where a configured directory is looked for when it cannot be read.
+fn configured_policies(e: crate::policy::PolicyError) -> anyhow::Error {
+    match e {
+        crate::policy::PolicyError::ReadDir { .. } => {
+            anyhow::anyhow!("policy_dir: {e} ({})", crate::policy::RELATIVE_POLICY_DIR)
+        }
+        other => other.into(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! ```
 
 use super::{Ballot, Broker, BrokerError, Status};
+use crate::http_error::HttpError;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -56,29 +57,24 @@ enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, message) = match self {
-            ApiError::Unauthorized => {
-                let body = Json(
-                    json!({"error": "an approver token is required (Authorization: Bearer <token>)"}),
-                );
-                let challenge = [(
-                    header::WWW_AUTHENTICATE,
-                    "Bearer realm=\"countersign-approvers\"",
-                )];
-                return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
+        match self {
+            ApiError::Unauthorized => HttpError::unauthorized(
+                "countersign-approvers",
+                false,
+                "an approver token is required (Authorization: Bearer <token>)",
+            ),
+            ApiError::BadRequest(m) => HttpError::new(StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound(id) => {
+                HttpError::new(StatusCode::NOT_FOUND, format!("no approval {id}"))
             }
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            ApiError::NotFound(id) => (StatusCode::NOT_FOUND, format!("no approval {id}")),
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "approver API failed");
-                let body = Json(
-                    json!({"error": "the approval could not be read or recorded (the database is unavailable?); try again"}),
-                );
-                let retry = [(header::RETRY_AFTER, crate::store::RETRY_AFTER_SECS)];
-                return (StatusCode::SERVICE_UNAVAILABLE, retry, body).into_response();
+                HttpError::unavailable(
+                    "the approval could not be read or recorded (the database is unavailable?); try again",
+                )
             }
-        };
-        (status, Json(json!({"error": message}))).into_response()
+        }
+        .into_response()
     }
 }
 

@@ -369,11 +369,21 @@ async fn record_read(
     Ok(())
 }
 
+/// Who runs this command, as the operating system knows them: the account of the process's
+/// user, else `$USER`-style variables, else the numeric uid (a user without an account entry,
+/// as under systemd's `DynamicUser`).
 fn os_user() -> String {
-    ["USER", "LOGNAME", "USERNAME"]
-        .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
+    let account = whoami::username().ok().filter(|u| !u.is_empty());
+    let variable = || {
+        ["USER", "LOGNAME", "USERNAME"]
+            .iter()
+            .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+    };
+    account.or_else(variable).unwrap_or_else(|| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/self")
+            .map_or_else(|_| "uid unknown".into(), |m| format!("uid {}", m.uid()))
+    })
 }
 
 #[cfg(test)]

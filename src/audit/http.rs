@@ -13,6 +13,7 @@
 
 use super::{AuditError, AuditLog, EventKind, Filter, Format, NewEvent, render};
 use crate::config::AuditorConfig;
+use crate::http_error::HttpError;
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -137,61 +138,28 @@ enum Refusal {
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
-            Refusal::Unauthorized { token_presented } => unauthorized(token_presented),
-            Refusal::Unrecorded => {
-                let mut response = plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the audit log cannot record this query, so it is not answered\n",
-                );
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(crate::store::RETRY_AFTER_SECS),
-                );
-                response
-            }
+            Refusal::Unauthorized { token_presented } => HttpError::unauthorized(
+                "countersign-audit",
+                token_presented,
+                "an auditor token is required (Authorization: Bearer <token>)",
+            ),
+            Refusal::Unrecorded => HttpError::unavailable(
+                "the audit log cannot record this query, so it is not answered",
+            ),
         }
-    }
-}
-
-fn unauthorized(token_presented: bool) -> Response {
-    let challenge = if token_presented {
-        r#"Bearer realm="countersign-audit", error="invalid_token""#
-    } else {
-        r#"Bearer realm="countersign-audit""#
-    };
-    let mut response = plain(
-        StatusCode::UNAUTHORIZED,
-        "an auditor token is required (Authorization: Bearer <token>)\n",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(challenge),
-    );
-    response
-}
-
-fn plain(status: StatusCode, body: &'static str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
         .into_response()
+    }
 }
 
 fn failure(e: AuditError) -> Response {
     match e {
-        AuditError::InvalidQuery(message) => {
-            (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
-        }
+        AuditError::InvalidQuery(message) => HttpError::new(StatusCode::BAD_REQUEST, message),
         other => {
             tracing::error!(error = %other, "audit query failed");
-            plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the audit query failed\n",
-            )
+            HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the audit query failed")
         }
     }
+    .into_response()
 }
 
 fn format_of(params: &Params) -> Result<Format, AuditError> {

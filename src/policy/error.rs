@@ -6,20 +6,26 @@ use std::path::PathBuf;
 /// Why a policy directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// The cause is in the message, not chained, so it is said once.
-    #[error("{}: cannot read the policy directory: {cause} (a relative policy_dir is relative to the config file's directory)", .dir.display())]
-    ReadDir { dir: PathBuf, cause: std::io::Error },
+    #[error("{}: cannot read the policy directory: {source}", .dir.display())]
+    ReadDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: no policy files (*.yaml, *.yml) in the directory", .dir.display())]
     NoFiles { dir: PathBuf },
-    #[error("{}: cannot read the file: {cause}", .file.display())]
+    #[error("{}: cannot read the file: {source}", .file.display())]
     ReadFile {
         file: PathBuf,
-        cause: std::io::Error,
+        source: std::io::Error,
     },
     /// YAML syntax, a field of the wrong type, or a rule that cannot work as written.
     #[error("{at}: {message}")]
     Invalid { at: Location, message: String },
 }
+
+/// Said with a configuration's `policy_dir` that cannot be read.
+pub const RELATIVE_POLICY_DIR: &str =
+    "a relative policy_dir is relative to the config file's directory";
 
 impl PolicyError {
     /// Where the problem is, when it is inside a file.

@@ -116,9 +116,9 @@ impl PolicySet {
 
 /// Lists and reads the policy files of `dir`, sorted by name.
 pub(super) fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyError> {
-    let dir_error = |cause| PolicyError::ReadDir {
+    let dir_error = |source| PolicyError::ReadDir {
         dir: dir.into(),
-        cause,
+        source,
     };
     let mut sources = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
@@ -129,9 +129,9 @@ pub(super) fn read_sources(dir: &Path) -> Result<Vec<Source>, PolicyError> {
         if !path.is_file() {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|cause| PolicyError::ReadFile {
+        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::ReadFile {
             file: path.clone(),
-            cause,
+            source,
         })?;
         sources.push(Source { name, path, text });
     }

@@ -26,7 +26,7 @@ mod watch;
 
 /// `90s`, `15m`, `2h`, `1d`, `1h30m` as a duration (none for zero or anything else).
 pub(crate) use doc::parse_duration;
-pub use error::{Location, PolicyError};
+pub use error::{Location, PolicyError, RELATIVE_POLICY_DIR};
 pub use eval::{Explained, Match};
 pub use load::PolicySet;
 pub use watch::Policies;

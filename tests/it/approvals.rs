@@ -696,3 +696,46 @@ async fn cli_votes(backend: Backend) {
 }
 
 crate::on_both_databases!(cli_votes: votes_from_the_cli_wake_the_waiting_call_on_sqlite, votes_from_the_cli_wake_the_waiting_call_on_postgres);
+
+/// The approver and auditor APIs refuse the same way: 401 with a bearer challenge and a JSON
+/// body saying what is needed; a bad query is a JSON 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approver_and_auditor_apis_refuse_alike_in_json() {
+    let (_db, _dir, gw) = setup(Backend::Sqlite).await;
+    for (path, realm) in [
+        ("/approvals", "countersign-approvers"),
+        ("/audit/events", "countersign-audit"),
+    ] {
+        let response = crate::support::http()
+            .get(format!("{}{path}", base(&gw)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.starts_with(&format!("Bearer realm=\"{realm}\"")),
+            "{challenge}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("token is required"),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = api(
+        reqwest::Method::GET,
+        format!("{}/audit/events?since=yesterday-ish", base(&gw)),
+        "audrey",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("yesterday-ish"),
+        "{body}"
+    );
+}

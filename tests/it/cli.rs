@@ -145,3 +145,47 @@ fn serve_on_a_port_in_use_says_what_to_do() {
         "{err}"
     );
 }
+
+/// `audit.read` names the operating-system account that ran the query, even when `$USER` and
+/// `$LOGNAME` are empty (a service account, a bare `sudo`).
+#[test]
+fn an_audit_query_from_the_cli_names_the_account_that_ran_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        "defaults: {verdict: allow}\nrules: []\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "server: {allow_anonymous: true}\ndatabase: {url: 'sqlite://audit.db'}\npolicy_dir: policies\nupstreams:\n  - {name: x, stdio: {command: python3}}\n",
+    )
+    .unwrap();
+    let list = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(["audit", "list", "--config", "c.yaml", "--format", "json"])
+            .current_dir(dir.path())
+            .env("USER", "")
+            .env("LOGNAME", "")
+            .env_remove("USERNAME")
+            .output()
+            .unwrap()
+    };
+    assert!(list().status.success());
+    let out = list();
+    assert!(out.status.success(), "{out:?}");
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "audit.read")
+        .expect("the first query was recorded");
+    let account = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let account = String::from_utf8(account.stdout).unwrap();
+    assert_eq!(read["actor"], account.trim(), "{read}");
+}
