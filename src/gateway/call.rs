@@ -22,7 +22,13 @@ impl Gateway {
             return invalid(id, "tools/call needs params.name");
         };
         let Some(route) = self.resolve_tool(caller, &exposed).await else {
-            return invalid(id, format!("Unknown tool: {exposed}"));
+            let meant = self.snapshot().tools_named(&exposed).join(" or ");
+            let hint = if meant.is_empty() {
+                String::new()
+            } else {
+                format!("; did you mean {meant}?")
+            };
+            return invalid(id, format!("Unknown tool: {exposed}{hint}"));
         };
         let arguments = match jsonrpc::params(&message).and_then(|p| p.get("arguments")) {
             None | Some(Value::Null) => Value::Object(Map::new()),

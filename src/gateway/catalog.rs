@@ -232,6 +232,19 @@ impl Snapshot {
         self.tools.get(exposed)
     }
 
+    /// The exposed names a client probably meant by an unknown `name`: the tools the upstreams
+    /// call `name` (it lacks its namespace), sorted.
+    pub fn tools_named(&self, name: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .tools
+            .iter()
+            .filter(|(_, route)| route.name == name)
+            .map(|(exposed, _)| exposed.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     pub fn prompt(&self, exposed: &str) -> Option<&(usize, String)> {
         self.prompts.get(exposed)
     }

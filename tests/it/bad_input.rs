@@ -95,6 +95,18 @@ async fn an_unknown_tool_is_invalid_params() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["error"]["code"], -32602);
     assert_eq!(r.json()["error"]["message"], "Unknown tool: echo__nope");
+    // A tool named without its namespace gets the name to use.
+    let r = post(
+        &gw.url,
+        &modern_headers("tools/call", "echo"),
+        &modern_call("echo", json!({})),
+    )
+    .await;
+    assert_eq!(r.json()["error"]["code"], -32602);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "Unknown tool: echo; did you mean echo__echo?"
+    );
     assert_still_serving(&gw).await;
 }
 
