@@ -38,6 +38,13 @@ pub enum ApprovalsCommand {
     },
     /// Show one approval as JSON.
     Show { id: Uuid },
+    /// Follow approvals: each pending one, then every new request, vote and decision, as they
+    /// happen, until interrupted.
+    Watch {
+        /// `table` for people, `json` for programs (one object per line).
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
     /// Approve as a configured approver.
     Approve {
         id: Uuid,
@@ -91,6 +98,7 @@ pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<E
             }
             Ok(ExitCode::SUCCESS)
         }
+        ApprovalsCommand::Watch { format } => watch(broker, format == "json").await,
         ApprovalsCommand::Show { id } => {
             let approval = broker.get(id).await?;
             let approvers = broker.approvers(id).await?;
@@ -157,6 +165,55 @@ pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<E
 }
 
 /// An approval with its times in RFC 3339 and the approvers so far.
+/// How often `approvals watch` looks.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `approvals watch`: prints an approval when it is first seen pending, when its votes change,
+/// and when it is decided; stops on Ctrl-C or SIGTERM.
+async fn watch(broker: &Broker, json: bool) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut open: std::collections::HashMap<Uuid, usize> = Default::default();
+    let mut ticks = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = terminate.recv() => return Ok(ExitCode::SUCCESS),
+        }
+        let pending = broker.list(Some(Status::Pending)).await?;
+        let mut still_open = std::collections::HashMap::new();
+        for approval in pending {
+            let approvers = broker.approvers(approval.id).await?;
+            if open.get(&approval.id) != Some(&approvers.len()) {
+                print_change(&approval, &approvers, json)?;
+            }
+            still_open.insert(approval.id, approvers.len());
+        }
+        for id in open.keys().filter(|id| !still_open.contains_key(id)) {
+            let approval = broker.get(*id).await?;
+            print_change(&approval, &broker.approvers(*id).await?, json)?;
+        }
+        open = still_open;
+    }
+}
+
+fn print_change(
+    approval: &super::Approval,
+    approvers: &[String],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&described(approval, approvers))?
+        );
+    } else {
+        print!("{}", table_row(approval, approvers, super::now_ms()));
+    }
+    Ok(())
+}
+
 fn described(approval: &super::Approval, approvers: &[String]) -> Value {
     let mut json = serde_json::to_value(approval).unwrap_or_default();
     let time = |ms: i64| crate::audit::rfc3339_of_ms(ms);

@@ -580,6 +580,16 @@ fn approvals_cli(
     token: Option<&str>,
     args: &[&str],
 ) -> std::process::Output {
+    approvals_command(db, dir, token, args).output().unwrap()
+}
+
+/// `countersign approvals ARGS` against `db`, with bob and carol as approvers.
+fn approvals_command(
+    db: &TestDb,
+    dir: &std::path::Path,
+    token: Option<&str>,
+    args: &[&str],
+) -> std::process::Command {
     let config = dir.join("cli.yaml");
     let yaml = format!(
         "database: {{url: '{}'}}\nupstreams: [{{name: echo, stdio: {{command: 'true'}}}}]\nserver: {{allow_anonymous: true}}\n\
@@ -600,7 +610,54 @@ fn approvals_cli(
     if let Some(token) = token {
         command.env("COUNTERSIGN_APPROVER_TOKEN", token);
     }
-    command.output().unwrap()
+    command
+}
+
+/// `approvals watch` prints a request when it comes, each vote, and the decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_watch_follows_requests_votes_and_decisions() {
+    use tokio::io::AsyncBufReadExt as _;
+    let (db, dir, gw) = setup(Backend::Sqlite).await;
+    let work = tempfile::tempdir().unwrap();
+    let mut watch = tokio::process::Command::from(approvals_command(
+        &db,
+        work.path(),
+        None,
+        &["watch", "--format", "json"],
+    ))
+    .stdout(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("watch printed within 20 s")
+            .unwrap()
+            .expect("watch is still running");
+        serde_json::from_str(&line).unwrap()
+    };
+    let (agent, id) = held_delete(&gw, "watched").await;
+    let requested = next().await;
+    assert_eq!(
+        (requested["id"].as_str(), requested["status"].as_str()),
+        (Some(id.as_str()), Some("pending")),
+        "{requested}"
+    );
+    assert_eq!(requested["arguments"], json!({"record_id": "watched"}));
+    vote(&gw, &id, "bob", true, None).await;
+    let voted = next().await;
+    assert_eq!(voted["approvals_so_far"], json!(["bob"]), "{voted}");
+    vote(&gw, &id, "carol", true, None).await;
+    let decided = next().await;
+    assert_eq!(
+        (decided["status"].as_str(), decided["decided_by"].as_str()),
+        (Some("approved"), Some("carol")),
+        "{decided}"
+    );
+    assert_eq!(text(&answer(agent).await.0), "deleted watched");
+    watch.start_kill().unwrap();
 }
 
 async fn cli_votes(backend: Backend) {
