@@ -617,7 +617,7 @@ fn approvals_command(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_watch_follows_requests_votes_and_decisions() {
     use tokio::io::AsyncBufReadExt as _;
-    let (db, dir, gw) = setup(Backend::Sqlite).await;
+    let (db, _dir, gw) = setup(Backend::Sqlite).await;
     let work = tempfile::tempdir().unwrap();
     let mut watch = tokio::process::Command::from(approvals_command(
         &db,
