@@ -245,6 +245,7 @@ async fn serve(config: Config, path: &std::path::Path) -> anyhow::Result<()> {
     // the upstreams, chat backends and background tasks stop, so forwarded calls can finish.
     let shutdown = CancellationToken::new();
     let app = Application::build(&config, shutdown.clone()).await?;
+    config::changes::watch(path.to_owned(), shutdown.clone());
     let stopping = CancellationToken::new();
     tokio::spawn(stop_on_signal(stopping.clone()));
     let served = app.run_until_stopped(stopping).await;

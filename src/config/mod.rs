@@ -2,6 +2,7 @@
 //!
 //! Every error names the file (or environment variable), the line and the field at fault.
 
+pub mod changes;
 mod env;
 mod load;
 

@@ -189,3 +189,44 @@ fn an_audit_query_from_the_cli_names_the_account_that_ran_it() {
     let account = String::from_utf8(account.stdout).unwrap();
     assert_eq!(read["actor"], account.trim(), "{read}");
 }
+
+/// The shipped systemd unit passes `systemd-analyze verify` with nothing to say: no unknown
+/// key, no unknown system-call group, the command it runs exists.
+#[test]
+fn the_systemd_unit_verifies_clean() {
+    let analyze = std::path::Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is missing; .ci/run installs the systemd package"
+        );
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("deploy/systemd/countersign.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/countersign serve"));
+    for hardening in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=countersign",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.contains(hardening), "the unit lacks {hardening}");
+    }
+    // The binary this test was built with stands in for /usr/local/bin/countersign.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("countersign.service");
+    let unit = unit.replace(
+        "/usr/local/bin/countersign",
+        env!("CARGO_BIN_EXE_countersign"),
+    );
+    std::fs::write(&copy, unit).unwrap();
+    let out = std::process::Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{out:?}");
+}

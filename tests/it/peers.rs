@@ -629,3 +629,42 @@ async fn python_legacy_agent_key() {
 async fn python_modern_agent_key() {
     auth_with_key("2026-07-28").await;
 }
+
+/// The README's Python SDK example (`examples/clients/python_sdk.py`) runs as written against
+/// a gateway that requires its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_python_sdk_example_passes_the_api_key() {
+    let yaml = format!(
+        "upstreams:\n  - name: echo\n    stdio: {{command: python3, args: ['{}']}}\nagents:\n  - {{id: readme, key_sha256: {}}}\n",
+        crate::support::echo_upstream().display(),
+        countersign::auth::hash_key("readme-key"),
+    );
+    let gw = spawn_gateway(&yaml).await;
+    let example = crate::support::root().join("examples/clients/python_sdk.py");
+    let run = |key: &str| {
+        Command::new(peers().join("venv/bin/python"))
+            .arg(&example)
+            .arg(&gw.url)
+            .env("COUNTERSIGN_API_KEY", key)
+            .kill_on_drop(true)
+            .output()
+    };
+    let out = tokio::time::timeout(CLIENT_TIMEOUT, run("readme-key"))
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("echo__echo: hi") && stdout.contains("echo__delete_record"),
+        "{stdout}"
+    );
+    let refused = tokio::time::timeout(CLIENT_TIMEOUT, run("wrong-key"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a wrong key is refused: {refused:?}"
+    );
+}

@@ -350,3 +350,57 @@ fn sample_value(metrics: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no `{series}` in:\n{metrics}"))
 }
+
+/// A change to the configuration file while running is not half-applied: the log says which
+/// sections changed and that a restart applies them, and the running agents stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_file_is_reported_as_needing_a_restart() {
+    let work = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let config = work.path().join("gateway.yaml");
+    let agent = |id: &str| {
+        format!(
+            "  - {{id: {id}, key_sha256: {}}}\n",
+            countersign::auth::hash_key(&format!("{id}-key"))
+        )
+    };
+    let yaml = format!(
+        "server: {{listen: '127.0.0.1:{port}'}}\nupstreams:\n  - name: echo\n    stdio: {{command: python3, args: ['{}']}}\nagents:\n{}",
+        support::echo_upstream().display(),
+        agent("first")
+    );
+    std::fs::write(&config, &yaml).unwrap();
+    let log = work.path().join("gateway.log");
+    let gateway = support::GatewayProcess::spawn_logging_to(&config, port, Some(&log)).await;
+    std::fs::write(&config, format!("{yaml}{}", agent("second"))).unwrap();
+    let mut warned = None;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap();
+        warned = text
+            .lines()
+            .find(|l| l.contains("the configuration file changed"))
+            .map(str::to_owned);
+        if warned.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let warned = warned.expect("the change was logged within 10 s");
+    assert!(
+        warned.contains("WARN")
+            && warned.contains("sections=\"agents\"")
+            && warned.contains("restart countersign to apply it"),
+        "{warned}"
+    );
+    let ping = |key: &'static str| {
+        crate::support::http()
+            .post(&gateway.gw.url)
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+            .send()
+    };
+    assert_eq!(ping("second-key").await.unwrap().status(), 401);
+    assert_ne!(ping("first-key").await.unwrap().status(), 401);
+    gateway.signal("-TERM").await;
+}
