@@ -47,6 +47,8 @@ pub mod store;
 pub mod tasks;
 /// Logs, traces, metrics.
 pub mod telemetry;
+/// Unix time as text: the audit log's timestamps, the cards', and parsing what people type.
+pub mod timestamp;
 /// TLS for https upstreams and chat servers.
 pub mod tls;
 /// MCP toward tool servers.

@@ -632,10 +632,7 @@ fn wake(wakers: &Wakers, id: Uuid) {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    since.as_millis() as i64
+    crate::timestamp::now_ms()
 }
 
 /// Hex SHA-256 of the canonical form of the arguments (RFC 8785 with exact 64-bit integers,

@@ -73,26 +73,12 @@ pub(crate) fn canonical_payload(payload: &serde_json::Value) -> Result<String, S
 
 /// Now, as stored in `at`: RFC 3339 UTC with six fractional digits.
 pub(crate) fn now_timestamp() -> String {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    format_timestamp(micros)
+    format_timestamp(crate::timestamp::now_micros())
 }
 
 /// Microseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub(crate) fn format_timestamp(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        tod / 3600,
-        (tod / 60) % 60,
-        tod % 60
-    )
+    crate::timestamp::rfc3339_micros(micros)
 }
 
 /// Parses an RFC 3339 timestamp (`2026-01-02T03:04:05Z`, with optional fraction and a `Z` or
@@ -104,7 +90,7 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<String, String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
         Some(format_timestamp(now.checked_sub(ago)?.as_micros() as i64))
     };
-    parse_micros(s.trim())
+    crate::timestamp::parse_micros(s)
         .map(format_timestamp)
         .or_else(ago)
         .ok_or_else(|| {
@@ -117,85 +103,7 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<String, String> {
 
 /// Microseconds since the Unix epoch of an RFC 3339 timestamp.
 pub(crate) fn timestamp_micros(s: &str) -> Option<i64> {
-    parse_micros(s.trim())
-}
-
-fn parse_micros(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let days = days_from_civil(y, mo, d);
-    if b.len() == 10 {
-        return Some(days * 86_400_000_000);
-    }
-    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut frac_micros = 0i64;
-    if b[i] == b'.' {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        let digits = &s[start..i.min(start + 6)];
-        frac_micros = digits.parse::<i64>().ok()? * 10i64.pow(6 - digits.len() as u32);
-    }
-    let offset_secs = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
-            let secs = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-            if *sign == b'+' { secs } else { -secs }
-        }
-        _ => return None,
-    };
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
-    Some(secs * 1_000_000 + frac_micros)
-}
-
-// Howard Hinnant's civil-date algorithms (proleptic Gregorian calendar).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::timestamp::parse_micros(s)
 }
 
 #[cfg(test)]

@@ -486,7 +486,7 @@ impl AuditLog {
 
 /// Unix milliseconds as RFC 3339 UTC (`2026-01-02T03:04:05.123000Z`).
 pub fn rfc3339_of_ms(ms: i64) -> String {
-    chain::format_timestamp(ms.saturating_mul(1000))
+    crate::timestamp::rfc3339_ms(ms)
 }
 
 fn prepare(event: NewEvent) -> Result<Prepared, AuditError> {

@@ -39,7 +39,10 @@ pub fn facts(approval: &Approval, approvals: u32) -> Vec<(&'static str, String)>
             approval.on_behalf_of.clone().unwrap_or_else(|| "-".into()),
         ),
         ("Rule", approval.rule.clone()),
-        ("Expires", utc_time(approval.expires_at)),
+        (
+            "Expires",
+            crate::timestamp::utc_display(approval.expires_at),
+        ),
         ("Approvals", progress(approval, approvals)),
         ("Request", approval.id.to_string()),
     ]
@@ -234,43 +237,9 @@ fn cut_chars(text: &str, max: usize) -> String {
     }
 }
 
-/// Unix milliseconds as `2026-11-24 23:25:32 UTC`.
-pub fn utc_time(unix_ms: i64) -> String {
-    let secs = unix_ms.div_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_shown_in_utc() {
-        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc_time(1_795_549_332_758), "2026-11-24 19:42:12 UTC");
-        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
-    }
 
     #[test]
     fn every_field_is_listed_required_first_and_cut_on_its_own() {

@@ -158,7 +158,7 @@ pub(super) fn version_of(sources: &[Source]) -> String {
             hash.update(part);
         }
     }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(hash.finalize())
 }
 
 /// Parses YAML `text` from `file` into `T`; errors name the file, line and field.

@@ -10,8 +10,9 @@
 
 use super::store::Tokens;
 use crate::approval::{Approval, Status};
-use crate::chat::card::{self, utc_time as utc};
+use crate::chat::card;
 use crate::chat::escape::{markdown_block, markdown_code};
+use crate::timestamp::utc_display as utc;
 use serde_json::{Value, json};
 
 /// Longest string value shown in a call's result; longer ones are cut.
