@@ -281,7 +281,7 @@ fn config(addr: SocketAddr) -> UpstreamConfig {
         prefix: None,
         http: Some(HttpUpstreamConfig {
             url: format!("http://{addr}/mcp"),
-            headers: BTreeMap::from([("x-api-key".to_owned(), "secret".to_owned())]),
+            headers: BTreeMap::from([("x-api-key".to_owned(), "secret".into())]),
         }),
         stdio: None,
         era: EraPreference::Auto,

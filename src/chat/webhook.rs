@@ -12,6 +12,7 @@ use crate::approval::Approval;
 use crate::tls::Tls;
 use futures::future::BoxFuture;
 use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::time::Duration;
@@ -28,7 +29,7 @@ pub struct WebhookConfig {
     /// Where events are POSTed.
     pub url: String,
     /// The shared HMAC key (better set through `COUNTERSIGN_CHAT__WEBHOOK__SECRET`).
-    pub secret: String,
+    pub secret: SecretString,
     /// Longest one delivery may take, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -43,7 +44,7 @@ pub const MIN_SECRET_BYTES: usize = 16;
 
 /// A secret long enough (`chat.webhook.secret`).
 pub fn validate(config: &WebhookConfig) -> Result<(), (String, String)> {
-    let secret = config.secret.trim();
+    let secret = config.secret.expose_secret().trim();
     if secret.len() < MIN_SECRET_BYTES {
         return Err((
             "chat.webhook.secret".into(),
@@ -89,7 +90,11 @@ impl Webhook {
     async fn deliver(&self, event: &str, payload: &Value) -> Result<(), DeliveryError> {
         let body = payload.to_string();
         let timestamp = crate::approval::now_ms() / 1000;
-        let signature = sign(self.config.secret.as_bytes(), timestamp, body.as_bytes());
+        let signature = sign(
+            self.config.secret.expose_secret().as_bytes(),
+            timestamp,
+            body.as_bytes(),
+        );
         let url = &self.config.url;
         let sent = self
             .http

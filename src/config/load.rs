@@ -353,6 +353,22 @@ upstreams:
 ";
 
     #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let text = "\
+server: {allow_anonymous: true}
+upstreams:
+  - name: api
+    http: {url: 'http://127.0.0.1:3901/mcp', headers: {x-api-key: hunter2-header}}
+chat:
+  mattermost: {url: 'http://127.0.0.1:8065', token: hunter2-token, channel: c, callback_url: 'http://127.0.0.1:8931/chat/mattermost'}
+  webhook: {url: 'http://127.0.0.1:9/hook', secret: hunter2-webhook-secret-long-enough}
+";
+        let config = parse(text, "c.yaml", &[]).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn relative_sqlite_paths_follow_the_config_file() {
         let base = Path::new("/etc/cs");
         let at = |url: &str| sqlite_url_against(url, base);

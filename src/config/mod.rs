@@ -286,8 +286,9 @@ pub enum UpstreamTransport<'a> {
 pub struct HttpUpstreamConfig {
     pub url: String,
     /// Extra headers (e.g. the gateway's own credentials for this upstream). Never the agent's.
+    /// Secret: kept out of `Debug` output and logs.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, secrecy::SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -244,7 +244,9 @@ fn base_headers(http: &HttpUpstreamConfig) -> Result<HeaderMap, String> {
     for (name, value) in &http.headers {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|e| format!("header name {name:?}: {e}"))?;
-        let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
+        let mut value = HeaderValue::from_str(secrecy::ExposeSecret::expose_secret(value))
+            .map_err(|e| format!("header {name}: {e}"))?;
+        value.set_sensitive(true);
         headers.insert(name, value);
     }
     Ok(headers)
@@ -828,7 +830,7 @@ mod tests {
     fn configured_headers_are_validated() {
         let bad = HttpUpstreamConfig {
             url: "http://127.0.0.1:1/mcp".into(),
-            headers: [("bad header".to_owned(), "v".to_owned())].into(),
+            headers: [("bad header".to_owned(), "v".into())].into(),
         };
         assert!(base_headers(&bad).is_err());
     }

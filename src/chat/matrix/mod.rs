@@ -22,6 +22,7 @@ use crate::approval::{Approval, Broker, now_ms};
 use crate::store::Db;
 use crate::tls::Tls;
 use futures::future::BoxFuture;
+use secrecy::{ExposeSecret as _, SecretString};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub struct MatrixConfig {
     /// The homeserver's client API base URL, e.g. `https://matrix.example.org`.
     pub homeserver: String,
     /// The bot's access token (better set through `COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN`).
-    pub access_token: String,
+    pub access_token: SecretString,
     /// The room cards go to when a rule names no `channel` (a room id such as
     /// `!abc:example.org`). The bot must be invited to it.
     pub room: String,
@@ -64,7 +65,7 @@ pub struct Matrix {
 impl Matrix {
     pub fn new(config: MatrixConfig, database_url: &str, tls: &Tls) -> Self {
         Matrix {
-            client: MatrixClient::new(&config.homeserver, &config.access_token, tls),
+            client: MatrixClient::new(&config.homeserver, config.access_token.expose_secret(), tls),
             config,
             db: LazyDb::new(database_url),
             bot: OnceCell::new(),

@@ -28,6 +28,7 @@ use crate::tls::Tls;
 use api::{Api, ApiError};
 use futures::future::BoxFuture;
 use people::People;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -47,7 +48,7 @@ pub struct MattermostConfig {
     /// The server's base URL, e.g. `https://mattermost.example.com`.
     pub url: String,
     /// The bot account's access token.
-    pub token: String,
+    pub token: SecretString,
     /// The gateway's base URL as the Mattermost server reaches it (`https://gateway.internal:8443`);
     /// clicks go to `{callback_url}/mattermost/action`. Required in `buttons` mode.
     #[serde(default)]
@@ -131,14 +132,14 @@ impl Mattermost {
                  the Mattermost server reaches it (or set mode: reactions)"
             );
         }
-        if mm.token.trim().is_empty() {
+        if mm.token.expose_secret().trim().is_empty() {
             anyhow::bail!("chat.mattermost.token is empty: give the bot account's access token");
         }
         Ok(Mattermost {
-            api: Api::new(&mm.url, &mm.token, tls),
+            api: Api::new(&mm.url, mm.token.expose_secret(), tls),
             tls: tls.clone(),
             keys: trigger::TriggerKeys::new(),
-            state_key: dialog::StateKey::from_bot_token(&mm.token),
+            state_key: dialog::StateKey::from_bot_token(mm.token.expose_secret()),
             db: crate::chat::db::LazyDb::new(&config.database.url),
             people: People::new(
                 Directory::new(&config.approvers)

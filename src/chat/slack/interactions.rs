@@ -8,6 +8,7 @@ use crate::approval::{Ballot, Broker, Sighting, now_ms};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ impl Callbacks {
         body: &[u8],
     ) -> Result<(), (StatusCode, String)> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let secret = self.slack.config.signing_secret.as_bytes();
+        let secret = self.slack.config.signing_secret.expose_secret().as_bytes();
         let (timestamp, sig) = (
             header("x-slack-request-timestamp"),
             header("x-slack-signature"),

@@ -20,6 +20,7 @@ use super::{CallSummary, ChatBackend, ChatError, Check, card};
 use crate::approval::{Approval, Broker, now_ms};
 use crate::tls::Tls;
 use futures::future::BoxFuture;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -30,9 +31,9 @@ const BACKEND: &str = "slack";
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     /// The bot token, `xoxb-…` (better set through `COUNTERSIGN_CHAT__SLACK__BOT_TOKEN`).
-    pub bot_token: String,
+    pub bot_token: SecretString,
     /// The app's signing secret (better set through `COUNTERSIGN_CHAT__SLACK__SIGNING_SECRET`).
-    pub signing_secret: String,
+    pub signing_secret: SecretString,
     /// The id of the workspace (team) the app is installed in, `T…`: clicks and replies from
     /// any other team are refused.
     pub team_id: String,
@@ -56,7 +57,7 @@ pub struct Slack {
 impl Slack {
     pub fn new(config: SlackConfig, database_url: &str, tls: &Tls) -> Self {
         Slack {
-            api: SlackApi::new(&config.api_base, &config.bot_token, tls),
+            api: SlackApi::new(&config.api_base, config.bot_token.expose_secret(), tls),
             config,
             db: LazyDb::new(database_url),
         }
@@ -131,10 +132,11 @@ impl Slack {
                 "interaction requests go to https://<gateway>{} (set it as the app's Request URL)",
                 interactions::PATH
             ),
-            ok: !self.config.signing_secret.is_empty(),
+            ok: !self.config.signing_secret.expose_secret().is_empty(),
             fix: self
                 .config
                 .signing_secret
+                .expose_secret()
                 .is_empty()
                 .then(|| "set chat.slack.signing_secret".into()),
         });
@@ -151,7 +153,7 @@ pub fn validate(
     config: &SlackConfig,
     approvers: &[crate::config::ApproverConfig],
 ) -> Result<(), (String, String)> {
-    let secret = config.signing_secret.trim();
+    let secret = config.signing_secret.expose_secret().trim();
     if secret.len() < MIN_SECRET_BYTES {
         return Err((
             "chat.slack.signing_secret".into(),
