@@ -1,7 +1,8 @@
 //! `countersign config check`: what `serve` would refuse or trip over, found at once and
 //! without starting anything. The file itself (syntax, types, fields) is checked by
 //! [`crate::config::load`]; this looks at what the file refers to: the policies, the upstream
-//! commands, who can approve each rule, the listener's address and the database.
+//! commands, who can approve each rule, the chat servers' URLs and CA files, the listener's
+//! address and the database. Whether a chat server answers is `countersign chat test`'s job.
 
 use crate::approval::Directory;
 use crate::config::Config;
@@ -77,6 +78,9 @@ pub async fn check(config: &Config) -> Report {
             ),
             Err(e) => report.add(Severity::Problem, "policy_dir", e.to_string()),
         }
+    }
+    if let Err(e) = crate::chat::check_servers(config) {
+        report.add(Severity::Problem, "chat", format!("{e:#}"));
     }
     listener(config, &mut report).await;
     database(config, &mut report).await;

@@ -132,6 +132,34 @@ pub struct ChatConfig {
     pub webhook: Option<webhook::WebhookConfig>,
 }
 
+/// Checks every configured chat server's URL against the TLS settings (the CA files load, an
+/// `http://` URL is loopback); the TLS setup to reach them, or `None` when no chat is
+/// configured.
+pub fn check_servers(config: &crate::config::Config) -> anyhow::Result<Option<crate::tls::Tls>> {
+    let chat = &config.chat;
+    let servers = [
+        chat.mattermost
+            .as_ref()
+            .map(|m| ("chat.mattermost.url", &m.url)),
+        chat.matrix
+            .as_ref()
+            .map(|m| ("chat.matrix.homeserver", &m.homeserver)),
+        chat.slack
+            .as_ref()
+            .map(|s| ("chat.slack.api_base", &s.api_base)),
+        chat.webhook.as_ref().map(|w| ("chat.webhook.url", &w.url)),
+    ];
+    let servers: Vec<_> = servers.into_iter().flatten().collect();
+    if servers.is_empty() {
+        return Ok(None);
+    }
+    let tls = config.tls.setup()?;
+    for (field, url) in servers {
+        tls.check_url(field, url)?;
+    }
+    Ok(Some(tls))
+}
+
 /// What the types cannot say about the `chat:` section and the approvers' chat accounts
 /// (part of the configuration's validation): the field and the problem.
 pub fn validate(config: &crate::config::Config) -> Result<(), (String, String)> {
@@ -146,28 +174,15 @@ pub fn validate(config: &crate::config::Config) -> Result<(), (String, String)> 
 
 /// The configured backends, ready to post.
 pub fn backends(config: &crate::config::Config) -> anyhow::Result<Vec<Arc<dyn ChatBackend>>> {
+    let Some(tls) = check_servers(config)? else {
+        return Ok(Vec::new());
+    };
     let ChatConfig {
         mattermost,
         matrix,
         slack,
         webhook,
     } = &config.chat;
-    let servers = [
-        mattermost.as_ref().map(|m| ("chat.mattermost.url", &m.url)),
-        matrix
-            .as_ref()
-            .map(|m| ("chat.matrix.homeserver", &m.homeserver)),
-        slack.as_ref().map(|s| ("chat.slack.api_base", &s.api_base)),
-        webhook.as_ref().map(|w| ("chat.webhook.url", &w.url)),
-    ];
-    let servers: Vec<_> = servers.into_iter().flatten().collect();
-    if servers.is_empty() {
-        return Ok(Vec::new());
-    }
-    let tls = config.tls.setup()?;
-    for (field, url) in servers {
-        tls.check_url(field, url)?;
-    }
     let mut backends: Vec<Arc<dyn ChatBackend>> = Vec::new();
     let database = &config.database.url;
     if let Some(mm) = mattermost {

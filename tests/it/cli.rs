@@ -62,6 +62,7 @@ upstreams:
   - {{name: here, stdio: {{command: python3}}}}
 chat:
   matrix: {{homeserver: 'http://127.0.0.1:9', access_token: t, room: '!r:localhost'}}
+tls: {{ca_files: [no-such-ca.pem]}}
 approvers:
   - {{id: alice, groups: [operators], token_sha256: '{token}'}}
   - {{id: mute, groups: []}}
@@ -80,12 +81,14 @@ approvers:
         "problem: rule mute: approver `mute` has no token_sha256 and no account on a configured chat backend: they cannot vote",
         "warning: rule too-few: approver `alice` has no `chat.matrix` account",
         "problem: database.url: no-such-dir: the directory does not exist",
+        "problem: chat: ",
+        "no-such-ca.pem",
         &format!("warning: server.listen: {busy}: `serve` could not bind it now"),
         "is countersign already running?",
     ] {
         assert!(out.contains(expected), "no `{expected}` in:\n{out}");
     }
-    assert!(err.contains("7 problems found"), "{err}");
+    assert!(err.contains("8 problems found"), "{err}");
     assert!(!out.contains("upstream here"), "python3 is on PATH:\n{out}");
     drop(held);
 
