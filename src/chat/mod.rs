@@ -23,6 +23,7 @@ pub mod tools;
 pub mod webhook;
 
 use crate::approval::{Approval, Broker};
+pub use crate::config::chat::ChatConfig;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;
@@ -117,21 +118,6 @@ pub trait ChatBackend: Send + Sync + 'static {
     fn diagnose(&self) -> BoxFuture<'_, Vec<Check>>;
 }
 
-/// The `chat:` section of the configuration: one entry per backend in use.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChatConfig {
-    /// A Mattermost server and bot (see `mattermost::MattermostConfig`).
-    #[serde(default)]
-    pub mattermost: Option<mattermost::MattermostConfig>,
-    #[serde(default)]
-    pub matrix: Option<matrix::MatrixConfig>,
-    #[serde(default)]
-    pub slack: Option<slack::SlackConfig>,
-    #[serde(default)]
-    pub webhook: Option<webhook::WebhookConfig>,
-}
-
 /// Checks every configured chat server's URL against the TLS settings (the CA files load, an
 /// `http://` URL is loopback); the TLS setup to reach them, or `None` when no chat is
 /// configured.
@@ -158,18 +144,6 @@ pub fn check_servers(config: &crate::config::Config) -> anyhow::Result<Option<cr
         tls.check_url(field, url)?;
     }
     Ok(Some(tls))
-}
-
-/// What the types cannot say about the `chat:` section and the approvers' chat accounts
-/// (part of the configuration's validation): the field and the problem.
-pub fn validate(config: &crate::config::Config) -> Result<(), (String, String)> {
-    if let Some(slack) = &config.chat.slack {
-        slack::validate(slack, &config.approvers)?;
-    }
-    if let Some(webhook) = &config.chat.webhook {
-        webhook::validate(webhook)?;
-    }
-    Ok(())
 }
 
 /// The configured backends, ready to post.

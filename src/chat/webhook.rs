@@ -12,51 +12,17 @@ use crate::approval::Approval;
 use crate::tls::Tls;
 use futures::future::BoxFuture;
 use hmac::{Hmac, KeyInit, Mac};
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::time::Duration;
+
+pub use crate::config::chat::WebhookConfig;
 
 const BACKEND: &str = "webhook";
 pub const TIMESTAMP_HEADER: &str = "x-countersign-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-countersign-signature";
 pub const EVENT_HEADER: &str = "x-countersign-event";
-
-/// `chat.webhook` in the configuration.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Where events are POSTed.
-    pub url: String,
-    /// The shared HMAC key (better set through `COUNTERSIGN_CHAT__WEBHOOK__SECRET`).
-    pub secret: SecretString,
-    /// Longest one delivery may take, in seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u64,
-}
-
-fn default_timeout() -> u64 {
-    10
-}
-
-/// The shortest secret accepted: shorter ones can be guessed, and then anyone can sign events.
-pub const MIN_SECRET_BYTES: usize = 16;
-
-/// A secret long enough (`chat.webhook.secret`).
-pub fn validate(config: &WebhookConfig) -> Result<(), (String, String)> {
-    let secret = config.secret.expose_secret().trim();
-    if secret.len() < MIN_SECRET_BYTES {
-        return Err((
-            "chat.webhook.secret".into(),
-            format!(
-                "is {} bytes; at least {MIN_SECRET_BYTES} are needed, or anyone can forge the \
-                 webhook's signatures (e.g. `openssl rand -hex 32`)",
-                secret.len()
-            ),
-        ));
-    }
-    Ok(())
-}
 
 /// Why one delivery failed.
 #[derive(Debug, thiserror::Error)]

@@ -263,7 +263,7 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
     if server.page_size == 0 {
         return Err(("server.page_size".into(), "must be at least 1".into()));
     }
-    crate::chat::validate(config)
+    super::chat::validate(config)
 }
 
 /// Best-effort line of a dotted field path in the YAML text: the line of its last key.

@@ -3,6 +3,7 @@
 //! Every error names the file (or environment variable), the line and the field at fault.
 
 pub mod changes;
+pub mod chat;
 mod env;
 mod load;
 
@@ -47,7 +48,7 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// Chat backends where approval cards are posted.
     #[serde(default)]
-    pub chat: crate::chat::ChatConfig,
+    pub chat: chat::ChatConfig,
     /// Which CAs `https://` upstreams and chat servers are checked against.
     #[serde(default)]
     pub tls: crate::tls::TlsConfig,

@@ -22,34 +22,16 @@ use crate::approval::{Approval, Broker, now_ms};
 use crate::store::Db;
 use crate::tls::Tls;
 use futures::future::BoxFuture;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::chat::MatrixConfig;
+
 const BACKEND: &str = "matrix";
-
-/// `chat.matrix` in the configuration.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatrixConfig {
-    /// The homeserver's client API base URL, e.g. `https://matrix.example.org`.
-    pub homeserver: String,
-    /// The bot's access token (better set through `COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN`).
-    pub access_token: SecretString,
-    /// The room cards go to when a rule names no `channel` (a room id such as
-    /// `!abc:example.org`). The bot must be invited to it.
-    pub room: String,
-    /// How long one `/sync` long poll waits for news, in seconds.
-    #[serde(default = "default_sync_timeout")]
-    pub sync_timeout_secs: u64,
-}
-
-fn default_sync_timeout() -> u64 {
-    30
-}
 
 pub struct Matrix {
     config: MatrixConfig,

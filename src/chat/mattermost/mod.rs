@@ -28,11 +28,13 @@ use crate::tls::Tls;
 use api::{Api, ApiError};
 use futures::future::BoxFuture;
 use people::People;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+pub use crate::config::chat::{MattermostConfig, MattermostMode as Mode};
 
 const NAME: &str = "mattermost";
 /// Where Mattermost sends clicks and dialog submissions, under `callback_url`.
@@ -40,58 +42,6 @@ pub const ACTION_PATH: &str = "/mattermost/action";
 pub const DIALOG_PATH: &str = "/mattermost/dialog";
 /// Answers `GET` so `chat test` can check the callback URL reaches this gateway.
 pub const HEALTH_PATH: &str = "/mattermost/health";
-
-/// `chat.mattermost` in the configuration.
-#[derive(Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MattermostConfig {
-    /// The server's base URL, e.g. `https://mattermost.example.com`.
-    pub url: String,
-    /// The bot account's access token.
-    pub token: SecretString,
-    /// The gateway's base URL as the Mattermost server reaches it (`https://gateway.internal:8443`);
-    /// clicks go to `{callback_url}/mattermost/action`. Required in `buttons` mode.
-    #[serde(default)]
-    pub callback_url: Option<String>,
-    /// The default channel: a channel id, or `team-name/channel-name`.
-    pub channel: String,
-    #[serde(default)]
-    pub mode: Mode,
-    /// In `buttons` mode, also read the bot's websocket for who saw a card (reactions,
-    /// acknowledgements). Always on in `reactions` mode.
-    #[serde(default = "default_true")]
-    pub websocket: bool,
-}
-
-impl std::fmt::Debug for MattermostConfig {
-    /// Everything but the token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MattermostConfig")
-            .field("url", &self.url)
-            .field("token", &"[redacted]")
-            .field("callback_url", &self.callback_url)
-            .field("channel", &self.channel)
-            .field("mode", &self.mode)
-            .field("websocket", &self.websocket)
-            .finish()
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
-
-/// How approvers answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Approve / Deny buttons: Mattermost must reach `callback_url`.
-    #[default]
-    Buttons,
-    /// ✅ / ❌ reactions and thread replies, read from the websocket: for servers that cannot
-    /// reach the gateway.
-    Reactions,
-}
 
 /// Licence state for acknowledgements: unknown until asked.
 const LICENCE_UNKNOWN: u8 = 0;

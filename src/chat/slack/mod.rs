@@ -20,33 +20,13 @@ use super::{CallSummary, ChatBackend, ChatError, Check, card};
 use crate::approval::{Approval, Broker, now_ms};
 use crate::tls::Tls;
 use futures::future::BoxFuture;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+pub use crate::config::chat::SlackConfig;
+
 const BACKEND: &str = "slack";
-
-/// `chat.slack` in the configuration.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlackConfig {
-    /// The bot token, `xoxb-…` (better set through `COUNTERSIGN_CHAT__SLACK__BOT_TOKEN`).
-    pub bot_token: SecretString,
-    /// The app's signing secret (better set through `COUNTERSIGN_CHAT__SLACK__SIGNING_SECRET`).
-    pub signing_secret: SecretString,
-    /// The id of the workspace (team) the app is installed in, `T…`: clicks and replies from
-    /// any other team are refused.
-    pub team_id: String,
-    /// The channel id cards go to when a rule names no `channel`.
-    pub channel: String,
-    /// The Web API base URL (a stub's, in tests).
-    #[serde(default = "default_api_base")]
-    pub api_base: String,
-}
-
-fn default_api_base() -> String {
-    "https://slack.com/api".into()
-}
 
 pub struct Slack {
     config: SlackConfig,
@@ -142,56 +122,6 @@ impl Slack {
         });
         checks
     }
-}
-
-/// The shortest signing secret accepted (Slack's are 32 hex characters).
-pub const MIN_SECRET_BYTES: usize = 16;
-
-/// What the types cannot say about `chat.slack` and the approvers' Slack accounts: a secret
-/// long enough that nobody can guess it, a team, and user ids (`U…` or `W…`), never usernames.
-pub fn validate(
-    config: &SlackConfig,
-    approvers: &[crate::config::ApproverConfig],
-) -> Result<(), (String, String)> {
-    let secret = config.signing_secret.expose_secret().trim();
-    if secret.len() < MIN_SECRET_BYTES {
-        return Err((
-            "chat.slack.signing_secret".into(),
-            format!(
-                "is {} bytes; at least {MIN_SECRET_BYTES} are needed, or anyone can sign clicks and approve \
-                 as any approver (use the app's Signing Secret, 32 hex characters, from Basic Information)",
-                secret.len()
-            ),
-        ));
-    }
-    if !is_slack_id(&config.team_id, &['T', 'E']) {
-        return Err((
-            "chat.slack.team_id".into(),
-            "must be the workspace's team id (T…, from auth.test or the workspace URL)".into(),
-        ));
-    }
-    for (i, approver) in approvers.iter().enumerate() {
-        if let Some(account) = approver.chat.get(BACKEND)
-            && !is_slack_id(account, &['U', 'W'])
-        {
-            return Err((
-                format!("approvers[{i}].chat.slack"),
-                format!(
-                    "`{account}` is not a Slack user id (U… or W…, from the member's profile: \
-                     Copy member ID); usernames are not accepted, a member can change theirs"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `U012AB3CD`: an upper-case letter from `first`, then upper-case letters and digits.
-fn is_slack_id(id: &str, first: &[char]) -> bool {
-    let mut chars = id.chars();
-    chars.next().is_some_and(|c| first.contains(&c))
-        && id.len() >= 3
-        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 fn check<E: std::fmt::Display>(what: String, result: Result<(), E>, fix: &str) -> Check {
