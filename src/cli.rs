@@ -149,7 +149,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::audit::setup::open(db.clone(), &config.audit, &config.database.url).await?;
             let directory = Arc::new(crate::approval::Directory::new(&config.approvers));
             let chats = crate::chat::backends(&config)?;
-            let broker = crate::approval::Broker::new(db, audit, directory, chats).await?;
+            let notifiers = crate::chat::notifiers(&chats);
+            let broker = crate::approval::Broker::new(db, audit, directory, notifiers).await?;
             let code = crate::approval::cli::run(&broker, command).await;
             broker.flush_updates().await;
             code

@@ -61,6 +61,8 @@ impl PolicyGate {
 impl CallGate for PolicyGate {
     fn check<'a>(&'a self, call: &'a ToolCall, progress: &'a Progress) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
+            // A card lists the tool's required arguments first.
+            crate::chat::tools::learn(&call.upstream, &call.tool, &call.definition);
             match self.decide(call, progress).await {
                 Ok(verdict) => verdict,
                 Err(why) => {
@@ -101,6 +103,7 @@ impl CallGate for PolicyGate {
         progress: &'a Progress,
     ) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
+            crate::chat::tools::learn(&call.upstream, &call.tool, &call.definition);
             let args_sha256 = approval::arguments_digest(&call.arguments);
             let resumed = async {
                 let decided = self.hold(call, approval, progress).await?;

@@ -124,6 +124,7 @@ impl Governance {
         let ttl = Duration::from_secs(config.approvals.task_ttl_secs);
         let tasks = Tasks::new(db.clone(), audit.clone(), ttl);
         policies.watch(dir.clone(), shutdown.clone());
+        let chats = crate::chat::backends(config)?;
         let broker = Broker::new(
             db,
             audit.clone(),
@@ -131,7 +132,7 @@ impl Governance {
                 Directory::new(&config.approvers)
                     .with_limits(ApprovalLimits::new(&config.approvals)),
             ),
-            crate::chat::backends(config)?,
+            crate::chat::notifiers(&chats),
         )
         .await
         .context("approvals")?;
@@ -140,7 +141,7 @@ impl Governance {
         let mut routes = crate::approval::http::router(broker.clone()).merge(
             crate::audit::auditor_router(audit.clone(), &config.auditors),
         );
-        for chat in broker.chats() {
+        for chat in &chats {
             routes = routes.merge(chat.clone().router(broker.clone()));
             chat.clone().spawn(broker.clone(), shutdown.clone());
         }

@@ -6,8 +6,8 @@
 //! for its approval and gives its place back when dropped (decided, timed out, cancelled).
 
 use crate::audit::{EventKind, NewEvent};
+use crate::call::ToolCall;
 use crate::config::ApprovalsConfig;
-use crate::gateway::ToolCall;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -18,18 +18,19 @@ mod directory;
 pub mod http;
 pub mod ledger;
 pub mod limits;
+mod notify;
 mod store;
 mod transitions;
 
 pub use directory::Directory;
+pub use notify::{CallSummary, Notifier, NotifyError};
 /// Approving votes counted so far (chat backends show it on decided cards).
 pub use store::count_approvals;
 pub use store::{Approval, Status};
 
 use crate::audit::events::{ApprovalRequested, BreakGlassGrant, CallForwarded};
 use crate::audit::{AuditLog, EventKind, NewEvent};
-use crate::chat::{CallSummary, ChatBackend};
-use crate::gateway::{Progress, ToolCall};
+use crate::call::{Progress, ToolCall};
 use crate::policy::ApprovalSpec;
 use crate::store::Db;
 use ledger::{Binding, Feed, Ledger};
@@ -111,7 +112,7 @@ pub struct Broker {
     /// Wakes local waiters when a decision is committed or seen in the log.
     wakers: Wakers,
     /// Where approvers are asked: every configured chat backend.
-    chats: Vec<Arc<dyn ChatBackend>>,
+    chats: Vec<Arc<dyn Notifier>>,
     /// Chat updates in flight, so a short-lived process (the CLI) can wait for them.
     updates: tokio_util::task::TaskTracker,
     /// How often a waiting call reports progress (milliseconds).
@@ -139,7 +140,7 @@ impl Broker {
         db: Db,
         audit: AuditLog,
         directory: Arc<Directory>,
-        chats: Vec<Arc<dyn ChatBackend>>,
+        chats: Vec<Arc<dyn Notifier>>,
     ) -> Result<Arc<Self>, BrokerError> {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let wakers: Wakers = Arc::default();
@@ -162,10 +163,6 @@ impl Broker {
             updates: tokio_util::task::TaskTracker::new(),
             progress_every_ms: (PROGRESS_EVERY.as_millis() as u64).into(),
         }))
-    }
-
-    pub fn chats(&self) -> &[Arc<dyn ChatBackend>] {
-        &self.chats
     }
 
     /// Sets how often a waiting call reports progress (at least once a second).

@@ -2,7 +2,7 @@
 
 use super::Ballot;
 use super::transitions::Decision;
-use crate::gateway::ToolCall;
+use crate::call::ToolCall;
 use crate::policy::{ApprovalSpec, BreakGlassRule};
 use crate::store::Db;
 use serde_json::{Value, json};

@@ -22,56 +22,12 @@ pub mod slack;
 pub mod tools;
 pub mod webhook;
 
-use crate::approval::{Approval, Broker};
+use crate::approval::Broker;
+pub use crate::approval::{CallSummary, Notifier, NotifyError as ChatError};
 pub use crate::config::chat::ChatConfig;
 use futures::future::BoxFuture;
-use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Why a backend could not do what it was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum ChatError {
-    /// The chat server could not be reached or answered with an error (after retries).
-    #[error("{backend} unavailable: {detail}")]
-    Unavailable {
-        backend: &'static str,
-        detail: String,
-    },
-    /// The chat server refused the request (bad token, no access to the channel, …).
-    #[error("{backend} refused: {detail}")]
-    Refused {
-        backend: &'static str,
-        detail: String,
-    },
-    #[error("chat store: {0}")]
-    Store(#[from] sqlx::Error),
-}
-
-/// How an approved call ended, for the card's thread.
-#[derive(Debug, Clone)]
-pub struct CallSummary {
-    /// `ok`, `tool_error`, `upstream_error`, `timeout`, `cancelled`, …
-    pub outcome: String,
-    /// The tool's own time, from sending the call upstream to its answer.
-    pub tool_time: Duration,
-    /// From the call's arrival to its answer, including the wait for approval.
-    pub total_time: Duration,
-    /// The upstream's JSON-RPC response; posted only when the policy's `post_results` says so.
-    pub response: Option<Value>,
-}
-
-impl CallSummary {
-    /// "the tool ran 2 ms, 35.7 s after the request": the tool's own time apart from the wait.
-    pub fn timing(&self) -> String {
-        format!(
-            "the tool ran {} ms, {:.1} s after the request",
-            self.tool_time.as_millis(),
-            self.total_time.as_secs_f64()
-        )
-    }
-}
 
 /// One line of `countersign chat test`: what was checked, and what to fix when it failed.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -82,29 +38,9 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-/// A chat system approvers use. Notifications other than [`ChatBackend::requested`] are
-/// best effort: they are logged when they fail, and never change a decision.
-pub trait ChatBackend: Send + Sync + 'static {
-    /// The backend's name in configuration, audit events and `Ballot::source`: `mattermost`,
-    /// `matrix`, `slack`, `webhook`.
-    fn name(&self) -> &'static str;
-
-    /// Posts the card for a new approval into `approval.spec.channel` (or the backend's default
-    /// channel), retrying with backoff until the approval expires. An error means nobody could
-    /// be asked: the broker cancels the approval and the call is refused (fail closed).
-    fn requested<'a>(&'a self, approval: &'a Approval) -> BoxFuture<'a, Result<(), ChatError>>;
-
-    /// A vote counted without deciding: show the quorum progress.
-    fn progressed<'a>(&'a self, approval: &'a Approval, approvals: u32) -> BoxFuture<'a, ()>;
-
-    /// The approval ended (approved, denied, expired or cancelled): show the outcome, by whom
-    /// and when, and remove the buttons.
-    fn decided<'a>(&'a self, approval: &'a Approval) -> BoxFuture<'a, ()>;
-
-    /// The approved call ran: reply in the card's thread with its status and duration (and its
-    /// result when `approval.spec.post_results`).
-    fn finished<'a>(&'a self, approval: &'a Approval, call: &'a CallSummary) -> BoxFuture<'a, ()>;
-
+/// A chat system approvers use: a [`Notifier`] the broker tells about each approval, plus what
+/// only chat has (callback routes, a background loop, a live check).
+pub trait ChatBackend: Notifier {
     /// Callback endpoints the chat server calls (button clicks, dialogs), mounted on the
     /// gateway's listener. They must verify every request themselves.
     fn router(self: Arc<Self>, _broker: Arc<Broker>) -> axum::Router {
@@ -144,6 +80,14 @@ pub fn check_servers(config: &crate::config::Config) -> anyhow::Result<Option<cr
         tls.check_url(field, url)?;
     }
     Ok(Some(tls))
+}
+
+/// The backends as the broker sees them: what to tell about each approval.
+pub fn notifiers(chats: &[Arc<dyn ChatBackend>]) -> Vec<Arc<dyn Notifier>> {
+    chats
+        .iter()
+        .map(|chat| chat.clone() as Arc<dyn Notifier>)
+        .collect()
 }
 
 /// The configured backends, ready to post.

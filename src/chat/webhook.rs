@@ -9,6 +9,7 @@
 use super::retry::{Retryable, until_expiry};
 use super::{CallSummary, ChatBackend, ChatError, Check};
 use crate::approval::Approval;
+use crate::approval::Notifier;
 use crate::tls::Tls;
 use futures::future::BoxFuture;
 use hmac::{Hmac, KeyInit, Mac};
@@ -116,7 +117,7 @@ fn payload(kind: &str, approval: &Approval, extra: Value) -> Value {
     body
 }
 
-impl ChatBackend for Webhook {
+impl Notifier for Webhook {
     fn name(&self) -> &'static str {
         BACKEND
     }
@@ -161,7 +162,9 @@ impl ChatBackend for Webhook {
         let body = payload("call.finished", approval, extra);
         Box::pin(self.notify("call.finished", body))
     }
+}
 
+impl ChatBackend for Webhook {
     fn diagnose(&self) -> BoxFuture<'_, Vec<Check>> {
         Box::pin(async move {
             let ping = self.deliver("ping", &json!({"type": "ping"})).await;

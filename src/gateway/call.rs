@@ -53,7 +53,6 @@ impl Gateway {
             let text = format!("Invalid arguments for tool {exposed}: {why}");
             return Reply::Response(jsonrpc::result(id, jsonrpc::tool_error_result(text)));
         }
-        crate::chat::tools::learn(&upstream_name, &route.name, &route.tool);
         let call = ToolCall {
             id: Uuid::now_v7(),
             agent: caller.agent.clone(),

@@ -18,6 +18,7 @@ pub use client::{MatrixClient, MatrixError};
 use super::db::{CardRef, LazyDb, card_of, save_card};
 use super::retry::Retryable;
 use super::{CallSummary, ChatBackend, ChatError, Check, card};
+use crate::approval::Notifier;
 use crate::approval::{Approval, Broker, now_ms};
 use crate::store::Db;
 use crate::tls::Tls;
@@ -258,7 +259,7 @@ fn chat_error(e: MatrixError) -> ChatError {
     }
 }
 
-impl ChatBackend for Matrix {
+impl Notifier for Matrix {
     fn name(&self) -> &'static str {
         BACKEND
     }
@@ -302,7 +303,9 @@ impl ChatBackend for Matrix {
             }
         })
     }
+}
 
+impl ChatBackend for Matrix {
     fn spawn(self: Arc<Self>, broker: Arc<Broker>, shutdown: CancellationToken) {
         tokio::spawn(sync::run(self, broker, shutdown));
     }

@@ -21,6 +21,7 @@ mod store;
 mod trigger;
 mod websocket;
 
+use crate::approval::Notifier;
 use crate::approval::{Approval, Broker, Directory, Sighting, Status};
 use crate::chat::{CallSummary, ChatBackend, ChatError, Check};
 use crate::store::Db;
@@ -339,7 +340,7 @@ impl Mattermost {
     }
 }
 
-impl ChatBackend for Mattermost {
+impl Notifier for Mattermost {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -372,7 +373,9 @@ impl ChatBackend for Mattermost {
             }
         })
     }
+}
 
+impl ChatBackend for Mattermost {
     fn router(self: Arc<Self>, broker: Arc<Broker>) -> axum::Router {
         let _ = self.broker.set(Arc::downgrade(&broker));
         callback::router(self, broker)

@@ -17,6 +17,7 @@ pub use api::{SlackApi, SlackError};
 use super::db::{CardRef, LazyDb, card_of, save_card};
 use super::retry::until_expiry;
 use super::{CallSummary, ChatBackend, ChatError, Check, card};
+use crate::approval::Notifier;
 use crate::approval::{Approval, Broker, now_ms};
 use crate::tls::Tls;
 use futures::future::BoxFuture;
@@ -154,7 +155,7 @@ fn chat_error(e: SlackError) -> ChatError {
     }
 }
 
-impl ChatBackend for Slack {
+impl Notifier for Slack {
     fn name(&self) -> &'static str {
         BACKEND
     }
@@ -188,7 +189,9 @@ impl ChatBackend for Slack {
             }
         })
     }
+}
 
+impl ChatBackend for Slack {
     fn router(self: Arc<Self>, broker: Arc<Broker>) -> axum::Router {
         interactions::router(self, broker)
     }
