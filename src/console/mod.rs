@@ -84,6 +84,9 @@ impl Console {
                     .setup()?
                     .http()
                     .redirect(reqwest::redirect::Policy::none())
+                    // A few requests per sign-in: no pool, so no reuse of a connection the
+                    // provider has closed meanwhile (a POST would not be retried).
+                    .pool_max_idle_per_host(0)
                     .timeout(Duration::from_secs(10))
                     .build()?;
                 Some(oidc::Oidc::new(

@@ -8,6 +8,7 @@ mod chat_gateway;
 mod chat_table;
 mod cli;
 mod conformance;
+mod console;
 mod edge;
 mod exact;
 mod long_waits;
