@@ -83,8 +83,17 @@ impl IntoResponse for ConsoleError {
         };
         let body = format!(
             "<p class=\"error\" role=\"alert\">{}</p><p><a href=\"/console/\">Back to the console</a></p>",
-            esc(&self.to_string())
+            esc(&capitalized(&self.to_string()))
         );
         super::html_response(status, page(title, None, &body))
+    }
+}
+
+/// The message with its first letter in upper case, as a sentence on a page.
+fn capitalized(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }

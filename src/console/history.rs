@@ -98,9 +98,10 @@ async fn search(
     let mut body = form(&kept);
     let _ = write!(
         body,
-        "<p>{} events{}. Export: <a href=\"/console/audit/export?format=csv&amp;{q}\">CSV</a> · \
+        "<p>{} event{}{}. Export: <a href=\"/console/audit/export?format=csv&amp;{q}\">CSV</a> · \
          <a href=\"/console/audit/export?format=jsonl&amp;{q}\">JSONL</a></p>",
         events.len(),
+        if events.len() == 1 { "" } else { "s" },
         if events.len() as u32 == PAGE {
             " (the first page; narrow the search)"
         } else {
@@ -215,27 +216,32 @@ async fn timeline(
     ))
 }
 
-/// Time spent waiting for humans, apart from the tool's own duration.
+/// Time spent waiting for humans (request to decision), apart from the tool's own time
+/// (forward to its end).
 fn timings(events: &[Event]) -> String {
-    let at = |kind: EventKind| {
+    let at = |kinds: &[EventKind]| {
         events
             .iter()
-            .find(|e| e.kind == kind)
+            .find(|e| kinds.contains(&e.kind))
             .and_then(|e| crate::audit::timestamp_micros(&e.at))
     };
-    let waiting = match (
-        at(EventKind::ApprovalRequested),
-        at(EventKind::ApprovalDecided),
-    ) {
-        (Some(a), Some(b)) => duration_ms((b - a) / 1000),
-        (Some(_), None) => "still waiting".into(),
-        _ => "no approval needed".into(),
+    let between = |from: &[EventKind], to: &[EventKind]| match (at(from), at(to)) {
+        (Some(a), Some(b)) => Some(duration_ms((b - a) / 1000)),
+        _ => None,
     };
-    let tool = events
-        .iter()
-        .find(|e| matches!(e.kind, EventKind::CallCompleted | EventKind::CallFailed))
-        .and_then(|e| e.payload.get("duration_ms").and_then(Value::as_i64))
-        .map(duration_ms)
-        .unwrap_or_else(|| "did not run".into());
+    let waiting = between(
+        &[EventKind::ApprovalRequested],
+        &[EventKind::ApprovalDecided],
+    )
+    .unwrap_or_else(|| match at(&[EventKind::ApprovalRequested]) {
+        Some(_) => "still waiting".into(),
+        None => "no approval needed".into(),
+    });
+    let ends = [
+        EventKind::CallCompleted,
+        EventKind::CallFailed,
+        EventKind::CallAmbiguous,
+    ];
+    let tool = between(&[EventKind::CallForwarded], &ends).unwrap_or_else(|| "did not run".into());
     super::html::facts(&[("Waiting for humans", waiting), ("The tool itself", tool)])
 }
