@@ -9,6 +9,7 @@ mod chat_table;
 mod cli;
 mod conformance;
 mod console;
+mod console_http;
 mod edge;
 mod exact;
 mod long_waits;
