@@ -51,7 +51,24 @@ fn hidden(page: &str, name: &str) -> String {
     page[start..].split('"').next().unwrap().to_owned()
 }
 
-/// Signs in with `who`'s API token; returns the session cookie (`name=value`).
+/// Posts the token form with `form`, and the login cookie when given.
+async fn post_login(
+    gw: &TestGateway,
+    form: &[(&str, &str)],
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client()
+        .post(format!("{}/console/login/token", base(gw)))
+        .form_body(form);
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    request.send().await.unwrap()
+}
+
+/// Signs in with `who`'s API token; returns the session cookie (`name=value`). On the way: the
+/// page's CSP, and the token form refused without its CSRF echo, from another browser, or with
+/// an unknown token.
 async fn sign_in(gw: &TestGateway, who: &str) -> String {
     let login = client()
         .get(format!("{}/console/login", base(gw)))
@@ -68,45 +85,28 @@ async fn sign_in(gw: &TestGateway, who: &str) -> String {
     );
     let cookie = set_cookie(&login, "countersign-login").expect("a login cookie");
     let value = hidden(&login.text().await.unwrap(), "login");
-    let post = |form: Vec<(&'static str, String)>, cookie: Option<String>| {
-        let mut request = client()
-            .post(format!("{}/console/login/token", base(gw)))
-            .form_body(&form);
-        if let Some(cookie) = cookie {
-            request = request.header(COOKIE, cookie);
-        }
-        request.send()
-    };
     let token = format!("{who}-token");
-    let no_echo = post(vec![("token", token.clone())], Some(cookie.clone()))
-        .await
-        .unwrap();
-    assert_eq!(
-        no_echo.status(),
-        StatusCode::FORBIDDEN,
-        "login without its CSRF echo"
-    );
-    let no_cookie = post(
-        vec![("login", value.clone()), ("token", token.clone())],
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        no_cookie.status(),
-        StatusCode::FORBIDDEN,
-        "login from another browser"
-    );
-    let wrong = post(
-        vec![("login", value.clone()), ("token", "nobody-token".into())],
-        Some(cookie.clone()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(wrong.status(), StatusCode::FORBIDDEN, "an unknown token");
-    let ok = post(vec![("login", value), ("token", token)], Some(cookie))
-        .await
-        .unwrap();
+    for (form, cookie, why) in [
+        (
+            vec![("token", token.as_str())],
+            Some(cookie.as_str()),
+            "without its CSRF echo",
+        ),
+        (
+            vec![("login", value.as_str()), ("token", token.as_str())],
+            None,
+            "from another browser",
+        ),
+        (
+            vec![("login", value.as_str()), ("token", "nobody-token")],
+            Some(cookie.as_str()),
+            "with an unknown token",
+        ),
+    ] {
+        let refused = post_login(gw, &form, cookie).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "a sign-in {why}");
+    }
+    let ok = post_login(gw, &[("login", &value), ("token", &token)], Some(&cookie)).await;
     assert_eq!(ok.status(), StatusCode::OK);
     let raw = ok
         .headers()
@@ -163,30 +163,9 @@ async fn the_console_refuses_forged_and_foreign_requests_and_decides_nothing() {
     let (status, page, _) = get(&gw, &format!("/console/approvals/{id}"), &bob).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let csrf = hidden(&page, "csrf");
-    for form in [
-        vec![("decision", "approve")],
-        vec![("decision", "approve"), ("csrf", "forged")],
-    ] {
-        let (status, _) = vote(&gw, &id, &bob, &form).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{form:?}");
-    }
-    let (status, _) = vote(&gw, &id, &bob, &[("decision", "deny"), ("csrf", &csrf)]).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "a deny without a reason");
+    forged_votes_are_refused(&gw, &id, &bob, &csrf).await;
     for who in ["alice", "dave"] {
-        let cookie = sign_in(&gw, who).await;
-        let (status, _, _) = get(&gw, &format!("/console/approvals/{id}"), &cookie).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{who} opened it");
-        let (_, list, _) = get(&gw, "/console/inbox/list", &cookie).await;
-        assert!(!list.contains(&id), "{who} sees it: {list}");
-        let (_, mine, _) = get(&gw, "/console/inbox", &cookie).await;
-        let (status, _) = vote(
-            &gw,
-            &id,
-            &cookie,
-            &[("decision", "approve"), ("csrf", &hidden(&mine, "csrf"))],
-        )
-        .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{who} voted");
+        not_theirs(&gw, &id, who).await;
     }
     let mut tampered = bob.clone();
     let last = tampered.pop().unwrap();
@@ -242,4 +221,30 @@ async fn the_console_refuses_forged_and_foreign_requests_and_decides_nothing() {
         StatusCode::SEE_OTHER,
         "the session outlived sign-out"
     );
+}
+
+/// Without the CSRF token, with a forged one, or a deny without a reason: refused.
+async fn forged_votes_are_refused(gw: &TestGateway, id: &str, cookie: &str, csrf: &str) {
+    for form in [
+        vec![("decision", "approve")],
+        vec![("decision", "approve"), ("csrf", "forged")],
+    ] {
+        let (status, _) = vote(gw, id, cookie, &form).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{form:?}");
+    }
+    let (status, _) = vote(gw, id, cookie, &[("decision", "deny"), ("csrf", csrf)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a deny without a reason");
+}
+
+/// `who` may not decide request `id`: it is not in their inbox, its page is 403, a vote is 403.
+async fn not_theirs(gw: &TestGateway, id: &str, who: &str) {
+    let cookie = sign_in(gw, who).await;
+    let (status, _, _) = get(gw, &format!("/console/approvals/{id}"), &cookie).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{who} opened it");
+    let (_, list, _) = get(gw, "/console/inbox/list", &cookie).await;
+    assert!(!list.contains(id), "{who} sees it: {list}");
+    let (_, mine, _) = get(gw, "/console/inbox", &cookie).await;
+    let csrf = hidden(&mine, "csrf");
+    let (status, _) = vote(gw, id, &cookie, &[("decision", "approve"), ("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{who} voted");
 }
