@@ -207,20 +207,7 @@ async fn the_console_refuses_forged_and_foreign_requests_and_decides_nothing() {
         crate::approvals::text(&response).contains("not today"),
         "{response}"
     );
-    let sign_out = client()
-        .post(format!("{}/console/logout", base(&gw)))
-        .header(COOKIE, &bob)
-        .form_body(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sign_out.status(), StatusCode::OK);
-    let (status, _, _) = get(&gw, "/console/inbox", &bob).await;
-    assert_eq!(
-        status,
-        StatusCode::SEE_OTHER,
-        "the session outlived sign-out"
-    );
+    signing_out_ends_the_session(&gw, &bob, &csrf).await;
 }
 
 /// Without the CSRF token, with a forged one, or a deny without a reason: refused.
@@ -247,4 +234,22 @@ async fn not_theirs(gw: &TestGateway, id: &str, who: &str) {
     let csrf = hidden(&mine, "csrf");
     let (status, _) = vote(gw, id, &cookie, &[("decision", "approve"), ("csrf", &csrf)]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{who} voted");
+}
+
+/// Sign-out (with the CSRF token) ends the session.
+async fn signing_out_ends_the_session(gw: &TestGateway, cookie: &str, csrf: &str) {
+    let sign_out = client()
+        .post(format!("{}/console/logout", base(gw)))
+        .header(COOKIE, cookie)
+        .form_body(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sign_out.status(), StatusCode::OK);
+    let (status, _, _) = get(gw, "/console/inbox", cookie).await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "the session outlived sign-out"
+    );
 }
