@@ -95,7 +95,8 @@ async fn search(
     record_read(&console, &current, "/console/audit", &kept).await?;
     let events = console.audit.list(&filter).await?;
     let query = serde_urlencoded::to_string(&kept).unwrap_or_default();
-    let mut body = form(&kept);
+    let mut body = super::chain::status(&console, &current);
+    body.push_str(&form(&kept));
     let _ = write!(
         body,
         "<p>{} event{}{}. Export: <a href=\"/console/audit/export?format=csv&amp;{q}\">CSV</a> · \

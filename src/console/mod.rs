@@ -14,10 +14,12 @@
 //! POST /console/login/token      fallback sign-in    GET  /console/approvals/{id}  one request
 //! POST /console/logout                               POST /console/approvals/{id}/vote
 //! GET  /console/audit            auditor search      GET  /console/audit/calls/{id}  a timeline
-//! GET  /console/audit/export?format=csv|jsonl&…
+//! GET  /console/audit/export?format=csv|jsonl&…   POST /console/audit/verify
 //! ```
 
 pub mod config;
+
+mod chain;
 
 mod decide;
 mod error;
@@ -57,6 +59,9 @@ pub struct Console {
     /// The token fallback, when it is on.
     tokens: Option<identity::Tokens>,
     people: Vec<config::PersonMapping>,
+    /// The last verify run from the console, and the lock that runs one at a time.
+    last_verify: std::sync::Mutex<Option<chain::LastVerify>>,
+    verifying: tokio::sync::Mutex<()>,
 }
 
 impl Console {
@@ -116,6 +121,8 @@ impl Console {
                 .as_ref()
                 .map(|o| o.people.clone())
                 .unwrap_or_default(),
+            last_verify: Default::default(),
+            verifying: Default::default(),
         })))
     }
 
@@ -136,6 +143,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(inbox::routes())
         .merge(decide::routes())
         .merge(history::routes())
+        .merge(chain::routes())
         .route("/console/{*rest}", get(not_found).post(not_found))
         .with_state(console)
         .layer(axum::middleware::from_fn(security_headers))

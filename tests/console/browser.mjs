@@ -190,6 +190,7 @@ step("break-glass where the rule allows it: alice approves alone with a justific
   await page.locator(".card", { hasText: "add on echo" }).waitFor();
   await page.locator(".card", { hasText: "add on echo" }).locator("h2 a").click();
   await page.getByLabel(/Break-glass justification/).fill("INC-7: checkout is down and this fixes the totals");
+  await screenshot(page, "break-glass-form");
   await page.getByRole("button", { name: "Break glass and approve" }).click();
   await page.getByText("Your vote decided the request: approved.").waitFor();
   await screenshot(page, "break-glass");
@@ -232,8 +233,8 @@ step("a tampered session cookie is refused", async (browser) => {
 });
 
 step("the auditor finds the call, reads its timeline and exports CSV", async (browser) => {
-  const audrey = await signIn(browser, "audrey");
-  const { page } = audrey;
+  s.audrey = await signIn(browser, "audrey");
+  const { page } = s.audrey;
   check(page.url().endsWith("/console/audit"), `audrey landed on ${page.url()}`);
   await page.getByLabel("Tool").fill("delete_record");
   await page.getByLabel("Event kind").fill("approval.decided");
@@ -264,6 +265,17 @@ step("the auditor finds the call, reads its timeline and exports CSV", async (br
   const reads = await page.textContent("table.events");
   check(reads.includes("via=console") && reads.includes("route=/console/audit/export"), "the audit of audit reads is not visible");
   await screenshot(page, "audit-reads");
+});
+
+step("the auditor verifies the chain from the page and sees its status", async () => {
+  const { page } = s.audrey;
+  await page.goto("/console/audit");
+  check((await page.textContent("main")).includes("not verified since the gateway started"), "a verify status before any verify");
+  await page.getByRole("button", { name: "Verify the chain now" }).click();
+  await page.getByText("The chain holds.").waitFor();
+  await screenshot(page, "verify");
+  await page.goto("/console/audit");
+  check((await page.textContent("main")).includes("holds"), "the audit page does not show the last verify");
 });
 
 step("an identity provider that is down gives a page that says so", async (browser) => {
