@@ -55,6 +55,7 @@ fn header(who: Option<&Current>) -> String {
     }
     if id.auditor.is_some() {
         nav.push_str("<li><a href=\"/console/audit\">Audit</a></li>");
+        nav.push_str("<li><a href=\"/console/insights\">Insights</a></li>");
     }
     nav.push_str("</ul></nav>");
     let roles: Vec<String> = [("approver", &id.approver), ("auditor", &id.auditor)]

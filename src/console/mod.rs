@@ -15,6 +15,7 @@
 //! POST /console/logout                               POST /console/approvals/{id}/vote
 //! GET  /console/audit            auditor search      GET  /console/audit/calls/{id}  a timeline
 //! GET  /console/audit/export?format=csv|jsonl&…   POST /console/audit/verify
+//! GET  /console/insights?since=7d
 //! ```
 
 pub mod config;
@@ -28,6 +29,7 @@ mod history;
 mod html;
 mod identity;
 mod inbox;
+mod insights;
 mod oidc;
 mod session;
 mod signin;
@@ -144,6 +146,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(decide::routes())
         .merge(history::routes())
         .merge(chain::routes())
+        .merge(insights::routes())
         .route("/console/{*rest}", get(not_found).post(not_found))
         .with_state(console)
         .layer(axum::middleware::from_fn(security_headers))

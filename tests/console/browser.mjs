@@ -278,6 +278,18 @@ step("the auditor verifies the chain from the page and sees its status", async (
   check((await page.textContent("main")).includes("holds"), "the audit page does not show the last verify");
 });
 
+step("the auditor reads the insights: rates, times to decide, votes per approver", async () => {
+  const { page } = s.audrey;
+  await page.getByRole("link", { name: "Insights" }).click();
+  await page.waitForURL(/\/console\/insights/);
+  const text = await page.textContent("main");
+  for (const want of ["two-person-delete", "sums-break-glass", "echo/delete_record", "Votes per approver", "alice", "bob"]) {
+    check(text.includes(want), `the insights lack ${want}`);
+  }
+  await checkLabels(page, "insights page");
+  await screenshot(page, "insights");
+});
+
 step("an identity provider that is down gives a page that says so", async (browser) => {
   const context = await newContext(browser);
   const page = await context.newPage();
