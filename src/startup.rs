@@ -140,7 +140,8 @@ impl Governance {
             crate::audit::auditor_router(audit.clone(), &config.auditors),
         );
         if let Some(console) =
-            crate::console::Console::new(config, broker.clone(), audit.clone(), policies.clone())?
+            crate::console::Console::new(config, broker.clone(), audit.clone(), policies.clone())
+                .await?
         {
             routes = routes.merge(crate::console::router(console));
         }

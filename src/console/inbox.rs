@@ -18,9 +18,11 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
-/// How often a live inbox looks at the audit log's head.
-const POLL: Duration = Duration::from_millis(300);
+/// How often a live inbox looks at the audit log's head without being woken (for what other
+/// processes, the CLI or another replica, commit).
+const TICK: Duration = Duration::from_secs(1);
 
 pub(super) fn routes() -> Router<Arc<Console>> {
     Router::new()
@@ -188,39 +190,56 @@ async fn events(
 ) -> Result<Response, ConsoleError> {
     let current = console.session(&headers)?;
     approver(&current)?;
-    let stream = changes(console, current);
-    Ok(Sse::new(stream)
+    Ok(Sse::new(changes(console, current))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// Where a live inbox stands: the head it last reported, and whether it has ended.
+struct Watch {
+    console: Arc<Console>,
+    current: Current,
+    moved: watch::Receiver<i64>,
+    last: Option<i64>,
+    ended: bool,
 }
 
 fn changes(
     console: Arc<Console>,
     current: Current,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(
-        (console, current, None::<i64>),
-        |(console, current, last)| async move {
-            loop {
-                if !console.sessions.still_live(&current) {
-                    // One last event tells the page to sign in again; then the stream ends.
-                    if last == Some(-1) {
-                        return None;
-                    }
-                    let event = Event::default().event("signed-out").data("");
-                    return Some((Ok(event), (console, current, Some(-1))));
-                }
-                let head = head(&console).await;
-                if head.is_some() && head != last {
-                    let event = Event::default()
-                        .event("changed")
-                        .data(head.unwrap_or(0).to_string());
-                    return Some((Ok(event), (console, current, head)));
-                }
-                tokio::time::sleep(POLL).await;
+    let moved = console.head.subscribe();
+    let start = Watch {
+        console,
+        current,
+        moved,
+        last: None,
+        ended: false,
+    };
+    futures::stream::unfold(start, |mut w| async move {
+        loop {
+            if w.ended {
+                return None;
             }
-        },
-    )
+            if !w.console.sessions.still_live(&w.current) {
+                // One last event tells the page to sign in again; then the stream ends.
+                w.ended = true;
+                return Some((Ok(Event::default().event("signed-out").data("")), w));
+            }
+            // Marked seen before reading, so a commit meanwhile wakes the wait below.
+            w.moved.borrow_and_update();
+            let head = head(&w.console).await;
+            if head.is_some() && head != w.last {
+                w.last = head;
+                let event = Event::default()
+                    .event("changed")
+                    .data(head.unwrap_or(0).to_string());
+                return Some((Ok(event), w));
+            }
+            // Woken by this process's commits at once; other processes' are read at the tick.
+            let _ = tokio::time::timeout(TICK, w.moved.changed()).await;
+        }
+    })
 }
 
 /// The audit log's last sequence number (`None` when it cannot be read).

@@ -64,11 +64,22 @@ pub struct Console {
     /// The last verify run from the console, and the lock that runs one at a time.
     last_verify: std::sync::Mutex<Option<chain::LastVerify>>,
     verifying: tokio::sync::Mutex<()>,
+    /// The sequence number of the last event this process committed or verified.
+    head: tokio::sync::watch::Sender<i64>,
+}
+
+/// Tells live inboxes that the audit log moved.
+struct HeadWatch(tokio::sync::watch::Sender<i64>);
+
+impl crate::audit::Observer for HeadWatch {
+    fn observe(&self, event: &crate::audit::Recorded<'_>) {
+        self.0.send_replace(event.seq);
+    }
 }
 
 impl Console {
     /// The console as configured; `None` when it is turned off.
-    pub fn new(
+    pub async fn new(
         config: &crate::config::Config,
         broker: Arc<Broker>,
         audit: AuditLog,
@@ -85,28 +96,16 @@ impl Console {
         let base = base.trim_end_matches('/').to_owned();
         let secure = base.starts_with("https://");
         let oidc = match &c.oidc {
-            Some(o) => {
-                let http = config
-                    .tls
-                    .setup()?
-                    .http()
-                    .redirect(reqwest::redirect::Policy::none())
-                    // A few requests per sign-in: no pool, so no reuse of a connection the
-                    // provider has closed meanwhile (a POST would not be retried).
-                    .pool_max_idle_per_host(0)
-                    .timeout(Duration::from_secs(10))
-                    .build()?;
-                Some(oidc::Oidc::new(
-                    o.clone(),
-                    &format!("{base}/console/callback"),
-                    http,
-                )?)
-            }
+            Some(o) => Some(oidc_client(config, o, &base)?),
             None => None,
         };
         let tokens = c
             .token_sign_in()
             .then(|| identity::Tokens::new(&config.auditors));
+        let head = tokio::sync::watch::Sender::new(0);
+        audit
+            .attach(Arc::new(HeadWatch(head.clone())), None)
+            .await?;
         Ok(Some(Arc::new(Console {
             broker,
             audit,
@@ -125,6 +124,7 @@ impl Console {
                 .unwrap_or_default(),
             last_verify: Default::default(),
             verifying: Default::default(),
+            head,
         })))
     }
 
@@ -132,6 +132,25 @@ impl Console {
     fn session(&self, headers: &axum::http::HeaderMap) -> Result<Current, ConsoleError> {
         self.sessions.current(headers).ok_or(ConsoleError::SignIn)
     }
+}
+
+/// The OpenID Connect client, with its own HTTP client: the gateway's TLS settings, no
+/// redirects followed, no pooled connections (a few requests per sign-in; a connection the
+/// provider closed meanwhile would fail a POST that is not retried), 10 s per request.
+fn oidc_client(
+    config: &crate::config::Config,
+    oidc: &config::OidcConfig,
+    base: &str,
+) -> anyhow::Result<oidc::Oidc> {
+    let http = config
+        .tls
+        .setup()?
+        .http()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    oidc::Oidc::new(oidc.clone(), &format!("{base}/console/callback"), http)
 }
 
 /// The console's routes, every response with the security headers.
