@@ -219,6 +219,18 @@ step("the outsider sees nothing and may decide nothing", async (browser) => {
   await eve.context.close();
 });
 
+step("a vote cast elsewhere (the approver API, as chat and the CLI do) shows in the inbox at once", async () => {
+  const { page } = s.alice;
+  await page.goto("/console/inbox");
+  await waitForCard(page);
+  await page.evaluate(() => { window.stillThisPage = "yes"; });
+  const response = await fetch(`${GW}/approvals/${s.pendingId}/approve`, { method: "POST", headers: { authorization: "Bearer carol-token" } });
+  check(response.ok, `carol's API vote: ${response.status}`);
+  await page.locator(".card", { hasText: "1 of 2 approvals (carol)" }).waitFor();
+  check(await page.evaluate(() => window.stillThisPage) === "yes", "the page was reloaded");
+  await screenshot(page, "inbox-vote-from-elsewhere");
+});
+
 step("a tampered session cookie is refused", async (browser) => {
   const cookies = await s.alice.context.cookies();
   const session = cookies.find((c) => c.name === "countersign-session");
