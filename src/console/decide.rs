@@ -92,13 +92,9 @@ async fn show(
     ))
 }
 
-async fn details(
-    console: &Console,
-    current: &Current,
-    approval: &Approval,
-    who: &str,
-) -> Result<String, ConsoleError> {
-    let voters = console.broker.approvers(approval.id).await?;
+/// The rule's description (from the current policy) and the policy version the request was
+/// made under, escaped.
+pub(super) fn rule_of(console: &Console, approval: &Approval) -> (String, String) {
     let policies = console.policies.current();
     let description = policies
         .describe(&approval.rule)
@@ -113,6 +109,17 @@ async fn details(
             esc(policies.version())
         )
     };
+    (description, version)
+}
+
+async fn details(
+    console: &Console,
+    current: &Current,
+    approval: &Approval,
+    who: &str,
+) -> Result<String, ConsoleError> {
+    let voters = console.broker.approvers(approval.id).await?;
+    let (description, version) = rule_of(console, approval);
     let status = match approval.status {
         Status::Pending => countdown(approval),
         s => decided_line(approval, s),
@@ -138,6 +145,7 @@ async fn details(
         ("Requested", time_ms(approval.created_at)),
         ("Request id", format!("<code>{}</code>", approval.id)),
     ]));
+    out.push_str("<h2>Arguments</h2>");
     out.push_str(&arguments(approval));
     if approval.status == Status::Pending && !voters.iter().any(|v| v == who) {
         out.push_str(&forms(console, current, approval, who));
@@ -161,8 +169,8 @@ fn decided_line(approval: &Approval, status: Status) -> String {
 
 /// Every argument in full, as the rule's redaction left it: a redacted value is shown only as
 /// "redacted", never its digest or anything else.
-fn arguments(approval: &Approval) -> String {
-    let mut out = String::from("<h2>Arguments</h2>");
+pub(super) fn arguments(approval: &Approval) -> String {
+    let mut out = String::new();
     let Some(map) = approval.arguments.as_object() else {
         let _ = write!(out, "<pre>{}</pre>", esc(&shown(&approval.arguments)));
         return out;

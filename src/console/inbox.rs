@@ -118,7 +118,14 @@ async fn render_list(
     let mut out = String::from("<ul class=\"cards\">");
     for approval in &approvals {
         let voters = console.broker.approvers(approval.id).await?;
-        out.push_str(&card(approval, &voters, who));
+        let (description, version) = super::decide::rule_of(console, approval);
+        let more = format!(
+            "<details><summary>Rule, policy version and arguments</summary>\
+             <p>Rule <code>{}</code>: {description}</p><p>Policy version {version}</p>{}</details>",
+            esc(&approval.rule),
+            super::decide::arguments(approval)
+        );
+        out.push_str(&card(approval, &voters, who, &more));
     }
     out.push_str("</ul>");
     Ok(out)
@@ -157,7 +164,7 @@ pub(super) fn countdown(approval: &Approval) -> String {
     )
 }
 
-fn card(approval: &Approval, voters: &[String], who: &str) -> String {
+fn card(approval: &Approval, voters: &[String], who: &str, more: &str) -> String {
     let mine = if voters.iter().any(|v| v == who) {
         " <strong>You approved.</strong>"
     } else {
@@ -169,7 +176,7 @@ fn card(approval: &Approval, voters: &[String], who: &str) -> String {
         "<li class=\"card\" data-approval=\"{id}\">{banner}\
          <h2><a href=\"/console/approvals/{id}\">{tool} on {server}</a></h2>\
          <p>Agent <strong>{agent}</strong> on behalf of <strong>{human}</strong> · rule <code>{rule}</code></p>\
-         <p>{quorum}{mine} · {countdown}</p></li>",
+         <p>{quorum}{mine} · {countdown}</p>{more}</li>",
         id = approval.id,
         banner = banner(approval),
         tool = esc(&approval.tool),

@@ -97,6 +97,12 @@ step("an agent's call appears in the inbox live, without a reload", async () => 
   for (const want of ["[CONFIDENTIAL]", "delete_record on echo", "ci-bot", "dana", "0 of 2 approvals", "expires in"]) {
     check(card.includes(want), `the card lacks ${want}: ${card}`);
   }
+  await page.getByText("Rule, policy version and arguments").click();
+  const more = await page.textContent(".card details");
+  for (const want of ["Deleting a record needs two operators", "Policy version", "rec-1", "[redacted]"]) {
+    check(more.includes(want), `the card's details lack ${want}: ${more}`);
+  }
+  check(!more.includes("hunter2") && !more.includes("hmac-sha256"), "the card shows a redacted value");
   await screenshot(page, "inbox-live");
 });
 

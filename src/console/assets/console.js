@@ -27,7 +27,13 @@ async function refresh(section, status) {
     status.textContent = "Could not refresh the list (" + response.status + "); retrying.";
     return;
   }
+  // Keep open what the person opened.
+  const open = [...section.querySelectorAll(".card details[open]")].map((d) => d.closest(".card").dataset.approval);
   section.innerHTML = await response.text();
+  for (const id of open) {
+    const details = section.querySelector(`.card[data-approval="${CSS.escape(id)}"] details`);
+    if (details) details.open = true;
+  }
   status.textContent = "Updated " + new Date().toLocaleTimeString();
   section.dataset.updated = String(Date.now());
   tick();
