@@ -25,6 +25,8 @@ pub mod chat;
 pub mod cli;
 /// The YAML configuration and its environment overrides.
 pub mod config;
+/// The web console for approvers and auditors, with OpenID Connect sign-in.
+pub mod console;
 /// MCP toward agents: Streamable HTTP and stdio.
 pub mod front;
 /// The gate that decides every call: policy, approval, audit.

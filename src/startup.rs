@@ -141,6 +141,12 @@ impl Governance {
         let mut routes = crate::approval::http::router(broker.clone()).merge(
             crate::audit::auditor_router(audit.clone(), &config.auditors),
         );
+        if let Some(console) =
+            crate::console::Console::new(config, broker.clone(), audit.clone(), policies.clone())
+                .await?
+        {
+            routes = routes.merge(crate::console::router(console));
+        }
         for chat in &chats {
             routes = routes.merge(chat.clone().router(broker.clone()));
             chat.clone().spawn(broker.clone(), shutdown.clone());

@@ -256,7 +256,7 @@ pub(super) fn refusal(entry: &Entry, ballot: &Ballot, configured: bool) -> Optio
         }
     }
     // The built-in channels ask for a reason; a chat reaction cannot carry one.
-    let asks_reason = matches!(ballot.source.as_str(), "cli" | "http");
+    let asks_reason = matches!(ballot.source.as_str(), "cli" | "http" | "console");
     if !ballot.approve
         && asks_reason
         && ballot.reason.as_deref().is_none_or(|r| r.trim().is_empty())

@@ -233,6 +233,12 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
             ));
         }
     }
+    let auditor_ids: Vec<&str> = config.auditors.iter().map(|a| a.id.as_str()).collect();
+    let approver_ids: Vec<&str> = approver_ids.into_iter().collect();
+    config
+        .console
+        .check(&approver_ids, &auditor_ids)
+        .map_err(|(field, message)| (format!("console.{field}"), message))?;
     for (field, value) in [
         (
             "server.header_read_timeout_secs",

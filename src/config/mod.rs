@@ -52,6 +52,9 @@ pub struct Config {
     /// Which CAs `https://` upstreams and chat servers are checked against.
     #[serde(default)]
     pub tls: crate::tls::TlsConfig,
+    /// The web console for approvers and auditors.
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -66,6 +66,14 @@ impl PolicySet {
         &self.version
     }
 
+    /// The description of rule `id`, if it has one.
+    pub fn describe(&self, id: &str) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.description.as_deref())
+    }
+
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }

