@@ -345,6 +345,7 @@ impl Broker {
         let row = self.get(id).await?;
         let configured = self.directory.get(&ballot.approver).is_some();
         let source = ballot.source.clone();
+        let (approver, approve) = (ballot.approver.clone(), ballot.approve);
         let cast = Cast::new(
             self.ledger.clone(),
             row.clone(),
@@ -354,6 +355,12 @@ impl Broker {
         );
         let (cast, _) = self.audit.transact(cast).await?;
         let result = cast.result.clone().unwrap_or(VoteResult::AlreadyVoted);
+        if matches!(
+            result,
+            VoteResult::Counted { .. } | VoteResult::Decided { .. }
+        ) {
+            crate::telemetry::approval_vote(&approver, approve);
+        }
         match &result {
             VoteResult::Decided { status } => {
                 let decided = self.get(id).await?;
@@ -605,11 +612,15 @@ impl Broker {
 /// Logs a decision this gateway made and counts it in the metrics.
 fn report_decided(approval: &Approval, status: Status, channel: &str) {
     let waited = approval.decided_at.unwrap_or_else(now_ms) - approval.created_at;
-    crate::telemetry::approval_decided(
-        status.as_str(),
+    crate::telemetry::approval_decided(&crate::telemetry::Decided {
+        outcome: status.as_str(),
         channel,
-        std::time::Duration::from_millis(waited.max(0) as u64),
-    );
+        rule: &approval.rule,
+        server: &approval.server,
+        tool: &approval.tool,
+        agent: &approval.agent,
+        waited: std::time::Duration::from_millis(waited.max(0) as u64),
+    });
     tracing::info!(
         channel,
         approval = %approval.id,

@@ -4,6 +4,7 @@
 
 pub mod changes;
 pub mod chat;
+pub mod console;
 mod env;
 mod load;
 
@@ -54,7 +55,7 @@ pub struct Config {
     pub tls: crate::tls::TlsConfig,
     /// The web console for approvers and auditors.
     #[serde(default)]
-    pub console: crate::console::ConsoleConfig,
+    pub console: console::ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

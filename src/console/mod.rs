@@ -18,8 +18,6 @@
 //! GET  /console/insights?since=7d
 //! ```
 
-pub mod config;
-
 mod chain;
 
 mod decide;
@@ -35,7 +33,7 @@ mod session;
 mod signin;
 mod story;
 
-pub use config::ConsoleConfig;
+pub use crate::config::console::{self as config, ConsoleConfig};
 
 use crate::approval::Broker;
 use crate::audit::AuditLog;

@@ -13,6 +13,7 @@ const UPSTREAM_RESTARTS: &str = "countersign_upstream_restarts_total";
 const APPROVALS_PENDING: &str = "countersign_approvals_pending";
 const APPROVALS_DECIDED: &str = "countersign_approvals_decided_total";
 const APPROVAL_DECISION_TIME: &str = "countersign_approval_decision_seconds";
+const APPROVAL_VOTES: &str = "countersign_approval_votes_total";
 const AUDIT_BATCH_EVENTS: &str = "countersign_audit_batch_events";
 const AUDIT_COMMIT_TIME: &str = "countersign_audit_commit_seconds";
 const AUDIT_COMMIT_FAILURES: &str = "countersign_audit_commit_failures_total";
@@ -82,12 +83,16 @@ fn describe() {
     );
     describe_counter!(
         APPROVALS_DECIDED,
-        "Approvals decided, by outcome (approved, denied, expired, cancelled) and channel (cli, http, mattermost, matrix, slack, expiry, agent)"
+        "Approvals decided, by outcome (approved, denied, expired, cancelled), channel (cli, http, console, mattermost, matrix, slack, expiry, agent), rule, server, tool and agent"
     );
     describe_histogram!(
         APPROVAL_DECISION_TIME,
         Unit::Seconds,
-        "Time from an approval's request to its decision, by outcome"
+        "Time from an approval's request to its decision, by outcome and rule"
+    );
+    describe_counter!(
+        APPROVAL_VOTES,
+        "Votes counted, by approver and vote (approve, deny): an approver who approves everything at once is a rubber stamp"
     );
     describe_histogram!(
         AUDIT_BATCH_EVENTS,
@@ -114,12 +119,45 @@ pub fn approvals_pending(count: usize) {
     metrics::gauge!(APPROVALS_PENDING).set(count as f64);
 }
 
-/// An approval was decided, `waited` after its request, through `channel`.
-pub fn approval_decided(outcome: &'static str, channel: &str, waited: Duration) {
+/// One decided approval, as the metrics label it.
+pub struct Decided<'a> {
+    pub outcome: &'static str,
+    pub channel: &'a str,
+    pub rule: &'a str,
+    pub server: &'a str,
+    pub tool: &'a str,
+    pub agent: &'a str,
+    /// From the request to the decision.
+    pub waited: Duration,
+}
+
+/// An approval was decided.
+pub fn approval_decided(decided: &Decided<'_>) {
     prometheus();
-    metrics::counter!(APPROVALS_DECIDED, "outcome" => outcome, "channel" => channel.to_owned())
+    metrics::counter!(
+        APPROVALS_DECIDED,
+        "outcome" => decided.outcome,
+        "channel" => decided.channel.to_owned(),
+        "rule" => decided.rule.to_owned(),
+        "server" => decided.server.to_owned(),
+        "tool" => decided.tool.to_owned(),
+        "agent" => decided.agent.to_owned(),
+    )
+    .increment(1);
+    metrics::histogram!(
+        APPROVAL_DECISION_TIME,
+        "outcome" => decided.outcome,
+        "rule" => decided.rule.to_owned(),
+    )
+    .record(decided.waited.as_secs_f64());
+}
+
+/// A vote by `approver` was counted.
+pub fn approval_vote(approver: &str, approve: bool) {
+    prometheus();
+    let vote = if approve { "approve" } else { "deny" };
+    metrics::counter!(APPROVAL_VOTES, "approver" => approver.to_owned(), "vote" => vote)
         .increment(1);
-    metrics::histogram!(APPROVAL_DECISION_TIME, "outcome" => outcome).record(waited.as_secs_f64());
 }
 
 /// One audit batch of `events` committed in `took`.

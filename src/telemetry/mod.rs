@@ -18,8 +18,8 @@ use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::Subscribe
 mod families;
 
 pub use families::{
-    CallRecord, approval_decided, approvals_pending, audit_commit_failed, audit_committed,
-    prometheus, upstream_restarted, upstream_up,
+    CallRecord, Decided, approval_decided, approval_vote, approvals_pending, audit_commit_failed,
+    audit_committed, prometheus, upstream_restarted, upstream_up,
 };
 
 /// Keeps the trace exporter alive; flushes it when dropped.

@@ -220,8 +220,10 @@ async fn a_run_is_told_in_the_log_and_the_metrics() {
         .unwrap();
     assert_every_family_has_help(&metrics);
     for sample in [
-        r#"countersign_approvals_decided_total{outcome="approved",channel="http"} 1"#,
-        r#"countersign_approval_decision_seconds_count{outcome="approved"} 1"#,
+        r#"countersign_approvals_decided_total{outcome="approved",channel="http",rule="destructive-needs-two",server="echo",tool="delete_record",agent="agent-1"} 1"#,
+        r#"countersign_approval_decision_seconds_count{outcome="approved",rule="destructive-needs-two"} 1"#,
+        r#"countersign_approval_votes_total{approver="bob",vote="approve"} 1"#,
+        r#"countersign_approval_votes_total{approver="carol",vote="approve"} 1"#,
         r#"countersign_auth_refused_total{route="/mcp"} 3"#,
         "countersign_approvals_pending 0",
         r#"countersign_tool_call_duration_seconds_count{server="echo",tool="delete_record"} 1"#,
@@ -235,7 +237,7 @@ async fn a_run_is_told_in_the_log_and_the_metrics() {
     );
     let decision_seconds = sample_value(
         &metrics,
-        r#"countersign_approval_decision_seconds_sum{outcome="approved"}"#,
+        r#"countersign_approval_decision_seconds_sum{outcome="approved",rule="destructive-needs-two"}"#,
     );
     assert!(
         tool_seconds < 1.0 && decision_seconds >= 1.2,
@@ -246,7 +248,7 @@ async fn a_run_is_told_in_the_log_and_the_metrics() {
     // The decision-time buckets reach hours; the tool-time buckets stay fine-grained.
     assert!(
         metrics.contains(
-            r#"countersign_approval_decision_seconds_bucket{outcome="approved",le="28800"}"#
+            r#"countersign_approval_decision_seconds_bucket{outcome="approved",rule="destructive-needs-two",le="28800"}"#
         ),
         "{metrics}"
     );
