@@ -42,7 +42,9 @@ pub(crate) use http::filter_of;
 pub use keys::{KeyError, RedactionKey, SigningKey, TrustedKeys};
 pub use query::{Filter, Format, MAX_LIMIT, render};
 pub use story::{Unreviewed, Violation};
-pub use verify::{Breach, Checkpoint, VerifyOptions, VerifyReport, checkpoint, verify};
+pub use verify::{
+    Breach, Checkpoint, VerifyOptions, VerifyReport, checkpoint, verify, verify_counting,
+};
 pub use writer::{Observer, Recorded, Transition};
 
 use crate::store::Db;

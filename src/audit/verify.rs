@@ -305,6 +305,16 @@ fn frame_row(page: &mut Page, row: &AnyRow) -> Result<(), sqlx::Error> {
 /// the story of every decision, and reports the first break and every violation. Then checks
 /// the checkpoint and the anchors, if given.
 pub async fn verify(db: &Db, options: &VerifyOptions) -> Result<VerifyReport, AuditError> {
+    verify_counting(db, options, &std::sync::atomic::AtomicU64::new(0)).await
+}
+
+/// [`verify`], storing in `checked` how many events it has checked so far (for a progress
+/// report while a large log is read).
+pub async fn verify_counting(
+    db: &Db,
+    options: &VerifyOptions,
+    checked: &std::sync::atomic::AtomicU64,
+) -> Result<VerifyReport, AuditError> {
     let started = Instant::now();
     let (pages, mut received) = mpsc::channel::<Result<Page, sqlx::Error>>(2);
     let reader = {
@@ -329,6 +339,7 @@ pub async fn verify(db: &Db, options: &VerifyOptions) -> Result<VerifyReport, Au
         .await
         .map_err(|e| AuditError::VerifyFailed(e.to_string()))?;
         chain = back;
+        checked.store(chain.events, std::sync::atomic::Ordering::Relaxed);
         if let Err(breach) = result {
             first_bad = Some(breach);
             break;

@@ -243,6 +243,14 @@ fn timings(events: &[Event]) -> String {
         EventKind::CallFailed,
         EventKind::CallAmbiguous,
     ];
-    let tool = between(&[EventKind::CallForwarded], &ends).unwrap_or_else(|| "did not run".into());
+    // The tool's own time as the gateway measured it, else forward to end as the log tells.
+    let measured = events
+        .iter()
+        .filter(|e| ends.contains(&e.kind))
+        .find_map(|e| e.payload.get("tool_ms")?.as_i64())
+        .map(duration_ms);
+    let tool = measured
+        .or_else(|| between(&[EventKind::CallForwarded], &ends))
+        .unwrap_or_else(|| "did not run".into());
     super::html::facts(&[("Waiting for humans", waiting), ("The tool itself", tool)])
 }

@@ -22,10 +22,24 @@ pub fn esc(text: &str) -> String {
 
 /// A whole page: the header with who is signed in (and the sign-out form), then `body`.
 pub fn page(title: &str, who: Option<&Current>, body: &str) -> String {
+    page_with(title, who, body, "")
+}
+
+/// The same page, loaded again every `secs` seconds (a long job's progress; no script needed).
+pub fn refreshing_page(title: &str, who: Option<&Current>, body: &str, secs: u32) -> String {
+    page_with(
+        title,
+        who,
+        body,
+        &format!("<meta http-equiv=\"refresh\" content=\"{secs}\">"),
+    )
+}
+
+fn page_with(title: &str, who: Option<&Current>, body: &str, head: &str) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{head}\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} · Countersign</title>\
          <link rel=\"stylesheet\" href=\"/console/static/console.css\">\

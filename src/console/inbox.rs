@@ -250,7 +250,7 @@ fn changes(
 }
 
 /// The audit log's last sequence number (`None` when it cannot be read).
-async fn head(console: &Console) -> Option<i64> {
+pub(super) async fn head(console: &Console) -> Option<i64> {
     sqlx::query_scalar::<_, Option<i64>>("select max(seq) from audit_events")
         .fetch_one(&console.audit.db().pool)
         .await

@@ -14,7 +14,7 @@
 //! POST /console/login/token      fallback sign-in    GET  /console/approvals/{id}  one request
 //! POST /console/logout                               POST /console/approvals/{id}/vote
 //! GET  /console/audit            auditor search      GET  /console/audit/calls/{id}  a timeline
-//! GET  /console/audit/export?format=csv|jsonl&…   POST /console/audit/verify
+//! GET  /console/audit/export?format=csv|jsonl&…   GET|POST /console/audit/verify
 //! GET  /console/insights?since=7d
 //! ```
 
@@ -61,7 +61,7 @@ pub struct Console {
     people: Vec<config::PersonMapping>,
     /// The last verify run from the console, and the lock that runs one at a time.
     last_verify: std::sync::Mutex<Option<chain::LastVerify>>,
-    verifying: tokio::sync::Mutex<()>,
+    verifying: std::sync::Mutex<Option<chain::Running>>,
     /// The sequence number of the last event this process committed or verified.
     head: tokio::sync::watch::Sender<i64>,
 }
