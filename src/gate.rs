@@ -174,8 +174,14 @@ impl CallGate for PolicyGate {
     }
 }
 
-/// A failure to record: the call must not run.
-type Unrecorded = String;
+/// A failure to record: the call must not run. Keeps its cause.
+#[derive(Debug, thiserror::Error)]
+enum Unrecorded {
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Broker(#[from] approval::BrokerError),
+}
 
 impl PolicyGate {
     async fn decide(&self, call: &ToolCall, progress: &Progress) -> Result<Verdict, Unrecorded> {
@@ -193,10 +199,7 @@ impl PolicyGate {
                 &decision.policy_version,
             ));
         }
-        self.audit
-            .append_all(events)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.audit.append_all(events).await?;
         tracing::info!(
             call = %call.id,
             agent = %call.agent.id,
@@ -218,7 +221,7 @@ impl PolicyGate {
                     Ok(permit) => permit,
                     Err(refused) => {
                         let event = refused.event(call);
-                        self.audit.append(event).await.map_err(|e| e.to_string())?;
+                        self.audit.append(event).await?;
                         tracing::warn!(call = %call.id, agent = %call.agent.id, "{refused}");
                         return Ok(Verdict::Refuse(refused.to_string()));
                     }
@@ -232,8 +235,7 @@ impl PolicyGate {
                         &decision.rule,
                         spec,
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 if joined {
                     tracing::info!(call = %call.id, approval = %approval.id, "retry joined an approval");
                 }
@@ -268,7 +270,7 @@ impl PolicyGate {
             None => Some(wait.await),
         };
         self.stop_waiting(call.id);
-        waited.transpose().map_err(|e| e.to_string())
+        waited.transpose().map_err(Unrecorded::from)
     }
 
     fn stop_waiting(&self, call: Uuid) -> Option<Uuid> {
@@ -297,8 +299,7 @@ impl PolicyGate {
                 let used = self
                     .broker
                     .forward(&approval, call, args_sha256, forwarded)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 if let GrantUse::Refused(why) = used {
                     tracing::warn!(call = %call.id, approval = %id, why = %why, "a held call may not use its grant");
                     return Ok(Verdict::Refuse(format!(
