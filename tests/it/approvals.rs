@@ -205,8 +205,8 @@ pub(crate) async fn pending(gw: &TestGateway, count: usize) -> Vec<Value> {
     panic!("expected {count} pending approvals");
 }
 
-/// The kinds of the audit events of one call, from the auditor API.
-pub(crate) async fn story(gw: &TestGateway, call_id: &str) -> Vec<String> {
+/// The audit events of one call, from the auditor API (as auditor audrey).
+pub(crate) async fn call_events(gw: &TestGateway, call_id: &str) -> Vec<Value> {
     let (status, events) = api(
         reqwest::Method::GET,
         format!("{}/audit/calls/{call_id}", base(gw)),
@@ -216,9 +216,13 @@ pub(crate) async fn story(gw: &TestGateway, call_id: &str) -> Vec<String> {
     .await;
     assert_eq!(status, 200, "{events}");
     let events = events.get("events").cloned().unwrap_or(events);
-    events
-        .as_array()
-        .unwrap()
+    events.as_array().unwrap().clone()
+}
+
+/// The kinds of the audit events of one call, from the auditor API.
+pub(crate) async fn story(gw: &TestGateway, call_id: &str) -> Vec<String> {
+    call_events(gw, call_id)
+        .await
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_owned())
         .collect()

@@ -299,24 +299,10 @@ async fn a_run_is_told_in_the_log_and_the_metrics() {
 
 /// The `call.completed` payload of `call_id`, from the auditor API.
 async fn completed_event(gw: &support::TestGateway, call_id: &str) -> serde_json::Value {
-    use crate::approvals::{api, base};
     // `call.completed` is recorded once the answer left: wait for it (bounded).
     for _ in 0..100 {
-        let (status, events) = api(
-            reqwest::Method::GET,
-            format!("{}/audit/calls/{call_id}", base(gw)),
-            "audrey",
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{events}");
-        let events = events.get("events").cloned().unwrap_or(events);
-        let completed = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["kind"] == "call.completed");
-        if let Some(event) = completed {
+        let events = crate::approvals::call_events(gw, call_id).await;
+        if let Some(event) = events.iter().find(|e| e["kind"] == "call.completed") {
             return event["payload"].clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
