@@ -157,7 +157,8 @@ impl CallGate for PolicyGate {
     fn finished<'a>(&'a self, call: &'a ToolCall, outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let event = completion_event(call, &outcome);
-            if let Err(e) = self.audit.append(event).await {
+            // The answer has left: nothing waits on this record, so it shares the next commit.
+            if let Err(e) = self.audit.append_deferred(event).await {
                 tracing::error!(call = %call.id, error = %e, "could not record how a call ended");
             }
             let approved = self.running.lock().expect("running lock").remove(&call.id);

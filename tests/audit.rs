@@ -150,6 +150,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     appended_events_form_a_chain_that_verifies,
     concurrent_appends_get_gap_free_seqs,
+    a_deferred_append_shares_the_next_commit,
     two_writers_on_one_database_never_fork_the_chain,
     the_database_refuses_update_and_delete,
     an_edited_row_is_caught,
@@ -379,6 +380,50 @@ async fn concurrent_appends_get_gap_free_seqs(t: TestDb) {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
     assert_eq!(verify_ok(&t).await.events, 1000);
+}
+
+/// How a call ended is appended deferred: alone it still commits (within the deferral bound),
+/// and an append on a call's path that comes meanwhile carries it in the same commit (one
+/// transaction: one `at`, consecutive seqs, one signed head).
+async fn a_deferred_append_shares_the_next_commit(t: TestDb) {
+    let log = t.log().await;
+    let alone = tokio::time::timeout(
+        Duration::from_secs(5),
+        log.append_deferred(event(None, EventKind::CallCompleted, json!({"n": 0}))),
+    )
+    .await
+    .expect("a deferred append commits without company")
+    .unwrap();
+    assert_eq!(alone.seq, 1);
+
+    let deferred = log.append_deferred(event(None, EventKind::CallCompleted, json!({"n": 1})));
+    // Queued right after the deferred one (join polls them in order), well within the bound.
+    let urgent = async {
+        log.append_all(vec![
+            event(None, EventKind::CallReceived, json!({"n": 2})),
+            event(None, EventKind::CallForwarded, json!({"n": 3})),
+        ])
+        .await
+        .unwrap()
+    };
+    let (deferred, urgent) = tokio::join!(deferred, urgent);
+    let deferred = deferred.unwrap();
+    assert_eq!(
+        (deferred.seq, urgent[0].seq, urgent[1].seq),
+        (2, 3, 4),
+        "the deferred event commits first, in order"
+    );
+    assert_eq!(
+        deferred.at, urgent[1].at,
+        "one commit: {deferred:?} {urgent:?}"
+    );
+    let signed: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM audit_events WHERE signature IS NOT NULL ORDER BY seq")
+            .fetch_all(&t.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(signed, [1, 4], "one signed head per commit");
+    assert_eq!(verify_ok(&t).await.events, 4);
 }
 
 async fn two_writers_on_one_database_never_fork_the_chain(t: TestDb) {

@@ -57,6 +57,8 @@ use uuid::Uuid;
 
 /// Most events the writer commits in one transaction.
 pub const MAX_BATCH: usize = 1024;
+/// The longest a deferred append waits for another append to share its commit.
+pub const DEFER_AT_MOST: std::time::Duration = std::time::Duration::from_millis(2);
 /// Appends that may wait for the writer before `append` itself waits for room.
 const QUEUE: usize = 8192;
 
@@ -408,6 +410,22 @@ impl AuditLog {
         let mut appended = self.append_all(vec![event]).await?;
         appended
             .pop()
+            .ok_or_else(|| AuditError::WriteFailed("the writer answered no event".into()))
+    }
+
+    /// Appends one event nothing is waiting on (how a call ended, once its answer left): it
+    /// asks for no commit of its own, but joins the next one, or commits after
+    /// [`DEFER_AT_MOST`] if no other append comes. Resolves once it is durably committed.
+    ///
+    /// On a steady stream of calls this halves the commits (and fsyncs) per call: the end of
+    /// one call commits with the decision on the next.
+    pub async fn append_deferred(&self, event: NewEvent) -> Result<Appended, AuditError> {
+        let done = self
+            .send(writer::Work::Deferred(vec![prepare(event)?]))
+            .await?;
+        done.appended
+            .into_iter()
+            .next()
             .ok_or_else(|| AuditError::WriteFailed("the writer answered no event".into()))
     }
 

@@ -70,6 +70,8 @@ pub trait Observer: Send + Sync {
 
 pub(super) enum Work {
     Append(Vec<Prepared>),
+    /// Events nothing waits on: they join the next commit (see `AuditLog::append_deferred`).
+    Deferred(Vec<Prepared>),
     Transition(Box<dyn Transition>),
     Attach(Arc<dyn Observer>, Option<i64>),
 }
@@ -204,6 +206,10 @@ impl BatchError {
 
 pub(super) struct Writer {
     db: Db,
+    /// The writer's own connection, held from the pool between batches: every call's record
+    /// waits on the writer, so it never waits for a connection behind other work, and its page
+    /// cache stays warm (on SQLite each connection has its own).
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
     keys: Arc<AuditKeys>,
     head: Head,
     anchors: Option<Anchors>,
@@ -243,6 +249,7 @@ impl Writer {
         }
         Ok(Writer {
             db,
+            conn: None,
             keys,
             anchored_seq: last_anchor.map_or(0, |a| a.seq),
             head,
@@ -282,28 +289,34 @@ impl Writer {
                 }));
                 continue;
             }
-            let mut batch = vec![first];
+            let mut batch = Batch::of(first);
             // Let appenders that are ready to run queue their events too, so they share this
             // commit (one fsync) instead of each waiting for the next.
             tokio::task::yield_now().await;
-            let mut events: usize = batch.iter().map(Request::events).sum();
-            let mut transitions = batch.iter().filter(|r| r.is_transition()).count();
-            while events < MAX_BATCH {
+            while !batch.is_full() {
                 let Ok(request) = requests.try_recv() else {
                     break;
                 };
-                let fits = events + request.events() <= MAX_BATCH
-                    && !(request.is_transition() && transitions > 0)
-                    && !matches!(request.work, Work::Attach(..));
-                if !fits {
+                if let Err(request) = batch.add(request) {
                     carry = Some(request);
                     break;
                 }
-                events += request.events();
-                transitions += usize::from(request.is_transition());
-                batch.push(request);
             }
-            self.commit(batch).await;
+            if carry.is_none() && batch.can_wait() {
+                // Nothing here is on a call's path: wait a little for something that is.
+                let deadline = tokio::time::Instant::now() + super::DEFER_AT_MOST;
+                while carry.is_none() && batch.can_wait() {
+                    let request = tokio::select! {
+                        request = requests.recv() => request,
+                        _ = tokio::time::sleep_until(deadline) => None,
+                    };
+                    let Some(request) = request else { break };
+                    if let Err(request) = batch.add(request) {
+                        carry = Some(request);
+                    }
+                }
+            }
+            self.commit(batch.requests).await;
             // Under a steady load the queue is never empty: anchor between batches too.
             if tokio::time::Instant::now() >= next_anchor {
                 self.anchor().await;
@@ -366,11 +379,31 @@ impl Writer {
         &mut self,
         batch: &mut [Request],
     ) -> Result<Vec<Vec<Appended>>, BatchError> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.db.pool.acquire().await?,
+        };
+        let written = self.write_batch_on(&mut conn, batch).await;
+        // Kept for the next batch, unless the pool has no other (an in-memory database lives
+        // in its one connection). After a failure it goes back to the pool, which discards it
+        // if the failure left it inside a transaction, and a fresh one is taken.
+        if written.is_ok() && self.db.pool.options().get_max_connections() > 1 {
+            self.conn = Some(conn);
+        }
+        written
+    }
+
+    async fn write_batch_on(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        batch: &mut [Request],
+    ) -> Result<Vec<Vec<Appended>>, BatchError> {
+        use sqlx::Connection;
         let db = self.db.clone();
         let mut tx = match db.backend {
             // Takes SQLite's write lock now, so the head read below cannot go stale.
-            Backend::Sqlite => db.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => db.pool.begin().await?,
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => conn.begin().await?,
         };
         if db.backend == Backend::Postgres {
             sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
@@ -383,7 +416,7 @@ impl Writer {
         let mut owned: Vec<Vec<Prepared>> = Vec::with_capacity(batch.len());
         for request in batch.iter_mut() {
             match &mut request.work {
-                Work::Append(events) => owned.push(std::mem::take(events)),
+                Work::Append(events) | Work::Deferred(events) => owned.push(std::mem::take(events)),
                 Work::Transition(transition) => {
                     let events = transition
                         .decide()
@@ -598,10 +631,55 @@ impl Writer {
     }
 }
 
+/// The requests one commit answers.
+struct Batch {
+    requests: Vec<Request>,
+    events: usize,
+    transitions: usize,
+}
+
+impl Batch {
+    fn of(first: Request) -> Batch {
+        Batch {
+            events: first.events(),
+            transitions: usize::from(first.is_transition()),
+            requests: vec![first],
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.events >= MAX_BATCH
+    }
+
+    /// Whether every request may wait for company (all deferred).
+    fn can_wait(&self) -> bool {
+        !self.is_full()
+            && self
+                .requests
+                .iter()
+                .all(|r| matches!(r.work, Work::Deferred(_)))
+    }
+
+    /// Adds `request`, or hands it back when it must wait for the next batch: over the size
+    /// limit, a second transition, or an observer to attach.
+    fn add(&mut self, request: Request) -> Result<(), Request> {
+        let fits = self.events + request.events() <= MAX_BATCH
+            && !(request.is_transition() && self.transitions > 0)
+            && !matches!(request.work, Work::Attach(..));
+        if !fits {
+            return Err(request);
+        }
+        self.events += request.events();
+        self.transitions += usize::from(request.is_transition());
+        self.requests.push(request);
+        Ok(())
+    }
+}
+
 impl Request {
     fn events(&self) -> usize {
         match &self.work {
-            Work::Append(events) => events.len(),
+            Work::Append(events) | Work::Deferred(events) => events.len(),
             // A transition appends a few events; count it as one.
             Work::Transition(_) => 1,
             Work::Attach(..) => 0,
