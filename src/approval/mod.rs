@@ -133,6 +133,31 @@ pub struct Sighting {
     pub evidence: Value,
 }
 
+/// An open approval, as a call waiting on it needs it.
+struct Waiting {
+    expires_at_ms: i64,
+    approvals: usize,
+    quorum: u32,
+}
+
+impl Waiting {
+    fn of_row(approval: &Approval, approvals: i64) -> Waiting {
+        Waiting {
+            expires_at_ms: approval.expires_at,
+            approvals: usize::try_from(approvals).unwrap_or_default(),
+            quorum: approval.spec.quorum,
+        }
+    }
+
+    fn progress_text(&self, id: Uuid) -> String {
+        let left = (self.expires_at_ms - now_ms()).max(0) / 1000;
+        format!(
+            "waiting for approval {id}: {}/{} approvals, expires in {left} s",
+            self.approvals, self.quorum
+        )
+    }
+}
+
 impl Broker {
     /// A broker whose ledger is rebuilt from the verified log (the approvals that may still
     /// be decided, used or reviewed) before it answers anything.
@@ -296,32 +321,41 @@ impl Broker {
         loop {
             // Subscribe before reading, so a decision between the two still wakes us.
             let mut wake = self.waker(id);
-            let approval = self.get(id).await?;
-            if approval.status != Status::Pending {
-                return Ok(approval);
-            }
-            if approval.expires_at <= now_ms() {
+            // While the approval is open the ledger answers: a waiting call costs no database
+            // read, however many wait. The row is read once it is decided.
+            let open = match self.open_in_ledger(id) {
+                Some(open) => open,
+                None => {
+                    let approval = self.get(id).await?;
+                    if approval.status != Status::Pending {
+                        return Ok(approval);
+                    }
+                    Waiting::of_row(&approval, store::count_approvals(&self.db, id).await?)
+                }
+            };
+            if open.expires_at_ms <= now_ms() {
                 self.expire(id).await?;
                 continue;
             }
             if tokio::time::Instant::now() >= next_report {
-                progress.report(self.progress_text(&approval).await?);
+                progress.report(open.progress_text(id));
                 next_report += self.progress_every();
             }
-            let until_expiry =
-                Duration::from_millis((approval.expires_at - now_ms()).max(0) as u64);
+            let until_expiry = Duration::from_millis((open.expires_at_ms - now_ms()).max(0) as u64);
             let until_report = next_report.saturating_duration_since(tokio::time::Instant::now());
             let _ = tokio::time::timeout(until_expiry.min(until_report), wake.changed()).await;
         }
     }
 
-    async fn progress_text(&self, approval: &Approval) -> Result<String, BrokerError> {
-        let approvals = store::count_approvals(&self.db, approval.id).await?;
-        let left = (approval.expires_at - now_ms()).max(0) / 1000;
-        Ok(format!(
-            "waiting for approval {}: {approvals}/{} approvals, expires in {left} s",
-            approval.id, approval.spec.quorum
-        ))
+    /// An approval the ledger holds open, as a waiter needs it.
+    fn open_in_ledger(&self, id: Uuid) -> Option<Waiting> {
+        let ledger = self.ledger.lock().expect("ledger lock");
+        let entry = ledger.get(id).filter(|e| e.status == Status::Pending)?;
+        Some(Waiting {
+            expires_at_ms: entry.requested.expires_at_ms,
+            approvals: entry.approvals(),
+            quorum: entry.requested.quorum,
+        })
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Approval, BrokerError> {

@@ -26,9 +26,6 @@ pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
 /// How long `tasks/result` (2025-11-25) blocks at most before answering with the task as it is.
 const RESULT_WAIT: Duration = Duration::from_secs(300);
 
-/// Shortest time between two writes of a task's status message from progress.
-const NOTE_EVERY: Duration = Duration::from_secs(1);
-
 /// How a client asked for a task.
 pub(super) enum TaskAsk {
     /// 2026-07-28: the server decides; a task only when the call waits for humans.
@@ -468,8 +465,7 @@ async fn run_task(
         request_id,
         record,
     );
-    // Progress becomes the task's status message, written at most once a second.
-    let mut last_note: Option<Instant> = None;
+    // Progress becomes the task's status message.
     let response = loop {
         let message = tokio::select! {
             _ = stop.cancelled() => break None,
@@ -479,12 +475,8 @@ async fn run_task(
         if message.get("id").is_some() && jsonrpc::method(&message).is_none() {
             break Some(message);
         }
-        let due = last_note.is_none_or(|at| at.elapsed() >= NOTE_EVERY);
-        if let Some(note) = message.pointer("/params/message").and_then(Value::as_str)
-            && due
-        {
-            last_note = Some(Instant::now());
-            let _ = tasks.set_message(task_id, note).await;
+        if let Some(note) = message.pointer("/params/message").and_then(Value::as_str) {
+            tasks.note(task_id, note);
         }
     };
     // Dropping the stream withdraws the approval request, or cancels the call upstream.

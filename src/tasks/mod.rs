@@ -138,8 +138,17 @@ pub struct Tasks {
     /// This process: the owner name on the leases it holds.
     instance: String,
     default_ttl_ms: i64,
-    /// Tasks this instance is running, with what stops each.
-    running: Mutex<HashMap<Uuid, CancellationToken>>,
+    /// Tasks this instance is running, with what stops each and its latest progress.
+    running: Mutex<HashMap<Uuid, Runner>>,
+}
+
+/// A task running on this instance.
+struct Runner {
+    stop: CancellationToken,
+    /// The latest progress note: kept in memory and shown by this instance's `tasks/get`,
+    /// never written per note (ten thousand waiting tasks would otherwise write ten thousand
+    /// rows every progress period). The row keeps the phase's message.
+    note: Option<String>,
 }
 
 impl Tasks {
@@ -196,11 +205,28 @@ impl Tasks {
 
     /// The task, when it exists and belongs to `agent` (others' tasks do not exist for them).
     pub async fn get(&self, id: Uuid, agent: &str) -> Result<Option<Task>, sqlx::Error> {
-        Ok(store::get(&self.db, id).await?.filter(|t| t.agent == agent))
+        let task = store::get(&self.db, id).await?.filter(|t| t.agent == agent);
+        Ok(task.map(|t| self.with_note(t)))
     }
 
     pub async fn list(&self, agent: &str, limit: i64) -> Result<Vec<Task>, sqlx::Error> {
-        store::list(&self.db, agent, limit).await
+        let tasks = store::list(&self.db, agent, limit).await?;
+        Ok(tasks.into_iter().map(|t| self.with_note(t)).collect())
+    }
+
+    /// A working task's status message is its runner's latest note, when it runs here.
+    fn with_note(&self, mut task: Task) -> Task {
+        if task.status == TaskStatus::Working
+            && let Some(note) = self
+                .running
+                .lock()
+                .expect("running lock")
+                .get(&task.id)
+                .and_then(|r| r.note.clone())
+        {
+            task.status_message = Some(note);
+        }
+        task
     }
 
     pub async fn set_phase(
@@ -213,8 +239,11 @@ impl Tasks {
         store::set_phase(&self.db, id, phase, approval, message, now_ms()).await
     }
 
-    pub async fn set_message(&self, id: Uuid, message: &str) -> Result<(), sqlx::Error> {
-        store::set_message(&self.db, id, message, now_ms()).await
+    /// Records a running task's latest progress (in memory: see [`Runner::note`]).
+    pub fn note(&self, id: Uuid, message: &str) {
+        if let Some(runner) = self.running.lock().expect("running lock").get_mut(&id) {
+            runner.note = Some(message.to_owned());
+        }
     }
 
     /// Records how a task ended, unless it had ended already (a cancel wins over a late result).
@@ -261,8 +290,8 @@ impl Tasks {
         let cancelled = self
             .finish(id, TaskStatus::Cancelled, message, None, None)
             .await?;
-        if cancelled && let Some(stop) = self.running.lock().expect("running lock").get(&id) {
-            stop.cancel();
+        if cancelled && let Some(runner) = self.running.lock().expect("running lock").get(&id) {
+            runner.stop.cancel();
         }
         Ok(cancelled)
     }
@@ -270,10 +299,14 @@ impl Tasks {
     /// Registers a runner on this instance; the token stops it.
     pub fn started(&self, id: Uuid) -> CancellationToken {
         let stop = CancellationToken::new();
+        let runner = Runner {
+            stop: stop.clone(),
+            note: None,
+        };
         self.running
             .lock()
             .expect("running lock")
-            .insert(id, stop.clone());
+            .insert(id, runner);
         stop
     }
 
@@ -332,8 +365,8 @@ impl Tasks {
             .collect();
         let until = now_ms() + LEASE.as_millis() as i64;
         for lost in store::renew(&self.db, &self.instance, &mine, until).await? {
-            if let Some(stop) = self.running.lock().expect("running lock").get(&lost) {
-                stop.cancel();
+            if let Some(runner) = self.running.lock().expect("running lock").get(&lost) {
+                runner.stop.cancel();
             }
         }
         let claimed = self.claim_orphans(false).await?;

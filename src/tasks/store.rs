@@ -118,16 +118,6 @@ pub async fn set_phase(
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn set_message(db: &Db, id: Uuid, message: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("update tasks set status_message = $2, updated_at = $3 where id = $1 and status = 'working'")
-        .bind(id.to_string())
-        .bind(message)
-        .bind(now)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
-}
-
 /// Ends a working task (compare-and-set: a task cancelled meanwhile stays cancelled).
 pub async fn finish(
     db: &Db,
@@ -161,21 +151,42 @@ pub async fn renew(
     ids: &[Uuid],
     lease_until: i64,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let mut lost = Vec::new();
-    for id in ids {
-        let renewed = sqlx::query(
-            "update tasks set lease_until = $3 where id = $1 and owner = $2 and status = 'working'",
-        )
-        .bind(id.to_string())
-        .bind(owner)
-        .bind(lease_until)
-        .execute(&db.pool)
-        .await?;
-        if renewed.rows_affected() == 0 {
-            lost.push(*id);
+    // One transaction (one commit) for every lease, in statements of a bounded size.
+    let mut tx = db.pool.begin().await?;
+    let mut kept = std::collections::HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(RENEW_CHUNK) {
+        let list = placeholders(3, chunk.len());
+        let sql = format!(
+            "update tasks set lease_until = $2 where owner = $1 and status = 'working' \
+             and id in ({list}) returning id"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(lease_until);
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            kept.insert(row.try_get::<String, _>(0)?);
         }
     }
-    Ok(lost)
+    tx.commit().await?;
+    Ok(ids
+        .iter()
+        .filter(|id| !kept.contains(&id.to_string()))
+        .copied()
+        .collect())
+}
+
+/// Ids renewed per statement.
+const RENEW_CHUNK: usize = 500;
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Working tasks whose lease lapsed: their instance died.
