@@ -52,6 +52,7 @@ pub(super) fn ballot(current: &Current, who: &str, approve: bool) -> Ballot {
             "authenticated": current.identity.authenticated,
         }),
         break_glass: None,
+        idp: current.identity.idp.clone(),
     }
 }
 
