@@ -230,9 +230,11 @@ fn changes(
                 return None;
             }
             if !w.console.sessions.still_live(&w.current) {
-                // One last event tells the page to sign in again; then the stream ends.
+                // One last event tells the page to sign in again; then the stream ends. It
+                // carries data: a browser drops an event whose data is empty, unseen.
                 w.ended = true;
-                return Some((Ok(Event::default().event("signed-out").data("")), w));
+                let event = Event::default().event("signed-out").data("session ended");
+                return Some((Ok(event), w));
             }
             // Marked seen before reading, so a commit meanwhile wakes the wait below.
             w.moved.borrow_and_update();
