@@ -12,6 +12,7 @@ mod console;
 mod console_http;
 mod edge;
 mod exact;
+mod idp_groups;
 mod long_waits;
 mod matrix;
 mod mattermost;
