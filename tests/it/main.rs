@@ -9,6 +9,7 @@ mod chat_table;
 mod cli;
 mod conformance;
 mod console;
+mod console_groups;
 mod console_http;
 mod edge;
 mod exact;
