@@ -66,6 +66,20 @@ step("alice, a configured approver in payments, sees gina's vote and decides: th
   check((await s.gina.page.textContent("main")).includes("approved"), "gina cannot see how it ended");
 });
 
+step("the auditor's timeline says through which group gina was eligible", async (browser) => {
+  const audrey = await signIn(browser, GW, "audrey");
+  await audrey.page.goto("/console/audit?kind=approval.decided&since=1h");
+  await audrey.page.locator("a", { hasText: "timeline" }).first().click();
+  await audrey.page.waitForURL(/\/console\/audit\/calls\//);
+  const timeline = await audrey.page.textContent("main");
+  for (const want of ["via console (counted); signed in by openid connect", "subject gina",
+    "eligible through the identity provider's groups payments-team", "alice voted approve via console (decided)"]) {
+    check(timeline.includes(want), `the timeline lacks ${want}`);
+  }
+  await screenshot(audrey.page, "timeline-group-vote");
+  await audrey.context.close();
+});
+
 /** The session cookie's value in `context`. */
 async function session(context) {
   return (await context.cookies()).find((c) => c.name === "countersign-session")?.value;

@@ -57,6 +57,7 @@ console:
     scopes: [email, profile, groups]
     people:
       - {{subject: alice, approver: alice}}
+      - {{group: auditors, auditor: audrey}}
     approver_groups:
       payments-team: payments
 ",
