@@ -212,6 +212,31 @@ fn idp_groups(config: &Config, policies: &PolicySet, report: &mut Report) {
             );
         }
     }
+    if !oidc.approver_groups.is_empty() {
+        unrecognised_humans(config, report);
+    }
+}
+
+/// The humans behind agents whom no `people` entry maps by subject or email: signed in
+/// through a group, they would vote as someone else, and could approve their agent's calls.
+fn unrecognised_humans(config: &Config, report: &mut Report) {
+    let people = config.console.oidc.iter().flat_map(|o| &o.people);
+    let mapped: std::collections::BTreeSet<&str> = people
+        .filter(|p| p.subject.is_some() || p.email.is_some())
+        .filter_map(|p| p.approver.as_deref())
+        .collect();
+    for (i, agent) in config.agents.iter().enumerate() {
+        let Some(human) = agent.on_behalf_of.as_deref() else {
+            continue;
+        };
+        if !mapped.contains(human) {
+            report.add(
+                Severity::Warning,
+                format!("agents[{i}].on_behalf_of"),
+                format!("`{human}` (behind agent {}) is mapped by no subject or email in console.oidc.people: through an identity provider's group they would vote as someone else, and could approve their own agent's calls", agent.id),
+            );
+        }
+    }
 }
 
 /// People and groups a rule names that the configuration does not have.

@@ -252,14 +252,22 @@ fn config_check_knows_identity_provider_groups() {
     .unwrap();
     let config = |approvers: &str, groups: &str| {
         format!(
-            "server: {{allow_anonymous: true}}
-database: {{url: 'sqlite://audit.db'}}
+            "database: {{url: 'sqlite://audit.db'}}
 policy_dir: policies
 upstreams: [{{name: here, stdio: {{command: python3}}}}]
+agents:
+  - {{id: bot, on_behalf_of: alice, key_sha256: '{bot}'}}
+  - {{id: other-bot, on_behalf_of: dana, key_sha256: '{bot}'}}
 approvers: {approvers}
 console:
-  oidc: {{issuer: 'https://idp.example', client_id: c, client_secret: s, approver_groups: {groups}}}
-"
+  oidc:
+    issuer: 'https://idp.example'
+    client_id: c
+    client_secret: s
+    people: [{{subject: s-alice, approver: alice}}]
+    approver_groups: {groups}
+",
+            bot = countersign::auth::hash_key("bot-key")
         )
     };
     let alice = format!(
@@ -273,10 +281,15 @@ console:
     for expected in [
         "warning: rule pay: needs 2 distinct approvers but only 1 configured ones can approve (alice); the rest must be members of the identity provider's groups pay-team voting from the console",
         "warning: console.oidc.approver_groups.typo-team: approver group `paymnts` is named by no rule's approver_groups",
+        "warning: agents[1].on_behalf_of: `dana` (behind agent other-bot) is mapped by no subject or email in console.oidc.people",
     ] {
         assert!(out.contains(expected), "no `{expected}` in:\n{out}");
     }
     assert!(!out.contains("treasury` has no members"), "{out}");
+    assert!(
+        !out.contains("agents[0].on_behalf_of"),
+        "alice is mapped by subject:\n{out}"
+    );
 
     for (approvers, groups, expected) in [
         (
