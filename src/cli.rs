@@ -147,7 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let db = crate::store::connect(&config.database.url).await?;
             let audit =
                 crate::audit::setup::open(db.clone(), &config.audit, &config.database.url).await?;
-            let directory = Arc::new(crate::approval::Directory::new(&config.approvers));
+            let directory = Arc::new(crate::approval::Directory::from_config(&config));
             let chats = crate::chat::backends(&config)?;
             let notifiers = crate::chat::notifiers(&chats);
             let broker = crate::approval::Broker::new(db, audit, directory, notifiers).await?;

@@ -120,15 +120,17 @@ fn upstream_commands(config: &Config, report: &mut Report) {
 }
 
 /// Every rule that holds calls for approval must name people who exist and can reach a
-/// quorum, and each of them must have a way to vote.
+/// quorum, and each of them must have a way to vote. An approver group that an identity
+/// provider's group stands for has members the configuration cannot count.
 fn approvers(config: &Config, policies: &PolicySet, report: &mut Report) {
-    let directory = Directory::new(&config.approvers);
+    let directory = Directory::from_config(config);
     let groups: std::collections::BTreeSet<&str> = config
         .approvers
         .iter()
         .flat_map(|a| a.groups.iter().map(String::as_str))
         .collect();
     let chats = interactive_chats(config);
+    idp_groups(config, policies, report);
     // A rule naming nobody is a denial by design (precedence rule 7), not a mistake.
     let rules = policies
         .approval_rules()
@@ -144,20 +146,95 @@ fn approvers(config: &Config, policies: &PolicySet, report: &mut Report) {
             .map(String::as_str)
             .filter(|id| directory.get(id).is_some())
             .collect();
-        if eligible.len() < spec.quorum as usize {
-            report.add(
-                Severity::Problem,
-                &field,
-                format!(
-                    "needs {} distinct approvers but only {} can approve ({}): every matching call would wait until it expires",
-                    spec.quorum,
-                    eligible.len(),
-                    if eligible.is_empty() { "nobody".to_owned() } else { eligible.join(", ") }
-                ),
-            );
+        if let Some((severity, message)) = short_of_quorum(spec, &eligible, &directory) {
+            report.add(severity, &field, message);
         }
         for id in eligible {
             no_way_to_vote(config, id, &chats, &field, report);
+        }
+    }
+}
+
+/// When fewer configured approvers than the quorum may approve: a problem, or only a warning
+/// when the rest may come from an identity provider's groups.
+fn short_of_quorum(
+    spec: &ApprovalSpec,
+    eligible: &[&str],
+    directory: &Directory,
+) -> Option<(Severity, String)> {
+    if eligible.len() >= spec.quorum as usize {
+        return None;
+    }
+    let (quorum, count) = (spec.quorum, eligible.len());
+    let who = match eligible.is_empty() {
+        true => "nobody".to_owned(),
+        false => eligible.join(", "),
+    };
+    let through_idp = directory.idp_groups(&spec.approver_groups);
+    if through_idp.is_empty() {
+        return Some((
+            Severity::Problem,
+            format!(
+                "needs {quorum} distinct approvers but only {count} can approve ({who}): every matching call would wait until it expires"
+            ),
+        ));
+    }
+    let idp: Vec<&str> = through_idp
+        .iter()
+        .flat_map(|g| &g.idp_groups)
+        .map(String::as_str)
+        .collect();
+    Some((
+        Severity::Warning,
+        format!(
+            "needs {quorum} distinct approvers but only {count} configured ones can approve ({who}); the rest must be members of the identity provider's groups {} voting from the console",
+            idp.join(", ")
+        ),
+    ))
+}
+
+/// An identity provider's group that stands for an approver group no rule names is a
+/// mapping that does nothing: likely a typo.
+fn idp_groups(config: &Config, policies: &PolicySet, report: &mut Report) {
+    let Some(oidc) = &config.console.oidc else {
+        return;
+    };
+    let named: std::collections::BTreeSet<&str> = policies
+        .approval_rules()
+        .flat_map(|(_, spec)| spec.approver_groups.iter().map(String::as_str))
+        .collect();
+    for (idp_group, group) in &oidc.approver_groups {
+        if !named.contains(group.as_str()) {
+            report.add(
+                Severity::Warning,
+                format!("console.oidc.approver_groups.{idp_group}"),
+                format!("approver group `{group}` is named by no rule's approver_groups: members of `{idp_group}` can decide nothing"),
+            );
+        }
+    }
+    if !oidc.approver_groups.is_empty() {
+        unrecognised_humans(config, report);
+    }
+}
+
+/// The humans behind agents whom no `people` entry maps by subject or email: signed in
+/// through a group, they would vote as someone else, and could approve their agent's calls.
+fn unrecognised_humans(config: &Config, report: &mut Report) {
+    let people = config.console.oidc.iter().flat_map(|o| &o.people);
+    let mapped: std::collections::BTreeSet<&str> = people
+        .filter(|p| p.subject.is_some() || p.email.is_some())
+        .filter_map(|p| p.approver.as_deref())
+        .collect();
+    for (i, agent) in config.agents.iter().enumerate() {
+        let Some(human) = agent.on_behalf_of.as_deref() else {
+            continue;
+        };
+        if !mapped.contains(human) {
+            report.add(
+                Severity::Warning,
+                format!("agents[{i}].on_behalf_of"),
+                format!("`{human}` (behind agent {}) is mapped by no subject or email in console.oidc.people: through an identity provider's group they would vote as someone else, and could approve their own agent's calls", agent.id),
+            );
         }
     }
 }
@@ -173,9 +250,12 @@ fn unknown_names(
         .approvers
         .iter()
         .chain(break_glass.into_iter().flat_map(|b| &b.approvers));
+    // A rule's group may have members only at the identity provider; break-glass is for
+    // configured approvers alone.
     let named_groups = spec
         .approver_groups
         .iter()
+        .filter(|g| directory.idp_groups(std::slice::from_ref(*g)).is_empty())
         .chain(break_glass.into_iter().flat_map(|b| &b.approver_groups));
     let known_groups = groups.iter().copied().collect::<Vec<_>>().join(", ");
     let mut problems: Vec<String> = people

@@ -130,8 +130,7 @@ impl Governance {
             db,
             audit.clone(),
             Arc::new(
-                Directory::new(&config.approvers)
-                    .with_limits(ApprovalLimits::new(&config.approvals)),
+                Directory::from_config(config).with_limits(ApprovalLimits::new(&config.approvals)),
             ),
             crate::chat::notifiers(&chats),
         )

@@ -122,6 +122,7 @@ pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<E
                 source: "cli".into(),
                 evidence,
                 break_glass,
+                idp: None,
             };
             vote(broker, id, ballot).await
         }
@@ -138,6 +139,7 @@ pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<E
                 source: "cli".into(),
                 evidence,
                 break_glass: None,
+                idp: None,
             };
             vote(broker, id, ballot).await
         }

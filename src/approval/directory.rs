@@ -2,6 +2,7 @@
 //! of them at once ([`ApprovalLimits`]).
 
 use super::limits::ApprovalLimits;
+use crate::audit::events::EligibleGroup;
 use crate::auth::hash_key;
 use crate::config::ApproverConfig;
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,9 @@ pub struct Person {
 pub struct Directory {
     people: HashMap<String, Person>,
     limits: ApprovalLimits,
+    /// The identity provider whose groups stand for approver groups, and its groups by the
+    /// approver group they stand for (`console.oidc.approver_groups`).
+    idp: Option<(String, BTreeMap<String, Vec<String>>)>,
 }
 
 impl Directory {
@@ -40,7 +44,74 @@ impl Directory {
         Directory {
             people,
             limits: ApprovalLimits::default(),
+            idp: None,
         }
+    }
+
+    /// The approvers of `config`, with the identity provider's groups that stand for approver
+    /// groups (`console.oidc.approver_groups`), and the default limits.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let directory = Directory::new(&config.approvers);
+        match config
+            .console
+            .oidc
+            .as_ref()
+            .filter(|_| config.console.enabled)
+        {
+            Some(oidc) => directory.with_idp_groups(&oidc.issuer, &oidc.approver_groups),
+            None => directory,
+        }
+    }
+
+    /// The same approvers, with `issuer`'s groups standing for approver groups
+    /// (`{idp-group: approver-group}`).
+    pub fn with_idp_groups(
+        mut self,
+        issuer: &str,
+        approver_groups: &BTreeMap<String, String>,
+    ) -> Self {
+        let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (idp_group, group) in approver_groups {
+            by_group
+                .entry(group.clone())
+                .or_default()
+                .push(idp_group.clone());
+        }
+        self.idp = (!by_group.is_empty()).then(|| (issuer.to_owned(), by_group));
+        self
+    }
+
+    /// For each of `groups` that an identity provider's groups stand for: which, at which
+    /// provider (recorded in `approval.requested` as `eligible_groups`).
+    pub fn idp_groups(&self, groups: &[String]) -> Vec<EligibleGroup> {
+        let Some((issuer, by_group)) = &self.idp else {
+            return Vec::new();
+        };
+        let mut named: Vec<&String> = groups.iter().collect();
+        named.sort();
+        named.dedup();
+        named
+            .into_iter()
+            .filter_map(|g| {
+                Some(EligibleGroup {
+                    group: g.clone(),
+                    issuer: issuer.clone(),
+                    idp_groups: by_group.get(g)?.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The approver groups that an identity provider's `idp_groups` stand for.
+    pub fn stands_for(&self, idp_groups: &[String]) -> Vec<String> {
+        let Some((_, by_group)) = &self.idp else {
+            return Vec::new();
+        };
+        by_group
+            .iter()
+            .filter(|(_, theirs)| theirs.iter().any(|t| idp_groups.contains(t)))
+            .map(|(group, _)| group.clone())
+            .collect()
     }
 
     /// The same approvers, protected by `limits` instead of the default ones.

@@ -189,6 +189,8 @@ async fn cast(
             "authenticated": {"method": "approver token", "via": "http"},
         }),
         break_glass: body.break_glass,
+        // Never from a request: only the console's sign-in carries groups.
+        idp: None,
     };
     let result = broker.vote(parse_id(&id)?, ballot).await?;
     Ok(Json(result).into_response())

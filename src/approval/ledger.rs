@@ -6,10 +6,10 @@
 use super::Status;
 use crate::audit::events::{
     ApprovalDecided, ApprovalRequested, ApprovalReviewed, ApprovalVote, CallForwarded, Choice,
-    CountedVote,
+    CountedVote, IdpVoter, same_issuer,
 };
 use crate::audit::{EventKind, Observer, Recorded};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
@@ -56,23 +56,54 @@ impl Entry {
         self.requested.approval_id
     }
 
-    /// Whether `who` may vote at all: eligible when requested, never the agent, and never its
-    /// own human unless the rule allows it.
-    pub fn may_vote(&self, who: &str) -> bool {
+    /// The identity provider's groups through which `idp` stands in for an approver group the
+    /// request recorded in `eligible_groups`: none unless the vote came from the console.
+    pub fn standing_groups(&self, idp: Option<&IdpVoter>, source: &str) -> Vec<String> {
+        let Some(idp) = idp.filter(|_| source == "console") else {
+            return Vec::new();
+        };
+        let groups = &self.requested.eligible_groups;
+        idp.groups
+            .iter()
+            .filter(|g| {
+                groups
+                    .iter()
+                    .any(|e| same_issuer(&e.issuer, &idp.issuer) && e.idp_groups.contains(g))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `who` may vote at all: eligible when requested (by id, or through an identity
+    /// provider's group the request recorded), never the agent, and never its own human
+    /// unless the rule allows it.
+    pub fn may_vote(&self, who: &str, idp: Option<&IdpVoter>, source: &str) -> bool {
         let r = &self.requested;
-        r.eligible.iter().any(|e| e == who)
+        let eligible =
+            r.eligible.iter().any(|e| e == who) || !self.standing_groups(idp, source).is_empty();
+        eligible
             && who != r.agent
             && (r.allow_self_approval || r.on_behalf_of.as_deref() != Some(who))
     }
 
-    /// Distinct eligible approvers who approved.
-    pub fn approvals(&self) -> usize {
+    /// Whether this person's vote is already counted: the same voter id, or the same subject at
+    /// the same identity provider.
+    pub fn has_voted(&self, who: &str, idp: Option<&IdpVoter>) -> bool {
         self.votes
             .iter()
-            .filter(|v| v.vote == Choice::Approve && self.may_vote(&v.approver))
-            .map(|v| v.approver.as_str())
-            .collect::<BTreeSet<_>>()
-            .len()
+            .any(|v| same_person((&v.approver, v.idp.as_ref()), (who, idp)))
+    }
+
+    /// Distinct eligible people who approved.
+    pub fn approvals(&self) -> usize {
+        let approving: Vec<&CountedVote> = self
+            .votes
+            .iter()
+            .filter(|v| {
+                v.vote == Choice::Approve && self.may_vote(&v.approver, v.idp.as_ref(), &v.source)
+            })
+            .collect();
+        distinct_people(&approving)
     }
 
     /// Why the approved decision is not backed by the votes, if it is not.
@@ -87,7 +118,7 @@ impl Entry {
                 .justifications
                 .get(by)
                 .map_or(0, |j| j.trim().chars().count());
-            if !grant.eligible.iter().any(|p| p == by) || !self.may_vote(by) {
+            if !grant.eligible.iter().any(|p| p == by) || !self.may_vote(by, None, "") {
                 return Some(format!("{by} may not use break-glass on this rule"));
             }
             if justification < grant.min_justification {
@@ -101,6 +132,36 @@ impl Entry {
             format!("{have} distinct eligible approvals are recorded where the rule needs {quorum}")
         })
     }
+}
+
+/// Whether two votes are one person's: the same voter id, or the same subject at the same
+/// identity provider.
+fn same_person(a: (&str, Option<&IdpVoter>), b: (&str, Option<&IdpVoter>)) -> bool {
+    a.0 == b.0 || matches!((a.1, b.1), (Some(x), Some(y)) if x.same_person(y))
+}
+
+/// How many people cast `votes`: votes linked by [`same_person`], directly or through
+/// others, are one person's.
+fn distinct_people(votes: &[&CountedVote]) -> usize {
+    let mut person: Vec<usize> = (0..votes.len()).collect();
+    fn root(person: &mut [usize], mut i: usize) -> usize {
+        while person[i] != i {
+            i = person[i];
+        }
+        i
+    }
+    for i in 0..votes.len() {
+        for j in 0..i {
+            let (a, b) = (votes[i], votes[j]);
+            if same_person((&a.approver, a.idp.as_ref()), (&b.approver, b.idp.as_ref())) {
+                let (ri, rj) = (root(&mut person, i), root(&mut person, j));
+                person[ri] = rj;
+            }
+        }
+    }
+    (0..votes.len())
+        .filter(|&i| root(&mut person, i) == i)
+        .count()
 }
 
 /// Every open approval, and the exact-call index retries join by.
@@ -209,6 +270,7 @@ impl Ledger {
                     reason: vote.reason,
                     source: vote.source,
                     at_ms: vote.at_ms,
+                    idp: vote.idp,
                 });
                 None
             }
@@ -376,5 +438,62 @@ mod tests {
         apply(&mut ledger, EventKind::CallForwarded, forwarded);
         assert!(ledger.grant(id, &binding(), 0).is_err(), "used once");
         assert!(ledger.is_empty(), "a used grant is forgotten");
+    }
+
+    /// `requested()`, with the identity provider's group `idp-ops` standing for `ops`.
+    fn requested_with_groups() -> Ledger {
+        let mut ledger = Ledger::default();
+        let payload = json!({"approval_id": ID, "agent": "agent-1", "on_behalf_of": "alice",
+            "server": "echo", "tool": "delete_record", "args_sha256": "aa",
+            "policy_version": "v1", "rule": "two", "eligible": ["alice", "bob", "carol"],
+            "eligible_groups": [{"group": "ops", "issuer": "https://idp.example/",
+                "idp_groups": ["idp-ops"]}],
+            "quorum": 2, "expires_at_ms": i64::MAX});
+        apply(&mut ledger, EventKind::ApprovalRequested, payload);
+        ledger
+    }
+
+    fn group_vote(ledger: &mut Ledger, who: &str, subject: &str, groups: &[&str], source: &str) {
+        let payload = json!({"approval_id": ID, "approver": who, "vote": "approve",
+            "source": source, "result": {"result": "counted"}, "agent": "agent-1",
+            "server": "echo", "tool": "delete_record",
+            "idp": {"issuer": "https://idp.example", "subject": subject, "groups": groups}});
+        apply(ledger, EventKind::ApprovalVote, payload);
+    }
+
+    #[test]
+    fn a_group_stands_in_only_from_the_console_and_only_if_the_request_recorded_it() {
+        let id = Uuid::parse_str(ID).unwrap();
+        let mut ledger = requested_with_groups();
+        // An outsider's unmapped group, a mapped group claimed over the API, and the agent's
+        // own human holding the group: none counts.
+        group_vote(&mut ledger, "idp:eve", "s-eve", &["contractors"], "console");
+        group_vote(
+            &mut ledger,
+            "idp:mallory",
+            "s-mallory",
+            &["idp-ops"],
+            "http",
+        );
+        group_vote(&mut ledger, "alice", "s-alice", &["idp-ops"], "console");
+        assert_eq!(ledger.get(id).unwrap().approvals(), 0);
+        group_vote(&mut ledger, "idp:gina", "s-gina", &["idp-ops"], "console");
+        assert_eq!(ledger.get(id).unwrap().approvals(), 1);
+        // The same person again: once by their mapped id, once with the same subject.
+        group_vote(&mut ledger, "carol", "s-gina", &["idp-ops"], "console");
+        group_vote(&mut ledger, "idp:gina", "s-other", &["idp-ops"], "console");
+        assert_eq!(ledger.get(id).unwrap().approvals(), 1);
+        vote(&mut ledger, "bob");
+        assert_eq!(ledger.get(id).unwrap().approvals(), 2);
+        decide(&mut ledger);
+        assert!(ledger.grant(id, &binding(), 0).is_ok());
+
+        // A request that recorded no groups: a group is no standing.
+        let mut ledger = requested();
+        group_vote(&mut ledger, "idp:gina", "s-gina", &["idp-ops"], "console");
+        vote(&mut ledger, "bob");
+        decide(&mut ledger);
+        let why = ledger.grant(id, &binding(), 0).unwrap_err();
+        assert!(why.contains("1 distinct eligible approvals"), "{why}");
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod cli;
 mod directory;
+mod eligibility;
 pub mod http;
 pub mod ledger;
 pub mod limits;
@@ -28,7 +29,7 @@ pub use notify::{CallSummary, Notifier, NotifyError};
 pub use store::count_approvals;
 pub use store::{Approval, Status};
 
-use crate::audit::events::{ApprovalRequested, BreakGlassGrant, CallForwarded};
+use crate::audit::events::{ApprovalRequested, BreakGlassGrant, CallForwarded, IdpVoter};
 use crate::audit::{AuditLog, EventKind, NewEvent};
 use crate::call::{Progress, ToolCall};
 use crate::policy::ApprovalSpec;
@@ -73,6 +74,10 @@ pub struct Ballot {
     pub evidence: Value,
     /// A break-glass approval: decides alone, needs a written justification, flagged in audit.
     pub break_glass: Option<String>,
+    /// Who the identity provider says the voter is, with their groups: set only by the
+    /// console's OpenID Connect sign-in (never from a request body), and counted only for
+    /// `source: console`.
+    pub idp: Option<IdpVoter>,
 }
 
 /// What a vote did.
@@ -251,6 +256,7 @@ impl Broker {
             eligible: self
                 .directory
                 .resolve(&spec.approvers, &spec.approver_groups),
+            eligible_groups: self.directory.idp_groups(&spec.approver_groups),
             quorum: spec.quorum,
             allow_self_approval: spec.allow_self_approval,
             break_glass: spec.break_glass.as_ref().map(|b| BreakGlassGrant {
@@ -416,7 +422,7 @@ impl Broker {
         let configured = self.directory.get(&ballot.approver).is_some();
         let ledger = self.ledger.lock().expect("ledger lock");
         match ledger.get(approval.id) {
-            Some(entry) => transitions::refusal(entry, ballot, configured),
+            Some(entry) => eligibility::refusal(entry, ballot, configured),
             None => Some(format!("approval {} is not open", approval.id)),
         }
     }

@@ -3,6 +3,7 @@
 //! and its working-state row commit together. No state row can exist without its event, and
 //! a forged row changes nothing the ledger says.
 
+use super::eligibility::{recorded_idp, refusal};
 use super::ledger::{Binding, Entry, Ledger};
 use super::store;
 use super::{Approval, Ballot, Status, VoteResult};
@@ -173,11 +174,7 @@ impl Cast {
         if let Some(why) = refusal(entry, &self.ballot, self.configured) {
             return (VoteResult::NotAuthorized { why }, None);
         }
-        if entry
-            .votes
-            .iter()
-            .any(|v| v.approver == self.ballot.approver)
-        {
+        if entry.has_voted(&self.ballot.approver, self.ballot.idp.as_ref()) {
             return (VoteResult::AlreadyVoted, None);
         }
         let decision = |status, break_glass| Decision {
@@ -217,55 +214,6 @@ impl Cast {
     }
 }
 
-/// Why `ballot` may not count on `entry`, if it may not: the agent never approves its own
-/// call; its human only when the rule allows; others only when the request named them;
-/// break-glass only for those the rule names, with a long enough justification.
-pub(super) fn refusal(entry: &Entry, ballot: &Ballot, configured: bool) -> Option<String> {
-    let who = ballot.approver.as_str();
-    let r = &entry.requested;
-    if who == r.agent {
-        return Some("the requesting agent cannot vote on its own call".into());
-    }
-    if !configured {
-        return Some(format!("{who} is not a configured approver"));
-    }
-    if r.on_behalf_of.as_deref() == Some(who) && !r.allow_self_approval {
-        return Some(format!(
-            "{who} asked for this call (the agent acts on their behalf) and may not approve it"
-        ));
-    }
-    if !entry.may_vote(who) {
-        return Some(format!("{who} is not an approver for this call"));
-    }
-    if let Some(justification) = &ballot.break_glass {
-        if !ballot.approve {
-            return Some("break-glass applies only to an approval".into());
-        }
-        let Some(grant) = &r.break_glass else {
-            return Some("this rule does not allow break-glass".into());
-        };
-        if !grant.eligible.iter().any(|p| p == who) {
-            return Some(format!("{who} may not use break-glass on this rule"));
-        }
-        let length = justification.trim().chars().count();
-        if length < grant.min_justification {
-            return Some(format!(
-                "a break-glass justification needs at least {} characters (this one has {length})",
-                grant.min_justification
-            ));
-        }
-    }
-    // The built-in channels ask for a reason; a chat reaction cannot carry one.
-    let asks_reason = matches!(ballot.source.as_str(), "cli" | "http" | "console");
-    if !ballot.approve
-        && asks_reason
-        && ballot.reason.as_deref().is_none_or(|r| r.trim().is_empty())
-    {
-        return Some("a deny needs a reason".into());
-    }
-    None
-}
-
 impl Transition for Cast {
     fn decide(&mut self) -> Vec<NewEvent> {
         let ledger = self.ledger.lock().expect("ledger lock");
@@ -276,6 +224,7 @@ impl Transition for Cast {
             VoteResult::Counted { .. } | VoteResult::Decided { .. }
         );
         let ballot = &self.ballot;
+        let idp = recorded_idp(ballot, entry);
         let vote = ApprovalVote {
             approval_id: self.id,
             approver: ballot.approver.clone(),
@@ -290,6 +239,7 @@ impl Transition for Cast {
             evidence: ballot.evidence.clone(),
             break_glass: ballot.break_glass.is_some(),
             justification: ballot.break_glass.clone(),
+            idp: idp.clone(),
             result: serde_json::to_value(&result).expect("a vote result serialises"),
             at_ms: self.now,
             agent: self.row.agent.clone(),
@@ -311,6 +261,7 @@ impl Transition for Cast {
                     reason: ballot.reason.clone(),
                     source: ballot.source.clone(),
                     at_ms: self.now,
+                    idp,
                 });
             }
             events.push(decided_event(&entry, decision));

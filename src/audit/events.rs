@@ -30,6 +30,11 @@ pub struct ApprovalRequested {
     /// request was made.
     #[serde(default)]
     pub eligible: Vec<String>,
+    /// The approver groups that members of an identity provider's groups may stand in for,
+    /// signed in to the console (the operator's mapping when the request was made). Empty:
+    /// only `eligible` may vote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eligible_groups: Vec<EligibleGroup>,
     pub quorum: u32,
     #[serde(default)]
     pub allow_self_approval: bool,
@@ -44,6 +49,41 @@ pub struct ApprovalRequested {
     /// The arguments with redacted values replaced by their keyed digests.
     #[serde(default)]
     pub arguments: Value,
+}
+
+/// One approver group a rule named, and the identity provider's groups that stand for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EligibleGroup {
+    /// The approver group the rule named (`approver_groups`).
+    pub group: String,
+    /// The identity provider whose groups these are.
+    pub issuer: String,
+    /// Its groups (as its groups claim names them) whose members may vote for this group.
+    pub idp_groups: Vec<String>,
+}
+
+/// Who cast a console vote, as the identity provider's verified ID token said: the only way a
+/// vote carries groups. Set by the console's OpenID Connect sign-in alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdpVoter {
+    pub issuer: String,
+    pub subject: String,
+    /// The voter's groups that made them eligible (those the request's `eligible_groups`
+    /// list); empty when they voted as a configured approver only.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl IdpVoter {
+    /// Whether both name the same person (the same subject at the same issuer).
+    pub fn same_person(&self, other: &IdpVoter) -> bool {
+        self.subject == other.subject && same_issuer(&self.issuer, &other.issuer)
+    }
+}
+
+/// Issuer URLs compared without a trailing slash.
+pub fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// Break-glass as the rule allowed it when the request was made.
@@ -83,6 +123,9 @@ pub struct ApprovalVote {
     pub break_glass: bool,
     #[serde(default)]
     pub justification: Option<String>,
+    /// The voter as the identity provider attested it (console sign-ins only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<IdpVoter>,
     /// What the vote did: `{"result": "counted" | "decided" | "not_authorized" | …}`.
     pub result: Value,
     /// When it was cast (Unix milliseconds).
@@ -112,6 +155,9 @@ pub struct CountedVote {
     pub reason: Option<String>,
     pub source: String,
     pub at_ms: i64,
+    /// The voter as the identity provider attested it, when they signed in through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<IdpVoter>,
 }
 
 /// `approval.decided`: how the approval ended.

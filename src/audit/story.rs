@@ -4,9 +4,13 @@
 //! * A `call.forwarded` of a held call names an approval that was requested for exactly this
 //!   call (agent, server, tool, argument digest, policy version) and decided `approved` before
 //!   the forward.
-//! * That decision is backed by distinct approvers eligible under what the request recorded
-//!   (never the agent, nor its human unless allowed), at least the quorum; or by a
-//!   break-glass vote from someone the rule allowed, with a long enough justification.
+//! * Every counted vote comes from someone eligible under what the request recorded: named in
+//!   `eligible`, or signed in to the console through the identity provider with a group the
+//!   request's `eligible_groups` lists (never the agent, nor its human unless allowed).
+//! * That decision is backed by distinct people eligible under what the request recorded, at
+//!   least the quorum (votes with the same voter id, or the same subject at the same issuer,
+//!   are one person's); or by a break-glass vote from someone the rule allowed, with a long
+//!   enough justification.
 //! * Every grant is used by at most one forward; every forward has an end.
 //! * A call the policy held is never forwarded without an approval.
 //!
@@ -16,7 +20,7 @@
 use super::chain;
 use super::events::{
     ApprovalDecided, ApprovalRequested, ApprovalReviewed, ApprovalVote, CallForwarded, Choice,
-    PolicyDecidedOutcome,
+    IdpVoter, PolicyDecidedOutcome,
 };
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -39,10 +43,21 @@ pub struct Unreviewed {
     pub decided_by: String,
 }
 
+/// A counted vote, as far as the story needs it.
+struct Vote {
+    approver: String,
+    choice: Choice,
+    /// The break-glass justification, for a break-glass vote.
+    justification: Option<String>,
+    /// Whether the voter was eligible when the approval was requested.
+    eligible: bool,
+    /// The voter's subject at the identity provider, when they signed in through it.
+    person: Option<(String, String)>,
+}
+
 struct Approval {
     requested: ApprovalRequested,
-    /// Counted votes: approver, choice, break-glass justification.
-    votes: Vec<(String, Choice, Option<String>)>,
+    votes: Vec<Vote>,
     decided: Option<(i64, ApprovalDecided)>,
     reviewed: bool,
     used: bool,
@@ -148,12 +163,22 @@ impl Story {
                 ),
             );
         }
-        let justification = vote
-            .break_glass
-            .then(|| vote.justification.unwrap_or_default());
-        approval
-            .votes
-            .push((vote.approver, vote.vote, justification));
+        let eligible = eligible(&approval.requested, &vote);
+        let why = (!eligible).then(|| ineligible(&vote));
+        approval.votes.push(Vote {
+            justification: vote
+                .break_glass
+                .then(|| vote.justification.clone().unwrap_or_default()),
+            person: vote
+                .idp
+                .map(|i| (i.issuer.trim_end_matches('/').to_owned(), i.subject)),
+            approver: vote.approver,
+            choice: vote.vote,
+            eligible,
+        });
+        if let Some(why) = why {
+            self.violate(seq, call, why);
+        }
     }
 
     fn decided(&mut self, seq: i64, call: Option<Uuid>, payload: &str) {
@@ -325,14 +350,8 @@ fn backing(approval: &Approval) -> Result<(), String> {
         return Ok(());
     }
     let requested = &approval.requested;
-    let eligible: BTreeSet<&str> = if requested.eligible.is_empty() {
-        requested.approvers.iter().map(String::as_str).collect()
-    } else {
-        requested.eligible.iter().map(String::as_str).collect()
-    };
-    let may_vote = |who: &str| {
-        eligible.contains(who)
-            && who != requested.agent
+    let not_self = |who: &str| {
+        who != requested.agent
             && (requested.allow_self_approval || requested.on_behalf_of.as_deref() != Some(who))
     };
     if decided.break_glass {
@@ -340,14 +359,15 @@ fn backing(approval: &Approval) -> Result<(), String> {
         let Some(grant) = &requested.break_glass else {
             return Err("by break-glass, which the rule did not allow".into());
         };
-        if !grant.eligible.iter().any(|p| p == by) || !may_vote(by) {
+        let named = named(requested);
+        if !grant.eligible.iter().any(|p| p == by) || !named.contains(by) || !not_self(by) {
             return Err(format!("by break-glass from {by}, who may not use it"));
         }
         let justification = approval
             .votes
             .iter()
-            .find(|(who, _, j)| who == by && j.is_some())
-            .and_then(|(_, _, j)| j.as_deref())
+            .find(|v| v.approver == by && v.justification.is_some())
+            .and_then(|v| v.justification.as_deref())
             .unwrap_or_default();
         if justification.trim().chars().count() < grant.min_justification {
             return Err(format!(
@@ -357,160 +377,88 @@ fn backing(approval: &Approval) -> Result<(), String> {
         }
         return Ok(());
     }
-    let distinct: BTreeSet<&str> = approval
+    let approving: Vec<&Vote> = approval
         .votes
         .iter()
-        .filter(|(who, choice, _)| *choice == Choice::Approve && may_vote(who))
-        .map(|(who, _, _)| who.as_str())
+        .filter(|v| v.choice == Choice::Approve && v.eligible)
         .collect();
-    if distinct.len() < requested.quorum.max(1) as usize {
+    let people = people(&approving);
+    if people < requested.quorum.max(1) as usize {
         return Err(format!(
-            "with {} distinct eligible approvals where the rule needs {}",
-            distinct.len(),
+            "with {people} distinct eligible approvals where the rule needs {}",
             requested.quorum.max(1)
         ));
     }
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const CALL: &str = "01a23b4f-d356-741c-84e4-9f71ea54be64";
-    const APPROVAL: &str = "01a23b4f-d356-741c-84e4-9f71ea54be65";
-    const AT: &str = "2026-12-03T10:00:00.000000Z";
-
-    fn requested() -> String {
-        json!({"approval_id": APPROVAL, "agent": "agent-1", "on_behalf_of": "alice",
-            "server": "echo", "tool": "delete_record", "args_sha256": "aa", "policy_version": "v1",
-            "rule": "two", "eligible": ["alice", "bob", "carol"], "quorum": 2,
-            "expires_at_ms": 0})
-        .to_string()
-    }
-
-    fn vote(who: &str) -> String {
-        json!({"approval_id": APPROVAL, "approver": who, "vote": "approve", "source": "http",
-            "result": {"result": "counted"}, "agent": "agent-1", "server": "echo",
-            "tool": "delete_record"})
-        .to_string()
-    }
-
-    fn decided() -> String {
-        json!({"approval_id": APPROVAL, "outcome": "approved", "decided_by": "bob",
-            "agent": "agent-1", "server": "echo", "tool": "delete_record"})
-        .to_string()
-    }
-
-    fn forwarded(args: &str) -> String {
-        json!({"agent": "agent-1", "server": "echo", "tool": "delete_record", "executor": "x",
-            "approval_id": APPROVAL, "args_sha256": args, "policy_version": "v1"})
-        .to_string()
-    }
-
-    /// Plays `events` (kind, payload) from seq 1 and returns what the story found.
-    fn play(events: &[(&str, String)]) -> Ending {
-        let mut story = Story::default();
-        for (n, (kind, payload)) in events.iter().enumerate() {
-            story.observe(n as i64 + 1, Some(CALL), kind, AT, payload);
-        }
-        story.finish(Duration::from_secs(3600))
-    }
-
-    fn held() -> (&'static str, String) {
-        ("policy.decided", json!({"outcome": "approve"}).to_string())
-    }
-
-    #[test]
-    fn a_quorum_backed_forward_with_an_end_is_a_clean_story() {
-        let ending = play(&[
-            held(),
-            ("approval.requested", requested()),
-            ("approval.vote", vote("bob")),
-            ("approval.vote", vote("carol")),
-            ("approval.decided", decided()),
-            ("call.forwarded", forwarded("aa")),
-            ("call.completed", "{}".into()),
-        ]);
-        assert_eq!(ending.violations, []);
-        assert_eq!(ending.in_flight, 0);
-    }
-
-    #[test]
-    fn every_unbacked_decision_is_a_violation_with_its_seq() {
-        // One vote, and the agent's own human's: not a quorum of eligible approvers.
-        let ending = play(&[
-            held(),
-            ("approval.requested", requested()),
-            ("approval.vote", vote("bob")),
-            ("approval.vote", vote("alice")),
-            ("approval.decided", decided()),
-            ("call.forwarded", forwarded("aa")),
-            ("call.forwarded", forwarded("aa")),
-            ("call.forwarded", forwarded("bb")),
-        ]);
-        let seqs: Vec<i64> = ending.violations.iter().map(|v| v.seq).collect();
-        assert_eq!(seqs, [5, 6, 7, 8], "{:?}", ending.violations);
-        assert!(
-            ending.violations[0]
-                .what
-                .contains("1 distinct eligible approvals")
-        );
-        assert!(ending.violations[2].what.contains("already been used"));
-        assert_eq!(
-            ending.violations[0].call_id,
-            Some(Uuid::parse_str(CALL).unwrap())
-        );
-    }
-
-    #[test]
-    fn a_forward_before_its_decision_or_without_an_approval_is_a_violation() {
-        let ending = play(&[
-            held(),
-            ("approval.requested", requested()),
-            ("call.forwarded", forwarded("aa")),
-        ]);
-        assert!(ending.violations[0].what.contains("before any decision"));
-        let ending = play(&[
-            held(),
-            (
-                "call.forwarded",
-                json!({"agent": "agent-1", "server": "echo", "tool": "delete_record",
-                    "executor": "x"})
-                .to_string(),
-            ),
-        ]);
-        assert!(ending.violations[0].what.contains("forwarded without one"));
-    }
-
-    #[test]
-    fn break_glass_needs_the_rule_and_a_review() {
-        let mut allowed: serde_json::Value = serde_json::from_str(&requested()).unwrap();
-        allowed["break_glass"] = json!({"eligible": ["bob"], "min_justification": 20});
-        let glass = json!({"approval_id": APPROVAL, "approver": "bob", "vote": "approve",
-            "source": "http", "break_glass": true, "justification": "the outage INC-42 needs it",
-            "result": {"result": "decided"}, "agent": "agent-1", "server": "echo",
-            "tool": "delete_record"})
-        .to_string();
-        let mut decided: serde_json::Value = serde_json::from_str(&decided()).unwrap();
-        decided["break_glass"] = json!(true);
-        let events = [
-            ("approval.requested", allowed.to_string()),
-            ("approval.vote", glass),
-            ("approval.decided", decided.to_string()),
-        ];
-        let ending = play(&events);
-        assert_eq!(ending.violations, []);
-        assert_eq!(ending.unreviewed.len(), 1);
-        let mut reviewed = events.to_vec();
-        let review = json!({"approval_id": APPROVAL, "reviewer": "carol", "note": "ok",
-            "agent": "agent-1", "server": "echo", "tool": "delete_record"});
-        reviewed.push(("approval.reviewed", review.to_string()));
-        assert_eq!(play(&reviewed).unreviewed, []);
-        // Without the rule's permission, the same decision is a violation.
-        let mut bare = events.to_vec();
-        bare[0].1 = requested(); // no break_glass on the rule
-        assert!(play(&bare).violations[0].what.contains("did not allow"));
+/// The voter ids the request names (`eligible`, or `approvers` in logs older than it).
+fn named(requested: &ApprovalRequested) -> BTreeSet<&str> {
+    if requested.eligible.is_empty() {
+        requested.approvers.iter().map(String::as_str).collect()
+    } else {
+        requested.eligible.iter().map(String::as_str).collect()
     }
 }
+
+/// Whether the request made this vote's voter eligible: named, or a console sign-in whose
+/// recorded groups include one the request listed for the same identity provider; never the
+/// agent, never its human unless the rule allows it.
+fn eligible(requested: &ApprovalRequested, vote: &ApprovalVote) -> bool {
+    let who = vote.approver.as_str();
+    let through_group = |idp: &IdpVoter| {
+        requested.eligible_groups.iter().any(|e| {
+            e.issuer.trim_end_matches('/') == idp.issuer.trim_end_matches('/')
+                && idp.groups.iter().any(|g| e.idp_groups.contains(g))
+        })
+    };
+    let by_group = vote.source == "console" && vote.idp.as_ref().is_some_and(through_group);
+    (named(requested).contains(who) || by_group)
+        && who != requested.agent
+        && (requested.allow_self_approval || requested.on_behalf_of.as_deref() != Some(who))
+}
+
+/// The violation of a counted vote from someone the request did not make eligible.
+fn ineligible(vote: &ApprovalVote) -> String {
+    let groups = vote.idp.as_ref().map(|i| i.groups.join(", "));
+    let through = match groups.filter(|g| !g.is_empty()) {
+        Some(groups) => format!(
+            " (their identity provider's groups {groups} stand for no approver group it named)"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "a vote from {} counted on approval {}, but the request did not make them eligible{through}",
+        vote.approver, vote.approval_id
+    )
+}
+
+/// How many people cast `votes`: two votes with the same voter id, or the same subject at the
+/// same identity provider, are one person's (and so is everyone linked through them).
+fn people(votes: &[&Vote]) -> usize {
+    // Each person: their voter ids, and their (issuer, subject) pairs.
+    type Person<'a> = (BTreeSet<&'a str>, BTreeSet<(&'a str, &'a str)>);
+    let mut seen: Vec<Person> = Vec::new();
+    for vote in votes {
+        let mut ids = BTreeSet::from([vote.approver.as_str()]);
+        let mut subjects: BTreeSet<(&str, &str)> = vote
+            .person
+            .iter()
+            .map(|(i, s)| (i.as_str(), s.as_str()))
+            .collect();
+        // Merge every person this vote links to into one.
+        seen.retain(|(i, s)| {
+            let linked = !i.is_disjoint(&ids) || !s.is_disjoint(&subjects);
+            if linked {
+                ids.extend(i.iter().copied());
+                subjects.extend(s.iter().copied());
+            }
+            !linked
+        });
+        seen.push((ids, subjects));
+    }
+    seen.len()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,11 @@
 //! The `console:` section of the configuration.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// How the voter id of someone who votes only through an identity provider's group begins
+/// (the rest is derived from their issuer and subject); no configured approver id may.
+pub const IDP_VOTER_PREFIX: &str = "idp:";
 
 /// The web console for approvers and auditors (served at `/console` when a `policy_dir` is
 /// set).
@@ -75,6 +80,11 @@ pub struct OidcConfig {
     /// `group` (exactly one), and makes them that `approver` and/or `auditor`.
     #[serde(default)]
     pub people: Vec<PersonMapping>,
+    /// The provider's groups (as `groups_claim` names them) that stand for approver groups:
+    /// `{idp-group: approver-group}`. A member signed in to the console may vote wherever a
+    /// rule names that approver group in `approver_groups`, without being in `approvers`.
+    #[serde(default)]
+    pub approver_groups: BTreeMap<String, String>,
 }
 
 fn default_scopes() -> Vec<String> {
@@ -135,6 +145,24 @@ impl ConsoleConfig {
         for (i, p) in oidc.people.iter().enumerate() {
             p.check(approvers, auditors)
                 .map_err(|m| (format!("oidc.people[{i}]"), m))?;
+        }
+        for (idp_group, group) in &oidc.approver_groups {
+            let field = format!("oidc.approver_groups.{idp_group}");
+            if idp_group.trim().is_empty() || idp_group.trim() != idp_group {
+                return Err((
+                    field,
+                    "an identity provider's group name must not be empty or padded".into(),
+                ));
+            }
+            if group.trim().is_empty() || group.trim() != group {
+                return Err((field, "name the approver group it stands for".into()));
+            }
+        }
+        if !oidc.approver_groups.is_empty() && !self.enabled {
+            return Err((
+                "oidc.approver_groups".into(),
+                "groups stand for approver groups only through the console's sign-in: enable the console".into(),
+            ));
         }
         Ok(())
     }

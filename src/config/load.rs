@@ -233,6 +233,7 @@ fn validate(config: &Config) -> Result<(), (String, String)> {
             ));
         }
     }
+    reserved_ids(config)?;
     let auditor_ids: Vec<&str> = config.auditors.iter().map(|a| a.id.as_str()).collect();
     let approver_ids: Vec<&str> = approver_ids.into_iter().collect();
     config
@@ -339,6 +340,26 @@ fn sqlite_url_against(url: &str, base: &Path) -> Option<String> {
         url.push_str(query);
     }
     Some(url)
+}
+
+/// No approver id may look like the id of someone who votes through an identity provider's
+/// group.
+fn reserved_ids(config: &Config) -> Result<(), (String, String)> {
+    let prefix = crate::config::console::IDP_VOTER_PREFIX;
+    match config
+        .approvers
+        .iter()
+        .position(|a| a.id.starts_with(prefix))
+    {
+        Some(i) => Err((
+            format!("approvers[{i}].id"),
+            format!(
+                "`{}`: ids starting with `{prefix}` name people signed in through an identity provider's group",
+                config.approvers[i].id
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,8 @@ fn parse_id(raw: &str) -> Result<Uuid, ConsoleError> {
 }
 
 /// Whether `who` may see `approval`: while pending, when the ledger would count their vote;
-/// once decided, when the rule named them (to see how it ended).
+/// once decided, when the rule named them or a group their identity provider's groups stand
+/// for (to see how it ended).
 fn may_see(console: &Console, current: &Current, approval: &Approval, who: &str) -> bool {
     if approval.status == Status::Pending {
         return console
@@ -46,11 +47,16 @@ fn may_see(console: &Console, current: &Current, approval: &Approval, who: &str)
             .refusal(approval, &ballot(current, who, true))
             .is_none();
     }
+    let spec = &approval.spec;
     let named = console
         .broker
         .directory()
-        .resolve(&approval.spec.approvers, &approval.spec.approver_groups);
-    named.iter().any(|n| n == who) && approval.on_behalf_of.as_deref() != Some(who)
+        .resolve(&spec.approvers, &spec.approver_groups);
+    let through_group =
+        (current.identity.stands_for.iter()).any(|g| spec.approver_groups.contains(g));
+    (named.iter().any(|n| n == who) || through_group)
+        && approval.on_behalf_of.as_deref() != Some(who)
+        && approval.agent != who
 }
 
 async fn load(

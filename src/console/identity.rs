@@ -1,9 +1,10 @@
 //! Who a signed-in person is here: the identity provider's claims, or an API token, mapped to
 //! the configured approvers and auditors.
 
-use super::config::PersonMapping;
+use super::config::{IDP_VOTER_PREFIX, PersonMapping};
 use super::session::Identity;
 use crate::approval::Directory;
+use crate::audit::events::IdpVoter;
 use crate::config::AuditorConfig;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -20,11 +21,23 @@ pub struct Claims {
 }
 
 /// The identity of someone the provider signed in: the first mapping naming an approver and
-/// the first naming an auditor that match them. Someone no mapping names gets neither.
-pub fn from_claims(people: &[PersonMapping], claims: &Claims) -> Identity {
+/// the first naming an auditor that match them. Someone no mapping names gets neither, unless
+/// one of their groups stands for an approver group (`directory`): then they vote under an id
+/// derived from their issuer and subject.
+pub fn from_claims(people: &[PersonMapping], directory: &Directory, claims: &Claims) -> Identity {
     let matching: Vec<&PersonMapping> = people.iter().filter(|p| matches(p, claims)).collect();
-    let approver = matching.iter().find_map(|p| p.approver.clone());
     let auditor = matching.iter().find_map(|p| p.auditor.clone());
+    let stands_for = directory.stands_for(&claims.groups);
+    let mapped_groups: Vec<String> = claims
+        .groups
+        .iter()
+        .filter(|g| !directory.stands_for(std::slice::from_ref(*g)).is_empty())
+        .cloned()
+        .collect();
+    let approver = matching
+        .iter()
+        .find_map(|p| p.approver.clone())
+        .or_else(|| (!stands_for.is_empty()).then(|| voter_id(&claims.issuer, &claims.subject)));
     Identity {
         name: claims
             .email
@@ -36,7 +49,23 @@ pub fn from_claims(people: &[PersonMapping], claims: &Claims) -> Identity {
             "method": "openid connect", "via": "console",
             "issuer": claims.issuer, "subject": claims.subject, "email": claims.email,
         }),
+        idp: Some(IdpVoter {
+            issuer: claims.issuer.clone(),
+            subject: claims.subject.clone(),
+            groups: mapped_groups,
+        }),
+        stands_for,
     }
+}
+
+/// The voter id of someone who votes only through their groups: stable for one subject at one
+/// issuer, distinct between people (`idp:` and 16 hex digits of SHA-256 over both).
+pub fn voter_id(issuer: &str, subject: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(issuer.trim_end_matches('/').as_bytes());
+    hash.update([0]);
+    hash.update(subject.as_bytes());
+    format!("{IDP_VOTER_PREFIX}{}", &hex::encode(hash.finalize())[..16])
 }
 
 fn matches(p: &PersonMapping, c: &Claims) -> bool {
@@ -98,6 +127,8 @@ impl Tokens {
             approver,
             auditor,
             authenticated: json!({"method": method, "via": "console"}),
+            idp: None,
+            stands_for: Vec::new(),
         })
     }
 }
@@ -143,18 +174,58 @@ mod tests {
             mapping("email", "Bob@Example.org", Some("bob"), None),
             mapping("group", "audit", None, Some("audrey")),
         ];
-        let alice = from_claims(&people, &claims("s-alice", None, &[]));
+        let directory = Directory::default();
+        let alice = from_claims(&people, &directory, &claims("s-alice", None, &[]));
         assert_eq!(alice.approver.as_deref(), Some("alice"));
         assert_eq!(alice.authenticated["subject"], "s-alice");
         let bob = from_claims(
             &people,
+            &directory,
             &claims("s-bob", Some("bob@example.org"), &["audit"]),
         );
         assert_eq!(
             (bob.approver.as_deref(), bob.auditor.as_deref()),
             (Some("bob"), Some("audrey"))
         );
-        let outsider = from_claims(&people, &claims("s-eve", Some("eve@example.org"), &["x"]));
+        let outsider = from_claims(
+            &people,
+            &directory,
+            &claims("s-eve", Some("eve@example.org"), &["x"]),
+        );
         assert_eq!((outsider.approver, outsider.auditor), (None, None));
+    }
+
+    #[test]
+    fn a_mapped_group_makes_a_voter_whose_id_is_the_person() {
+        let people = vec![mapping("subject", "s-alice", Some("alice"), None)];
+        let map = [("idp-pay".to_owned(), "payments".to_owned())].into();
+        let directory = Directory::default().with_idp_groups("https://idp.example", &map);
+        let gina = from_claims(
+            &people,
+            &directory,
+            &claims("s-gina", None, &["x", "idp-pay"]),
+        );
+        let id = gina.approver.clone().unwrap();
+        assert!(id.starts_with("idp:") && id.len() == 20, "{id}");
+        assert_eq!(gina.stands_for, ["payments"]);
+        let idp = gina.idp.unwrap();
+        assert_eq!(
+            (idp.subject.as_str(), idp.groups),
+            ("s-gina", vec!["idp-pay".to_owned()])
+        );
+        // Stable for the person, distinct between people and issuers.
+        assert_eq!(voter_id("https://idp.example/", "s-gina"), id);
+        assert_ne!(voter_id("https://idp.example", "s-gino"), id);
+        assert_ne!(voter_id("https://other.example", "s-gina"), id);
+        // A mapped person votes as their approver id, groups or not.
+        let alice = from_claims(&people, &directory, &claims("s-alice", None, &["idp-pay"]));
+        assert_eq!(alice.approver.as_deref(), Some("alice"));
+        // An unmapped group makes nobody a voter.
+        let eve = from_claims(
+            &people,
+            &directory,
+            &claims("s-eve", None, &["contractors"]),
+        );
+        assert_eq!((eve.approver, eve.stands_for.len()), (None, 0));
     }
 }

@@ -52,6 +52,7 @@ pub(super) fn ballot(current: &Current, who: &str, approve: bool) -> Ballot {
             "authenticated": current.identity.authenticated,
         }),
         break_glass: None,
+        idp: current.identity.idp.clone(),
     }
 }
 
@@ -229,9 +230,11 @@ fn changes(
                 return None;
             }
             if !w.console.sessions.still_live(&w.current) {
-                // One last event tells the page to sign in again; then the stream ends.
+                // One last event tells the page to sign in again; then the stream ends. It
+                // carries data: a browser drops an event whose data is empty, unseen.
                 w.ended = true;
-                return Some((Ok(Event::default().event("signed-out").data("")), w));
+                let event = Event::default().event("signed-out").data("session ended");
+                return Some((Ok(event), w));
             }
             // Marked seen before reading, so a commit meanwhile wakes the wait below.
             w.moved.borrow_and_update();

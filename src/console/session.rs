@@ -21,12 +21,19 @@ const MAX_SESSIONS: usize = 10_000;
 pub struct Identity {
     /// How the header names them (an email, a subject or an approver id).
     pub name: String,
-    /// The configured approver they are, if any.
+    /// The id their votes are cast under: the configured approver they are, else (when one of
+    /// their identity provider's groups stands for an approver group) one derived from their
+    /// issuer and subject.
     pub approver: Option<String>,
     /// The configured auditor they are, if any.
     pub auditor: Option<String>,
     /// How they signed in (`method`, `issuer`, `subject`, …), kept with every vote they cast.
     pub authenticated: Value,
+    /// Who the identity provider says they are, with their groups that stand for approver
+    /// groups: given to every ballot they cast (none for a token sign-in).
+    pub idp: Option<crate::audit::events::IdpVoter>,
+    /// The approver groups those groups stand for.
+    pub stands_for: Vec<String>,
 }
 
 struct Session {
@@ -212,6 +219,8 @@ mod tests {
             approver: Some("alice".into()),
             auditor: None,
             authenticated: serde_json::json!({"method": "test"}),
+            idp: None,
+            stands_for: Vec::new(),
         }
     }
 

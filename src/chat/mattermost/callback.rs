@@ -245,6 +245,7 @@ impl Mattermost {
             source: NAME.into(),
             evidence,
             break_glass: None,
+            idp: None,
         };
         if !ballot.approve
             && person.is_approver()
@@ -446,6 +447,7 @@ impl Mattermost {
             source: NAME.into(),
             evidence,
             break_glass: None,
+            idp: None,
         };
         let result = broker.vote(id, ballot).await?;
         let approval = broker.get(id).await?;

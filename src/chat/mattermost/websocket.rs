@@ -191,6 +191,7 @@ async fn on_event(
             source: NAME.into(),
             evidence: signal.evidence,
             break_glass: None,
+            idp: None,
         };
         let result = broker
             .vote(approval.id, ballot)

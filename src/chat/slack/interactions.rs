@@ -191,6 +191,7 @@ impl Callbacks {
             source: BACKEND.into(),
             evidence,
             break_glass: None,
+            idp: None,
         };
         let result = self.broker.vote(id, ballot).await?;
         tracing::info!(approval = %id, ?result, "slack: vote");
