@@ -142,8 +142,6 @@ async fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("--db {other}: use sqlite or postgres"),
     };
     let db = store::connect(&url).await?;
-    // As the gateway does: the write-ahead log is checkpointed off the commit path.
-    db.spawn_checkpoints(tokio_util::sync::CancellationToken::new());
     let log = AuditLog::open(db.clone()).await?;
     let mut rows: Vec<(String, String)> = Vec::new();
 

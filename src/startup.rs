@@ -118,7 +118,6 @@ impl Governance {
         let db = crate::store::connect(&config.database.url)
             .await
             .with_context(|| format!("database {}", config.database.url))?;
-        db.spawn_checkpoints(shutdown.clone());
         let audit = crate::audit::setup::open(db.clone(), &config.audit, &config.database.url)
             .await
             .context("audit log")?;

@@ -62,38 +62,6 @@ pub struct Db {
     pub backend: Backend,
 }
 
-impl Db {
-    /// On SQLite, copies the write-ahead log into the database file every
-    /// [`CHECKPOINT_EVERY`] from a task of its own, until `shutdown`. With SQLite's default, a
-    /// commit that crosses 1,000 pages of log copies and fsyncs them before it returns, on the
-    /// path of whichever call it carries; here commits checkpoint only as a backstop, past
-    /// 10,000 pages. A passive checkpoint waits for no reader or writer.
-    pub fn spawn_checkpoints(&self, shutdown: tokio_util::sync::CancellationToken) {
-        if self.backend != Backend::Sqlite {
-            return;
-        }
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&pool)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not checkpoint the SQLite write-ahead log");
-                }
-            }
-        });
-    }
-}
-
-/// How often the gateway checkpoints SQLite's write-ahead log.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
 /// Everything that can go wrong in the storage layer; each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -160,9 +128,6 @@ async fn connect_sqlite(url: &str) -> Result<Db, StoreError> {
                 // journal_mode=WAL persists in the file; the others are per connection.
                 conn.execute("PRAGMA journal_mode = WAL").await?;
                 conn.execute("PRAGMA synchronous = FULL").await?;
-                // Checkpoints run off the commit path (`Db::spawn_checkpoints`); a commit
-                // checkpoints only past 10,000 pages (40 MiB), in a process without that task.
-                conn.execute("PRAGMA wal_autocheckpoint = 10000").await?;
                 // 32 MiB page cache (the default is 2 MiB): a million events and their
                 // indexes are several hundred MiB.
                 conn.execute("PRAGMA cache_size = -32768").await?;
