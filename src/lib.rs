@@ -14,6 +14,8 @@ pub mod approval;
 pub mod audit;
 /// Authenticating agents by API key.
 pub mod auth;
+/// Exponential backoff between attempts to reach something that is down.
+pub mod backoff;
 /// What one `tools/call` is to every layer: the routed call and its caller's progress.
 pub mod call;
 /// Canonical JSON (RFC 8785 with exact 64-bit integers) for digests, and the check that a

@@ -370,7 +370,7 @@ impl Shared {
 
     /// Probes with backoff until the upstream answers or the transport stops.
     async fn probe_until_up(self: Arc<Self>) {
-        let mut backoff = Backoff::new();
+        let mut backoff = inflight::reconnect_backoff();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -504,7 +504,7 @@ impl Shared {
     /// Keeps the session's GET stream open, feeding it to `events`, until the server says it
     /// has none (405) or the transport stops; at shutdown, ends the session.
     async fn listen(self: Arc<Self>) {
-        let mut backoff = Backoff::new();
+        let mut backoff = inflight::reconnect_backoff();
         loop {
             let open = tokio::select! {
                 open = self.listen_once(&mut backoff) => open,

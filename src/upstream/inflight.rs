@@ -7,6 +7,7 @@
 //! [`Exchange`] is what the caller holds while the request runs.
 
 use super::ClientContext;
+pub(super) use crate::backoff::Backoff;
 use crate::jsonrpc::{self, Kind};
 use crate::protocol::{self, META_CLIENT_CAPABILITIES, META_PROGRESS_TOKEN, META_PROTOCOL_VERSION};
 use serde_json::{Value, json};
@@ -452,32 +453,13 @@ impl Health {
     }
 }
 
-/// Exponential backoff between reconnection attempts: 0.2 s doubling to 30 s.
-pub(super) struct Backoff {
-    next: Duration,
+/// Between reconnection attempts: 0.2 s doubling to 30 s.
+pub(super) fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
 }
 
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(200);
-    const MAX: Duration = Duration::from_secs(30);
-    /// A connection that stayed up this long resets the backoff.
-    pub const STABLE: Duration = Duration::from_secs(60);
-
-    pub fn new() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-
-    /// The delay before the next attempt; each call doubles the following one.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
+/// A connection that stayed up this long resets the backoff.
+pub(super) const STABLE: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -692,18 +674,5 @@ mod tests {
             own["params"]["_meta"][META_CLIENT_CAPABILITIES],
             json!({"roots": {}})
         );
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_cap_and_resets() {
-        let mut b = Backoff::new();
-        assert_eq!(b.next_delay(), Duration::from_millis(200));
-        assert_eq!(b.next_delay(), Duration::from_millis(400));
-        for _ in 0..20 {
-            b.next_delay();
-        }
-        assert_eq!(b.next_delay(), Duration::from_secs(30));
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(200));
     }
 }

@@ -5,7 +5,7 @@
 //! with exponential backoff until shutdown. Requests from all clients share the child; their
 //! ids and progress tokens are rewritten by [`InFlight`].
 
-use super::inflight::{self, Backoff, CancelFn, Exchange, Health, InFlight};
+use super::inflight::{self, CancelFn, Exchange, Health, InFlight};
 use super::{ClientContext, UpstreamError};
 use crate::config::{EraPreference, StdioUpstreamConfig, UpstreamConfig};
 use crate::jsonrpc;
@@ -224,7 +224,7 @@ impl Supervisor {
     /// Runs children until shutdown; `first` is signalled after the first handshake attempt.
     async fn run(self, first: oneshot::Sender<()>) {
         let mut first = Some(first);
-        let mut backoff = Backoff::new();
+        let mut backoff = inflight::reconnect_backoff();
         let mut runs = 0u64;
         while !self.stop.is_cancelled() {
             if runs > 0 {
@@ -233,7 +233,7 @@ impl Supervisor {
             runs += 1;
             let started = Instant::now();
             self.run_child(&mut first).await;
-            if started.elapsed() >= Backoff::STABLE {
+            if started.elapsed() >= inflight::STABLE {
                 backoff.reset();
             }
             tokio::select! {

@@ -5,6 +5,7 @@
 use super::render::{APPROVAL_KEY, APPROVE, DENY};
 use super::{Matrix, store};
 use crate::approval::{Ballot, Broker, Sighting, now_ms};
+use crate::backoff::Backoff;
 use crate::chat::db::{CardRef, card_by_message};
 use crate::chat::reply::{self, Answer};
 use crate::chat::retry::Retryable;
@@ -14,8 +15,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const BACKEND: &str = "matrix";
-/// Longest pause between attempts while the homeserver is unreachable.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Pauses between attempts while the homeserver is unreachable: 0.5 s doubling to 30 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+}
 /// Most pages of missed events fetched for one room after a gap (100 events a page).
 const MAX_GAP_PAGES: usize = 50;
 
@@ -25,7 +28,7 @@ pub async fn run(
     broker: std::sync::Arc<Broker>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = backoff();
     let (bot, db) = loop {
         match matrix.prepare().await {
             Ok(ready) => break ready,
@@ -57,7 +60,7 @@ pub async fn run(
         };
         match batch {
             Ok(batch) => {
-                backoff = Duration::from_millis(500);
+                backoff.reset();
                 handler.batch(&batch, since.as_deref()).await;
                 if let Some(next) = batch["next_batch"].as_str() {
                     if let Err(e) = store::save_position(db, &bot, next, now_ms()).await {
@@ -76,10 +79,9 @@ pub async fn run(
     }
 }
 
-/// Sleeps `backoff` (doubling it up to [`MAX_BACKOFF`]); true when shut down meanwhile.
-async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+/// Sleeps the backoff's next delay; true when shut down meanwhile.
+async fn pause(shutdown: &CancellationToken, backoff: &mut Backoff) -> bool {
+    let wait = backoff.next_delay();
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(wait) => false,
