@@ -401,7 +401,7 @@ async fn a_deferred_append_shares_the_next_commit(t: TestDb) {
     let urgent = async {
         log.append_all(vec![
             event(None, EventKind::CallReceived, json!({"n": 2})),
-            event(None, EventKind::CallForwarded, json!({"n": 3})),
+            event(None, EventKind::CallReceived, json!({"n": 3})),
         ])
         .await
         .unwrap()

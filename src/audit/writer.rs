@@ -206,10 +206,10 @@ impl BatchError {
 
 pub(super) struct Writer {
     db: Db,
-    /// The writer's own connection, held from the pool between batches: every call's record
-    /// waits on the writer, so it never waits for a connection behind other work, and its page
-    /// cache stays warm (on SQLite each connection has its own).
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    /// The writer's own connection, detached from the pool: every call's record waits on the
+    /// writer, so it never waits for a connection behind other work, and its page cache stays
+    /// warm (on SQLite each connection has its own).
+    conn: Option<sqlx::AnyConnection>,
     keys: Arc<AuditKeys>,
     head: Head,
     anchors: Option<Anchors>,
@@ -379,15 +379,26 @@ impl Writer {
         &mut self,
         batch: &mut [Request],
     ) -> Result<Vec<Vec<Appended>>, BatchError> {
+        if self.db.pool.is_closed() {
+            // The database was closed under us: so is the writer's own connection.
+            self.conn = None;
+            return Err(BatchError::Sql(sqlx::Error::PoolClosed));
+        }
+        // An in-memory database lives in the pool's one connection: that one is borrowed per
+        // batch. Otherwise the writer keeps a connection of its own, detached from the pool.
+        let shared = self.db.pool.options().get_max_connections() == 1;
+        if shared {
+            let mut conn = self.db.pool.acquire().await?;
+            return self.write_batch_on(&mut conn, batch).await;
+        }
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => self.db.pool.acquire().await?,
+            None => self.db.pool.acquire().await?.detach(),
         };
         let written = self.write_batch_on(&mut conn, batch).await;
-        // Kept for the next batch, unless the pool has no other (an in-memory database lives
-        // in its one connection). After a failure it goes back to the pool, which discards it
-        // if the failure left it inside a transaction, and a fresh one is taken.
-        if written.is_ok() && self.db.pool.options().get_max_connections() > 1 {
+        // Kept for the next batch; after a failure it is closed (whatever state the failure
+        // left it in) and a fresh one is taken.
+        if written.is_ok() {
             self.conn = Some(conn);
         }
         written
