@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub struct PolicyGate {
@@ -36,6 +37,8 @@ pub struct PolicyGate {
     waiting: Mutex<HashMap<Uuid, Uuid>>,
     /// Cancelled when the gateway stops: the calls it drops then were not withdrawn by agents.
     shutdown: CancellationToken,
+    /// The `finished` calls under way, which a shutdown waits for.
+    finishing: TaskTracker,
 }
 
 impl PolicyGate {
@@ -54,6 +57,7 @@ impl PolicyGate {
             max_hold,
             running: Mutex::default(),
             waiting: Mutex::default(),
+            finishing: TaskTracker::new(),
         }
     }
 }
@@ -155,7 +159,9 @@ impl CallGate for PolicyGate {
     }
 
     fn finished<'a>(&'a self, call: &'a ToolCall, outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
+        let _finishing = self.finishing.token();
         Box::pin(async move {
+            let _finishing = _finishing;
             let event = completion_event(call, &outcome);
             // The answer has left: nothing waits on this record, so it shares the next commit.
             if let Err(e) = self.audit.append_deferred(event).await {
@@ -172,6 +178,22 @@ impl CallGate for PolicyGate {
                 self.broker.call_finished(approval, summary);
             }
         })
+    }
+
+    fn drain(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.drain_finishing())
+    }
+}
+
+impl PolicyGate {
+    /// Waits for the ends of calls being recorded, then has the writer commit what is queued
+    /// (a deferred `call.completed` does not wait out its deferral).
+    async fn drain_finishing(&self) {
+        self.finishing.close();
+        self.finishing.wait().await;
+        if let Err(e) = self.audit.sync().await {
+            tracing::error!(error = %e, "could not record the ends of the last calls");
+        }
     }
 }
 

@@ -298,6 +298,21 @@ impl Application {
             stopping.cancelled().await;
             gateway.stop_holding();
         });
-        bounds::serve(listener, router, self.limits, shutdown).await
+        let served = bounds::serve(listener, router, self.limits, shutdown).await;
+        // No request is left: what the last calls' ends started is recorded before the
+        // process goes, within a bound.
+        if tokio::time::timeout(DRAIN_BOUND, self.gateway.drain())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "the ends of the last calls were not all recorded within {} s; they will be found as ambiguous",
+                DRAIN_BOUND.as_secs()
+            );
+        }
+        served
     }
 }
+
+/// Longest a stopping gateway waits for the audit records of the last calls.
+const DRAIN_BOUND: Duration = Duration::from_secs(5);

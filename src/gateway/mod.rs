@@ -104,6 +104,11 @@ impl Gateway {
         Ok(())
     }
 
+    /// Once no request is left: resolves when the gate has recorded how the last calls ended.
+    pub async fn drain(&self) {
+        self.gate.drain().await;
+    }
+
     /// The gateway begins to stop: calls still waiting for their gate (a human) are answered
     /// now, calls already forwarded run on.
     pub fn stop_holding(&self) {

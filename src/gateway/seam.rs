@@ -74,6 +74,12 @@ pub trait CallGate: Send + Sync + 'static {
     fn finished<'a>(&'a self, _call: &'a ToolCall, _outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
         Box::pin(std::future::ready(()))
     }
+
+    /// At shutdown, once no request is left: resolves when what `finished` started is
+    /// recorded (the caller bounds the wait).
+    fn drain(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The gate of the bare proxy: every valid call goes through.
