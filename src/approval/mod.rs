@@ -116,6 +116,9 @@ pub struct Broker {
     ledger: Arc<Mutex<Ledger>>,
     /// Wakes local waiters when a decision is committed or seen in the log.
     wakers: Wakers,
+    /// Approvals whose working row says decided while the ledger says pending (see
+    /// `find_changed_rows`): their waiters read the row once.
+    changed_rows: Mutex<std::collections::HashSet<Uuid>>,
     /// Where approvers are asked: every configured chat backend.
     chats: Vec<Arc<dyn Notifier>>,
     /// Chat updates in flight, so a short-lived process (the CLI) can wait for them.
@@ -189,6 +192,7 @@ impl Broker {
             directory,
             ledger,
             wakers,
+            changed_rows: Mutex::default(),
             chats,
             updates: tokio_util::task::TaskTracker::new(),
             progress_every_ms: (PROGRESS_EVERY.as_millis() as u64).into(),
@@ -329,7 +333,12 @@ impl Broker {
             let mut wake = self.waker(id);
             // While the approval is open the ledger answers: a waiting call costs no database
             // read, however many wait. The row is read once it is decided.
-            let open = match self.open_in_ledger(id) {
+            let changed = self
+                .changed_rows
+                .lock()
+                .expect("changed rows lock")
+                .remove(&id);
+            let open = match self.open_in_ledger(id).filter(|_| !changed) {
                 Some(open) => open,
                 None => {
                     let approval = self.get(id).await?;
@@ -642,7 +651,36 @@ impl Broker {
     async fn watch_once(&self) -> Result<(), BrokerError> {
         self.expire_due().await?;
         if !self.wakers.lock().expect("wakers lock").is_empty() {
-            self.audit.sync().await?;
+            // Even when the writer cannot catch up (forged events in the log), a changed row
+            // wakes its waiters: they then fail at the grant, not wait to the expiry.
+            let synced = self.audit.sync().await;
+            self.find_changed_rows().await?;
+            synced?;
+        }
+        Ok(())
+    }
+
+    /// Waiters read the ledger, not the working table: a row changed by hand to say decided
+    /// would go unnoticed. So once per watch, one query (not one per waiter) looks for rows
+    /// that say decided where the ledger, caught up with the log, still says pending; their
+    /// waiters read the row, and the grant check refuses it and raises the alert.
+    async fn find_changed_rows(&self) -> Result<(), BrokerError> {
+        let waited: Vec<Uuid> = self
+            .wakers
+            .lock()
+            .expect("wakers lock")
+            .keys()
+            .copied()
+            .collect();
+        let decided = store::decided_among(&self.db, &waited).await?;
+        for id in decided {
+            if self.open_in_ledger(id).is_some() {
+                self.changed_rows
+                    .lock()
+                    .expect("changed rows lock")
+                    .insert(id);
+                self.wake(id);
+            }
         }
         Ok(())
     }

@@ -278,6 +278,26 @@ pub async fn count_approvals(db: &Db, id: Uuid) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// Of `ids`, those whose working row no longer says pending.
+pub async fn decided_among(db: &Db, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut decided = Vec::new();
+    for chunk in ids.chunks(500) {
+        let list = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!("select id from approvals where status <> 'pending' and id in ({list})");
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for id in query.fetch_all(&db.pool).await? {
+            decided.extend(Uuid::parse_str(&id).ok());
+        }
+    }
+    Ok(decided)
+}
+
 /// Records `decision` on the working row. Not a compare-and-set: the ledger decided, and a row
 /// someone changed by hand is put back in line with the log.
 pub async fn decide(

@@ -236,7 +236,12 @@ impl Tasks {
         approval: Option<Uuid>,
         message: &str,
     ) -> Result<bool, sqlx::Error> {
-        store::set_phase(&self.db, id, phase, approval, message, now_ms()).await
+        let set = store::set_phase(&self.db, id, phase, approval, message, now_ms()).await?;
+        // The new phase's message replaces the last phase's progress.
+        if let Some(runner) = self.running.lock().expect("running lock").get_mut(&id) {
+            runner.note = None;
+        }
+        Ok(set)
     }
 
     /// Records a running task's latest progress (in memory: see [`Runner::note`]).
