@@ -151,6 +151,7 @@ on_both_backends!(
     appended_events_form_a_chain_that_verifies,
     concurrent_appends_get_gap_free_seqs,
     a_deferred_append_shares_the_next_commit,
+    transitions_share_a_commit_only_on_disjoint_keys,
     two_writers_on_one_database_never_fork_the_chain,
     the_database_refuses_update_and_delete,
     an_edited_row_is_caught,
@@ -424,6 +425,57 @@ async fn a_deferred_append_shares_the_next_commit(t: TestDb) {
             .unwrap();
     assert_eq!(signed, [1, 4], "one signed head per commit");
     assert_eq!(verify_ok(&t).await.events, 4);
+}
+
+/// A transition for the writer's batching rules: appends one event, writes nothing else.
+struct Keyed(Option<(&'static str, String)>);
+
+impl audit::Transition for Keyed {
+    fn decide(&mut self) -> Vec<NewEvent> {
+        vec![event(
+            None,
+            EventKind::CallReceived,
+            json!({"key": self.0.clone().map(|k| k.1)}),
+        )]
+    }
+
+    fn write<'c>(
+        &'c mut self,
+        _conn: &'c mut sqlx::AnyConnection,
+    ) -> futures::future::BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn conflict_key(&self) -> Option<(&'static str, String)> {
+        self.0.clone()
+    }
+}
+
+/// Transitions of one kind with different keys commit together; the same key, another kind or
+/// no key at all never share a commit (each must decide on state the others did not change).
+async fn transitions_share_a_commit_only_on_disjoint_keys(t: TestDb) {
+    let log = t.log().await;
+    let key = |kind: &'static str, key: &str| Keyed(Some((kind, key.to_owned())));
+    // Queued in this order (join polls them in order) while the writer commits the first,
+    // which shares with nothing: the rest are all waiting when it takes its next batch.
+    let (blocker, a, b, c, d, e, f) = tokio::join!(
+        log.transact(Keyed(None)),
+        log.transact(key("open", "x")),
+        log.transact(key("open", "y")),
+        log.transact(key("open", "x")),
+        log.transact(key("approval", "x")),
+        log.transact(Keyed(None)),
+        log.transact(key("open", "z")),
+    );
+    let at =
+        |r: Result<(Keyed, Vec<audit::Appended>), audit::AuditError>| r.unwrap().1.remove(0).at;
+    let (blocker, a, b, c, d, e, f) = (at(blocker), at(a), at(b), at(c), at(d), at(e), at(f));
+    assert_ne!(blocker, a);
+    assert_eq!(a, b, "disjoint keys of one kind share a commit");
+    assert_ne!(a, c, "the same key waits for the next commit");
+    assert_ne!(c, d, "another kind does not join");
+    assert!(d != e && e != f, "a transition without a key commits alone");
+    assert_eq!(verify_ok(&t).await.events, 7);
 }
 
 async fn two_writers_on_one_database_never_fork_the_chain(t: TestDb) {

@@ -110,6 +110,19 @@ impl Transition for Open {
             Ok(())
         })
     }
+
+    /// Opens for different exact calls decide on different approvals: they share a commit.
+    fn conflict_key(&self) -> Option<(&'static str, String)> {
+        let r = &self.requested;
+        let binding = [
+            &r.agent,
+            &r.server,
+            &r.tool,
+            &r.args_sha256,
+            &r.policy_version,
+        ];
+        Some(("open", binding.map(String::as_str).join("\u{1f}")))
+    }
 }
 
 /// Casts one vote; decides the approval when it should. Every vote is recorded, counted or
@@ -215,6 +228,11 @@ impl Cast {
 }
 
 impl Transition for Cast {
+    /// Changes to different approvals share a commit.
+    fn conflict_key(&self) -> Option<(&'static str, String)> {
+        Some(("approval", self.id.to_string()))
+    }
+
     fn decide(&mut self) -> Vec<NewEvent> {
         let ledger = self.ledger.lock().expect("ledger lock");
         let entry = ledger.get(self.id);
@@ -306,6 +324,11 @@ pub(super) struct Close {
 }
 
 impl Transition for Close {
+    /// Changes to different approvals share a commit.
+    fn conflict_key(&self) -> Option<(&'static str, String)> {
+        Some(("approval", self.id.to_string()))
+    }
+
     fn decide(&mut self) -> Vec<NewEvent> {
         let ledger = self.ledger.lock().expect("ledger lock");
         let Some(entry) = ledger.get(self.id) else {
@@ -348,6 +371,11 @@ pub(super) struct Forward {
 }
 
 impl Transition for Forward {
+    /// Changes to different approvals share a commit.
+    fn conflict_key(&self) -> Option<(&'static str, String)> {
+        Some(("approval", self.id.to_string()))
+    }
+
     fn decide(&mut self) -> Vec<NewEvent> {
         let ledger = self.ledger.lock().expect("ledger lock");
         match ledger.grant(self.id, &self.binding, self.now) {
@@ -409,6 +437,11 @@ pub(super) struct Review {
 }
 
 impl Transition for Review {
+    /// Changes to different approvals share a commit.
+    fn conflict_key(&self) -> Option<(&'static str, String)> {
+        Some(("approval", self.id.to_string()))
+    }
+
     fn decide(&mut self) -> Vec<NewEvent> {
         let ledger = self.ledger.lock().expect("ledger lock");
         let entry = match ledger.get(self.id) {

@@ -6,7 +6,8 @@
 //!    PostgreSQL) and read the head;
 //! 2. if the head is not the one this writer left, verify what was appended since (each link,
 //!    and a head signed by a trusted key) and feed it to the observers, or refuse;
-//! 3. let the batch's transition (at most one) decide on that state and write its change;
+//! 3. let the batch's transitions (several only when their conflict keys say they decide on
+//!    disjoint state) decide on that state and write their changes;
 //! 4. insert every event, chained, the last one signed; commit;
 //! 5. feed the committed events to the observers, then answer every waiter.
 
@@ -50,6 +51,13 @@ pub trait Transition: Any + Send {
         &'c mut self,
         conn: &'c mut sqlx::AnyConnection,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+
+    /// What this transition decides on, as (kind, key): transitions of one kind with different
+    /// keys decide on disjoint state, so they may share a commit, each deciding as if alone.
+    /// `None` (the default): it commits in a batch with no other transition.
+    fn conflict_key(&self) -> Option<(&'static str, String)> {
+        None
+    }
 }
 
 /// One event as committed (by this writer) or verified (appended by another).
@@ -646,16 +654,28 @@ impl Writer {
 struct Batch {
     requests: Vec<Request>,
     events: usize,
-    transitions: usize,
+    /// The conflict keys of the batch's transitions (`None`: one that shares with none).
+    transitions: Vec<Option<(&'static str, String)>>,
 }
 
 impl Batch {
     fn of(first: Request) -> Batch {
         Batch {
             events: first.events(),
-            transitions: usize::from(first.is_transition()),
+            transitions: first.conflict_key().into_iter().collect(),
             requests: vec![first],
         }
+    }
+
+    /// Whether a transition with `key` may join the batch's transitions: all of one kind,
+    /// every key different.
+    fn may_join(&self, key: &Option<(&'static str, String)>) -> bool {
+        let Some((kind, key)) = key else {
+            return self.transitions.is_empty();
+        };
+        self.transitions
+            .iter()
+            .all(|other| matches!(other, Some((k, o)) if k == kind && o != key))
     }
 
     fn is_full(&self) -> bool {
@@ -674,14 +694,15 @@ impl Batch {
     /// Adds `request`, or hands it back when it must wait for the next batch: over the size
     /// limit, a second transition, or an observer to attach.
     fn add(&mut self, request: Request) -> Result<(), Request> {
+        let key = request.conflict_key();
         let fits = self.events + request.events() <= MAX_BATCH
-            && !(request.is_transition() && self.transitions > 0)
+            && key.as_ref().is_none_or(|key| self.may_join(key))
             && !matches!(request.work, Work::Attach(..));
         if !fits {
             return Err(request);
         }
         self.events += request.events();
-        self.transitions += usize::from(request.is_transition());
+        self.transitions.extend(key);
         self.requests.push(request);
         Ok(())
     }
@@ -697,8 +718,12 @@ impl Request {
         }
     }
 
-    fn is_transition(&self) -> bool {
-        matches!(self.work, Work::Transition(_))
+    /// For a transition, its conflict key (`Some(None)`: it shares a batch with none).
+    fn conflict_key(&self) -> Option<Option<(&'static str, String)>> {
+        match &self.work {
+            Work::Transition(t) => Some(t.conflict_key()),
+            _ => None,
+        }
     }
 }
 
