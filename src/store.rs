@@ -60,6 +60,21 @@ impl Backend {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// SQLite lets one transaction write at a time, and a writer that finds the file locked
+    /// sleeps in steps of up to 100 ms (its busy handler): this process's writers queue here
+    /// instead, in order and without sleeping.
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Db {
+    /// The turn to write, held for one write transaction on SQLite (`None` on PostgreSQL,
+    /// which locks rows). Never hold it across an audit append: the audit writer takes it too.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.writes.clone().lock_owned().await),
+            Backend::Postgres => None,
+        }
+    }
 }
 
 /// Everything that can go wrong in the storage layer; each message says what to fix.
@@ -158,6 +173,7 @@ async fn connect_sqlite(url: &str) -> Result<Db, StoreError> {
     Ok(Db {
         pool,
         backend: Backend::Sqlite,
+        writes: Default::default(),
     })
 }
 
@@ -176,6 +192,7 @@ async fn connect_postgres(url: &str) -> Result<Db, StoreError> {
     Ok(Db {
         pool,
         backend: Backend::Postgres,
+        writes: Default::default(),
     })
 }
 

@@ -397,13 +397,16 @@ impl Writer {
         let shared = self.db.pool.options().get_max_connections() == 1;
         if shared {
             let mut conn = self.db.pool.acquire().await?;
+            let _turn = self.db.write_turn().await;
             return self.write_batch_on(&mut conn, batch).await;
         }
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => self.db.pool.acquire().await?.detach(),
         };
+        let turn = self.db.write_turn().await;
         let written = self.write_batch_on(&mut conn, batch).await;
+        drop(turn);
         // Kept for the next batch; after a failure it is closed (whatever state the failure
         // left it in) and a fresh one is taken.
         if written.is_ok() {

@@ -193,6 +193,7 @@ impl Tasks {
                 .min(MAX_TTL_MS),
             poll_ms: POLL_INTERVAL_MS,
         };
+        let _turn = self.db.write_turn().await;
         store::insert(
             &self.db,
             &task,
@@ -236,7 +237,10 @@ impl Tasks {
         approval: Option<Uuid>,
         message: &str,
     ) -> Result<bool, sqlx::Error> {
-        let set = store::set_phase(&self.db, id, phase, approval, message, now_ms()).await?;
+        let turn = self.db.write_turn().await;
+        let set = store::set_phase(&self.db, id, phase, approval, message, now_ms()).await;
+        drop(turn);
+        let set = set?;
         // The new phase's message replaces the last phase's progress.
         if let Some(runner) = self.running.lock().expect("running lock").get_mut(&id) {
             runner.note = None;
@@ -260,6 +264,7 @@ impl Tasks {
         result: Option<&Value>,
         error: Option<&Value>,
     ) -> Result<bool, sqlx::Error> {
+        let _turn = self.db.write_turn().await;
         store::finish(&self.db, id, status, message, result, error, now_ms()).await
     }
 
@@ -329,7 +334,11 @@ impl Tasks {
         let lapsed_before = if sole_process { i64::MAX } else { now };
         let mut claimed = Vec::new();
         for task in store::orphans(&self.db, lapsed_before).await? {
-            if store::claim(&self.db, task.id, &self.instance, lapsed_before, until).await? {
+            let turn = self.db.write_turn().await;
+            let claimed_it =
+                store::claim(&self.db, task.id, &self.instance, lapsed_before, until).await?;
+            drop(turn);
+            if claimed_it {
                 claimed.push(task);
             }
         }
@@ -369,7 +378,10 @@ impl Tasks {
             .copied()
             .collect();
         let until = now_ms() + LEASE.as_millis() as i64;
-        for lost in store::renew(&self.db, &self.instance, &mine, until).await? {
+        let turn = self.db.write_turn().await;
+        let lost = store::renew(&self.db, &self.instance, &mine, until).await;
+        drop(turn);
+        for lost in lost? {
             if let Some(runner) = self.running.lock().expect("running lock").get(&lost) {
                 runner.stop.cancel();
             }
@@ -378,6 +390,7 @@ impl Tasks {
         if !claimed.is_empty() {
             orphans(claimed);
         }
+        let _turn = self.db.write_turn().await;
         store::purge(&self.db, now_ms()).await?;
         Ok(())
     }
