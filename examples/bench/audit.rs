@@ -58,11 +58,14 @@ impl Database {
         let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .with_context(|| format!("cannot reach PostgreSQL at {admin}"))?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-        )))
-        .execute(&mut conn)
-        .await?;
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await?;
+        }
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
         let url = format!("{base}/{name}");
         Ok(Database { admin, name, url })
