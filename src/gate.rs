@@ -159,9 +159,10 @@ impl CallGate for PolicyGate {
     }
 
     fn finished<'a>(&'a self, call: &'a ToolCall, outcome: CallOutcome<'a>) -> BoxFuture<'a, ()> {
-        let _finishing = self.finishing.token();
+        // Counted from now, so a shutdown's drain cannot miss a call that is just ending.
+        let finishing = self.finishing.token();
         Box::pin(async move {
-            let _finishing = _finishing;
+            let _finishing = finishing;
             let event = completion_event(call, &outcome);
             // The answer has left: nothing waits on this record, so it shares the next commit.
             if let Err(e) = self.audit.append_deferred(event).await {

@@ -77,6 +77,17 @@ impl Db {
     }
 }
 
+/// Most values an `IN (…)` list takes in one statement; longer lists go in several.
+pub const IN_LIST_CHUNK: usize = 500;
+
+/// `$first,$first+1,…` for `n` values: an `IN (…)` list's placeholders.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Everything that can go wrong in the storage layer; each message says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -14,8 +14,8 @@ const SEQUENTIAL_ROUNDS: usize = 10;
 /// Failures seen, with the first few kept for the report.
 #[derive(Default)]
 pub struct Failures {
-    pub count: u64,
-    pub samples: Vec<String>,
+    count: u64,
+    samples: Vec<String>,
 }
 
 impl Failures {
@@ -24,6 +24,22 @@ impl Failures {
         if self.samples.len() < 5 {
             self.samples.push(format!("{what}: {why}"));
         }
+    }
+
+    /// Says loudly what failed, if anything did; whether anything did.
+    pub fn reported(&self, what: &str) -> bool {
+        if self.count == 0 {
+            return false;
+        }
+        eprintln!();
+        eprintln!(
+            "!!!!!!!! {} {what} FAILED OR WERE WRONG !!!!!!!!",
+            self.count
+        );
+        for sample in &self.samples {
+            eprintln!("  {sample}");
+        }
+        true
     }
 }
 

@@ -346,14 +346,7 @@ fn report(m: &Measured) -> i32 {
         "< 10 s",
         m.tasks_per_sec > 1000.0,
     );
-    if m.failures.count > 0 {
-        eprintln!(
-            "!!!!!!!! {} REQUESTS FAILED OR WERE WRONG !!!!!!!!",
-            m.failures.count
-        );
-        for sample in &m.failures.samples {
-            eprintln!("  {sample}");
-        }
+    if m.failures.reported("REQUESTS") {
         return 1;
     }
     if all_pass { 0 } else { 2 }

@@ -127,15 +127,7 @@ pub fn print(args: &Args, servers: &Servers, fsync: Option<&Latencies>, m: &Meas
     }
     print_cpu(args, servers, m);
     print_memory(m);
-    if m.failures.count > 0 {
-        eprintln!();
-        eprintln!(
-            "!!!!!!!! {} CALLS FAILED OR WERE WRONG !!!!!!!!",
-            m.failures.count
-        );
-        for sample in &m.failures.samples {
-            eprintln!("  {sample}");
-        }
+    if m.failures.reported("CALLS") {
         return 1;
     }
     println!("all calls answered with the right echo");

@@ -281,11 +281,8 @@ pub async fn count_approvals(db: &Db, id: Uuid) -> Result<i64, sqlx::Error> {
 /// Of `ids`, those whose working row no longer says pending.
 pub async fn decided_among(db: &Db, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
     let mut decided = Vec::new();
-    for chunk in ids.chunks(500) {
-        let list = (1..=chunk.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(",");
+    for chunk in ids.chunks(crate::store::IN_LIST_CHUNK) {
+        let list = crate::store::placeholders(1, chunk.len());
         let sql = format!("select id from approvals where status <> 'pending' and id in ({list})");
         let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for id in chunk {

@@ -154,8 +154,8 @@ pub async fn renew(
     // One transaction (one commit) for every lease, in statements of a bounded size.
     let mut tx = db.pool.begin().await?;
     let mut kept = std::collections::HashSet::with_capacity(ids.len());
-    for chunk in ids.chunks(RENEW_CHUNK) {
-        let list = placeholders(3, chunk.len());
+    for chunk in ids.chunks(crate::store::IN_LIST_CHUNK) {
+        let list = crate::store::placeholders(3, chunk.len());
         let sql = format!(
             "update tasks set lease_until = $2 where owner = $1 and status = 'working' \
              and id in ({list}) returning id"
@@ -176,17 +176,6 @@ pub async fn renew(
         .filter(|id| !kept.contains(&id.to_string()))
         .copied()
         .collect())
-}
-
-/// Ids renewed per statement.
-const RENEW_CHUNK: usize = 500;
-
-/// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Working tasks whose lease lapsed: their instance died.

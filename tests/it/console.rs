@@ -158,9 +158,7 @@ async fn the_console_in_a_real_browser_with_a_real_identity_provider() {
         TestDb::new(Backend::Sqlite).await,
         TestDb::new(Backend::Sqlite).await,
     );
-    let shots = support::root().join("target/console-screenshots");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = fresh_screenshots("console-screenshots");
     let port = support::free_port();
     let redirect = format!("http://127.0.0.1:{port}/console/callback");
     let provider = Provider::start(&dir, &[redirect], &shots.join("oidc-provider.log")).await;
@@ -175,6 +173,14 @@ async fn the_console_in_a_real_browser_with_a_real_identity_provider() {
     });
     run_script(&dir, "browser.mjs", &settings).await;
     votes_record_the_sign_in(&gw, &provider.issuer).await;
+}
+
+/// `target/NAME`, emptied: where a browser test keeps this run's screenshots.
+pub(crate) fn fresh_screenshots(name: &str) -> std::path::PathBuf {
+    let shots = support::root().join("target").join(name);
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
 }
 
 /// Runs `script` (in `dir`, tests/console) with `settings`; fails the test if it fails.

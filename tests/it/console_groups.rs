@@ -9,7 +9,9 @@
 //! * On a second gateway, sessions end after 2 s idle and 4 s in all: both end in the browser,
 //!   and the next page load signs in again through the provider.
 
-use crate::console::{AGENT_KEY, CLIENT_SECRET, Provider, prerequisites, run_script};
+use crate::console::{
+    AGENT_KEY, CLIENT_SECRET, Provider, fresh_screenshots, prerequisites, run_script,
+};
 use crate::support::{self, Backend, TestDb};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -80,9 +82,7 @@ async fn idp_groups_and_session_timeouts_in_a_real_browser() {
         TestDb::new(Backend::Sqlite).await,
         TestDb::new(Backend::Sqlite).await,
     );
-    let shots = support::root().join("target/console-groups-screenshots");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = fresh_screenshots("console-groups-screenshots");
     let ports = [support::free_port(), support::free_port()];
     let callbacks = ports.map(|p| format!("http://127.0.0.1:{p}/console/callback"));
     let provider = Provider::start(&dir, &callbacks, &shots.join("oidc-provider.log")).await;
