@@ -92,12 +92,7 @@ fn sample(i: usize) -> NewEvent {
     for (k, v) in extra.as_object().unwrap() {
         payload[k] = v.clone();
     }
-    NewEvent {
-        call_id: Some(call),
-        kind,
-        actor: "gateway".into(),
-        payload,
-    }
+    NewEvent::untyped(Some(call), kind, "gateway", payload)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

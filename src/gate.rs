@@ -12,8 +12,10 @@
 //!    `call.completed` or `call.failed` with a digest of the result.
 
 use crate::approval::{self, Approval, Broker, GrantUse, Status};
-use crate::audit::events::{CallEnded, CallForwarded};
-use crate::audit::{AuditLog, EventKind, NewEvent};
+use crate::audit::events::{
+    AuditEvent, CallEnded, CallForwarded, CallReceived, PolicyDecided, PolicyOutcome,
+};
+use crate::audit::{AuditLog, NewEvent};
 use crate::chat::CallSummary;
 use crate::gateway::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
 use crate::policy::{self, Annotations, CallFacts, Decision, Policies};
@@ -375,35 +377,46 @@ fn decision_events(
         policy::Verdict::Approve(spec) => spec.redact_arguments(&call.arguments, seal),
         _ => call.arguments.clone(),
     };
-    let received = NewEvent {
-        call_id: Some(call.id),
-        kind: EventKind::CallReceived,
-        actor: call.agent.id.to_string(),
-        payload: json!({
-            "agent": call.agent.id.as_ref(), "on_behalf_of": call.agent.on_behalf_of.as_deref(),
-            "groups": call.agent.groups.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
-            "arguments": arguments, "args_sha256": args_sha256,
-        }),
+    let received = CallReceived {
+        agent: call.agent.id.to_string(),
+        on_behalf_of: call.agent.on_behalf_of.as_deref().map(str::to_owned),
+        groups: Some(call.agent.groups.to_vec()),
+        server: Some(call.upstream.to_string()),
+        tool: Some(call.tool.clone()),
+        arguments: Some(arguments),
+        args_sha256: Some(args_sha256.to_owned()),
+        method: None,
+        params: None,
+        notification: false,
     };
-    let (verdict, detail) = match &decision.verdict {
-        policy::Verdict::Allow => ("allow", Value::Null),
-        policy::Verdict::Deny { reason } => ("deny", json!({"reason": reason})),
+    let (outcome, detail) = match &decision.verdict {
+        policy::Verdict::Allow => (PolicyOutcome::Allow, Value::Null),
+        policy::Verdict::Deny { reason } => (PolicyOutcome::Deny, json!({"reason": reason})),
         policy::Verdict::Approve(spec) => (
-            "approve",
+            PolicyOutcome::Approve,
             json!({"quorum": spec.quorum, "timeout_ms": spec.timeout.as_millis() as u64}),
         ),
     };
-    let decided = NewEvent {
-        call_id: Some(call.id),
-        kind: EventKind::PolicyDecided,
-        actor: "countersign".into(),
-        payload: json!({
-            "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
-            "outcome": verdict, "detail": detail, "rule": decision.rule,
-            "policy_version": decision.policy_version, "explanation": decision.explanation,
-        }),
+    let decided = PolicyDecided {
+        agent: call.agent.id.to_string(),
+        server: Some(call.upstream.to_string()),
+        tool: Some(call.tool.clone()),
+        method: None,
+        outcome,
+        detail,
+        rule: decision.rule.clone(),
+        policy_version: Some(decision.policy_version.clone()),
+        explanation: Some(decision.explanation.clone()),
     };
-    vec![received, decided]
+    let actor = call.agent.id.to_string();
+    vec![
+        NewEvent::new(Some(call.id), actor, AuditEvent::CallReceived(received)),
+        NewEvent::new(
+            Some(call.id),
+            "countersign",
+            AuditEvent::PolicyDecided(decided),
+        ),
+    ]
 }
 
 /// `call.forwarded`: the upstream, the credentials the call runs with, and what it is bound
@@ -434,18 +447,12 @@ fn forwarded_event(
     args_sha256: &str,
     policy_version: &str,
 ) -> NewEvent {
-    NewEvent {
-        call_id: Some(call.id),
-        kind: EventKind::CallForwarded,
-        actor: "countersign".into(),
-        payload: serde_json::to_value(forwarded_payload(
-            call,
-            approval,
-            args_sha256,
-            policy_version,
-        ))
-        .expect("a forward serialises"),
-    }
+    let forwarded = forwarded_payload(call, approval, args_sha256, policy_version);
+    NewEvent::new(
+        Some(call.id),
+        "countersign",
+        AuditEvent::CallForwarded(forwarded),
+    )
 }
 
 fn completion_event(call: &ToolCall, outcome: &CallOutcome<'_>) -> NewEvent {
@@ -460,14 +467,10 @@ fn completion_event(call: &ToolCall, outcome: &CallOutcome<'_>) -> NewEvent {
         total_ms: outcome.total_time.as_millis() as u64,
         error: outcome.response.and_then(|r| r.get("error")).cloned(),
     };
-    NewEvent {
-        call_id: Some(call.id),
-        kind: if failed {
-            EventKind::CallFailed
-        } else {
-            EventKind::CallCompleted
-        },
-        actor: call.upstream.to_string(),
-        payload: serde_json::to_value(ended).expect("a call's end serialises"),
-    }
+    let event = if failed {
+        AuditEvent::CallFailed(ended)
+    } else {
+        AuditEvent::CallCompleted(ended)
+    };
+    NewEvent::new(Some(call.id), call.upstream.to_string(), event)
 }

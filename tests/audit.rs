@@ -175,12 +175,7 @@ async fn bounded(test: impl Future<Output = ()>) {
 }
 
 fn event(call_id: Option<Uuid>, kind: EventKind, payload: Value) -> NewEvent {
-    NewEvent {
-        call_id,
-        kind,
-        actor: "gateway".into(),
-        payload,
-    }
+    NewEvent::untyped(call_id, kind, "gateway", payload)
 }
 
 /// Appends `n` call events with varied payloads; returns the call ids used.
@@ -955,13 +950,11 @@ async fn a_failed_append_is_an_error_and_the_log_recovers(t: TestDb) {
                 .unwrap()
         }
     };
-    let mut poisoned = event(None, EventKind::CallReceived, json!({}));
-    poisoned.actor = "poison".into();
+    let poisoned = NewEvent::untyped(None, EventKind::CallReceived, "poison", json!({}));
     let err = log.append(poisoned).await.unwrap_err();
     assert!(err.to_string().contains("could not be written"), "{err}");
     // Appends queued with it fail together; nothing half-written remains.
-    let mut poisoned = event(None, EventKind::CallReceived, json!({}));
-    poisoned.actor = "poison".into();
+    let poisoned = NewEvent::untyped(None, EventKind::CallReceived, "poison", json!({}));
     assert!(
         log.append_all(vec![
             event(None, EventKind::CallReceived, json!({})),

@@ -5,10 +5,10 @@
 //! The counts are in memory, per gateway process: a [`Permit`] is held while its call waits
 //! for its approval and gives its place back when dropped (decided, timed out, cancelled).
 
-use crate::audit::{EventKind, NewEvent};
+use crate::audit::NewEvent;
+use crate::audit::events::{ApprovalRefused, AuditEvent};
 use crate::call::ToolCall;
 use crate::config::ApprovalsConfig;
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -168,16 +168,19 @@ impl Refused {
             Refused::ToolPending { .. } => "approvals.max_pending_per_tool",
             Refused::TooFast { .. } => "approvals.new_per_minute_per_agent",
         };
-        NewEvent {
-            call_id: Some(call.id),
-            kind: EventKind::ApprovalRefused,
-            actor: "countersign".into(),
-            payload: json!({
-                "agent": call.agent.id.as_ref(), "server": call.upstream.as_ref(), "tool": call.tool,
-                "outcome": "refused", "limit": limit,
-                "reason": self.to_string(),
-            }),
-        }
+        let refused = ApprovalRefused {
+            agent: call.agent.id.to_string(),
+            server: call.upstream.to_string(),
+            tool: call.tool.clone(),
+            outcome: "refused".into(),
+            limit: limit.into(),
+            reason: self.to_string(),
+        };
+        NewEvent::new(
+            Some(call.id),
+            "countersign",
+            AuditEvent::ApprovalRefused(refused),
+        )
     }
 }
 

@@ -29,13 +29,16 @@ pub use notify::{CallSummary, Notifier, NotifyError};
 pub use store::count_approvals;
 pub use store::{Approval, Status};
 
-use crate::audit::events::{ApprovalRequested, BreakGlassGrant, CallForwarded, IdpVoter};
-use crate::audit::{AuditLog, EventKind, NewEvent};
+use crate::audit::events::{
+    ApprovalRequested, ApprovalSeen, AuditEvent, BreakGlassGrant, CallForwarded, IdpVoter,
+    VoteRejected,
+};
+use crate::audit::{AuditLog, NewEvent};
 use crate::call::{Progress, ToolCall};
 use crate::policy::ApprovalSpec;
 use crate::store::Db;
 use ledger::{Binding, Feed, Ledger};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -549,15 +552,18 @@ impl Broker {
 
     /// Records who saw an approval request (`approval.seen`).
     pub async fn seen(&self, approval: &Approval, sighting: Sighting) -> Result<(), BrokerError> {
-        let event = NewEvent {
-            call_id: Some(approval.call_id),
-            kind: EventKind::ApprovalSeen,
-            actor: sighting.who.clone(),
-            payload: json!({
-                "approval_id": approval.id, "who": sighting.who, "source": sighting.source,
-                "how": sighting.how, "evidence": sighting.evidence,
-            }),
+        let seen = ApprovalSeen {
+            approval_id: approval.id,
+            who: sighting.who.clone(),
+            source: sighting.source,
+            how: sighting.how,
+            evidence: sighting.evidence,
         };
+        let event = NewEvent::new(
+            Some(approval.call_id),
+            sighting.who,
+            AuditEvent::ApprovalSeen(seen),
+        );
         self.audit.append(event).await?;
         Ok(())
     }
@@ -573,17 +579,21 @@ impl Broker {
         why: &str,
         evidence: Value,
     ) -> Result<(), BrokerError> {
-        let payload = json!({
-            "approval_id": approval.id, "approver": who, "source": source, "evidence": evidence,
-            "result": {"result": "rejected", "why": why},
-            "agent": approval.agent, "server": approval.server, "tool": approval.tool,
-        });
-        let event = NewEvent {
-            call_id: Some(approval.call_id),
-            kind: EventKind::ApprovalVote,
-            actor: who.to_owned(),
-            payload,
+        let rejected = VoteRejected {
+            approval_id: approval.id,
+            approver: who.to_owned(),
+            source: source.to_owned(),
+            evidence,
+            result: VoteRejected::result(why),
+            agent: approval.agent.clone(),
+            server: approval.server.clone(),
+            tool: approval.tool.clone(),
         };
+        let event = NewEvent::new(
+            Some(approval.call_id),
+            who,
+            AuditEvent::VoteRejected(rejected),
+        );
         self.audit.append(event).await?;
         Ok(())
     }
@@ -738,7 +748,7 @@ mod tests {
         assert_eq!(arguments_digest(&a), arguments_digest(&b));
         assert_ne!(
             arguments_digest(&a),
-            arguments_digest(&json!({"a": [2, 1], "b": 1}))
+            arguments_digest(&serde_json::json!({"a": [2, 1], "b": 1}))
         );
     }
 }

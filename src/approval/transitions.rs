@@ -8,10 +8,10 @@ use super::ledger::{Binding, Entry, Ledger};
 use super::store;
 use super::{Approval, Ballot, Status, VoteResult};
 use crate::audit::events::{
-    ApprovalDecided, ApprovalRequested, ApprovalReviewed, ApprovalVote, AuditAlert, CallForwarded,
-    Choice, CountedVote,
+    ApprovalDecided, ApprovalRequested, ApprovalReviewed, ApprovalVote, AuditAlert, AuditEvent,
+    CallForwarded, Choice, CountedVote,
 };
-use crate::audit::{EventKind, NewEvent, Transition};
+use crate::audit::{NewEvent, Transition};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -19,18 +19,8 @@ use uuid::Uuid;
 
 type Shared = Arc<Mutex<Ledger>>;
 
-fn event<T: serde::Serialize>(
-    call_id: Uuid,
-    kind: EventKind,
-    actor: &str,
-    payload: &T,
-) -> NewEvent {
-    NewEvent {
-        call_id: Some(call_id),
-        kind,
-        actor: actor.to_owned(),
-        payload: serde_json::to_value(payload).expect("an audit payload serialises"),
-    }
+fn event(call_id: Uuid, actor: &str, event: AuditEvent) -> NewEvent {
+    NewEvent::new(Some(call_id), actor, event)
 }
 
 /// A decision to record: the approval's new status, with who and why.
@@ -57,7 +47,7 @@ fn decided_event(entry: &Entry, decision: &Decision) -> NewEvent {
         approvers: entry.votes.clone(),
     };
     let actor = decision.by.as_deref().unwrap_or("countersign");
-    event(entry.call_id, EventKind::ApprovalDecided, actor, &payload)
+    event(entry.call_id, actor, AuditEvent::ApprovalDecided(payload))
 }
 
 fn write_decision<'c>(
@@ -93,9 +83,8 @@ impl Transition for Open {
         }
         vec![event(
             self.approval.call_id,
-            EventKind::ApprovalRequested,
             "countersign",
-            &self.requested,
+            AuditEvent::ApprovalRequested(self.requested.clone()),
         )]
     }
 
@@ -264,18 +253,18 @@ impl Transition for Cast {
             server: self.row.server.clone(),
             tool: self.row.tool.clone(),
         };
+        let choice = vote.vote;
         let mut events = vec![event(
             self.row.call_id,
-            EventKind::ApprovalVote,
             &ballot.approver,
-            &vote,
+            AuditEvent::ApprovalVote(vote),
         )];
         if let (Some(decision), Some(entry)) = (&decision, entry) {
             let mut entry = entry.clone();
             if self.counted {
                 entry.votes.push(CountedVote {
                     approver: ballot.approver.clone(),
-                    vote: vote.vote,
+                    vote: choice,
                     reason: ballot.reason.clone(),
                     source: ballot.source.clone(),
                     at_ms: self.now,
@@ -381,9 +370,8 @@ impl Transition for Forward {
         match ledger.grant(self.id, &self.binding, self.now) {
             Ok(_) => vec![event(
                 self.call_id,
-                EventKind::CallForwarded,
                 "countersign",
-                &self.forwarded,
+                AuditEvent::CallForwarded(self.forwarded.clone()),
             )],
             Err(why) => {
                 let forged = self.row_status == Status::Approved
@@ -402,9 +390,8 @@ impl Transition for Forward {
                     };
                     return vec![event(
                         self.call_id,
-                        EventKind::AuditAlert,
                         "countersign",
-                        &alert,
+                        AuditEvent::AuditAlert(alert),
                     )];
                 }
                 Vec::new()
@@ -481,9 +468,8 @@ impl Transition for Review {
         };
         vec![event(
             entry.call_id,
-            EventKind::ApprovalReviewed,
             &self.reviewer,
-            &review,
+            AuditEvent::ApprovalReviewed(review),
         )]
     }
 

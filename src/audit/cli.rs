@@ -4,6 +4,7 @@
 //! if they cannot); `verify` and `checkpoint` only read, so they also work on a read-only copy
 //! of the database, and `verify --database URL --public-key KEY` needs no gateway config.
 
+use super::events::{AuditEvent, AuditKeyEvent, AuditRead};
 use super::setup::{self, AuditPaths};
 use super::{
     AuditLog, Checkpoint, EventKind, Filter, Format, NewEvent, SigningKey, TrustedKeys,
@@ -258,18 +259,13 @@ fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
 async fn rotate_key(log: &AuditLog, new_key: &Path) -> anyhow::Result<ExitCode> {
     let new = SigningKey::load(new_key)?;
     let old = log.keys().signing.id().to_owned();
-    let payload = serde_json::to_value(super::events::AuditKeyEvent {
+    let key = AuditKeyEvent {
         key_id: new.id().to_owned(),
         public_key: new.public_hex(),
         introduced_by: Some(old.clone()),
-    })?;
+    };
     let appended = log
-        .append(NewEvent {
-            call_id: None,
-            kind: EventKind::AuditKey,
-            actor: old.clone(),
-            payload,
-        })
+        .append(NewEvent::new(None, old.clone(), AuditEvent::AuditKey(key)))
         .await?;
     println!(
         "key {} introduced at seq {} (signed by {old}). Now set audit.signing_key to {} and add \
@@ -306,12 +302,8 @@ pub async fn list(log: &AuditLog, args: &ListArgs) -> anyhow::Result<ExitCode> {
         limit: args.limit,
         after_seq: args.after_seq,
     };
-    record_read(
-        log,
-        args.auditor.as_deref(),
-        json!({ "command": "audit list", "query": filter }),
-    )
-    .await?;
+    let query = serde_json::to_value(&filter)?;
+    record_read(log, args.auditor.as_deref(), "audit list", query).await?;
     let events = log.list(&filter).await?;
     print!("{}", render(&events, args.format));
     if let Some(notice) = truncation_notice(&events, filter.effective_limit()) {
@@ -322,12 +314,8 @@ pub async fn list(log: &AuditLog, args: &ListArgs) -> anyhow::Result<ExitCode> {
 
 /// `audit show CALL_ID [--format …] [--auditor NAME]`: exit 1 when the call has no events.
 pub async fn show(log: &AuditLog, args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    record_read(
-        log,
-        args.auditor.as_deref(),
-        json!({ "command": "audit show", "query": { "call_id": args.call_id } }),
-    )
-    .await?;
+    let query = json!({ "call_id": args.call_id });
+    record_read(log, args.auditor.as_deref(), "audit show", query).await?;
     let events = log.show(args.call_id).await?;
     if events.is_empty() {
         eprintln!("no events for call {}", args.call_id);
@@ -352,20 +340,22 @@ fn truncation_notice(events: &[super::Event], limit: u32) -> Option<String> {
 async fn record_read(
     log: &AuditLog,
     auditor: Option<&str>,
-    mut payload: serde_json::Value,
+    command: &str,
+    query: serde_json::Value,
 ) -> anyhow::Result<()> {
     let os_user = os_user();
-    payload["via"] = json!("cli");
-    payload["os_user"] = json!(os_user);
+    let read = AuditRead {
+        via: "cli".into(),
+        route: None,
+        command: Some(command.to_owned()),
+        query,
+        authenticated: None,
+        os_user: Some(os_user.clone()),
+    };
     let actor = auditor.map(str::to_owned).unwrap_or(os_user);
-    log.append(NewEvent {
-        call_id: None,
-        kind: EventKind::AuditRead,
-        actor,
-        payload,
-    })
-    .await
-    .context("cannot record this query in the audit log, so it is not answered")?;
+    log.append(NewEvent::new(None, actor, AuditEvent::AuditRead(read)))
+        .await
+        .context("cannot record this query in the audit log, so it is not answered")?;
     Ok(())
 }
 

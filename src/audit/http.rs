@@ -11,7 +11,8 @@
 //! recorded as an `audit.read` event (actor = the auditor's id, payload = the route and its
 //! raw query); if that cannot be recorded the API answers 503 and reveals nothing.
 
-use super::{AuditError, AuditLog, EventKind, Filter, Format, NewEvent, render};
+use super::events::{AuditEvent, AuditRead};
+use super::{AuditError, AuditLog, Filter, Format, NewEvent, render};
 use crate::config::AuditorConfig;
 use crate::http_error::HttpError;
 use axum::Router;
@@ -110,12 +111,15 @@ impl Api {
         params: &Params,
     ) -> Result<String, Refusal> {
         let auditor = self.authenticate(headers)?;
-        let event = NewEvent {
-            call_id: None,
-            kind: EventKind::AuditRead,
-            actor: auditor.clone(),
-            payload: json!({ "via": "http", "route": route, "query": params }),
+        let read = AuditRead {
+            via: "http".into(),
+            route: Some(route.to_owned()),
+            command: None,
+            query: json!(params),
+            authenticated: None,
+            os_user: None,
         };
+        let event = NewEvent::new(None, auditor.clone(), AuditEvent::AuditRead(read));
         match self.log.append(event).await {
             Ok(_) => Ok(auditor),
             Err(e) => {

@@ -159,18 +159,47 @@ impl FromStr for EventKind {
     }
 }
 
-/// An event to append. The writer assigns `seq`, `id`, `at` and the hashes.
+/// An event to append, built from a typed [`events::AuditEvent`] by [`NewEvent::new`]. The
+/// writer assigns `seq`, `id`, `at` and the hashes.
 ///
 /// The payload's top-level string fields `agent`, `server`, `tool`, `approver` and `outcome`
-/// are also stored as indexed columns, which is what makes [`Filter`] fast: emitters should
-/// put `agent`, `server` and `tool` on every event of a call, so that filtering by them finds
-/// the call's whole story.
+/// are also stored as indexed columns, which is what makes [`Filter`] fast: emitters put
+/// `agent`, `server` and `tool` on every event of a call, so that filtering by them finds the
+/// call's whole story.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    pub call_id: Option<Uuid>,
-    pub kind: EventKind,
-    pub actor: String,
-    pub payload: serde_json::Value,
+    call_id: Option<Uuid>,
+    kind: EventKind,
+    actor: String,
+    payload: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event of any kind with any payload, as someone holding the database and the signing
+    /// key could write one: for tests that forge history or fill the log, never for the
+    /// gateway's own events.
+    #[doc(hidden)]
+    pub fn untyped(
+        call_id: Option<Uuid>,
+        kind: EventKind,
+        actor: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent {
+            call_id,
+            kind,
+            actor: actor.into(),
+            payload,
+        }
+    }
+
+    pub fn call_id(&self) -> Option<Uuid> {
+        self.call_id
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
 }
 
 /// A stored event.
@@ -365,19 +394,13 @@ impl AuditLog {
         .fetch_optional(&self.inner.db.pool)
         .await?;
         if known.is_none() {
-            let payload = serde_json::to_value(events::AuditKeyEvent {
+            let key = events::AuditKeyEvent {
                 key_id: id.clone(),
                 public_key: self.inner.keys.signing.public_hex(),
                 introduced_by: None,
-            })
-            .expect("a key event serialises");
-            self.append(NewEvent {
-                call_id: None,
-                kind: EventKind::AuditKey,
-                actor: id,
-                payload,
-            })
-            .await?;
+            };
+            let event = events::AuditEvent::AuditKey(key);
+            self.append(NewEvent::new(None, id, event)).await?;
         }
         Ok(())
     }

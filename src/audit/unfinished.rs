@@ -8,9 +8,9 @@
 //! timeout plus a margin ago, since a live gateway records every call's end by then. Where the
 //! last scan stopped is kept in `audit_marks`, so each event is looked at once.
 
-use super::{AuditError, AuditLog, EventKind, NewEvent};
+use super::events::{AuditEvent, CallAmbiguous};
+use super::{AuditError, AuditLog, NewEvent};
 use crate::store::Backend;
-use serde_json::json;
 use sqlx::Row;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -50,20 +50,21 @@ impl AuditLog {
         .await?;
         for row in &rows {
             let call_id: String = row.try_get("call_id")?;
-            let payload = json!({
-                "agent": row.try_get::<Option<String>, _>("agent")?,
-                "server": row.try_get::<Option<String>, _>("server")?,
-                "tool": row.try_get::<Option<String>, _>("tool")?,
-                "forwarded_at": row.try_get::<String, _>("at")?,
-                "reason": "the gateway that forwarded the call stopped before recording its end: it may or may not have run, and it was not retried",
-            });
-            tracing::warn!(call = %call_id, "a call's end was never recorded: recorded as ambiguous");
-            let event = NewEvent {
-                call_id: uuid::Uuid::parse_str(&call_id).ok(),
-                kind: EventKind::CallAmbiguous,
-                actor: "countersign".into(),
-                payload,
+            let ambiguous = CallAmbiguous {
+                agent: row.try_get("agent")?,
+                server: row.try_get("server")?,
+                tool: row.try_get("tool")?,
+                forwarded_at: Some(row.try_get("at")?),
+                task_id: None,
+                approval_id: None,
+                reason: "the gateway that forwarded the call stopped before recording its end: it may or may not have run, and it was not retried".into(),
             };
+            tracing::warn!(call = %call_id, "a call's end was never recorded: recorded as ambiguous");
+            let event = NewEvent::new(
+                uuid::Uuid::parse_str(&call_id).ok(),
+                "countersign",
+                AuditEvent::CallAmbiguous(ambiguous),
+            );
             self.append(event).await?;
         }
         sqlx::query(

@@ -5,6 +5,7 @@ use super::error::ConsoleError;
 use super::html::{duration_ms, esc, page};
 use super::session::Current;
 use super::{Console, html_response};
+use crate::audit::events::{AuditEvent, AuditRead};
 use crate::audit::{Event, EventKind, Filter, NewEvent};
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -48,15 +49,15 @@ pub(super) async fn record_read(
     params: &Params,
 ) -> Result<String, ConsoleError> {
     let who = auditor(current)?;
-    let event = NewEvent {
-        call_id: None,
-        kind: EventKind::AuditRead,
-        actor: who.clone(),
-        payload: json!({
-            "via": "console", "route": route, "query": params,
-            "authenticated": current.identity.authenticated,
-        }),
+    let read = AuditRead {
+        via: "console".into(),
+        route: Some(route.to_owned()),
+        command: None,
+        query: json!(params),
+        authenticated: Some(json!(current.identity.authenticated)),
+        os_user: None,
     };
+    let event = NewEvent::new(None, who.clone(), AuditEvent::AuditRead(read));
     console.audit.append(event).await?;
     Ok(who)
 }

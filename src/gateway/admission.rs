@@ -9,7 +9,8 @@
 //!   request that cannot be recorded is not sent).
 
 use super::{Caller, Gateway};
-use crate::audit::{AuditLog, EventKind, NewEvent};
+use crate::audit::events::{AuditEvent, CallReceived, PolicyDecided, PolicyOutcome};
+use crate::audit::{AuditLog, NewEvent};
 use crate::jsonrpc;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -90,25 +91,37 @@ impl Gateway {
         let reason = format!(
             "a notification (no id) carrying the request method {method} is never forwarded"
         );
+        let agent = caller.agent.id.to_string();
+        let received = CallReceived {
+            agent: agent.clone(),
+            on_behalf_of: caller.agent.on_behalf_of.as_deref().map(str::to_owned),
+            groups: None,
+            server: None,
+            tool: tool.map(str::to_owned),
+            arguments: None,
+            args_sha256: None,
+            method: Some(method.to_owned()),
+            params,
+            notification: true,
+        };
+        let decided = PolicyDecided {
+            agent: agent.clone(),
+            server: None,
+            tool: tool.map(str::to_owned),
+            method: Some(method.to_owned()),
+            outcome: PolicyOutcome::Deny,
+            detail: json!({"reason": reason}),
+            rule: "countersign:request-as-notification".into(),
+            policy_version: None,
+            explanation: None,
+        };
         let events = vec![
-            NewEvent {
-                call_id: Some(call_id),
-                kind: EventKind::CallReceived,
-                actor: caller.agent.id.to_string(),
-                payload: json!({
-                    "agent": caller.agent.id.as_ref(), "on_behalf_of": caller.agent.on_behalf_of.as_deref(),
-                    "method": method, "tool": tool, "params": params, "notification": true,
-                }),
-            },
-            NewEvent {
-                call_id: Some(call_id),
-                kind: EventKind::PolicyDecided,
-                actor: "countersign".into(),
-                payload: json!({
-                    "agent": caller.agent.id.as_ref(), "method": method, "tool": tool,
-                    "outcome": "deny", "rule": "countersign:request-as-notification", "detail": {"reason": reason},
-                }),
-            },
+            NewEvent::new(Some(call_id), agent, AuditEvent::CallReceived(received)),
+            NewEvent::new(
+                Some(call_id),
+                "countersign",
+                AuditEvent::PolicyDecided(decided),
+            ),
         ];
         if let Err(e) = audit.append_all(events).await {
             tracing::error!(error = %e, method, "could not record a dropped notification");
@@ -128,16 +141,27 @@ impl Gateway {
             return Ok(());
         };
         let method = jsonrpc::method(message).unwrap_or_default();
-        let event = NewEvent {
-            call_id: Some(Uuid::now_v7()),
-            kind: EventKind::CallReceived,
-            actor: caller.agent.id.to_string(),
-            payload: json!({
-                "agent": caller.agent.id.as_ref(), "on_behalf_of": caller.agent.on_behalf_of.as_deref(),
-                "server": self.upstreams[upstream].name, "method": method,
-                "params": jsonrpc::params(message),
-            }),
+        let received = CallReceived {
+            agent: caller.agent.id.to_string(),
+            on_behalf_of: caller.agent.on_behalf_of.as_deref().map(str::to_owned),
+            groups: None,
+            server: Some(self.upstreams[upstream].name.to_string()),
+            tool: None,
+            arguments: None,
+            args_sha256: None,
+            method: Some(method.to_owned()),
+            params: Some(
+                jsonrpc::params(message)
+                    .cloned()
+                    .map_or(Value::Null, Value::Object),
+            ),
+            notification: false,
         };
+        let event = NewEvent::new(
+            Some(Uuid::now_v7()),
+            caller.agent.id.to_string(),
+            AuditEvent::CallReceived(received),
+        );
         audit
             .append(event)
             .await

@@ -14,7 +14,8 @@
 mod store;
 
 use crate::approval::now_ms;
-use crate::audit::{AuditLog, EventKind, NewEvent};
+use crate::audit::events::{AuditEvent, CallAmbiguous};
+use crate::audit::{AuditLog, NewEvent};
 use crate::store::Db;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -279,17 +280,26 @@ impl Tasks {
         {
             return Ok(());
         }
-        let payload = json!({
-            "agent": task.agent, "server": task.call.get("upstream"), "tool": task.call.get("tool"),
-            "task_id": task.id, "approval_id": task.approval_id,
-            "reason": "the gateway instance running the call stopped before recording its end",
-        });
-        let event = NewEvent {
-            call_id: Some(task.call_id),
-            kind: EventKind::CallAmbiguous,
-            actor: "countersign".into(),
-            payload,
+        let text = |key: &str| {
+            task.call
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
         };
+        let ambiguous = CallAmbiguous {
+            agent: Some(task.agent.clone()),
+            server: text("upstream"),
+            tool: text("tool"),
+            forwarded_at: None,
+            task_id: Some(task.id),
+            approval_id: task.approval_id,
+            reason: "the gateway instance running the call stopped before recording its end".into(),
+        };
+        let event = NewEvent::new(
+            Some(task.call_id),
+            "countersign",
+            AuditEvent::CallAmbiguous(ambiguous),
+        );
         self.audit.append(event).await?;
         Ok(())
     }

@@ -664,11 +664,9 @@ async fn sqlite_recovers_by_itself_once_a_full_disk_has_room() {
     let url = format!("sqlite://{}", disk.dir.path().join("cs.db").display());
     let db = countersign::store::connect(&url).await.unwrap();
     let log = AuditLog::open(db.clone()).await.unwrap();
-    let event = |n: usize| NewEvent {
-        call_id: None,
-        kind: EventKind::AuditRead,
-        actor: "test".into(),
-        payload: json!({"n": n, "padding": "x".repeat(16 * 1024)}),
+    let event = |n: usize| {
+        let payload = json!({"n": n, "padding": "x".repeat(16 * 1024)});
+        NewEvent::untyped(None, EventKind::AuditRead, "test", payload)
     };
     // Fill the disk with a file, then the log until it fails a few times.
     let filler = disk.dir.path().join("filler");

@@ -280,13 +280,8 @@ async fn forge_group_vote(db: &TestDb, config: &Path, gw: &crate::support::TestG
         (EventKind::ApprovalDecided, decided),
     ];
     for (kind, payload) in forged {
-        let actor = "idp:ffffffffffffffff".into();
-        let event = NewEvent {
-            call_id,
-            kind,
-            actor,
-            payload,
-        };
+        let actor = "idp:ffffffffffffffff";
+        let event = NewEvent::untyped(call_id, kind, actor, payload);
         log.append(event).await.unwrap();
     }
 }

@@ -1,9 +1,5 @@
-//! Typed payloads of the events that carry a decision: what the approval ledger is built
-//! from and what `audit verify` checks the story with. The same types write them (the broker,
-//! the gate) and read them back, so a field cannot be spelt two ways.
-//!
-//! Every payload keeps the top-level `agent`, `server`, `tool` (and where it applies
-//! `approver`, `outcome`) strings that the log indexes for its filters.
+//! The payloads of `approval.*` events: what the approval ledger is built from and what
+//! `audit verify` checks the story with.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -180,41 +176,6 @@ pub struct ApprovalDecided {
     pub approvers: Vec<CountedVote>,
 }
 
-/// `call.forwarded`: the call goes upstream, with what it runs as.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CallForwarded {
-    pub agent: String,
-    pub server: String,
-    pub tool: String,
-    pub executor: String,
-    /// The grant it uses, for a held call.
-    #[serde(default)]
-    pub approval_id: Option<Uuid>,
-    #[serde(default)]
-    pub args_sha256: Option<String>,
-    #[serde(default)]
-    pub policy_version: Option<String>,
-}
-
-/// `call.completed` (an answer came back) or `call.failed` (none did): how a forwarded call
-/// ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CallEnded {
-    pub agent: String,
-    pub server: String,
-    pub tool: String,
-    /// `ok`, `tool_error`, `error`, `cancelled`, `upstream_unavailable`, …
-    pub outcome: String,
-    /// SHA-256 of the canonical response, when one came back.
-    pub result_sha256: Option<String>,
-    /// The tool's own time: from sending the call upstream to its answer.
-    pub tool_ms: u64,
-    /// From the call's arrival to its answer, including any wait for a human.
-    pub total_ms: u64,
-    /// The upstream's JSON-RPC error, if it answered with one.
-    pub error: Option<Value>,
-}
-
 /// `approval.reviewed`: a second approver looked at a break-glass approval afterwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalReviewed {
@@ -228,29 +189,52 @@ pub struct ApprovalReviewed {
     pub tool: String,
 }
 
-/// `audit.key`: a public key that signs heads from now on. A key introduced by another
-/// (`introduced_by`, a rotation) is trusted by a verifier once a head signed by the
-/// introducing key covers this event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditKeyEvent {
-    pub key_id: String,
-    /// Raw Ed25519 public key, hex.
-    pub public_key: String,
-    #[serde(default)]
-    pub introduced_by: Option<String>,
-}
-
-/// `audit.alert`: the gateway saw its working state disagree with the log.
+/// `approval.vote` with result `rejected`: a vote a chat backend refused before it reached the
+/// ballot box (a forged or replayed token, a bad signature, a click on the wrong post).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditAlert {
-    pub what: String,
-    #[serde(default)]
-    pub approval_id: Option<Uuid>,
-    pub detail: String,
+pub struct VoteRejected {
+    pub approval_id: Uuid,
+    /// Who the attempt claimed to come from.
+    pub approver: String,
+    pub source: String,
+    pub evidence: Value,
+    /// `{"result": "rejected", "why": …}`.
+    pub result: Value,
+    pub agent: String,
+    pub server: String,
+    pub tool: String,
 }
 
-/// The one field of `policy.decided` the story needs.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PolicyDecidedOutcome {
+impl VoteRejected {
+    pub fn result(why: &str) -> Value {
+        serde_json::json!({"result": "rejected", "why": why})
+    }
+}
+
+/// `approval.seen`: someone saw an approval request (evidence of who knew).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalSeen {
+    pub approval_id: Uuid,
+    /// The approver id when the chat user maps to one; else the chat user as the backend names
+    /// it.
+    pub who: String,
+    /// The backend: `mattermost`, `matrix`, …
+    pub source: String,
+    /// `audience`, `reaction`, `acknowledgement`, `read_receipt`, `click`, …
+    pub how: String,
+    pub evidence: Value,
+}
+
+/// `approval.refused`: a held call was refused before any approval opened (a pending or rate
+/// limit), so there is nothing to decide.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRefused {
+    pub agent: String,
+    pub server: String,
+    pub tool: String,
+    /// Always `refused`.
     pub outcome: String,
+    /// The configuration key of the limit, e.g. `approvals.max_pending_per_agent`.
+    pub limit: String,
+    pub reason: String,
 }
