@@ -127,3 +127,68 @@ impl Progress {
         self.sent.load(Ordering::Relaxed)
     }
 }
+
+/// How a call ended, as the metrics, the trace and the audit log name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The tool answered with a result.
+    Ok,
+    /// The tool answered with a result flagged `isError`.
+    ToolError,
+    /// The upstream answered with a JSON-RPC error.
+    Error,
+    /// The client went away or cancelled (or a task was cancelled before its call was sent).
+    Cancelled,
+    /// The gate refused the call.
+    Refused,
+    /// The upstream could not be reached.
+    UpstreamUnavailable,
+    /// The gateway stopped while the call waited for its gate.
+    Shutdown,
+    /// `Mcp-Param-*` headers did not match the arguments.
+    HeaderMismatch,
+    /// The arguments did not match the tool's `inputSchema`.
+    InvalidArguments,
+    /// A task could not be created for the call.
+    TaskUnavailable,
+}
+
+impl Outcome {
+    /// The outcome of a final response: `ok`, `tool_error` or `error`.
+    pub fn of(response: &Value) -> Outcome {
+        if response.get("error").is_some() {
+            Outcome::Error
+        } else if response.pointer("/result/isError") == Some(&Value::Bool(true)) {
+            Outcome::ToolError
+        } else {
+            Outcome::Ok
+        }
+    }
+
+    /// Whether the tool answered (`call.completed`), as opposed to no answer or an error one
+    /// (`call.failed`).
+    pub fn tool_answered(self) -> bool {
+        matches!(self, Outcome::Ok | Outcome::ToolError)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ToolError => "tool_error",
+            Outcome::Error => "error",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Refused => "refused",
+            Outcome::UpstreamUnavailable => "upstream_unavailable",
+            Outcome::Shutdown => "shutdown",
+            Outcome::HeaderMismatch => "header_mismatch",
+            Outcome::InvalidArguments => "invalid_arguments",
+            Outcome::TaskUnavailable => "task_unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

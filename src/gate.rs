@@ -173,7 +173,7 @@ impl CallGate for PolicyGate {
             let approved = self.running.lock().expect("running lock").remove(&call.id);
             if let Some(approval) = approved {
                 let summary = CallSummary {
-                    outcome: outcome.label.to_owned(),
+                    outcome: outcome.outcome.to_string(),
                     tool_time: outcome.tool_time,
                     total_time: outcome.total_time,
                     response: outcome.response.cloned(),
@@ -456,12 +456,12 @@ fn forwarded_event(
 }
 
 fn completion_event(call: &ToolCall, outcome: &CallOutcome<'_>) -> NewEvent {
-    let failed = !matches!(outcome.label, "ok" | "tool_error");
+    let failed = !outcome.outcome.tool_answered();
     let ended = CallEnded {
         agent: call.agent.id.to_string(),
         server: call.upstream.to_string(),
         tool: call.tool.clone(),
-        outcome: outcome.label.to_owned(),
+        outcome: outcome.outcome.to_string(),
         result_sha256: outcome.response.map(crate::canonical::sha256_hex),
         tool_ms: outcome.tool_time.as_millis() as u64,
         total_ms: outcome.total_time.as_millis() as u64,

@@ -2,7 +2,7 @@
 
 use super::catalog::ToolRoute;
 use super::reply::{Completion, Gated};
-use super::seam::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
+use super::seam::{CallGate, CallOutcome, Outcome, Progress, ToolCall, Verdict};
 use super::tasks::TaskAsk;
 use super::{Caller, Gateway, Reply, ReplyStream};
 use crate::jsonrpc;
@@ -41,7 +41,7 @@ impl Gateway {
         let record = CallRecord::start(span.clone(), &upstream_name, &route.name);
 
         if let Err(why) = check_mirrored(caller, &route, &arguments) {
-            record.finish("header_mismatch");
+            record.finish(Outcome::HeaderMismatch);
             return Reply::Response(jsonrpc::error(
                 Some(id),
                 jsonrpc::code::HEADER_MISMATCH,
@@ -49,7 +49,7 @@ impl Gateway {
             ));
         }
         if let Err(why) = check_arguments(&route, &arguments) {
-            record.finish("invalid_arguments");
+            record.finish(Outcome::InvalidArguments);
             let text = format!("Invalid arguments for tool {exposed}: {why}");
             return Reply::Response(jsonrpc::result(id, jsonrpc::tool_error_result(text)));
         }
@@ -142,7 +142,7 @@ pub(super) struct SendHooks {
 const STOPPING: &str = "Countersign is shutting down; the call was not run. An approval it waited for stays pending: retry the same call (same arguments) once the gateway is back to join it.";
 
 /// Waits for the gate, then sends the call upstream. Resolves to the upstream exchange, or to
-/// the final response (with its outcome label) when the call does not go out.
+/// the final response (with its outcome) when the call does not go out.
 pub(super) async fn gate_then_send(
     gate: Arc<dyn CallGate>,
     call: ToolCall,
@@ -151,7 +151,7 @@ pub(super) async fn gate_then_send(
     message: Value,
     client: ClientContext,
     hooks: SendHooks,
-) -> Result<(Exchange, Progress), (Value, &'static str)> {
+) -> Result<(Exchange, Progress), (Value, Outcome)> {
     let id = message["id"].clone();
     let decision = async {
         match hooks.resume {
@@ -165,7 +165,7 @@ pub(super) async fn gate_then_send(
             verdict = decision => verdict,
             _ = stopping.cancelled() => {
                 tracing::info!(call = %call.id, "gateway stopping: a call waiting for its gate is answered");
-                return Err((jsonrpc::result(id, jsonrpc::tool_error_result(STOPPING)), "shutdown"));
+                return Err((jsonrpc::result(id, jsonrpc::tool_error_result(STOPPING)), Outcome::Shutdown));
             }
         },
         None => decision.await,
@@ -173,7 +173,7 @@ pub(super) async fn gate_then_send(
     if let Verdict::Refuse(reason) = verdict {
         return Err((
             jsonrpc::result(id, jsonrpc::tool_error_result(reason)),
-            "refused",
+            Outcome::Refused,
         ));
     }
     if let Some(before_send) = hooks.before_send
@@ -182,7 +182,7 @@ pub(super) async fn gate_then_send(
         let reason = "The call was cancelled before it was sent.";
         return Err((
             jsonrpc::result(id, jsonrpc::tool_error_result(reason)),
-            "cancelled",
+            Outcome::Cancelled,
         ));
     }
     let started = Instant::now();
@@ -191,13 +191,13 @@ pub(super) async fn gate_then_send(
         Err(e) => {
             let outcome = CallOutcome {
                 response: None,
-                label: "upstream_unavailable",
+                outcome: Outcome::UpstreamUnavailable,
                 tool_time: started.elapsed(),
                 total_time: call.age(),
             };
             gate.finished(&call, outcome).await;
             let error = jsonrpc::error(Some(id), jsonrpc::code::SERVER_ERROR, e.to_string());
-            Err((error, "upstream_unavailable"))
+            Err((error, Outcome::UpstreamUnavailable))
         }
     }
 }

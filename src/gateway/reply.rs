@@ -1,6 +1,6 @@
 //! What the gateway hands back for one client message.
 
-use super::seam::{CallGate, CallOutcome, Progress, ToolCall};
+use super::seam::{CallGate, CallOutcome, Outcome, Progress, ToolCall};
 use super::session::Session;
 use crate::jsonrpc;
 use crate::telemetry::CallRecord;
@@ -37,8 +37,8 @@ pub struct ReplyStream {
     progress_offset: u64,
     /// Who to tell how a forwarded call ended.
     completion: Option<Completion>,
-    /// The outcome label when the call never went out (refused, upstream unavailable).
-    forced_outcome: Option<&'static str>,
+    /// The outcome when the call never went out (refused, upstream unavailable).
+    forced_outcome: Option<Outcome>,
     upstream: Arc<Upstream>,
     upstream_index: usize,
     session: Option<Arc<Session>>,
@@ -157,8 +157,8 @@ impl ReplyStream {
                                     self.phase = Phase::Forwarded(Box::new(exchange));
                                     continue;
                                 }
-                                Err((response, label)) => {
-                                    self.forced_outcome = Some(label);
+                                Err((response, outcome)) => {
+                                    self.forced_outcome = Some(outcome);
                                     Some(response)
                                 }
                             }
@@ -173,7 +173,7 @@ impl ReplyStream {
             };
             let message = message.map(|m| if m.is_null() { self.closed_error() } else { m });
             let Some(message) = message else {
-                self.finish("cancelled", None);
+                self.finish(Outcome::Cancelled, None);
                 return None;
             };
             match jsonrpc::classify(&message) {
@@ -200,7 +200,7 @@ impl ReplyStream {
     }
 
     fn final_response(&mut self, mut message: Value) -> Value {
-        let outcome = self.forced_outcome.unwrap_or_else(|| outcome_of(&message));
+        let outcome = self.forced_outcome.unwrap_or_else(|| Outcome::of(&message));
         self.finish(outcome, Some(&message));
         if let Some(method) = &self.modern_method {
             super::complete_modern_result(method, &mut message);
@@ -263,7 +263,7 @@ impl ReplyStream {
         }
     }
 
-    fn finish(&mut self, outcome: &'static str, response: Option<&Value>) {
+    fn finish(&mut self, outcome: Outcome, response: Option<&Value>) {
         self.done = true;
         if let Some(session) = &self.session {
             session.untrack(&self.client_id);
@@ -274,7 +274,7 @@ impl ReplyStream {
         let forwarded = matches!(self.phase, Phase::Forwarded(_));
         match self.completion.take() {
             Some(completion) if forwarded => completion.report(outcome, response.cloned()),
-            Some(completion) if outcome == "cancelled" => completion.withdraw(),
+            Some(completion) if outcome == Outcome::Cancelled => completion.withdraw(),
             _ => {}
         }
     }
@@ -292,19 +292,8 @@ impl ReplyStream {
 impl Drop for ReplyStream {
     fn drop(&mut self) {
         if !self.done {
-            self.finish("cancelled", None);
+            self.finish(Outcome::Cancelled, None);
         }
-    }
-}
-
-/// The outcome label of a final response: `ok`, `tool_error` or `error`.
-pub fn outcome_of(response: &Value) -> &'static str {
-    if response.get("error").is_some() {
-        "error"
-    } else if response.pointer("/result/isError") == Some(&Value::Bool(true)) {
-        "tool_error"
-    } else {
-        "ok"
     }
 }
 
@@ -325,7 +314,7 @@ pub struct Gated {
 }
 
 /// A call waiting on its gate, then on the upstream to accept it.
-pub type Waiting = BoxFuture<'static, Result<(Exchange, Progress), (Value, &'static str)>>;
+pub type Waiting = BoxFuture<'static, Result<(Exchange, Progress), (Value, Outcome)>>;
 
 /// Tells the gate how a forwarded call ended.
 pub struct Completion {
@@ -351,13 +340,13 @@ impl Completion {
         tokio::spawn(async move { self.gate.withdrawn(&self.call).await });
     }
 
-    fn report(self, label: &'static str, response: Option<Value>) {
+    fn report(self, outcome: Outcome, response: Option<Value>) {
         let tool_time = self.forwarded.map(|at| at.elapsed()).unwrap_or_default();
         let total_time = self.call.age();
         tokio::spawn(async move {
             let outcome = CallOutcome {
                 response: response.as_ref(),
-                label,
+                outcome,
                 tool_time,
                 total_time,
             };

@@ -82,7 +82,7 @@ impl Gateway {
             ))),
             Err(e) => {
                 if let Some(record) = record {
-                    record.finish("upstream_unavailable");
+                    record.finish(crate::call::Outcome::UpstreamUnavailable);
                 }
                 Reply::Response(jsonrpc::error(
                     Some(id),

@@ -5,7 +5,7 @@
 //! forwarded call ended. While a gate waits (a human approval), it may report progress.
 
 use crate::auth::Agent;
-pub use crate::call::{Progress, ToolCall};
+pub use crate::call::{Outcome, Progress, ToolCall};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use std::time::Duration;
@@ -26,8 +26,7 @@ pub struct CallOutcome<'a> {
     /// The upstream's final response (a result or a JSON-RPC error), or `None` when the
     /// client went away or cancelled before it arrived.
     pub response: Option<&'a Value>,
-    /// `ok`, `tool_error`, `error`, `cancelled`, …
-    pub label: &'static str,
+    pub outcome: Outcome,
     /// The tool's own time: from sending the call upstream to its answer.
     pub tool_time: Duration,
     /// From the call's arrival to its answer, including any wait for a human.

@@ -119,7 +119,7 @@ impl Gateway {
         {
             Ok(task) => task,
             Err(e) => {
-                record.finish("task_unavailable");
+                record.finish(crate::call::Outcome::TaskUnavailable);
                 tracing::error!(call = %run.call.id, error = %e, "could not create a task; the call was not run");
                 return Reply::Response(jsonrpc::error(
                     Some(id),

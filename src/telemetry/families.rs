@@ -219,7 +219,8 @@ impl CallRecord {
 
     /// Records the outcome (`ok`, `tool_error`, `error`, `refused`, `invalid`, `cancelled`, …),
     /// and the tool's own time if the call went upstream.
-    pub fn finish(self, outcome: &'static str) {
+    pub fn finish(self, outcome: crate::call::Outcome) {
+        let outcome = outcome.as_str();
         if let Some(at) = self.forwarded {
             self.metrics.duration.record(at.elapsed().as_secs_f64());
         }
