@@ -1,62 +1,81 @@
-//! The path of one `tools/call`: resolve → validate → gate → forward.
+//! A `tools/call` arrives: resolve `server__tool`, validate the arguments, then run it on the
+//! one path of a call ([`super::pipeline`]) or, for a client that takes tasks, as a task.
 
 use super::catalog::ToolRoute;
-use super::reply::{Completion, Gated};
-use super::seam::{CallGate, CallOutcome, Outcome, Progress, ToolCall, Verdict};
+use super::pipeline::{ReplyTo, RoutedCall, SendHooks};
+use super::seam::{Outcome, Progress, ToolCall};
 use super::tasks::TaskAsk;
-use super::{Caller, Gateway, Reply, ReplyStream};
+use super::{Caller, Gateway, Reply};
 use crate::jsonrpc;
 use crate::protocol::META_PROGRESS_TOKEN;
 use crate::telemetry::{self, CallRecord};
-use crate::upstream::{ClientContext, Exchange, Upstream};
 use serde_json::{Map, Value};
-use std::sync::Arc;
-use std::time::Instant;
-use tracing::Instrument;
 use uuid::Uuid;
 
+/// A call that passed the checks, ready for its path.
+pub(super) struct Accepted {
+    pub routed: RoutedCall,
+    /// The name the client called it by (`server__tool`).
+    pub exposed: String,
+    pub record: CallRecord,
+    span: tracing::Span,
+}
+
 impl Gateway {
-    pub(super) async fn call(&self, caller: &Caller, mut message: Value) -> Reply {
+    pub(super) async fn call(&self, caller: &Caller, message: Value) -> Reply {
+        let accepted = match self.accept(caller, message).await {
+            Ok(accepted) => accepted,
+            Err(refusal) => return refusal,
+        };
+        if let Some(tasks) = self.tasks.get()
+            && let Some(ask) = TaskAsk::of(caller, &accepted.routed.message)
+            && (matches!(ask, TaskAsk::Legacy { .. })
+                || self.gate.needs_human(&accepted.routed.call))
+        {
+            return self.start_task(tasks, ask, accepted).await;
+        }
+        let token = jsonrpc::meta(&accepted.routed.message)
+            .and_then(|m| m.get(META_PROGRESS_TOKEN))
+            .cloned();
+        let hooks = SendHooks {
+            stopping: Some(self.stopping.clone()),
+            ..SendHooks::default()
+        };
+        let reply_to = ReplyTo {
+            session: caller.session.clone(),
+            record: Some(accepted.record),
+            span: Some(accepted.span),
+        };
+        let stream = accepted
+            .routed
+            .run(self.gate.clone(), Progress::new(token), hooks, reply_to);
+        Reply::Stream(Box::new(stream))
+    }
+
+    /// Routes and checks a call: its tool, its arguments against the `inputSchema`, and the
+    /// headers a modern client mirrors. A refused call gets its final answer.
+    async fn accept(&self, caller: &Caller, mut message: Value) -> Result<Accepted, Reply> {
         let id = message["id"].clone();
         let Some(exposed) = jsonrpc::param_str(&message, "name").map(str::to_owned) else {
-            return invalid(id, "tools/call needs params.name");
+            return Err(invalid(id, "tools/call needs params.name"));
         };
-        let Some(route) = self.resolve_tool(caller, &exposed).await else {
-            let meant = self.snapshot().tools_named(&exposed).join(" or ");
-            let hint = if meant.is_empty() {
-                String::new()
-            } else {
-                format!("; did you mean {meant}?")
-            };
-            return invalid(id, format!("Unknown tool: {exposed}{hint}"));
-        };
+        let route = self.route_or_explain(caller, &exposed, &id).await?;
         let arguments = match jsonrpc::params(&message).and_then(|p| p.get("arguments")) {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(args @ Value::Object(_)) => args.clone(),
-            Some(_) => return invalid(id, "params.arguments must be an object"),
+            Some(_) => return Err(invalid(id, "params.arguments must be an object")),
         };
-        let upstream_name = self.upstreams[route.upstream].name.clone();
+        let upstream = self.upstreams[route.upstream].clone();
         let span = call_span(caller, &exposed, &id);
         telemetry::continue_trace(&span, jsonrpc::meta(&message));
-        let record = CallRecord::start(span.clone(), &upstream_name, &route.name);
-
-        if let Err(why) = check_mirrored(caller, &route, &arguments) {
-            record.finish(Outcome::HeaderMismatch);
-            return Reply::Response(jsonrpc::error(
-                Some(id),
-                jsonrpc::code::HEADER_MISMATCH,
-                why,
-            ));
-        }
-        if let Err(why) = check_arguments(&route, &arguments) {
-            record.finish(Outcome::InvalidArguments);
-            let text = format!("Invalid arguments for tool {exposed}: {why}");
-            return Reply::Response(jsonrpc::result(id, jsonrpc::tool_error_result(text)));
+        let record = CallRecord::start(span.clone(), &upstream.name, &route.name);
+        if let Err(refusal) = check_call(caller, &route, &exposed, &arguments, id) {
+            return Err(refusal.answer(record));
         }
         let call = ToolCall {
             id: Uuid::now_v7(),
             agent: caller.agent.clone(),
-            upstream: upstream_name.as_str().into(),
+            upstream: upstream.name.as_str().into(),
             tool: route.name.clone(),
             arguments,
             definition: route.tool.clone(),
@@ -70,47 +89,41 @@ impl Gateway {
         }
         let mut client = caller.client.clone();
         client.mirrored_headers = mirror(&route, &call.arguments);
-        let token = jsonrpc::meta(&message)
-            .and_then(|m| m.get(META_PROGRESS_TOKEN))
-            .cloned();
-        if let Some(tasks) = self.tasks.get()
-            && let Some(ask) = TaskAsk::of(caller, &message)
-            && (matches!(ask, TaskAsk::Legacy { .. }) || self.gate.needs_human(&call))
-        {
-            let (index, tasks) = (route.upstream, tasks.clone());
-            return self
-                .start_task(&tasks, ask, call, &exposed, index, message, client, record)
-                .await;
-        }
-        let (progress, notes) = Progress::new(token);
-        let upstream = self.upstreams[route.upstream].clone();
-        let waiting = gate_then_send(
-            self.gate.clone(),
-            call.clone(),
-            progress,
-            upstream.clone(),
+        let routed = RoutedCall {
+            call,
+            upstream,
+            upstream_index: route.upstream,
             message,
             client,
-            SendHooks {
-                stopping: Some(self.stopping.clone()),
-                ..SendHooks::default()
-            },
-        );
-        let completion = Completion::new(self.gate.clone(), call);
-        let gated = Gated {
-            waiting: Box::pin(waiting.instrument(span)),
-            notes,
-            completion,
         };
-        let stream = ReplyStream::gated(
-            gated,
-            upstream,
-            route.upstream,
-            caller.session.clone(),
-            id,
-            Some(record),
-        );
-        Reply::Stream(Box::new(stream))
+        Ok(Accepted {
+            routed,
+            exposed,
+            record,
+            span,
+        })
+    }
+
+    /// The route of `exposed`, or the error that names the tools the client may have meant.
+    async fn route_or_explain(
+        &self,
+        caller: &Caller,
+        exposed: &str,
+        id: &Value,
+    ) -> Result<ToolRoute, Reply> {
+        if let Some(route) = self.resolve_tool(caller, exposed).await {
+            return Ok(route);
+        }
+        let meant = self.snapshot().tools_named(exposed).join(" or ");
+        let hint = if meant.is_empty() {
+            String::new()
+        } else {
+            format!("; did you mean {meant}?")
+        };
+        Err(invalid(
+            id.clone(),
+            format!("Unknown tool: {exposed}{hint}"),
+        ))
     }
 
     /// Finds a tool by its exposed name, re-reading the upstreams' tool lists once on a miss
@@ -125,81 +138,44 @@ impl Gateway {
     }
 }
 
-/// What a task adds to the path of its call.
-#[derive(Default)]
-pub(super) struct SendHooks {
-    /// Resume the wait on this approval instead of asking the gate afresh (after a restart).
-    pub resume: Option<Uuid>,
-    /// Runs once the gate lets the call through and before it is sent; `false` stops it.
-    pub before_send: Option<Box<dyn FnOnce() -> futures::future::BoxFuture<'static, bool> + Send>>,
-    /// Cancelled when the gateway stops: a call still waiting for its gate is then answered
-    /// at once (a pending approval stays pending for a retry after the restart). Tasks have
-    /// none: a restarted gateway resumes them.
-    pub stopping: Option<tokio_util::sync::CancellationToken>,
+/// Why a routed call is answered without running.
+enum Refusal {
+    HeaderMismatch(Value, String),
+    InvalidArguments(Value, String),
 }
 
-/// What a call still waiting for its gate (a human) is told when the gateway stops.
-const STOPPING: &str = "Countersign is shutting down; the call was not run. An approval it waited for stays pending: retry the same call (same arguments) once the gateway is back to join it.";
-
-/// Waits for the gate, then sends the call upstream. Resolves to the upstream exchange, or to
-/// the final response (with its outcome) when the call does not go out.
-pub(super) async fn gate_then_send(
-    gate: Arc<dyn CallGate>,
-    call: ToolCall,
-    progress: Progress,
-    upstream: Arc<Upstream>,
-    message: Value,
-    client: ClientContext,
-    hooks: SendHooks,
-) -> Result<(Exchange, Progress), (Value, Outcome)> {
-    let id = message["id"].clone();
-    let decision = async {
-        match hooks.resume {
-            Some(approval) => gate.resume(&call, approval, &progress).await,
-            None => gate.check(&call, &progress).await,
-        }
-    };
-    let verdict = match &hooks.stopping {
-        Some(stopping) => tokio::select! {
-            biased;
-            verdict = decision => verdict,
-            _ = stopping.cancelled() => {
-                tracing::info!(call = %call.id, "gateway stopping: a call waiting for its gate is answered");
-                return Err((jsonrpc::result(id, jsonrpc::tool_error_result(STOPPING)), Outcome::Shutdown));
+impl Refusal {
+    fn answer(self, record: CallRecord) -> Reply {
+        match self {
+            Refusal::HeaderMismatch(id, why) => {
+                record.finish(Outcome::HeaderMismatch);
+                let code = jsonrpc::code::HEADER_MISMATCH;
+                Reply::Response(jsonrpc::error(Some(id), code, why))
             }
-        },
-        None => decision.await,
-    };
-    if let Verdict::Refuse(reason) = verdict {
-        return Err((
-            jsonrpc::result(id, jsonrpc::tool_error_result(reason)),
-            Outcome::Refused,
-        ));
-    }
-    if let Some(before_send) = hooks.before_send
-        && !before_send().await
-    {
-        let reason = "The call was cancelled before it was sent.";
-        return Err((
-            jsonrpc::result(id, jsonrpc::tool_error_result(reason)),
-            Outcome::Cancelled,
-        ));
-    }
-    let started = Instant::now();
-    match upstream.request(message, &client).await {
-        Ok(exchange) => Ok((exchange, progress)),
-        Err(e) => {
-            let outcome = CallOutcome {
-                response: None,
-                outcome: Outcome::UpstreamUnavailable,
-                tool_time: started.elapsed(),
-                total_time: call.age(),
-            };
-            gate.finished(&call, outcome).await;
-            let error = jsonrpc::error(Some(id), jsonrpc::code::SERVER_ERROR, e.to_string());
-            Err((error, Outcome::UpstreamUnavailable))
+            Refusal::InvalidArguments(id, text) => {
+                record.finish(Outcome::InvalidArguments);
+                let result = jsonrpc::tool_error_result(text);
+                Reply::Response(jsonrpc::result(id, result))
+            }
         }
     }
+}
+
+fn check_call(
+    caller: &Caller,
+    route: &ToolRoute,
+    exposed: &str,
+    arguments: &Value,
+    id: Value,
+) -> Result<(), Refusal> {
+    if let Err(why) = check_mirrored(caller, route, arguments) {
+        return Err(Refusal::HeaderMismatch(id, why));
+    }
+    if let Err(why) = check_arguments(route, arguments) {
+        let text = format!("Invalid arguments for tool {exposed}: {why}");
+        return Err(Refusal::InvalidArguments(id, text));
+    }
+    Ok(())
 }
 
 /// The header form of an argument: strings as they are, other values as JSON text.

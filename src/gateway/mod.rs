@@ -8,6 +8,7 @@ mod admission;
 mod call;
 pub mod catalog;
 mod listing;
+mod pipeline;
 mod reply;
 mod route;
 pub mod seam;
