@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! agent ─▶ front (HTTP both eras, stdio) ─▶ gateway ─▶ upstream (HTTP both eras, stdio child)
-//!                 authenticate, check          route, validate, gate (the tools/call seam), forward
+//!                 authenticate, check          route, validate, gate, forward
+//!                                              │
+//!                                 governance (policy, approval, audit) decides behind the gate
 //! ```
 
 /// The approval broker: pending → approved / denied / expired / cancelled, persisted.
@@ -31,10 +33,10 @@ pub mod config;
 pub mod console;
 /// MCP toward agents: Streamable HTTP and stdio.
 pub mod front;
-/// The gate that decides every call: policy, approval, audit.
-pub mod gate;
 /// The protocol core: local answers, routing, the `tools/call` path.
 pub mod gateway;
+/// What decides every call behind the gateway's gate: policy, approval, audit.
+pub mod governance;
 /// How the HTTP APIs answer a failed request.
 pub mod http_error;
 /// Raw JSON-RPC messages.

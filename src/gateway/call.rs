@@ -2,8 +2,8 @@
 //! one path of a call ([`super::pipeline`]) or, for a client that takes tasks, as a task.
 
 use super::catalog::ToolRoute;
+use super::gate::{Outcome, Progress, ToolCall};
 use super::pipeline::{ReplyTo, RoutedCall, SendHooks};
-use super::seam::{Outcome, Progress, ToolCall};
 use super::tasks::TaskAsk;
 use super::{Caller, Gateway, Reply};
 use crate::jsonrpc;

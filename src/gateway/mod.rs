@@ -7,17 +7,17 @@
 mod admission;
 mod call;
 pub mod catalog;
+pub mod gate;
 mod listing;
 mod pipeline;
 mod reply;
 mod route;
-pub mod seam;
 pub mod session;
 mod tasks;
 
+pub use gate::{CallGate, ForwardAll, ToolCall, Verdict};
+pub use gate::{CallOutcome, Progress};
 pub use reply::{Reply, ReplyStream};
-pub use seam::{CallGate, ForwardAll, ToolCall, Verdict};
-pub use seam::{CallOutcome, Progress};
 pub use session::{Session, Sessions};
 
 use crate::auth::Agent;

@@ -7,8 +7,8 @@
 //! stream withdraws the approval request, or cancels the call upstream).
 
 use super::ReplyStream;
+use super::gate::{CallGate, CallOutcome, Outcome, Progress, ToolCall, Verdict};
 use super::reply::{Completion, Gated};
-use super::seam::{CallGate, CallOutcome, Outcome, Progress, ToolCall, Verdict};
 use super::session::Session;
 use crate::jsonrpc;
 use crate::telemetry::CallRecord;

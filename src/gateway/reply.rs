@@ -1,6 +1,6 @@
 //! What the gateway hands back for one client message.
 
-use super::seam::{CallGate, CallOutcome, Outcome, Progress, ToolCall};
+use super::gate::{CallGate, CallOutcome, Outcome, Progress, ToolCall};
 use super::session::Session;
 use crate::jsonrpc;
 use crate::telemetry::CallRecord;

@@ -17,8 +17,8 @@ mod shapes;
 mod stored;
 
 use super::call::Accepted;
+use super::gate::{CallGate, Outcome, Progress};
 use super::pipeline::{ReplyTo, RoutedCall, SendHooks};
-use super::seam::{CallGate, Outcome, Progress};
 use super::{Caller, Gateway, Reply};
 use crate::jsonrpc::{self, code};
 use crate::protocol::Era;

@@ -6,8 +6,8 @@
 use super::TaskCall;
 use crate::auth::Agent;
 use crate::gateway::Gateway;
+use crate::gateway::gate::ToolCall;
 use crate::gateway::pipeline::RoutedCall;
-use crate::gateway::seam::ToolCall;
 use crate::protocol::Era;
 use crate::tasks::Task;
 use crate::upstream::ClientContext;

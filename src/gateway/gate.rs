@@ -1,6 +1,7 @@
-//! The `tools/call` seam: the one asynchronous step between a validated call and the upstream.
+//! The gate: the one asynchronous step between a validated `tools/call` and its upstream.
 //!
-//! Policy, approvals and audit plug in here. The gateway core knows only that a gate either lets
+//! The gateway owns the [`CallGate`] trait; governance (`crate::governance`: policy, approvals
+//! and audit together) implements it. The gateway core knows only that a gate either lets
 //! a call through or refuses it with a reason the agent will read, and tells the gate how a
 //! forwarded call ended. While a gate waits (a human approval), it may report progress.
 
