@@ -3,7 +3,7 @@
 //! channel, and the voter proves who they are with their own approver token: `--as` alone
 //! names nobody.
 
-use super::{Ballot, Broker, Status};
+use super::{Ballot, Broker, Status, VoteSource};
 use crate::auth::hash_key;
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -78,36 +78,9 @@ pub enum ApprovalsCommand {
 
 pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ApprovalsCommand::List { status, format } => {
-            let filter = match status.as_str() {
-                "all" => None,
-                s => Some(Status::parse(s).ok_or_else(|| anyhow::anyhow!("unknown status `{s}`"))?),
-            };
-            let mut listed = Vec::new();
-            for approval in broker.list(filter).await? {
-                let approvers = broker.approvers(approval.id).await?;
-                listed.push((approval, approvers));
-            }
-            if format == "json" {
-                let json: Vec<Value> = listed.iter().map(|(a, by)| described(a, by)).collect();
-                println!("{}", serde_json::to_string_pretty(&json)?);
-            } else {
-                for (approval, approvers) in &listed {
-                    print!("{}", table_row(approval, approvers, super::now_ms()));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        ApprovalsCommand::List { status, format } => list(broker, &status, format == "json").await,
         ApprovalsCommand::Watch { format } => watch(broker, format == "json").await,
-        ApprovalsCommand::Show { id } => {
-            let approval = broker.get(id).await?;
-            let approvers = broker.approvers(id).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&described(&approval, &approvers))?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        ApprovalsCommand::Show { id } => show(broker, id).await,
         ApprovalsCommand::Approve {
             id,
             credential,
@@ -119,7 +92,7 @@ pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<E
                 approver,
                 approve: true,
                 reason,
-                source: "cli".into(),
+                source: VoteSource::Cli,
                 evidence,
                 break_glass,
                 idp: None,
@@ -136,7 +109,7 @@ pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<E
                 approver,
                 approve: false,
                 reason: Some(reason),
-                source: "cli".into(),
+                source: VoteSource::Cli,
                 evidence,
                 break_glass: None,
                 idp: None,
@@ -147,26 +120,66 @@ pub async fn run(broker: &Broker, command: ApprovalsCommand) -> anyhow::Result<E
             id,
             credential,
             note,
-        } => {
-            let (reviewer, evidence) = authenticate(broker, &credential)?;
-            match broker
-                .review(id, &reviewer, &note, evidence["authenticated"].clone())
-                .await?
-            {
-                Ok(()) => {
-                    println!("{}", json!({"result": "reviewed", "by": reviewer}));
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(why) => {
-                    println!("{}", json!({"result": "refused", "why": why}));
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+        } => review(broker, id, &credential, &note).await,
+    }
+}
+
+/// `approvals list`: the approvals with `status` (`all` for every one), with who voted.
+async fn list(broker: &Broker, status: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let filter = match status {
+        "all" => None,
+        s => Some(Status::parse(s).ok_or_else(|| anyhow::anyhow!("unknown status `{s}`"))?),
+    };
+    let mut listed = Vec::new();
+    for approval in broker.list(filter).await? {
+        let approvers = broker.approvers(approval.id).await?;
+        listed.push((approval, approvers));
+    }
+    if json {
+        let json: Vec<Value> = listed.iter().map(|(a, by)| described(a, by)).collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        for (approval, approvers) in &listed {
+            print!("{}", table_row(approval, approvers, super::now_ms()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `approvals show`: one approval as JSON.
+async fn show(broker: &Broker, id: Uuid) -> anyhow::Result<ExitCode> {
+    let approval = broker.get(id).await?;
+    let approvers = broker.approvers(id).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&described(&approval, &approvers))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `approvals review`: records the review, or prints why it is refused (and fails).
+async fn review(
+    broker: &Broker,
+    id: Uuid,
+    credential: &Credential,
+    note: &str,
+) -> anyhow::Result<ExitCode> {
+    let (reviewer, evidence) = authenticate(broker, credential)?;
+    match broker
+        .review(id, &reviewer, note, evidence["authenticated"].clone())
+        .await?
+    {
+        Ok(()) => {
+            println!("{}", json!({"result": "reviewed", "by": reviewer}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            println!("{}", json!({"result": "refused", "why": why.to_string()}));
+            Ok(ExitCode::FAILURE)
         }
     }
 }
 
-/// An approval with its times in RFC 3339 and the approvers so far.
 /// How often `approvals watch` looks.
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -216,6 +229,7 @@ fn print_change(
     Ok(())
 }
 
+/// An approval with its times in RFC 3339 and the approvers so far.
 fn described(approval: &super::Approval, approvers: &[String]) -> Value {
     let mut json = serde_json::to_value(approval).unwrap_or_default();
     let time = |ms: i64| crate::audit::rfc3339_of_ms(ms);

@@ -16,7 +16,7 @@ pub(super) fn refusal(entry: &Entry, ballot: &Ballot, configured: bool) -> Optio
     if who == r.agent {
         return Some("the requesting agent cannot vote on its own call".into());
     }
-    let standing = entry.standing_groups(ballot.idp.as_ref(), &ballot.source);
+    let standing = entry.standing_groups(ballot.idp.as_ref(), Some(ballot.source));
     if !configured && standing.is_empty() {
         return Some(match &ballot.idp {
             Some(_) => format!(
@@ -30,7 +30,7 @@ pub(super) fn refusal(entry: &Entry, ballot: &Ballot, configured: bool) -> Optio
             "{who} asked for this call (the agent acts on their behalf) and may not approve it"
         ));
     }
-    if !entry.may_vote(who, ballot.idp.as_ref(), &ballot.source) {
+    if !entry.may_vote(who, ballot.idp.as_ref(), Some(ballot.source)) {
         return Some(format!("{who} is not an approver for this call"));
     }
     if let Some(justification) = &ballot.break_glass {
@@ -52,9 +52,8 @@ pub(super) fn refusal(entry: &Entry, ballot: &Ballot, configured: bool) -> Optio
         }
     }
     // The built-in channels ask for a reason; a chat reaction cannot carry one.
-    let asks_reason = matches!(ballot.source.as_str(), "cli" | "http" | "console");
     if !ballot.approve
-        && asks_reason
+        && ballot.source.asks_reason()
         && ballot.reason.as_deref().is_none_or(|r| r.trim().is_empty())
     {
         return Some("a deny needs a reason".into());
@@ -66,9 +65,12 @@ pub(super) fn refusal(entry: &Entry, ballot: &Ballot, configured: bool) -> Optio
 /// eligible on this approval (none when the ledger no longer holds it); only for a console
 /// vote: no other channel records a provider's word.
 pub(super) fn recorded_idp(ballot: &Ballot, entry: Option<&Entry>) -> Option<IdpVoter> {
-    let idp = ballot.idp.as_ref().filter(|_| ballot.source == "console")?;
+    let idp = ballot
+        .idp
+        .as_ref()
+        .filter(|_| ballot.source.attests_idp())?;
     let groups = entry
-        .map(|e| e.standing_groups(Some(idp), &ballot.source))
+        .map(|e| e.standing_groups(Some(idp), Some(ballot.source)))
         .unwrap_or_default();
     Some(IdpVoter {
         groups,

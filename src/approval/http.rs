@@ -8,7 +8,7 @@
 //! POST /approvals/{id}/review         {"note": "..."}   (a break-glass approval, by another approver)
 //! ```
 
-use super::{Ballot, Broker, BrokerError, Status};
+use super::{Ballot, Broker, BrokerError, Status, VoteSource};
 use crate::http_error::HttpError;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -183,7 +183,7 @@ async fn cast(
         approver: who,
         approve,
         reason: body.reason,
-        source: "http".into(),
+        source: VoteSource::Http,
         evidence: json!({
             "channel": "approver-api",
             "authenticated": {"method": "approver token", "via": "http"},
@@ -220,6 +220,6 @@ async fn review(
         .await?
     {
         Ok(()) => Ok(Json(json!({"result": "reviewed", "by": who})).into_response()),
-        Err(why) => Err(ApiError::BadRequest(why)),
+        Err(why) => Err(ApiError::BadRequest(why.to_string())),
     }
 }

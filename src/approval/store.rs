@@ -332,7 +332,7 @@ pub async fn insert_vote(
     .bind(&ballot.approver)
     .bind(i64::from(ballot.approve))
     .bind(&ballot.reason)
-    .bind(&ballot.source)
+    .bind(ballot.source.as_str())
     .bind(now)
     .execute(conn)
     .await?;

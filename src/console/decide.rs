@@ -8,7 +8,7 @@ use super::html::{csrf_field, esc, facts, page, time_ms};
 use super::inbox::{approver, ballot, banner, countdown, quorum};
 use super::session::Current;
 use super::{Console, html_response};
-use crate::approval::{Approval, Sighting, Status, VoteResult};
+use crate::approval::{Approval, Sighting, Status, VoteResult, VoteSource};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -84,7 +84,7 @@ async fn show(
     if approval.status == Status::Pending && console.sessions.first_sight(&current, approval.id) {
         let sighting = Sighting {
             who: who.clone(),
-            source: "console".into(),
+            source: VoteSource::Console,
             how: "opened".into(),
             evidence: serde_json::json!({"authenticated": current.identity.authenticated}),
         };

@@ -6,7 +6,7 @@ use super::error::ConsoleError;
 use super::html::{esc, page, time_ms};
 use super::session::Current;
 use super::{Console, html_response};
-use crate::approval::{Approval, Ballot, Status};
+use crate::approval::{Approval, Ballot, Status, VoteSource};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -46,7 +46,7 @@ pub(super) fn ballot(current: &Current, who: &str, approve: bool) -> Ballot {
         approver: who.to_owned(),
         approve,
         reason: None,
-        source: "console".into(),
+        source: VoteSource::Console,
         evidence: serde_json::json!({
             "channel": "console",
             "authenticated": current.identity.authenticated,

@@ -6,7 +6,7 @@
 
 use crate::approvals::{answer, api, base, gateway_with, held_delete, policy_dir, text};
 use crate::support::{Backend, TestDb};
-use countersign::approval::{Ballot, Broker, Directory, VoteResult};
+use countersign::approval::{Ballot, Broker, Directory, VoteResult, VoteSource};
 use countersign::audit::events::IdpVoter;
 use countersign::audit::{EventKind, NewEvent};
 use serde_json::{Value, json};
@@ -68,7 +68,7 @@ fn console_ballot(who: &str, subject: &str, groups: &[&str]) -> Ballot {
         approver: who.into(),
         approve: true,
         reason: None,
-        source: "console".into(),
+        source: VoteSource::Console,
         evidence: json!({"channel": "console", "authenticated": {"method": "openid connect",
             "via": "console", "issuer": ISSUER, "subject": subject}}),
         break_glass: None,
@@ -181,7 +181,7 @@ async fn outsiders_and_the_agents_human_are_refused(
         "asked for this call",
     );
     let mut dave = console_ballot("dave", "s-dave", &["idp-ops"]);
-    dave.source = "http".into();
+    dave.source = VoteSource::Http;
     let dave = console.vote(approval, dave).await.unwrap();
     refused(&dave, "not an approver for this call");
     let url = format!("{}/approvals/{id}/approve", base(gw));

@@ -4,7 +4,7 @@
 
 use super::render::{APPROVAL_KEY, APPROVE, DENY};
 use super::{Matrix, store};
-use crate::approval::{Ballot, Broker, Sighting, now_ms};
+use crate::approval::{Ballot, Broker, Sighting, VoteSource, now_ms};
 use crate::backoff::Backoff;
 use crate::chat::db::{CardRef, card_by_message};
 use crate::chat::reply::{self, Answer};
@@ -225,7 +225,7 @@ impl Handler<'_> {
         let approval = self.broker.get(card.approval_id).await?;
         let sighting = Sighting {
             who: approver.clone().unwrap_or_else(|| sender.to_owned()),
-            source: BACKEND.into(),
+            source: VoteSource::Matrix,
             how: how.into(),
             evidence: evidence.clone(),
         };
@@ -241,7 +241,7 @@ impl Handler<'_> {
             approver,
             approve,
             reason,
-            source: BACKEND.into(),
+            source: VoteSource::Matrix,
             evidence,
             break_glass: None,
             idp: None,
@@ -272,7 +272,7 @@ impl Handler<'_> {
                 let who = self.broker.directory().by_chat(BACKEND, &[user]);
                 let sighting = Sighting {
                     who: who.map_or_else(|| user.clone(), |p| p.id.clone()),
-                    source: BACKEND.into(),
+                    source: VoteSource::Matrix,
                     how: "read_receipt".into(),
                     evidence: json!({"room_id": room, "event_id": event_id, "user": user, "receipt": receipt}),
                 };

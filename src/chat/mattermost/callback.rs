@@ -22,7 +22,7 @@ use super::dialog::{self, DialogState};
 use super::store::{self, TokenRow};
 use super::trigger::{Proof, TriggerError};
 use super::{DIALOG_PATH, HEALTH_PATH, Mattermost, NAME};
-use crate::approval::{Approval, Ballot, Broker, Sighting, Status, VoteResult, now_ms};
+use crate::approval::{Approval, Ballot, Broker, Sighting, Status, VoteResult, VoteSource, now_ms};
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -233,7 +233,7 @@ impl Mattermost {
         let evidence = click_evidence(request, &click);
         let sighting = Sighting {
             who: person.name().to_owned(),
-            source: NAME.into(),
+            source: VoteSource::Mattermost,
             how: "click".into(),
             evidence: evidence.clone(),
         };
@@ -242,7 +242,7 @@ impl Mattermost {
             approver: person.name().to_owned(),
             approve: click.token.decision == "approve",
             reason: None,
-            source: NAME.into(),
+            source: VoteSource::Mattermost,
             evidence,
             break_glass: None,
             idp: None,
@@ -444,7 +444,7 @@ impl Mattermost {
             approver: state.approver.clone(),
             approve: false,
             reason: Some(reason.to_owned()),
-            source: NAME.into(),
+            source: VoteSource::Mattermost,
             evidence,
             break_glass: None,
             idp: None,

@@ -22,7 +22,7 @@ mod trigger;
 mod websocket;
 
 use crate::approval::Notifier;
-use crate::approval::{Approval, Broker, Directory, Sighting, Status};
+use crate::approval::{Approval, Broker, Directory, Sighting, Status, VoteSource};
 use crate::chat::{CallSummary, ChatBackend, ChatError, Check};
 use crate::store::Db;
 use crate::tls::Tls;
@@ -285,7 +285,7 @@ impl Mattermost {
             .collect();
         let sighting = Sighting {
             who: format!("channel {}", card.channel_id),
-            source: NAME.into(),
+            source: VoteSource::Mattermost,
             how: "audience".into(),
             evidence: json!({"post_id": card.post_id, "channel_id": card.channel_id, "members": users,
                              "complete": members.len() < 200}),

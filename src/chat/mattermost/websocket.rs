@@ -5,7 +5,7 @@
 
 use super::store::{self, Card};
 use super::{Mattermost, Mode, NAME};
-use crate::approval::{Ballot, Broker, Sighting};
+use crate::approval::{Ballot, Broker, Sighting, VoteSource};
 use crate::chat::reply::{self, Answer};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -175,7 +175,7 @@ async fn on_event(
     let who = mm.person(&signal.user_id).await.name().to_owned();
     let sighting = Sighting {
         who: who.clone(),
-        source: NAME.into(),
+        source: VoteSource::Mattermost,
         how: signal.how.into(),
         evidence: signal.evidence.clone(),
     };
@@ -188,7 +188,7 @@ async fn on_event(
             approver: who,
             approve,
             reason,
-            source: NAME.into(),
+            source: VoteSource::Mattermost,
             evidence: signal.evidence,
             break_glass: None,
             idp: None,

@@ -6,7 +6,7 @@
 
 use super::BACKEND;
 use super::interactions::Callbacks;
-use crate::approval::Sighting;
+use crate::approval::{Sighting, VoteSource};
 use crate::chat::db::card_by_message_soon;
 use crate::chat::reply;
 use axum::extract::State;
@@ -81,7 +81,7 @@ impl Callbacks {
         let approver = self.approver_of(user);
         let sighting = Sighting {
             who: approver.clone().unwrap_or_else(|| user.to_owned()),
-            source: BACKEND.into(),
+            source: VoteSource::Slack,
             how: "reply".into(),
             evidence: evidence.clone(),
         };

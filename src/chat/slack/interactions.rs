@@ -4,7 +4,7 @@
 
 use super::render::{APPROVE_ACTION, DENY_ACTION, DENY_MODAL, REASON_BLOCK, REASON_INPUT};
 use super::{BACKEND, Slack, signature};
-use crate::approval::{Ballot, Broker, Sighting, now_ms};
+use crate::approval::{Ballot, Broker, Sighting, VoteSource, now_ms};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -118,7 +118,7 @@ impl Callbacks {
             who: approver
                 .clone()
                 .unwrap_or_else(|| user_id(payload).to_owned()),
-            source: BACKEND.into(),
+            source: VoteSource::Slack,
             how: "click".into(),
             evidence: evidence.clone(),
         };
@@ -188,7 +188,7 @@ impl Callbacks {
             approver,
             approve,
             reason,
-            source: BACKEND.into(),
+            source: VoteSource::Slack,
             evidence,
             break_glass: None,
             idp: None,
