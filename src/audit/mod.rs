@@ -57,7 +57,8 @@ use prepare::{Prepared, prepare};
 pub use query::{Filter, Format, MAX_LIMIT, render};
 pub use story::{Unreviewed, Violation};
 pub use verify::{
-    Breach, Checkpoint, VerifyOptions, VerifyReport, checkpoint, verify, verify_counting,
+    BadCheckpoint, Breach, Checkpoint, VerifyOptions, VerifyReport, checkpoint, verify,
+    verify_counting,
 };
 pub use writer::{Observer, Recorded, Transition};
 

@@ -32,7 +32,7 @@ mod report;
 mod rows;
 mod signatures;
 
-pub use report::{Breach, Checkpoint, VerifyReport, checkpoint};
+pub use report::{BadCheckpoint, Breach, Checkpoint, VerifyReport, checkpoint};
 
 use super::AuditError;
 use super::anchor::Anchor;

@@ -23,11 +23,16 @@ impl fmt::Display for Checkpoint {
     }
 }
 
+/// A text that is not a [`Checkpoint`].
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a checkpoint; expected SEQ:HASH (64 hex digits)")]
+pub struct BadCheckpoint(String);
+
 impl FromStr for Checkpoint {
-    type Err = String;
+    type Err = BadCheckpoint;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("`{s}` is not a checkpoint; expected SEQ:HASH (64 hex digits)");
+        let bad = || BadCheckpoint(s.to_owned());
         let (seq, hash) = s.trim().split_once(':').ok_or_else(bad)?;
         let seq: i64 = seq.parse().map_err(|_| bad())?;
         let hash = hash.to_ascii_lowercase();
