@@ -7,7 +7,7 @@
 //! emptied or re-signed log is caught even by someone who holds the signing key but not the
 //! anchors; the writer makes the same check at start-up against the last anchor.
 
-use super::AuditError;
+use super::{AnchorsFileError, AuditError};
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -76,20 +76,25 @@ impl Anchors {
 
 /// Every anchor in the file at `path`, in order (none when it does not exist).
 pub fn read(path: &Path) -> Result<Vec<Anchor>, AuditError> {
-    let bad = |reason: String| AuditError::Anchors {
+    let bad = |source: AnchorsFileError| AuditError::Anchors {
         path: path.display().to_string(),
-        reason,
+        source,
     };
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(bad(e.to_string())),
+        Err(e) => return Err(bad(AnchorsFileError::Read(e))),
     };
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(n, line)| {
-            serde_json::from_str(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))
+            serde_json::from_str(line).map_err(|source| {
+                bad(AnchorsFileError::Line {
+                    line: n + 1,
+                    source,
+                })
+            })
         })
         .collect()
 }

@@ -66,9 +66,9 @@ pub(crate) fn chain_hash(prev_hash: &str, canonical: &[u8]) -> [u8; 64] {
     hex_out
 }
 
-/// The payload's canonical JSON text (RFC 8785 with exact 64-bit integers). Never fails.
-pub(crate) fn canonical_payload(payload: &serde_json::Value) -> Result<String, String> {
-    Ok(crate::canonical::to_string(payload))
+/// The payload's canonical JSON text (RFC 8785 with exact 64-bit integers).
+pub(crate) fn canonical_payload(payload: &serde_json::Value) -> String {
+    crate::canonical::to_string(payload)
 }
 
 /// Now, as stored in `at`: RFC 3339 UTC with six fractional digits.
@@ -84,7 +84,7 @@ pub(crate) fn format_timestamp(micros: i64) -> String {
 /// Parses an RFC 3339 timestamp (`2026-01-02T03:04:05Z`, with optional fraction and a `Z` or
 /// `±HH:MM` offset), a bare date (`2026-01-02`, midnight UTC), or a time ago (`24h`, `7d`,
 /// `1h30m`) into the stored form.
-pub(crate) fn parse_timestamp(s: &str) -> Result<String, String> {
+pub(crate) fn parse_timestamp(s: &str) -> Result<String, BadTimestamp> {
     let ago = || {
         let ago = crate::policy::parse_duration(s)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
@@ -93,13 +93,16 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<String, String> {
     crate::timestamp::parse_micros(s)
         .map(format_timestamp)
         .or_else(ago)
-        .ok_or_else(|| {
-            format!(
-                "`{s}` is not an RFC 3339 timestamp, a date or a time ago (e.g. \
-                 2026-01-02T03:04:05Z, 2026-01-02, 24h, 7d)"
-            )
-        })
+        .ok_or_else(|| BadTimestamp(s.to_owned()))
 }
+
+/// A text that [`parse_timestamp`] does not read as a moment.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{0}` is not an RFC 3339 timestamp, a date or a time ago (e.g. \
+     2026-01-02T03:04:05Z, 2026-01-02, 24h, 7d)"
+)]
+pub(crate) struct BadTimestamp(String);
 
 /// Microseconds since the Unix epoch of an RFC 3339 timestamp.
 pub(crate) fn timestamp_micros(s: &str) -> Option<i64> {
@@ -122,7 +125,7 @@ mod tests {
         let payloads: Vec<_> = within_2_53.iter().chain([&beyond]).collect();
         for (n, payload) in payloads.iter().enumerate() {
             for call_id in [None, Some("0190a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b")] {
-                let canonical_payload = canonical_payload(payload).unwrap();
+                let canonical_payload = canonical_payload(payload);
                 let actor = "al\"ice\n\u{1f}\u{7f}😀";
                 let fields = Fields {
                     seq: 42 + n as i64,

@@ -289,7 +289,7 @@ async fn verify(
     {
         None => None,
         Some(Ok(cp)) => Some(cp),
-        Some(Err(message)) => return failure(AuditError::InvalidQuery(message)),
+        Some(Err(bad)) => return failure(AuditError::InvalidQuery(bad.to_string())),
     };
     let options = match api.log.verify_options() {
         Ok(options) => super::VerifyOptions {

@@ -1,7 +1,7 @@
 //! The audit log: one append-only, hash-chained, signed table of events in a total order.
 //!
 //! * [`AuditLog::append`] resolves only once the event is durably committed. One writer task
-//!   per process does group commit (`writer.rs`): every queued append (up to [`MAX_BATCH`]
+//!   per process does group commit (`writer/`): every queued append (up to [`MAX_BATCH`]
 //!   events) goes into one transaction, chained, and the batch's last event carries an Ed25519
 //!   signature over the new head by a key that is not in the database (`keys.rs`).
 //! * [`AuditLog::transact`] runs a [`Transition`] inside the writer's transaction: the state
@@ -19,13 +19,23 @@
 //!   canonical is JCS with exact 64-bit integers (see [`crate::canonical`]).
 //! * The database refuses UPDATE, DELETE (and on PostgreSQL TRUNCATE) of events; what a
 //!   database administrator with full rights can still do is what [`verify()`] detects.
+//!
+//! The parts: this file holds the events' shapes and the [`AuditLog`] handle;
+//! `kind.rs` names what happened ([`EventKind`]), `events/` types every payload, `prepare.rs`
+//! makes an event canonical on the caller's task, `writer/` commits it, `chain.rs`, `keys.rs`
+//! and `anchor.rs` are what the log is kept with, `verify/` and `story.rs` check it all,
+//! `query.rs`, `http.rs` and `cli.rs` read it, `setup.rs` opens it as configured,
+//! `unfinished.rs` records calls whose end never was, and `error.rs` says what went wrong.
 
 mod anchor;
 mod chain;
 pub mod cli;
+mod error;
 pub mod events;
 mod http;
 pub mod keys;
+mod kind;
+mod prepare;
 mod query;
 pub mod setup;
 mod story;
@@ -37,20 +47,24 @@ pub use anchor::{Anchor, Anchors};
 pub use chain::GENESIS_HASH;
 pub(crate) use chain::format_timestamp;
 pub(crate) use chain::timestamp_micros;
+pub use error::{AnchorsFileError, AuditError, WriteFailure};
 pub use http::auditor_router;
 pub(crate) use http::filter_of;
 pub use keys::{KeyError, RedactionKey, SigningKey, TrustedKeys};
+pub use kind::EventKind;
+pub(crate) use prepare::Indexed;
+use prepare::{Prepared, prepare};
 pub use query::{Filter, Format, MAX_LIMIT, render};
 pub use story::{Unreviewed, Violation};
 pub use verify::{
-    Breach, Checkpoint, VerifyOptions, VerifyReport, checkpoint, verify, verify_counting,
+    BadCheckpoint, Breach, Checkpoint, VerifyOptions, VerifyReport, checkpoint, verify,
+    verify_counting,
 };
 pub use writer::{Observer, Recorded, Transition};
 
 use crate::store::Db;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -61,103 +75,6 @@ pub const MAX_BATCH: usize = 1024;
 pub const DEFER_AT_MOST: std::time::Duration = std::time::Duration::from_millis(2);
 /// Appends that may wait for the writer before `append` itself waits for room.
 const QUEUE: usize = 8192;
-
-/// What happened. The string forms are stored and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum EventKind {
-    #[serde(rename = "call.received")]
-    CallReceived,
-    #[serde(rename = "policy.decided")]
-    PolicyDecided,
-    #[serde(rename = "approval.requested")]
-    ApprovalRequested,
-    #[serde(rename = "approval.seen")]
-    ApprovalSeen,
-    #[serde(rename = "approval.vote")]
-    ApprovalVote,
-    #[serde(rename = "approval.decided")]
-    ApprovalDecided,
-    #[serde(rename = "call.forwarded")]
-    CallForwarded,
-    #[serde(rename = "call.completed")]
-    CallCompleted,
-    #[serde(rename = "call.failed")]
-    CallFailed,
-    #[serde(rename = "call.ambiguous")]
-    CallAmbiguous,
-    #[serde(rename = "audit.read")]
-    AuditRead,
-    #[serde(rename = "approval.reviewed")]
-    ApprovalReviewed,
-    #[serde(rename = "approval.refused")]
-    ApprovalRefused,
-    #[serde(rename = "audit.key")]
-    AuditKey,
-    #[serde(rename = "audit.alert")]
-    AuditAlert,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 15] = [
-        EventKind::CallReceived,
-        EventKind::PolicyDecided,
-        EventKind::ApprovalRequested,
-        EventKind::ApprovalSeen,
-        EventKind::ApprovalVote,
-        EventKind::ApprovalDecided,
-        EventKind::CallForwarded,
-        EventKind::CallCompleted,
-        EventKind::CallFailed,
-        EventKind::CallAmbiguous,
-        EventKind::AuditRead,
-        EventKind::ApprovalReviewed,
-        EventKind::ApprovalRefused,
-        EventKind::AuditKey,
-        EventKind::AuditAlert,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::CallReceived => "call.received",
-            EventKind::PolicyDecided => "policy.decided",
-            EventKind::ApprovalRequested => "approval.requested",
-            EventKind::ApprovalSeen => "approval.seen",
-            EventKind::ApprovalVote => "approval.vote",
-            EventKind::ApprovalDecided => "approval.decided",
-            EventKind::CallForwarded => "call.forwarded",
-            EventKind::CallCompleted => "call.completed",
-            EventKind::CallFailed => "call.failed",
-            EventKind::CallAmbiguous => "call.ambiguous",
-            EventKind::AuditRead => "audit.read",
-            EventKind::ApprovalReviewed => "approval.reviewed",
-            EventKind::ApprovalRefused => "approval.refused",
-            EventKind::AuditKey => "audit.key",
-            EventKind::AuditAlert => "audit.alert",
-        }
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventKind {
-    type Err = AuditError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EventKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                AuditError::InvalidQuery(format!(
-                    "unknown event kind `{s}`; known kinds: {}",
-                    EventKind::ALL.map(EventKind::as_str).join(", ")
-                ))
-            })
-    }
-}
 
 /// An event to append, built from a typed [`events::AuditEvent`] by [`NewEvent::new`]. The
 /// writer assigns `seq`, `id`, `at` and the hashes.
@@ -226,40 +143,6 @@ pub struct Appended {
     pub at: String,
 }
 
-/// Errors of the audit log. An append error means the event is not in the log.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error("the audit log could not be written: {0}")]
-    WriteFailed(String),
-    #[error("the audit log writer has stopped; no event can be recorded")]
-    WriterStopped,
-    #[error("the event cannot be recorded: {0}")]
-    InvalidEvent(String),
-    #[error("invalid audit query: {0}")]
-    InvalidQuery(String),
-    #[error("verifying the audit log failed: {0}")]
-    VerifyFailed(String),
-    #[error("audit event {seq} cannot be read: {reason} (run `countersign audit verify`)")]
-    Corrupt { seq: i64, reason: String },
-    #[error(
-        "the audit log was tampered with: {0}; nothing more is appended until it is \
-         investigated (run `countersign audit verify`)"
-    )]
-    Tampered(String),
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error("the anchors file {path}: {reason}")]
-    Anchors { path: String, reason: String },
-}
-
-impl From<sqlx::Error> for AuditError {
-    fn from(e: sqlx::Error) -> Self {
-        AuditError::Store(crate::store::StoreError::Query(e))
-    }
-}
-
 /// The handle to the audit log; cheap to clone. The writer task stops when the last handle
 /// is dropped, after committing what was queued.
 #[derive(Clone)]
@@ -316,43 +199,6 @@ impl fmt::Debug for AuditLog {
         f.debug_struct("AuditLog")
             .field("backend", &self.inner.db.backend)
             .finish_non_exhaustive()
-    }
-}
-
-/// An event with its payload already canonical (done on the caller's task, not the writer's).
-struct Prepared {
-    call_id: Option<String>,
-    kind: EventKind,
-    actor: String,
-    payload: String,
-    indexed: Indexed,
-}
-
-/// The payload fields copied into indexed columns.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Indexed {
-    pub agent: Option<String>,
-    pub server: Option<String>,
-    pub tool: Option<String>,
-    pub approver: Option<String>,
-    pub outcome: Option<String>,
-}
-
-impl Indexed {
-    fn of(payload: &serde_json::Value) -> Indexed {
-        let field = |name: &str| {
-            payload
-                .get(name)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        };
-        Indexed {
-            agent: field("agent"),
-            server: field("server"),
-            tool: field("tool"),
-            approver: field("approver"),
-            outcome: field("outcome"),
-        }
     }
 }
 
@@ -433,7 +279,7 @@ impl AuditLog {
         let mut appended = self.append_all(vec![event]).await?;
         appended
             .pop()
-            .ok_or_else(|| AuditError::WriteFailed("the writer answered no event".into()))
+            .ok_or_else(|| AuditError::WriteFailed(WriteFailure::NoEvent))
     }
 
     /// Appends one event nothing is waiting on (how a call ended, once its answer left): it
@@ -449,7 +295,7 @@ impl AuditLog {
         done.appended
             .into_iter()
             .next()
-            .ok_or_else(|| AuditError::WriteFailed("the writer answered no event".into()))
+            .ok_or_else(|| AuditError::WriteFailed(WriteFailure::NoEvent))
     }
 
     /// Appends several events atomically and consecutively (all or none); resolves once they
@@ -484,10 +330,10 @@ impl AuditLog {
             .await?;
         let any: Box<dyn std::any::Any> = done
             .transition
-            .ok_or_else(|| AuditError::WriteFailed("the writer lost a transition".into()))?;
-        let transition = any.downcast::<T>().map_err(|_| {
-            AuditError::WriteFailed("the writer returned another transition".into())
-        })?;
+            .ok_or_else(|| AuditError::WriteFailed(WriteFailure::LostTransition))?;
+        let transition = any
+            .downcast::<T>()
+            .map_err(|_| AuditError::WriteFailed(WriteFailure::OtherTransition))?;
         Ok((*transition, done.appended))
     }
 
@@ -532,50 +378,4 @@ impl AuditLog {
 /// Unix milliseconds as RFC 3339 UTC (`2026-01-02T03:04:05.123000Z`).
 pub fn rfc3339_of_ms(ms: i64) -> String {
     crate::timestamp::rfc3339_ms(ms)
-}
-
-fn prepare(event: NewEvent) -> Result<Prepared, AuditError> {
-    if !event.payload.is_object() {
-        return Err(AuditError::InvalidEvent(
-            "the payload must be a JSON object".into(),
-        ));
-    }
-    let payload = chain::canonical_payload(&event.payload).map_err(AuditError::InvalidEvent)?;
-    Ok(Prepared {
-        call_id: event.call_id.map(|id| id.to_string()),
-        kind: event.kind,
-        actor: event.actor,
-        indexed: Indexed::of(&event.payload),
-        payload,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn kinds_round_trip_through_their_names() {
-        for kind in EventKind::ALL {
-            assert_eq!(kind.as_str().parse::<EventKind>().unwrap(), kind);
-            assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
-        }
-        assert!("call.exploded".parse::<EventKind>().is_err());
-    }
-
-    #[test]
-    fn indexed_fields_are_top_level_strings() {
-        let indexed = Indexed::of(
-            &json!({"agent": "ci", "tool": 3, "server": {"x": 1}, "outcome": "denied"}),
-        );
-        assert_eq!(
-            indexed,
-            Indexed {
-                agent: Some("ci".into()),
-                outcome: Some("denied".into()),
-                ..Indexed::default()
-            }
-        );
-    }
 }

@@ -129,11 +129,13 @@ pub(crate) async fn list(db: &Db, filter: &Filter) -> Result<Vec<Event>, AuditEr
         add("call_id", "=", Value::Text(call_id.to_string()));
     }
     if let Some(since) = &filter.since {
-        let since = chain::parse_timestamp(since).map_err(AuditError::InvalidQuery)?;
+        let since =
+            chain::parse_timestamp(since).map_err(|e| AuditError::InvalidQuery(e.to_string()))?;
         add("at", ">=", Value::Text(since));
     }
     if let Some(until) = &filter.until {
-        let until = chain::parse_timestamp(until).map_err(AuditError::InvalidQuery)?;
+        let until =
+            chain::parse_timestamp(until).map_err(|e| AuditError::InvalidQuery(e.to_string()))?;
         add("at", "<", Value::Text(until));
     }
     if let Some(after) = filter.after_seq {

@@ -203,7 +203,7 @@ impl Story {
             );
         }
         approval.decided = Some((seq, decided));
-        if let Err(why) = backing(approval) {
+        if let Some(why) = unbacked(approval) {
             self.violate(seq, call, format!("approval {id} was approved but {why}"));
         }
     }
@@ -338,16 +338,16 @@ fn grant_refusal(approval: &Approval, forwarded: &CallForwarded) -> Option<Strin
     if !bound {
         return Some("the forwarded call is not the call that was approved".into());
     }
-    backing(approval).err()
+    unbacked(approval)
 }
 
 /// Why an approved decision is not backed by its votes, if it is not.
-fn backing(approval: &Approval) -> Result<(), String> {
+fn unbacked(approval: &Approval) -> Option<String> {
     let Some((_, decided)) = &approval.decided else {
-        return Ok(());
+        return None;
     };
     if decided.outcome != "approved" {
-        return Ok(());
+        return None;
     }
     let requested = &approval.requested;
     let not_self = |who: &str| {
@@ -357,11 +357,11 @@ fn backing(approval: &Approval) -> Result<(), String> {
     if decided.break_glass {
         let by = decided.decided_by.as_deref().unwrap_or_default();
         let Some(grant) = &requested.break_glass else {
-            return Err("by break-glass, which the rule did not allow".into());
+            return Some("by break-glass, which the rule did not allow".into());
         };
         let named = named(requested);
         if !grant.eligible.iter().any(|p| p == by) || !named.contains(by) || !not_self(by) {
-            return Err(format!("by break-glass from {by}, who may not use it"));
+            return Some(format!("by break-glass from {by}, who may not use it"));
         }
         let justification = approval
             .votes
@@ -370,12 +370,12 @@ fn backing(approval: &Approval) -> Result<(), String> {
             .and_then(|v| v.justification.as_deref())
             .unwrap_or_default();
         if justification.trim().chars().count() < grant.min_justification {
-            return Err(format!(
+            return Some(format!(
                 "by break-glass with a justification shorter than {} characters",
                 grant.min_justification
             ));
         }
-        return Ok(());
+        return None;
     }
     let approving: Vec<&Vote> = approval
         .votes
@@ -384,12 +384,12 @@ fn backing(approval: &Approval) -> Result<(), String> {
         .collect();
     let people = people(&approving);
     if people < requested.quorum.max(1) as usize {
-        return Err(format!(
+        return Some(format!(
             "with {people} distinct eligible approvals where the rule needs {}",
             requested.quorum.max(1)
         ));
     }
-    Ok(())
+    None
 }
 
 /// The voter ids the request names (`eligible`, or `approvers` in logs older than it).
