@@ -216,6 +216,21 @@ chat:
     }
 
     #[test]
+    fn the_oidc_client_secret_stays_out_of_debug_output() {
+        let text = "\
+server: {allow_anonymous: true}
+upstreams:
+  - name: api
+    http: {url: 'http://127.0.0.1:3901/mcp'}
+console:
+  oidc: {issuer: 'https://idp.example', client_id: cs, client_secret: hunter2-client-secret}
+";
+        let config = parse(text, "c.yaml", &[]).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn relative_sqlite_paths_follow_the_config_file() {
         let base = Path::new("/etc/cs");
         let at = |url: &str| sqlite_url_against(url, base);
