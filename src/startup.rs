@@ -4,6 +4,7 @@ use crate::approval::limits::ApprovalLimits;
 use crate::approval::{Broker, Directory};
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
+use crate::chat::ChatBackend;
 use crate::config::Config;
 use crate::front::bounds::{self, EdgeLimits};
 use crate::front::{OriginPolicy, http};
@@ -125,31 +126,8 @@ impl Governance {
         let tasks = Tasks::new(db.clone(), audit.clone(), ttl);
         policies.watch(dir.clone(), shutdown.clone());
         let chats = crate::chat::backends(config)?;
-        let broker = Broker::new(
-            db,
-            audit.clone(),
-            Arc::new(
-                Directory::from_config(config).with_limits(ApprovalLimits::new(&config.approvals)),
-            ),
-            crate::chat::notifiers(&chats),
-        )
-        .await
-        .context("approvals")?;
-        broker.set_progress_every(Duration::from_secs(config.approvals.progress_secs));
-        broker.spawn_watch(shutdown.clone());
-        let mut routes = crate::approval::http::router(broker.clone()).merge(
-            crate::audit::auditor_router(audit.clone(), &config.auditors),
-        );
-        if let Some(console) =
-            crate::console::Console::new(config, broker.clone(), audit.clone(), policies.clone())
-                .await?
-        {
-            routes = routes.merge(crate::console::router(console));
-        }
-        for chat in &chats {
-            routes = routes.merge(chat.clone().router(broker.clone()));
-            chat.clone().spawn(broker.clone(), shutdown.clone());
-        }
+        let broker = start_broker(config, db, &audit, &chats, &shutdown).await?;
+        let routes = routes(config, &broker, &audit, &policies, &chats, &shutdown).await?;
         let gate = Arc::new(PolicyGate::new(
             policies,
             audit.clone(),
@@ -165,6 +143,55 @@ impl Governance {
             tasks: Some(tasks),
         })
     }
+}
+
+/// The approval broker, telling `chats` about each approval, with its expiry watch running.
+async fn start_broker(
+    config: &Config,
+    db: crate::store::Db,
+    audit: &AuditLog,
+    chats: &[Arc<dyn ChatBackend>],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Broker>> {
+    let directory =
+        Directory::from_config(config).with_limits(ApprovalLimits::new(&config.approvals));
+    let broker = Broker::new(
+        db,
+        audit.clone(),
+        Arc::new(directory),
+        crate::chat::notifiers(chats),
+    )
+    .await
+    .context("approvals")?;
+    broker.set_progress_every(Duration::from_secs(config.approvals.progress_secs));
+    broker.spawn_watch(shutdown.clone());
+    Ok(broker)
+}
+
+/// The approver and auditor APIs, the console when enabled, and each chat backend's callbacks
+/// (whose background loops start here).
+async fn routes(
+    config: &Config,
+    broker: &Arc<Broker>,
+    audit: &AuditLog,
+    policies: &Policies,
+    chats: &[Arc<dyn ChatBackend>],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<axum::Router> {
+    let mut routes = crate::approval::http::router(broker.clone()).merge(
+        crate::audit::auditor_router(audit.clone(), &config.auditors),
+    );
+    if let Some(console) =
+        crate::console::Console::new(config, broker.clone(), audit.clone(), policies.clone())
+            .await?
+    {
+        routes = routes.merge(crate::console::router(console));
+    }
+    for chat in chats {
+        routes = routes.merge(chat.clone().router(broker.clone()));
+        chat.clone().spawn(broker.clone(), shutdown.clone());
+    }
+    Ok(routes)
 }
 
 /// A policy error, with where a configured directory is looked for when it cannot be read.

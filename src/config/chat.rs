@@ -1,6 +1,7 @@
 //! The `chat:` section: one entry per backend in use, and what its types cannot say. The chat
 //! backends read these; the configuration depends on nothing of theirs.
 
+use super::Invalid;
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// The shortest secret accepted (a Slack signing secret, a webhook's HMAC key): shorter ones
@@ -121,7 +122,7 @@ fn default_timeout() -> u64 {
 
 /// What the types cannot say about the `chat:` section and the approvers' chat accounts
 /// (part of the configuration's validation): the field and the problem.
-pub(super) fn validate(config: &super::Config) -> Result<(), (String, String)> {
+pub(super) fn validate(config: &super::Config) -> Result<(), Invalid> {
     if let Some(slack) = &config.chat.slack {
         validate_slack(slack, &config.approvers)?;
     }
@@ -136,11 +137,11 @@ pub(super) fn validate(config: &super::Config) -> Result<(), (String, String)> {
 fn validate_slack(
     config: &SlackConfig,
     approvers: &[super::ApproverConfig],
-) -> Result<(), (String, String)> {
+) -> Result<(), Invalid> {
     let secret = config.signing_secret.expose_secret().trim();
     if secret.len() < MIN_SECRET_BYTES {
-        return Err((
-            "chat.slack.signing_secret".into(),
+        return Err(Invalid::new(
+            "chat.slack.signing_secret",
             format!(
                 "is {} bytes; at least {MIN_SECRET_BYTES} are needed, or anyone can sign clicks and approve \
                  as any approver (use the app's Signing Secret, 32 hex characters, from Basic Information)",
@@ -149,16 +150,16 @@ fn validate_slack(
         ));
     }
     if !is_slack_id(&config.team_id, &['T', 'E']) {
-        return Err((
-            "chat.slack.team_id".into(),
-            "must be the workspace's team id (T…, from auth.test or the workspace URL)".into(),
+        return Err(Invalid::new(
+            "chat.slack.team_id",
+            "must be the workspace's team id (T…, from auth.test or the workspace URL)",
         ));
     }
     for (i, approver) in approvers.iter().enumerate() {
         if let Some(account) = approver.chat.get("slack")
             && !is_slack_id(account, &['U', 'W'])
         {
-            return Err((
+            return Err(Invalid::new(
                 format!("approvers[{i}].chat.slack"),
                 format!(
                     "`{account}` is not a Slack user id (U… or W…, from the member's profile: \
@@ -179,11 +180,11 @@ fn is_slack_id(id: &str, first: &[char]) -> bool {
 }
 
 /// A secret long enough (`chat.webhook.secret`).
-fn validate_webhook(config: &WebhookConfig) -> Result<(), (String, String)> {
+fn validate_webhook(config: &WebhookConfig) -> Result<(), Invalid> {
     let secret = config.secret.expose_secret().trim();
     if secret.len() < MIN_SECRET_BYTES {
-        return Err((
-            "chat.webhook.secret".into(),
+        return Err(Invalid::new(
+            "chat.webhook.secret",
             format!(
                 "is {} bytes; at least {MIN_SECRET_BYTES} are needed, or anyone can forge the \
                  webhook's signatures (e.g. `openssl rand -hex 32`)",

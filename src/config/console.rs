@@ -1,5 +1,7 @@
 //! The `console:` section of the configuration.
 
+use super::Invalid;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -68,8 +70,8 @@ pub struct OidcConfig {
     /// fetched from it when someone signs in.
     pub issuer: String,
     pub client_id: String,
-    /// Also `COUNTERSIGN_CONSOLE__OIDC__CLIENT_SECRET`.
-    pub client_secret: String,
+    /// Also `COUNTERSIGN_CONSOLE__OIDC__CLIENT_SECRET`. Secret: kept out of `Debug` output.
+    pub client_secret: SecretString,
     /// Scopes asked for besides `openid`. Default: `email`, `profile`.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
@@ -119,73 +121,100 @@ impl ConsoleConfig {
         self.token_sign_in.unwrap_or(self.oidc.is_none())
     }
 
-    /// What the types cannot express: (field under `console`, problem).
-    pub fn check(&self, approvers: &[&str], auditors: &[&str]) -> Result<(), (String, String)> {
+    /// What the types cannot express; the field is named under `console`.
+    pub fn check(&self, approvers: &[&str], auditors: &[&str]) -> Result<(), Invalid> {
+        self.check_sessions()?;
+        let Some(oidc) = &self.oidc else {
+            return Ok(());
+        };
+        oidc.check(approvers, auditors)?;
+        if !oidc.approver_groups.is_empty() && !self.enabled {
+            return Err(Invalid::new(
+                "oidc.approver_groups",
+                "groups stand for approver groups only through the console's sign-in: enable the console",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Session lifetimes that make sense, and a public URL with a scheme.
+    fn check_sessions(&self) -> Result<(), Invalid> {
         if self.session_idle_secs == 0 || self.session_max_secs < self.session_idle_secs {
-            return Err((
-                "session_max_secs".into(),
-                "sessions need session_idle_secs > 0 and session_max_secs >= session_idle_secs"
-                    .into(),
+            return Err(Invalid::new(
+                "session_max_secs",
+                "sessions need session_idle_secs > 0 and session_max_secs >= session_idle_secs",
             ));
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err((
-                "public_url".into(),
-                "must start with http:// or https://".into(),
-            ));
-        }
-        let Some(oidc) = &self.oidc else {
-            return Ok(());
-        };
-        if oidc.client_secret.trim().is_empty() {
-            return Err(("oidc.client_secret".into(), "must not be empty".into()));
-        }
-        for (i, p) in oidc.people.iter().enumerate() {
-            p.check(approvers, auditors)
-                .map_err(|m| (format!("oidc.people[{i}]"), m))?;
-        }
-        for (idp_group, group) in &oidc.approver_groups {
-            let field = format!("oidc.approver_groups.{idp_group}");
-            if idp_group.trim().is_empty() || idp_group.trim() != idp_group {
-                return Err((
-                    field,
-                    "an identity provider's group name must not be empty or padded".into(),
-                ));
-            }
-            if group.trim().is_empty() || group.trim() != group {
-                return Err((field, "name the approver group it stands for".into()));
-            }
-        }
-        if !oidc.approver_groups.is_empty() && !self.enabled {
-            return Err((
-                "oidc.approver_groups".into(),
-                "groups stand for approver groups only through the console's sign-in: enable the console".into(),
+            return Err(Invalid::new(
+                "public_url",
+                "must start with http:// or https://",
             ));
         }
         Ok(())
     }
 }
 
+impl OidcConfig {
+    /// A client secret, people who name configured approvers and auditors, and group names
+    /// that are neither empty nor padded. The field is named under `console`.
+    fn check(&self, approvers: &[&str], auditors: &[&str]) -> Result<(), Invalid> {
+        if self.client_secret.expose_secret().trim().is_empty() {
+            return Err(Invalid::new("oidc.client_secret", "must not be empty"));
+        }
+        for (i, p) in self.people.iter().enumerate() {
+            p.check(approvers, auditors)
+                .map_err(|e| Invalid::new(format!("oidc.people[{i}]"), e.to_string()))?;
+        }
+        for (idp_group, group) in &self.approver_groups {
+            let field = format!("oidc.approver_groups.{idp_group}");
+            if idp_group.trim().is_empty() || idp_group.trim() != idp_group {
+                return Err(Invalid::new(
+                    field,
+                    "an identity provider's group name must not be empty or padded",
+                ));
+            }
+            if group.trim().is_empty() || group.trim() != group {
+                return Err(Invalid::new(field, "name the approver group it stands for"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a `console.oidc.people` entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("give exactly one of subject, email and group")]
+    NotOneKey,
+    #[error("name an approver, an auditor or both")]
+    NoRole,
+    #[error("approver `{0}` is not in approvers")]
+    UnknownApprover(String),
+    #[error("auditor `{0}` is not in auditors")]
+    UnknownAuditor(String),
+}
+
 impl PersonMapping {
-    fn check(&self, approvers: &[&str], auditors: &[&str]) -> Result<(), String> {
+    fn check(&self, approvers: &[&str], auditors: &[&str]) -> Result<(), MappingError> {
         let keys = [&self.subject, &self.email, &self.group];
         if keys.iter().filter(|k| k.is_some()).count() != 1 {
-            return Err("give exactly one of subject, email and group".into());
+            return Err(MappingError::NotOneKey);
         }
         if self.approver.is_none() && self.auditor.is_none() {
-            return Err("name an approver, an auditor or both".into());
+            return Err(MappingError::NoRole);
         }
         if let Some(a) = &self.approver
             && !approvers.contains(&a.as_str())
         {
-            return Err(format!("approver `{a}` is not in approvers"));
+            return Err(MappingError::UnknownApprover(a.clone()));
         }
         if let Some(a) = &self.auditor
             && !auditors.contains(&a.as_str())
         {
-            return Err(format!("auditor `{a}` is not in auditors"));
+            return Err(MappingError::UnknownAuditor(a.clone()));
         }
         Ok(())
     }

@@ -42,19 +42,33 @@ pub fn overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<Override> 
     found
 }
 
+/// Why an override cannot be applied to the document.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("`{segment}` is not a list index")]
+    NotAnIndex {
+        segment: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("list has no element {0}")]
+    NoElement(usize),
+    #[error("`{0}` is inside a value that is not a map or list")]
+    NotAContainer(String),
+}
+
 /// Applies one override to the document, creating maps on the way.
-pub fn apply(doc: &mut Value, ov: &Override) -> Result<(), String> {
+pub fn apply(doc: &mut Value, ov: &Override) -> Result<(), ApplyError> {
     let mut node = doc;
     for (i, seg) in ov.path.iter().enumerate() {
         let last = i + 1 == ov.path.len();
         node = match node {
             Value::Sequence(items) => {
-                let index: usize = seg
-                    .parse()
-                    .map_err(|_| format!("`{seg}` is not a list index"))?;
-                items
-                    .get_mut(index)
-                    .ok_or_else(|| format!("list has no element {index}"))?
+                let index: usize = seg.parse().map_err(|source| ApplyError::NotAnIndex {
+                    segment: seg.clone(),
+                    source,
+                })?;
+                items.get_mut(index).ok_or(ApplyError::NoElement(index))?
             }
             Value::Null => {
                 *node = Value::Mapping(Mapping::new());
@@ -64,11 +78,7 @@ pub fn apply(doc: &mut Value, ov: &Override) -> Result<(), String> {
                 map.entry(Value::String(seg.clone())).or_insert(Value::Null)
             }
             Value::Mapping(map) => map.entry(Value::String(seg.clone())).or_insert(Value::Null),
-            _ => {
-                return Err(format!(
-                    "`{seg}` is inside a value that is not a map or list"
-                ));
-            }
+            _ => return Err(ApplyError::NotAContainer(seg.clone())),
         };
         if last {
             *node = ov.value.clone();
@@ -110,6 +120,11 @@ mod tests {
             "COUNTERSIGN_UPSTREAMS__3__NAME".into(),
             "a".into(),
         )))[0];
-        assert!(apply(&mut d, ov).unwrap_err().contains("no element 3"));
+        assert!(
+            apply(&mut d, ov)
+                .unwrap_err()
+                .to_string()
+                .contains("no element 3")
+        );
     }
 }

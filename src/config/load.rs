@@ -1,8 +1,8 @@
 //! Reading and validating the configuration file.
 
+use super::Config;
 use super::env::{self, Override};
-use super::{Config, EraPreference};
-use std::collections::HashSet;
+use super::validate::{Invalid, validate};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -57,7 +57,7 @@ pub fn parse(text: &str, source: &str, overrides: &[Override]) -> Result<Config,
         message: e.to_string(),
     })?;
     for ov in overrides {
-        env::apply(&mut doc, ov).map_err(|message| env_error(ov, message))?;
+        env::apply(&mut doc, ov).map_err(|e| env_error(ov, e.to_string()))?;
     }
     let config: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
         let field = e.path().to_string();
@@ -74,23 +74,28 @@ pub fn parse(text: &str, source: &str, overrides: &[Override]) -> Result<Config,
             message: inner,
         }
     })?;
-    validate(&config).map_err(|(field, message)| {
-        // A value from the environment (a secret, typically) is named by its variable.
-        match overrides.iter().find(|ov| field_matches(&ov.path, &field)) {
-            Some(ov) => ConfigError {
-                source: ov.var.clone(),
-                line: None,
-                field: Some(field),
-                message,
-            },
-            None => ConfigError {
-                source: source.into(),
-                line: line_of(text, &field),
-                field: Some(field),
-                message,
-            },
-        }
-    })?;
+    validate(&config).map_err(
+        |Invalid {
+             field,
+             problem: message,
+         }| {
+            // A value from the environment (a secret, typically) is named by its variable.
+            match overrides.iter().find(|ov| field_matches(&ov.path, &field)) {
+                Some(ov) => ConfigError {
+                    source: ov.var.clone(),
+                    line: None,
+                    field: Some(field),
+                    message,
+                },
+                None => ConfigError {
+                    source: source.into(),
+                    line: line_of(text, &field),
+                    field: Some(field),
+                    message,
+                },
+            }
+        },
+    )?;
     Ok(config)
 }
 
@@ -106,171 +111,6 @@ fn env_error(ov: &Override, message: String) -> ConfigError {
 fn field_matches(path: &[String], field: &str) -> bool {
     let dotted = field.replace('[', ".").replace(']', "");
     dotted == path.join(".")
-}
-
-/// Checks what the types cannot express. Returns the field and the problem.
-fn validate(config: &Config) -> Result<(), (String, String)> {
-    if config.upstreams.is_empty() {
-        return Err((
-            "upstreams".into(),
-            "at least one upstream is required".into(),
-        ));
-    }
-    let mut names = HashSet::new();
-    let mut prefixes = HashSet::new();
-    for (i, up) in config.upstreams.iter().enumerate() {
-        let at = |f: &str| format!("upstreams[{i}].{f}");
-        if up.name.is_empty()
-            || !up
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err((at("name"), "use letters, digits, `-` and `_` only".into()));
-        }
-        if !names.insert(up.name.as_str()) {
-            return Err((
-                at("name"),
-                format!("upstream `{}` is defined twice", up.name),
-            ));
-        }
-        if !up.prefix().is_empty() && up.prefix().contains(&config.namespace_separator) {
-            return Err((
-                at("prefix"),
-                "must not contain the namespace separator".into(),
-            ));
-        }
-        if !prefixes.insert(up.prefix()) {
-            return Err((
-                at("prefix"),
-                format!("prefix `{}` is used by two upstreams", up.prefix()),
-            ));
-        }
-        match (&up.http, &up.stdio) {
-            (Some(_), Some(_)) => {
-                return Err((at("http"), "set either `http` or `stdio`, not both".into()));
-            }
-            (None, None) => {
-                return Err((at("name"), "needs an `http` or a `stdio` section".into()));
-            }
-            (Some(http), None)
-                if !(http.url.starts_with("http://") || http.url.starts_with("https://")) =>
-            {
-                return Err((at("http.url"), "must be an http:// or https:// URL".into()));
-            }
-            _ => {}
-        }
-        if up.stdio.is_some() && up.era == EraPreference::Auto {
-            // fine: probed at start
-        }
-        if up.timeout_secs == 0 {
-            return Err((at("timeout_secs"), "must be at least 1".into()));
-        }
-    }
-    if config.namespace_separator.is_empty() {
-        return Err(("namespace_separator".into(), "must not be empty".into()));
-    }
-    let server = &config.server;
-    if !server.listen.ip().is_loopback() && !server.allow_non_loopback {
-        return Err((
-            "server.listen".into(),
-            "is not a loopback address; set server.allow_non_loopback: true to expose the gateway"
-                .into(),
-        ));
-    }
-    if config.agents.is_empty() && !server.allow_anonymous {
-        return Err((
-            "agents".into(),
-            "no agents are configured; add agents with API keys, or set server.allow_anonymous: true (local testing only)".into(),
-        ));
-    }
-    let hashes = config
-        .agents
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (format!("agents[{i}].key_sha256"), Some(&a.key_sha256)))
-        .chain(std::iter::once((
-            "server.metrics_token_sha256".to_owned(),
-            server.metrics_token_sha256.as_ref(),
-        )))
-        .chain(config.approvers.iter().enumerate().map(|(i, a)| {
-            (
-                format!("approvers[{i}].token_sha256"),
-                a.token_sha256.as_ref(),
-            )
-        }))
-        .chain(
-            config
-                .auditors
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (format!("auditors[{i}].token_sha256"), Some(&a.token_sha256))),
-        );
-    for (field, hash) in hashes {
-        let hex_ok = hash.is_none_or(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()));
-        if !hex_ok {
-            return Err((
-                field,
-                "must be 64 hex digits (countersign hash-key prints it)".into(),
-            ));
-        }
-    }
-    let mut approver_ids = HashSet::new();
-    for (i, approver) in config.approvers.iter().enumerate() {
-        if !approver_ids.insert(approver.id.as_str()) {
-            return Err((
-                format!("approvers[{i}].id"),
-                format!("approver `{}` is defined twice", approver.id),
-            ));
-        }
-        if config.agents.iter().any(|a| a.id == approver.id) {
-            return Err((
-                format!("approvers[{i}].id"),
-                format!(
-                    "`{}` is also an agent; an agent never approves",
-                    approver.id
-                ),
-            ));
-        }
-    }
-    reserved_ids(config)?;
-    let auditor_ids: Vec<&str> = config.auditors.iter().map(|a| a.id.as_str()).collect();
-    let approver_ids: Vec<&str> = approver_ids.into_iter().collect();
-    config
-        .console
-        .check(&approver_ids, &auditor_ids)
-        .map_err(|(field, message)| (format!("console.{field}"), message))?;
-    for (field, value) in [
-        (
-            "server.header_read_timeout_secs",
-            server.header_read_timeout_secs,
-        ),
-        (
-            "server.body_read_timeout_secs",
-            server.body_read_timeout_secs,
-        ),
-        ("server.max_connections", server.max_connections as u64),
-        (
-            "approvals.max_pending_per_agent",
-            config.approvals.max_pending_per_agent as u64,
-        ),
-        (
-            "approvals.max_pending_per_tool",
-            config.approvals.max_pending_per_tool as u64,
-        ),
-        (
-            "approvals.new_per_minute_per_agent",
-            u64::from(config.approvals.new_per_minute_per_agent),
-        ),
-    ] {
-        if value == 0 {
-            return Err((field.into(), "must be at least 1".into()));
-        }
-    }
-    if server.page_size == 0 {
-        return Err(("server.page_size".into(), "must be at least 1".into()));
-    }
-    super::chat::validate(config)
 }
 
 /// Best-effort line of a dotted field path in the YAML text: the line of its last key.
@@ -342,26 +182,6 @@ fn sqlite_url_against(url: &str, base: &Path) -> Option<String> {
     Some(url)
 }
 
-/// No approver id may look like the id of someone who votes through an identity provider's
-/// group.
-fn reserved_ids(config: &Config) -> Result<(), (String, String)> {
-    let prefix = crate::config::console::IDP_VOTER_PREFIX;
-    match config
-        .approvers
-        .iter()
-        .position(|a| a.id.starts_with(prefix))
-    {
-        Some(i) => Err((
-            format!("approvers[{i}].id"),
-            format!(
-                "`{}`: ids starting with `{prefix}` name people signed in through an identity provider's group",
-                config.approvers[i].id
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +209,21 @@ upstreams:
 chat:
   mattermost: {url: 'http://127.0.0.1:8065', token: hunter2-token, channel: c, callback_url: 'http://127.0.0.1:8931/chat/mattermost'}
   webhook: {url: 'http://127.0.0.1:9/hook', secret: hunter2-webhook-secret-long-enough}
+";
+        let config = parse(text, "c.yaml", &[]).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn the_oidc_client_secret_stays_out_of_debug_output() {
+        let text = "\
+server: {allow_anonymous: true}
+upstreams:
+  - name: api
+    http: {url: 'http://127.0.0.1:3901/mcp'}
+console:
+  oidc: {issuer: 'https://idp.example', client_id: cs, client_secret: hunter2-client-secret}
 ";
         let config = parse(text, "c.yaml", &[]).unwrap();
         let shown = format!("{config:?}");

@@ -1,14 +1,20 @@
 //! Gateway configuration: one YAML file plus `COUNTERSIGN_*` environment overrides.
 //!
 //! Every error names the file (or environment variable), the line and the field at fault.
+//!
+//! Parts: the types of the file are here and in [`chat`] and [`console`] (their sections);
+//! `load` reads the file and applies the overrides of `env`; `validate` checks what the types
+//! cannot express; [`changes`] watches the file for changes that need a restart.
 
 pub mod changes;
 pub mod chat;
 pub mod console;
 mod env;
 mod load;
+mod validate;
 
 pub use load::{ConfigError, load, parse};
+pub use validate::Invalid;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

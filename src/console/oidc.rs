@@ -12,6 +12,7 @@ use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
+use secrecy::ExposeSecret as _;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -153,7 +154,9 @@ impl Oidc {
         Ok(CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
-            Some(ClientSecret::new(self.config.client_secret.clone())),
+            Some(ClientSecret::new(
+                self.config.client_secret.expose_secret().to_owned(),
+            )),
         )
         .set_redirect_uri(self.redirect.clone()))
     }

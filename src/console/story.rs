@@ -8,18 +8,9 @@ use serde_json::Value;
 /// The event's facts for people, escaped.
 pub fn line(e: &Event) -> String {
     let p = &e.payload;
-    let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-    let text = match e.kind {
-        EventKind::CallReceived => format!(
-            "{} asked for {} on {}{}",
-            s("agent"),
-            s("tool"),
-            s("server"),
-            p.get("on_behalf_of")
-                .and_then(Value::as_str)
-                .map(|h| format!(" on behalf of {h}"))
-                .unwrap_or_default()
-        ),
+    let s = |k: &str| text(p, k);
+    let shown = match e.kind {
+        EventKind::CallReceived => asked(p),
         EventKind::PolicyDecided => format!(
             "rule {} (policy {}): {}. {}",
             s("rule"),
@@ -36,41 +27,69 @@ pub fn line(e: &Event) -> String {
             format!("seen by {} via {} ({})", s("who"), s("source"), s("how"))
         }
         EventKind::ApprovalVote => vote(p),
-        EventKind::ApprovalDecided => format!(
-            "{}{}{}{}",
-            s("outcome"),
-            p.get("decided_by")
-                .and_then(Value::as_str)
-                .map(|b| format!(" by {b}"))
-                .unwrap_or_default(),
-            p.get("reason")
-                .and_then(Value::as_str)
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default(),
-            if p.get("break_glass").and_then(Value::as_bool) == Some(true) {
-                " (break-glass)"
-            } else {
-                ""
-            }
-        ),
+        EventKind::ApprovalDecided => decided(p),
         EventKind::CallForwarded => format!("forwarded to {} as {}", s("server"), s("executor")),
-        EventKind::CallCompleted | EventKind::CallFailed => {
-            let ms = |k: &str| p.get(k).and_then(Value::as_u64);
-            // `duration_ms` is what events recorded before the split carry.
-            let tool = ms("tool_ms").or_else(|| ms("duration_ms")).unwrap_or(0);
-            let total = ms("total_ms").map_or(String::new(), |t| {
-                format!(", {} after the request", super::html::duration_ms(t as i64))
-            });
-            format!(
-                "{}: the tool ran {tool} ms{total}, result digest {}",
-                s("outcome"),
-                s("result_sha256")
-            )
-        }
+        EventKind::CallCompleted | EventKind::CallFailed => ended(p),
         EventKind::ApprovalReviewed => format!("reviewed by {}: {}", s("reviewer"), s("note")),
         _ => format!("by {}", e.actor),
     };
-    esc(&text)
+    esc(&shown)
+}
+
+/// A string field of the payload, `-` when absent.
+fn text(p: &Value, k: &str) -> String {
+    p.get(k).and_then(Value::as_str).unwrap_or("-").to_owned()
+}
+
+/// `call_received`: who asked for which tool, and for whom.
+fn asked(p: &Value) -> String {
+    format!(
+        "{} asked for {} on {}{}",
+        text(p, "agent"),
+        text(p, "tool"),
+        text(p, "server"),
+        p.get("on_behalf_of")
+            .and_then(Value::as_str)
+            .map(|h| format!(" on behalf of {h}"))
+            .unwrap_or_default()
+    )
+}
+
+/// `approval_decided`: the outcome, by whom, why, and whether glass was broken.
+fn decided(p: &Value) -> String {
+    format!(
+        "{}{}{}{}",
+        text(p, "outcome"),
+        p.get("decided_by")
+            .and_then(Value::as_str)
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default(),
+        p.get("reason")
+            .and_then(Value::as_str)
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default(),
+        if p.get("break_glass").and_then(Value::as_bool) == Some(true) {
+            " (break-glass)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `call_completed` and `call_failed`: the outcome, how long the tool ran, and the result's
+/// digest.
+fn ended(p: &Value) -> String {
+    let ms = |k: &str| p.get(k).and_then(Value::as_u64);
+    // `duration_ms` is what events recorded before the split carry.
+    let tool = ms("tool_ms").or_else(|| ms("duration_ms")).unwrap_or(0);
+    let total = ms("total_ms").map_or(String::new(), |t| {
+        format!(", {} after the request", super::html::duration_ms(t as i64))
+    });
+    format!(
+        "{}: the tool ran {tool} ms{total}, result digest {}",
+        text(p, "outcome"),
+        text(p, "result_sha256")
+    )
 }
 
 fn vote(p: &Value) -> String {

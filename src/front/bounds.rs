@@ -12,12 +12,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
@@ -58,24 +59,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    loop {
-        // Past the limit, new clients wait in the listen backlog until a connection closes.
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, say: wait a little rather than spin.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((slot, stream, peer)) = next_connection(&listener, &slots, &shutdown).await {
         let service = hyper::service::service_fn({
             let router = router.clone();
             let deadline = limits.body_read_timeout;
@@ -102,7 +86,39 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let grace = limits.shutdown_grace;
+    drain(graceful, limits.shutdown_grace).await;
+    hard_stop.cancel();
+    Ok(())
+}
+
+/// The next client, with the connection slot it holds; `None` once `shutdown` is cancelled.
+/// Past the limit, new clients wait in the listen backlog until a connection closes.
+async fn next_connection(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => return Some((slot, stream, peer)),
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Lets the requests in flight finish for at most `grace`.
+async fn drain(graceful: GracefulShutdown, grace: Duration) {
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
@@ -112,8 +128,6 @@ pub async fn serve(
             "requests still in flight after the shutdown grace: closing their connections"
         );
     }
-    hard_stop.cancel();
-    Ok(())
 }
 
 /// A request body that must arrive whole within a deadline set when its headers arrived, so

@@ -95,103 +95,143 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `Mcp-Method` and `Mcp-Name` agreeing with the body. The body is what policy decides on; the
 /// headers only have to match it.
 pub fn modern_request(headers: &HeaderMap, message: &Value) -> Result<(), Rejection> {
-    let id = message.get("id").cloned();
-    let bad =
-        |code: i64, msg: String| Rejection::new(StatusCode::BAD_REQUEST, id.clone(), code, msg);
-    let meta = jsonrpc::meta(message);
-    let Some(version) = meta
-        .and_then(|m| m.get(protocol::META_PROTOCOL_VERSION))
-        .and_then(Value::as_str)
-    else {
-        return Err(bad(
-            code::INVALID_PARAMS,
-            format!(
-                "params._meta is missing \"{}\"",
-                protocol::META_PROTOCOL_VERSION
-            ),
-        ));
+    let request = ModernRequest {
+        headers,
+        message,
+        meta: jsonrpc::meta(message),
     };
-    match header_str(headers, HEADER_PROTOCOL_VERSION) {
-        Some(h) if h == version => {}
-        Some(h) => {
-            return Err(bad(
+    let version = request.version()?;
+    request.supported(version)?;
+    let method = jsonrpc::method(message).unwrap_or_default();
+    request.method_header(method)?;
+    request.name_header(method)?;
+    request.capabilities()?;
+    request.not_removed(method, version)
+}
+
+/// A 2026-07-28 request being checked, step by step.
+struct ModernRequest<'a> {
+    headers: &'a HeaderMap,
+    message: &'a Value,
+    meta: Option<&'a serde_json::Map<String, Value>>,
+}
+
+impl<'a> ModernRequest<'a> {
+    fn bad(&self, code: i64, message: impl Into<String>) -> Rejection {
+        let id = self.message.get("id").cloned();
+        Rejection::new(StatusCode::BAD_REQUEST, id, code, message)
+    }
+
+    fn header(&self, name: &str) -> Option<&'a str> {
+        header_str(self.headers, name)
+    }
+
+    /// The body's protocol version, which the `MCP-Protocol-Version` header must repeat.
+    fn version(&self) -> Result<&'a str, Rejection> {
+        let Some(version) = self
+            .meta
+            .and_then(|m| m.get(protocol::META_PROTOCOL_VERSION))
+            .and_then(Value::as_str)
+        else {
+            return Err(self.bad(
+                code::INVALID_PARAMS,
+                format!(
+                    "params._meta is missing \"{}\"",
+                    protocol::META_PROTOCOL_VERSION
+                ),
+            ));
+        };
+        match self.header(HEADER_PROTOCOL_VERSION) {
+            Some(h) if h == version => Ok(version),
+            Some(h) => Err(self.bad(
                 code::HEADER_MISMATCH,
                 format!("MCP-Protocol-Version header {h} does not match the body's {version}"),
-            ));
-        }
-        None => {
-            return Err(bad(
+            )),
+            None => Err(self.bad(
                 code::HEADER_MISMATCH,
-                "the MCP-Protocol-Version header is required".into(),
-            ));
+                "the MCP-Protocol-Version header is required",
+            )),
         }
     }
-    if !protocol::MODERN_VERSIONS.contains(&version) {
-        let mut r = bad(
+
+    /// A version this gateway speaks; the error lists the ones it does.
+    fn supported(&self, version: &str) -> Result<(), Rejection> {
+        if protocol::MODERN_VERSIONS.contains(&version) {
+            return Ok(());
+        }
+        let mut r = self.bad(
             code::UNSUPPORTED_PROTOCOL_VERSION,
             format!("protocol version {version} is not supported"),
         );
         r.body["error"]["data"] =
             json!({"supported": protocol::MODERN_VERSIONS, "requested": version});
-        return Err(r);
+        Err(r)
     }
-    let method = jsonrpc::method(message).unwrap_or_default();
-    match header_str(headers, HEADER_METHOD) {
-        Some(h) if h == method => {}
-        Some(h) => {
-            return Err(bad(
+
+    /// `Mcp-Method` repeats the body's method.
+    fn method_header(&self, method: &str) -> Result<(), Rejection> {
+        match self.header(HEADER_METHOD) {
+            Some(h) if h == method => Ok(()),
+            Some(h) => Err(self.bad(
                 code::HEADER_MISMATCH,
                 format!("Mcp-Method header {h} does not match the body's method {method}"),
-            ));
-        }
-        None => {
-            return Err(bad(
-                code::HEADER_MISMATCH,
-                "the Mcp-Method header is required".into(),
-            ));
+            )),
+            None => Err(self.bad(code::HEADER_MISMATCH, "the Mcp-Method header is required")),
         }
     }
-    if let Some(field) = protocol::name_param(method) {
-        let body = jsonrpc::param_str(message, field).unwrap_or_default();
-        let header = header_str(headers, HEADER_NAME).and_then(protocol::decode_header_value);
+
+    /// For a method that names a tool, prompt or resource, `Mcp-Name` repeats the name.
+    fn name_header(&self, method: &str) -> Result<(), Rejection> {
+        let Some(field) = protocol::name_param(method) else {
+            return Ok(());
+        };
+        let body = jsonrpc::param_str(self.message, field).unwrap_or_default();
+        let header = self
+            .header(HEADER_NAME)
+            .and_then(protocol::decode_header_value);
         match header {
-            Some(h) if h == body => {}
-            Some(_) => {
-                return Err(bad(
-                    code::HEADER_MISMATCH,
-                    format!("Mcp-Name header does not match the body's {field}"),
-                ));
-            }
-            None => {
-                return Err(bad(
-                    code::HEADER_MISMATCH,
-                    format!("the Mcp-Name header is required for {method}"),
-                ));
-            }
+            Some(h) if h == body => Ok(()),
+            Some(_) => Err(self.bad(
+                code::HEADER_MISMATCH,
+                format!("Mcp-Name header does not match the body's {field}"),
+            )),
+            None => Err(self.bad(
+                code::HEADER_MISMATCH,
+                format!("the Mcp-Name header is required for {method}"),
+            )),
         }
     }
-    if message.get("id").is_some()
-        && meta
+
+    /// A request (not a notification) says what the client can do.
+    fn capabilities(&self) -> Result<(), Rejection> {
+        let missing = self
+            .meta
             .and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES))
-            .is_none()
-    {
-        return Err(bad(
-            code::INVALID_PARAMS,
-            format!(
-                "params._meta is missing \"{}\"",
-                protocol::META_CLIENT_CAPABILITIES
-            ),
-        ));
+            .is_none();
+        if self.message.get("id").is_some() && missing {
+            return Err(self.bad(
+                code::INVALID_PARAMS,
+                format!(
+                    "params._meta is missing \"{}\"",
+                    protocol::META_CLIENT_CAPABILITIES
+                ),
+            ));
+        }
+        Ok(())
     }
-    if protocol::REMOVED_IN_MODERN.contains(&method) {
-        return Err(Rejection::new(
-            StatusCode::NOT_FOUND,
-            id,
-            code::METHOD_NOT_FOUND,
-            format!("{method} is not part of protocol {version}"),
-        ));
+
+    /// Not a method the modern era dropped.
+    fn not_removed(&self, method: &str, version: &str) -> Result<(), Rejection> {
+        if protocol::REMOVED_IN_MODERN.contains(&method) {
+            return Err(Rejection::new(
+                StatusCode::NOT_FOUND,
+                self.message.get("id").cloned(),
+                code::METHOD_NOT_FOUND,
+                format!("{method} is not part of protocol {version}"),
+            ));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The request's `Mcp-Param-*` headers: lowercased name after the prefix, decoded value. A

@@ -200,17 +200,36 @@ impl Patterns {
         Some(&self.source[index])
     }
 
-    fn compile(source: Vec<String>) -> Result<Self, String> {
+    fn compile(source: Vec<String>) -> Result<Self, PatternError> {
         if source.is_empty() {
-            return Err("list at least one pattern".into());
+            return Err(PatternError::Empty);
         }
         let mut set = GlobSetBuilder::new();
         for pattern in &source {
-            set.add(Glob::new(pattern).map_err(|e| format!("bad glob `{pattern}`: {}", e.kind()))?);
+            let glob = Glob::new(pattern).map_err(|source| PatternError::BadGlob {
+                pattern: pattern.clone(),
+                source,
+            })?;
+            set.add(glob);
         }
-        let set = set.build().map_err(|e| e.to_string())?;
+        let set = set.build().map_err(PatternError::Build)?;
         Ok(Patterns { source, set })
     }
+}
+
+/// Why a list of glob patterns is refused.
+#[derive(Debug, thiserror::Error)]
+enum PatternError {
+    #[error("list at least one pattern")]
+    Empty,
+    #[error("bad glob `{pattern}`: {kind}", kind = .source.kind())]
+    BadGlob {
+        pattern: String,
+        #[source]
+        source: globset::Error,
+    },
+    #[error(transparent)]
+    Build(globset::Error),
 }
 
 impl<'de> Deserialize<'de> for Patterns {
@@ -377,6 +396,7 @@ mod tests {
         assert!(
             Patterns::compile(vec!["a[".into()])
                 .unwrap_err()
+                .to_string()
                 .contains("bad glob `a[`")
         );
     }

@@ -181,35 +181,18 @@ impl Handler<'_> {
         if sender == self.bot {
             return Ok(());
         }
-        let content = &event["content"];
-        let (how, target, answer) = match event["type"].as_str() {
-            Some("m.reaction") => {
-                let relates = &content["m.relates_to"];
-                let key = relates["key"].as_str().unwrap_or_default();
-                (
-                    "reaction",
-                    relates["event_id"].as_str(),
-                    reaction_answer(key),
-                )
-            }
-            Some("m.room.message") => {
-                let body = content["body"].as_str().unwrap_or_default();
-                ("reply", reply_target(content), reply::answer(body))
-            }
-            Some("m.room.redaction") => {
-                tracing::info!(room, sender, redacts = ?event["redacts"], "matrix: a redaction; decisions already made stand");
-                return Ok(());
-            }
-            _ => return Ok(()),
-        };
-        let card = match self.card(room, target).await? {
-            Some(card) => Some(card),
-            None if answer.is_some() => self.unsaved_card(room, target).await,
-            None => None,
-        };
-        let Some(card) = card else {
+        let Some(Response {
+            how,
+            target,
+            answer,
+        }) = response(room, sender, event)
+        else {
             return Ok(());
         };
+        let Some(card) = self.answered_card(room, target, answer.is_some()).await? else {
+            return Ok(());
+        };
+        let content = &event["content"];
         if !store::claim(self.db, event_id, now_ms()).await? {
             return Ok(());
         }
@@ -283,6 +266,20 @@ impl Handler<'_> {
         Ok(())
     }
 
+    /// The card an event relates to; for an answer, also a card whose id is not stored yet.
+    async fn answered_card(
+        &self,
+        room: &str,
+        target: Option<&str>,
+        is_answer: bool,
+    ) -> sqlx::Result<Option<CardRef>> {
+        Ok(match self.card(room, target).await? {
+            Some(card) => Some(card),
+            None if is_answer => self.unsaved_card(room, target).await,
+            None => None,
+        })
+    }
+
     /// The card `target` names, when it is one of ours and in this room.
     async fn card(&self, room: &str, target: Option<&str>) -> sqlx::Result<Option<CardRef>> {
         let Some(target) = target else {
@@ -308,6 +305,44 @@ impl Handler<'_> {
             channel: room.to_owned(),
             message_id: target.to_owned(),
         })
+    }
+}
+
+/// What a timeline event may say about a card: how it responds, the event it relates to, and
+/// the answer it gives, if any.
+struct Response<'a> {
+    how: &'static str,
+    target: Option<&'a str>,
+    answer: Option<Answer>,
+}
+
+/// A reaction or a message; `None` for any other event (a redaction is logged: decisions
+/// already made stand).
+fn response<'a>(room: &str, sender: &str, event: &'a Value) -> Option<Response<'a>> {
+    let content = &event["content"];
+    match event["type"].as_str() {
+        Some("m.reaction") => {
+            let relates = &content["m.relates_to"];
+            let key = relates["key"].as_str().unwrap_or_default();
+            Some(Response {
+                how: "reaction",
+                target: relates["event_id"].as_str(),
+                answer: reaction_answer(key),
+            })
+        }
+        Some("m.room.message") => {
+            let body = content["body"].as_str().unwrap_or_default();
+            Some(Response {
+                how: "reply",
+                target: reply_target(content),
+                answer: reply::answer(body),
+            })
+        }
+        Some("m.room.redaction") => {
+            tracing::info!(room, sender, redacts = ?event["redacts"], "matrix: a redaction; decisions already made stand");
+            None
+        }
+        _ => None,
     }
 }
 

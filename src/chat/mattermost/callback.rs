@@ -18,6 +18,7 @@
 //! Answers are always HTTP 200 with an `ephemeral_text` for the clicker; a counted click also
 //! carries an `update` with the whole card (progress while pending, no buttons once decided).
 
+use super::api::ApiError;
 use super::dialog::{self, DialogState};
 use super::store::{self, TokenRow};
 use super::trigger::{Proof, TriggerError};
@@ -26,6 +27,7 @@ use crate::approval::{Approval, Ballot, Broker, Sighting, Status, VoteResult, Vo
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -60,7 +62,17 @@ struct ActionContext {
     v: u32,
     request_id: String,
     decision: String,
-    token: String,
+    /// The button's single-use context token: kept out of `Debug` output.
+    token: SecretString,
+}
+
+/// Why the deny-reason dialog could not be opened (the deny then counts without a reason).
+#[derive(Debug, thiserror::Error)]
+enum DialogError {
+    #[error("no callback_url for the dialog")]
+    NoCallbackUrl,
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 /// The answer to a click.
@@ -147,19 +159,14 @@ impl Mattermost {
         }
     }
 
-    /// Steps 1–3.
+    /// Steps 1–3: a Countersign button whose single-use token belongs to this approval and
+    /// this button, clicked on the approval's card, by the user Mattermost signed the trigger
+    /// for.
     async fn verify_click(
         &self,
         broker: &Broker,
         request: &ActionRequest,
     ) -> Result<Verified, Refusal> {
-        let internal = |e: String| {
-            refuse(
-                None,
-                "Countersign could not check this click; try again.",
-                e,
-            )
-        };
         let Some(context) = request.context.as_ref().filter(|c| c.v == 1) else {
             return Err(refuse(
                 None,
@@ -167,56 +174,30 @@ impl Mattermost {
                 "no v1 context",
             ));
         };
-        let db = self.db().await.map_err(|e| internal(e.to_string()))?;
-        let approval = match Uuid::parse_str(&context.request_id) {
-            Ok(id) => broker.get(id).await.ok(),
-            Err(_) => None,
-        };
-        let invalid = |why: &str| refuse(approval.as_ref(), "This button is not valid.", why);
-        let token = store::find(db, &context.token)
-            .await
-            .map_err(|e| internal(e.to_string()))?
-            .ok_or_else(|| invalid("unknown context token"))?;
-        let Some(approval) = approval
-            .as_ref()
-            .filter(|a| a.id.to_string() == token.approval_id)
-        else {
-            return Err(invalid("the token belongs to another approval"));
-        };
-        if token.decision != context.decision {
-            return Err(invalid("the token belongs to the other button"));
-        }
+        let db = self.db().await.map_err(internal)?;
+        let (approval, token) = token_of(broker, db, context).await?;
         let now = now_ms();
         if token.expires_at <= now {
             return Err(refuse(
-                Some(approval),
+                Some(&approval),
                 "This request has expired.",
                 "click after expiry",
             ));
         }
-        let card = recorded_card(db, approval.id)
-            .await
-            .map_err(|e| internal(e.to_string()))?;
-        if card.is_none_or(|c| c.post_id != request.post_id || c.channel_id != request.channel_id) {
-            return Err(refuse(
-                Some(approval),
-                "This button does not belong to this post.",
-                "post or channel does not match the card",
-            ));
-        }
+        on_its_card(db, &approval, request).await?;
         let proof = self
             .keys
             .verify(&self.api, &request.trigger_id, &request.user_id, now)
             .await
             .map_err(|e: TriggerError| {
                 refuse(
-                    Some(approval),
+                    Some(&approval),
                     "Mattermost could not confirm who clicked; click again.",
                     e.to_string(),
                 )
             })?;
         Ok(Verified {
-            approval: approval.clone(),
+            approval,
             token,
             proof,
         })
@@ -307,10 +288,10 @@ impl Mattermost {
         request: &ActionRequest,
         click: &Verified,
         approver: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), DialogError> {
         let url = self
             .callback(DIALOG_PATH)
-            .ok_or("no callback_url for the dialog")?;
+            .ok_or(DialogError::NoCallbackUrl)?;
         let state = self.state_key.sign(&DialogState {
             approval_id: click.approval.id.to_string(),
             user_id: request.user_id.clone(),
@@ -321,7 +302,8 @@ impl Mattermost {
         });
         let tool = format!("{}__{}", click.approval.server, click.approval.tool);
         let body = dialog::open_request(&request.trigger_id, &url, &tool, &state);
-        self.api.open_dialog(&body).await.map_err(|e| e.to_string())
+        self.api.open_dialog(&body).await?;
+        Ok(())
     }
 
     /// Refused clicks that name a real approval are audited as rejected attempts.
@@ -356,6 +338,60 @@ async fn recorded_card(
         tokio::time::sleep(CARD_WAIT_STEP).await;
     }
     store::card(db, approval).await
+}
+
+/// A click that could not be checked (the store failed): not audited, only logged.
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    refuse(
+        None,
+        "Countersign could not check this click; try again.",
+        e.to_string(),
+    )
+}
+
+/// The approval the click's context names, and its context token, which must belong to that
+/// approval and to the button clicked.
+async fn token_of(
+    broker: &Broker,
+    db: &crate::store::Db,
+    context: &ActionContext,
+) -> Result<(Approval, TokenRow), Refusal> {
+    let approval = match Uuid::parse_str(&context.request_id) {
+        Ok(id) => broker.get(id).await.ok(),
+        Err(_) => None,
+    };
+    let invalid = |why: &str| refuse(approval.as_ref(), "This button is not valid.", why);
+    let token = store::find(db, context.token.expose_secret())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| invalid("unknown context token"))?;
+    let Some(approval) = approval
+        .as_ref()
+        .filter(|a| a.id.to_string() == token.approval_id)
+    else {
+        return Err(invalid("the token belongs to another approval"));
+    };
+    if token.decision != context.decision {
+        return Err(invalid("the token belongs to the other button"));
+    }
+    Ok((approval.clone(), token))
+}
+
+/// The click came from the approval's card, in its channel.
+async fn on_its_card(
+    db: &crate::store::Db,
+    approval: &Approval,
+    request: &ActionRequest,
+) -> Result<(), Refusal> {
+    let card = recorded_card(db, approval.id).await.map_err(internal)?;
+    if card.is_none_or(|c| c.post_id != request.post_id || c.channel_id != request.channel_id) {
+        return Err(refuse(
+            Some(approval),
+            "This button does not belong to this post.",
+            "post or channel does not match the card",
+        ));
+    }
+    Ok(())
 }
 
 const CARD_WAIT_STEPS: u32 = 250;

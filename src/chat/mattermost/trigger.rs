@@ -6,7 +6,7 @@
 //! trigger_id = base64( "<client id>:<user id>:<unix ms>:" + base64( DER signature ) )
 //! ```
 
-use super::api::Api;
+use super::api::{Api, ApiError};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use p256::ecdsa::signature::Verifier as _;
@@ -38,6 +38,23 @@ pub enum TriggerError {
     Stale,
     #[error("the trigger_id is from the future")]
     Future,
+}
+
+/// Why the server's signing key cannot be had: the click is then vouched for by its context
+/// token alone, and audited as weaker evidence with this reason.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A fetch failed moments ago; not asked again yet.
+    #[error("the server's signing key is unavailable")]
+    RecentlyUnavailable,
+    #[error("the client config: {0}")]
+    ClientConfig(#[source] ApiError),
+    #[error("the server publishes no AsymmetricSigningPublicKey")]
+    NotPublished,
+    #[error("AsymmetricSigningPublicKey is not base64: {0}")]
+    NotBase64(#[source] base64::DecodeError),
+    #[error("AsymmetricSigningPublicKey is not a P-256 key: {0}")]
+    NotP256(#[source] p256::pkcs8::spki::Error),
 }
 
 /// What the click's trigger_id proves.
@@ -122,7 +139,11 @@ impl TriggerKeys {
     ) -> Result<Proof, TriggerError> {
         let key = match self.key(api, false).await {
             Ok(key) => key,
-            Err(why) => return Ok(Proof::Unverifiable { why }),
+            Err(why) => {
+                return Ok(Proof::Unverifiable {
+                    why: why.to_string(),
+                });
+            }
         };
         let trigger = parse(trigger_id)?;
         if !signature_ok(&key, &trigger) {
@@ -142,7 +163,7 @@ impl TriggerKeys {
     }
 
     /// The cached key, or one fetched now (`refresh`: fetch even if cached, at most every 10 s).
-    async fn key(&self, api: &Api, refresh: bool) -> Result<VerifyingKey, String> {
+    async fn key(&self, api: &Api, refresh: bool) -> Result<VerifyingKey, KeyError> {
         {
             let cached = self.cached.lock().expect("key cache lock");
             let recent = cached
@@ -151,7 +172,7 @@ impl TriggerKeys {
             match (&cached.key, refresh) {
                 (Some(key), false) => return Ok(*key),
                 (Some(key), true) if recent => return Ok(*key),
-                (None, _) if recent => return Err("the server's signing key is unavailable".into()),
+                (None, _) if recent => return Err(KeyError::RecentlyUnavailable),
                 _ => {}
             }
         }
@@ -168,22 +189,16 @@ impl TriggerKeys {
     }
 }
 
-async fn fetch_key(api: &Api) -> Result<VerifyingKey, String> {
-    let config = api
-        .client_config()
-        .await
-        .map_err(|e| format!("the client config: {e}"))?;
+async fn fetch_key(api: &Api) -> Result<VerifyingKey, KeyError> {
+    let config = api.client_config().await.map_err(KeyError::ClientConfig)?;
     let Some(b64) = config["AsymmetricSigningPublicKey"]
         .as_str()
         .filter(|k| !k.is_empty())
     else {
-        return Err("the server publishes no AsymmetricSigningPublicKey".into());
+        return Err(KeyError::NotPublished);
     };
-    let der = B64
-        .decode(b64)
-        .map_err(|e| format!("AsymmetricSigningPublicKey is not base64: {e}"))?;
-    VerifyingKey::from_public_key_der(&der)
-        .map_err(|e| format!("AsymmetricSigningPublicKey is not a P-256 key: {e}"))
+    let der = B64.decode(b64).map_err(KeyError::NotBase64)?;
+    VerifyingKey::from_public_key_der(&der).map_err(KeyError::NotP256)
 }
 
 #[cfg(test)]

@@ -3,15 +3,17 @@
 //! `approve` or `deny: <reason>` decides with words. The event fields are asserted by the
 //! server over the bot's own authenticated connection; that is the evidence recorded.
 
+use super::api::ApiError;
 use super::store::{self, Card};
 use super::{Mattermost, Mode, NAME};
-use crate::approval::{Ballot, Broker, Sighting, VoteSource};
+use crate::approval::{Ballot, Broker, BrokerError, Sighting, VoteSource};
+use crate::chat::ChatError;
 use crate::chat::reply::{self, Answer};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 /// The reactions that decide in `reactions` mode.
@@ -57,8 +59,32 @@ pub fn spawn(mm: Arc<Mattermost>, broker: Arc<Broker>, shutdown: CancellationTok
     });
 }
 
-async fn listen(mm: &Mattermost, broker: &Broker) -> Result<(), String> {
-    let bot = mm.bot_user_id().await.map_err(|e| e.to_string())?.clone();
+/// Why the websocket stopped (it is opened again after a pause).
+#[derive(Debug, thiserror::Error)]
+enum SocketError {
+    /// The bot's own user id could not be learnt.
+    #[error(transparent)]
+    BotUser(#[from] ApiError),
+    #[error("connect: {0}")]
+    Connect(#[source] WsError),
+    /// Sending the authentication challenge, or reading an event, failed.
+    #[error(transparent)]
+    Socket(#[from] WsError),
+}
+
+/// Why one event could not be handled (the socket stays open).
+#[derive(Debug, thiserror::Error)]
+enum EventError {
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+async fn listen(mm: &Mattermost, broker: &Broker) -> Result<(), SocketError> {
+    let bot = mm.bot_user_id().await?.clone();
     let connector = Some(mm.tls.websocket());
     let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
         mm.api.websocket_url(),
@@ -67,15 +93,12 @@ async fn listen(mm: &Mattermost, broker: &Broker) -> Result<(), String> {
         connector,
     )
     .await
-    .map_err(|e| format!("connect: {e}"))?;
+    .map_err(SocketError::Connect)?;
     let challenge =
         json!({"seq": 1, "action": "authentication_challenge", "data": {"token": mm.api.token()}});
-    socket
-        .send(Message::text(challenge.to_string()))
-        .await
-        .map_err(|e| e.to_string())?;
+    socket.send(Message::text(challenge.to_string())).await?;
     while let Some(message) = socket.next().await {
-        let Message::Text(text) = message.map_err(|e| e.to_string())? else {
+        let Message::Text(text) = message? else {
             continue;
         };
         let Ok(event) = serde_json::from_str::<Value>(text.as_str()) else {
@@ -154,24 +177,18 @@ async fn on_event(
     broker: &Broker,
     bot: &str,
     event: &Value,
-) -> Result<(), String> {
+) -> Result<(), EventError> {
     let Some(signal) = signal(event) else {
         return Ok(());
     };
     if signal.user_id == bot || signal.user_id.is_empty() {
         return Ok(());
     }
-    let db = mm.db().await.map_err(|e| e.to_string())?;
-    let Some(card) = store::card_by_post(db, &signal.post_id)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+    let db = mm.db().await?;
+    let Some(card) = store::card_by_post(db, &signal.post_id).await? else {
         return Ok(());
     };
-    let approval = broker
-        .get(card.approval_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let approval = broker.get(card.approval_id).await?;
     let who = mm.person(&signal.user_id).await.name().to_owned();
     let sighting = Sighting {
         who: who.clone(),
@@ -179,10 +196,7 @@ async fn on_event(
         how: signal.how.into(),
         evidence: signal.evidence.clone(),
     };
-    broker
-        .seen(&approval, sighting)
-        .await
-        .map_err(|e| e.to_string())?;
+    broker.seen(&approval, sighting).await?;
     if let (Mode::Reactions, Some((approve, reason))) = (mm.config.mode, signal.vote) {
         let ballot = Ballot {
             approver: who,
@@ -193,10 +207,7 @@ async fn on_event(
             break_glass: None,
             idp: None,
         };
-        let result = broker
-            .vote(approval.id, ballot)
-            .await
-            .map_err(|e| e.to_string())?;
+        let result = broker.vote(approval.id, ballot).await?;
         tracing::info!(approval = %approval.id, ?result, "vote from a Mattermost {}", signal.how);
     }
     Ok(())

@@ -62,7 +62,7 @@ async fn interaction(
     }
     let payload = match parse(&body) {
         Ok(payload) => payload,
-        Err(why) => return (StatusCode::BAD_REQUEST, why),
+        Err(why) => return (StatusCode::BAD_REQUEST, why.to_string()),
     };
     tokio::spawn(async move {
         if let Err(e) = callbacks.handle(&payload).await {
@@ -72,12 +72,23 @@ async fn interaction(
     (StatusCode::OK, String::new())
 }
 
+/// Why an interaction's body is refused (400, with this text).
+#[derive(Debug, thiserror::Error)]
+enum PayloadError {
+    #[error("not a form: {0}")]
+    NotAForm(#[source] serde_urlencoded::de::Error),
+    #[error("no payload field")]
+    NoPayload,
+    #[error("payload is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+}
+
 /// The `payload` field of a form-encoded interaction, as JSON.
-fn parse(body: &[u8]) -> Result<Value, String> {
+fn parse(body: &[u8]) -> Result<Value, PayloadError> {
     let form: HashMap<String, String> =
-        serde_urlencoded::from_bytes(body).map_err(|e| format!("not a form: {e}"))?;
-    let payload = form.get("payload").ok_or("no payload field")?;
-    serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))
+        serde_urlencoded::from_bytes(body).map_err(PayloadError::NotAForm)?;
+    let payload = form.get("payload").ok_or(PayloadError::NoPayload)?;
+    serde_json::from_str(payload).map_err(PayloadError::NotJson)
 }
 
 impl Callbacks {
