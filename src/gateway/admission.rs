@@ -10,7 +10,7 @@
 
 use super::{Caller, Gateway};
 use crate::audit::events::{AuditEvent, CallReceived, PolicyDecided, PolicyOutcome};
-use crate::audit::{AuditLog, NewEvent};
+use crate::audit::{AuditError, AuditLog, NewEvent};
 use crate::jsonrpc;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -136,7 +136,7 @@ impl Gateway {
         caller: &Caller,
         upstream: usize,
         message: &Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), AuditError> {
         let Some(audit) = self.audit.get() else {
             return Ok(());
         };
@@ -162,10 +162,6 @@ impl Gateway {
             caller.agent.id.to_string(),
             AuditEvent::CallReceived(received),
         );
-        audit
-            .append(event)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        audit.append(event).await.map(drop)
     }
 }

@@ -1,7 +1,7 @@
 //! A `tools/call` arrives: resolve `server__tool`, validate the arguments, then run it on the
 //! one path of a call ([`super::pipeline`]) or, for a client that takes tasks, as a task.
 
-use super::catalog::ToolRoute;
+use super::catalog::{SchemaError, ToolRoute};
 use super::gate::{Outcome, Progress, ToolCall};
 use super::pipeline::{ReplyTo, RoutedCall, SendHooks};
 use super::tasks::TaskAsk;
@@ -69,8 +69,8 @@ impl Gateway {
         let span = call_span(caller, &exposed, &id);
         telemetry::continue_trace(&span, jsonrpc::meta(&message));
         let record = CallRecord::start(span.clone(), &upstream.name, &route.name);
-        if let Err(refusal) = check_call(caller, &route, &exposed, &arguments, id) {
-            return Err(refusal.answer(record));
+        if let Err(refusal) = check_call(caller, &route, &exposed, &arguments) {
+            return Err(refusal.answer(id, record));
         }
         let call = ToolCall {
             id: Uuid::now_v7(),
@@ -140,19 +140,19 @@ impl Gateway {
 
 /// Why a routed call is answered without running.
 enum Refusal {
-    HeaderMismatch(Value, String),
-    InvalidArguments(Value, String),
+    HeaderMismatch(HeaderMismatch),
+    InvalidArguments(String),
 }
 
 impl Refusal {
-    fn answer(self, record: CallRecord) -> Reply {
+    fn answer(self, id: Value, record: CallRecord) -> Reply {
         match self {
-            Refusal::HeaderMismatch(id, why) => {
+            Refusal::HeaderMismatch(why) => {
                 record.finish(Outcome::HeaderMismatch);
                 let code = jsonrpc::code::HEADER_MISMATCH;
-                Reply::Response(jsonrpc::error(Some(id), code, why))
+                Reply::Response(jsonrpc::error(Some(id), code, why.to_string()))
             }
-            Refusal::InvalidArguments(id, text) => {
+            Refusal::InvalidArguments(text) => {
                 record.finish(Outcome::InvalidArguments);
                 let result = jsonrpc::tool_error_result(text);
                 Reply::Response(jsonrpc::result(id, result))
@@ -166,16 +166,34 @@ fn check_call(
     route: &ToolRoute,
     exposed: &str,
     arguments: &Value,
-    id: Value,
 ) -> Result<(), Refusal> {
     if let Err(why) = check_mirrored(caller, route, arguments) {
-        return Err(Refusal::HeaderMismatch(id, why));
+        return Err(Refusal::HeaderMismatch(why));
     }
     if let Err(why) = check_arguments(route, arguments) {
         let text = format!("Invalid arguments for tool {exposed}: {why}");
-        return Err(Refusal::InvalidArguments(id, text));
+        return Err(Refusal::InvalidArguments(text));
     }
     Ok(())
+}
+
+/// A mirrored `Mcp-Param-*` header that does not say what the body says.
+#[derive(Debug, thiserror::Error)]
+enum HeaderMismatch {
+    #[error("Mcp-Param-{header} does not match the argument {arg}")]
+    Differs { header: String, arg: String },
+    #[error("Mcp-Param-{header} is missing but the argument {arg} is present")]
+    Missing { header: String, arg: String },
+}
+
+/// Arguments a call cannot run with.
+#[derive(Debug, thiserror::Error)]
+enum BadArguments<'a> {
+    #[error("the tool's inputSchema cannot be used ({0}); the call is refused")]
+    UnusableSchema(&'a SchemaError),
+    /// Each failing location, so the model can correct itself.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
 }
 
 /// The header form of an argument: strings as they are, other values as JSON text.
@@ -189,7 +207,11 @@ fn header_text(value: &Value) -> Option<String> {
 
 /// A modern HTTP client must mirror `x-mcp-header` arguments in `Mcp-Param-*` headers whose
 /// values match the body (the body is what the gateway decides on).
-fn check_mirrored(caller: &Caller, route: &ToolRoute, arguments: &Value) -> Result<(), String> {
+fn check_mirrored(
+    caller: &Caller,
+    route: &ToolRoute,
+    arguments: &Value,
+) -> Result<(), HeaderMismatch> {
     let Some(headers) = &caller.param_headers else {
         return Ok(());
     };
@@ -200,18 +222,11 @@ fn check_mirrored(caller: &Caller, route: &ToolRoute, arguments: &Value) -> Resu
         let sent = headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(header));
+        let (header, arg) = (header.clone(), arg.clone());
         match sent {
             Some((_, value)) if value.trim() == expected.trim() => {}
-            Some(_) => {
-                return Err(format!(
-                    "Mcp-Param-{header} does not match the argument {arg}"
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "Mcp-Param-{header} is missing but the argument {arg} is present"
-                ));
-            }
+            Some(_) => return Err(HeaderMismatch::Differs { header, arg }),
+            None => return Err(HeaderMismatch::Missing { header, arg }),
         }
     }
     Ok(())
@@ -234,11 +249,11 @@ fn mirror(route: &ToolRoute, arguments: &Value) -> Vec<(String, String)> {
 
 /// Checks arguments against the tool's compiled `inputSchema`; the error names each failing
 /// location so the model can correct itself.
-fn check_arguments(route: &ToolRoute, arguments: &Value) -> Result<(), String> {
-    let validator =
-        route.validator.as_ref().as_ref().map_err(|e| {
-            format!("the tool's inputSchema cannot be used ({e}); the call is refused")
-        })?;
+fn check_arguments<'a>(route: &'a ToolRoute, arguments: &Value) -> Result<(), BadArguments<'a>> {
+    let validator = match route.validator.as_ref() {
+        Ok(validator) => validator,
+        Err(e) => return Err(BadArguments::UnusableSchema(e)),
+    };
     let problems: Vec<String> = validator
         .iter_errors(arguments)
         .take(5)
@@ -254,7 +269,7 @@ fn check_arguments(route: &ToolRoute, arguments: &Value) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("; "))
+        Err(BadArguments::Invalid(problems))
     }
 }
 

@@ -88,7 +88,7 @@ pub struct ToolRoute {
     /// The tool as the upstream described it (annotations, schemas), for policy.
     pub tool: Arc<Value>,
     /// The compiled `inputSchema`, or why it could not be compiled.
-    pub validator: Arc<Result<jsonschema::Validator, String>>,
+    pub validator: Arc<Result<jsonschema::Validator, SchemaError>>,
     /// Arguments mirrored in `Mcp-Param-{header}` (2026-07-28 `x-mcp-header`): (header, argument).
     pub mirrored: Arc<[(String, String)]>,
 }
@@ -320,10 +320,15 @@ fn mirrored_params(schema: Option<&Value>) -> Vec<(String, String)> {
 
 /// Compiles a tool's `inputSchema`. Remote `$ref`s are never fetched: such a schema fails to
 /// compile, and calls to the tool are refused (fail closed).
-pub fn compile_schema(schema: Option<&Value>) -> Result<jsonschema::Validator, String> {
+pub fn compile_schema(schema: Option<&Value>) -> Result<jsonschema::Validator, SchemaError> {
     let schema = schema.cloned().unwrap_or_else(|| Value::Object(Map::new()));
-    jsonschema::validator_for(&schema).map_err(|e| e.to_string())
+    jsonschema::validator_for(&schema).map_err(|e| SchemaError(Box::new(e)))
 }
+
+/// A tool's `inputSchema` that cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SchemaError(Box<jsonschema::ValidationError<'static>>);
 
 #[cfg(test)]
 mod tests {

@@ -31,7 +31,11 @@ impl Gateway {
             Admission::Mcp => match self.route_mcp(&method, &mut message) {
                 Ok(upstream) => upstream,
                 Err(why) => {
-                    return Reply::Response(jsonrpc::error(id, jsonrpc::code::INVALID_PARAMS, why));
+                    return Reply::Response(jsonrpc::error(
+                        id,
+                        jsonrpc::code::INVALID_PARAMS,
+                        why.to_string(),
+                    ));
                 }
             },
         };
@@ -50,7 +54,7 @@ impl Gateway {
 
     /// The upstream an MCP request goes to, by the prompt or resource it names; the first
     /// upstream when it names none.
-    fn route_mcp(&self, method: &str, message: &mut Value) -> Result<usize, String> {
+    fn route_mcp(&self, method: &str, message: &mut Value) -> Result<usize, Unroutable> {
         match method {
             "prompts/get" => self.route_prompt(message, "/params/name"),
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -94,35 +98,35 @@ impl Gateway {
     }
 
     /// Resolves the prompt named at `pointer` and rewrites it to the upstream's name.
-    fn route_prompt(&self, message: &mut Value, pointer: &str) -> Result<usize, String> {
+    fn route_prompt(&self, message: &mut Value, pointer: &str) -> Result<usize, Unroutable> {
         let exposed = message
             .pointer(pointer)
             .and_then(Value::as_str)
-            .ok_or("missing prompt name")?;
+            .ok_or(Unroutable::MissingPromptName)?;
         let snapshot = self.snapshot();
         let (upstream, name) = snapshot
             .prompt(exposed)
             .cloned()
-            .ok_or_else(|| format!("unknown prompt: {exposed}"))?;
+            .ok_or_else(|| Unroutable::UnknownPrompt(exposed.to_owned()))?;
         *message.pointer_mut(pointer).expect("checked above") = Value::String(name);
         Ok(upstream)
     }
 
-    fn route_resource(&self, uri: Option<&str>) -> Result<usize, String> {
-        let uri = uri.ok_or("missing resource uri")?;
+    fn route_resource(&self, uri: Option<&str>) -> Result<usize, Unroutable> {
+        let uri = uri.ok_or(Unroutable::MissingResourceUri)?;
         Ok(self
             .snapshot()
             .resource(uri)
             .unwrap_or_else(|| self.first_offering("resources")))
     }
 
-    fn route_completion(&self, message: &mut Value) -> Result<usize, String> {
+    fn route_completion(&self, message: &mut Value) -> Result<usize, Unroutable> {
         match message.pointer("/params/ref/type").and_then(Value::as_str) {
             Some("ref/prompt") => self.route_prompt(message, "/params/ref/name"),
             Some("ref/resource") => {
                 self.route_resource(message.pointer("/params/ref/uri").and_then(Value::as_str))
             }
-            _ => Err("completion needs a ref of type ref/prompt or ref/resource".into()),
+            _ => Err(Unroutable::CompletionRef),
         }
     }
 
@@ -155,4 +159,17 @@ impl Gateway {
         }
         Reply::Response(failure.unwrap_or_else(|| jsonrpc::result(id, serde_json::json!({}))))
     }
+}
+
+/// Why a request names nothing an upstream offers.
+#[derive(Debug, thiserror::Error)]
+enum Unroutable {
+    #[error("missing prompt name")]
+    MissingPromptName,
+    #[error("unknown prompt: {0}")]
+    UnknownPrompt(String),
+    #[error("missing resource uri")]
+    MissingResourceUri,
+    #[error("completion needs a ref of type ref/prompt or ref/resource")]
+    CompletionRef,
 }
