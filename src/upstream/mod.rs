@@ -8,11 +8,25 @@
 //! Era bridging: a request is sent over a connection of the client's era when the upstream
 //! speaks it; otherwise the upstream adds the modern `_meta` a modern server requires (from
 //! [`ClientContext`]) or sends the request inside its own legacy session.
+//!
+//! # Layout
+//!
+//! ```text
+//! mod.rs       Upstream: the transport-independent handle, and its errors
+//! http/        a Streamable HTTP upstream (either era)
+//! stdio.rs     a child process speaking JSON-RPC lines on stdin/stdout
+//! inflight/    many client requests over one connection: ids, routing, Exchange
+//! messages.rs  the messages the gateway writes itself, and method classes
+//! health.rs    whether an upstream is up, and the backoff between attempts
+//! ```
 
+mod health;
 mod http;
 mod inflight;
+mod messages;
 mod stdio;
 
+pub use http::{HeaderError, HttpSetupError};
 pub use inflight::Exchange;
 
 use crate::config::UpstreamConfig;
@@ -40,6 +54,13 @@ pub struct ClientContext {
 pub enum UpstreamError {
     #[error("upstream {upstream} is unavailable: {reason}")]
     Unavailable { upstream: String, reason: String },
+    /// A configuration that can never work (an HTTP upstream's URL, headers or TLS setup).
+    #[error("upstream {upstream} is unavailable: {source}")]
+    Unusable {
+        upstream: String,
+        #[source]
+        source: HttpSetupError,
+    },
     #[error("upstream {upstream} did not answer within {secs} s")]
     Timeout { upstream: String, secs: u64 },
     #[error("upstream {upstream} answered with something that is not MCP: {reason}")]

@@ -5,7 +5,9 @@
 //! with exponential backoff until shutdown. Requests from all clients share the child; their
 //! ids and progress tokens are rewritten by [`InFlight`].
 
-use super::inflight::{self, CancelFn, Exchange, Health, InFlight};
+use super::health::{self, Health};
+use super::inflight::{CancelFn, Exchange, InFlight};
+use super::messages;
 use super::{ClientContext, UpstreamError};
 use crate::config::{EraPreference, StdioUpstreamConfig, UpstreamConfig};
 use crate::jsonrpc;
@@ -85,7 +87,7 @@ impl StdioTransport {
     ) -> Result<Exchange, UpstreamError> {
         let s = &self.shared;
         if s.era() == Some(Era::Modern) {
-            inflight::add_modern_meta(&mut request, client);
+            messages::add_modern_meta(&mut request, client);
         }
         let (rewrite, rx) = s.inflight.register(&mut request);
         let id = rewrite.upstream_id;
@@ -116,7 +118,7 @@ impl StdioTransport {
         let method = jsonrpc::method(&notification).unwrap_or_default();
         let removed =
             self.shared.era() == Some(Era::Modern) && protocol::REMOVED_IN_MODERN.contains(&method);
-        if removed || inflight::is_gateway_owned(method) {
+        if removed || messages::is_gateway_owned(method) {
             tracing::debug!(upstream = %self.shared.name, method, "notification not forwarded");
             return Ok(());
         }
@@ -167,7 +169,7 @@ impl Shared {
     /// Cancels a request that is still in flight.
     fn cancel(&self, upstream_id: i64, reason: &str) {
         if self.inflight.remove(upstream_id) {
-            let _ = self.send(&inflight::cancelled_notification(upstream_id, reason));
+            let _ = self.send(&messages::cancelled_notification(upstream_id, reason));
         }
     }
 
@@ -224,7 +226,7 @@ impl Supervisor {
     /// Runs children until shutdown; `first` is signalled after the first handshake attempt.
     async fn run(self, first: oneshot::Sender<()>) {
         let mut first = Some(first);
-        let mut backoff = inflight::reconnect_backoff();
+        let mut backoff = health::reconnect_backoff();
         let mut runs = 0u64;
         while !self.stop.is_cancelled() {
             if runs > 0 {
@@ -233,7 +235,7 @@ impl Supervisor {
             runs += 1;
             let started = Instant::now();
             self.run_child(&mut first).await;
-            if started.elapsed() >= inflight::STABLE {
+            if started.elapsed() >= health::STABLE {
                 backoff.reset();
             }
             tokio::select! {
@@ -256,8 +258,8 @@ impl Supervisor {
         };
         let handshake = tokio::select! {
             h = self.handshake(&running.writer) => h,
-            status = running.child.wait() => Err(exit_reason(status)),
-            _ = self.stop.cancelled() => Err("shut down".into()),
+            status = running.child.wait() => Err(Exit::from(status).into()),
+            _ = self.stop.cancelled() => Err(HandshakeError::ShutDown),
         };
         let why = match handshake {
             Ok((era, capabilities)) => {
@@ -268,9 +270,9 @@ impl Supervisor {
                 self.wait_for_exit(&mut running.child).await
             }
             Err(why) => {
-                tracing::warn!(target: "countersign::upstream", upstream = %name, why, "upstream handshake failed");
+                tracing::warn!(target: "countersign::upstream", upstream = %name, why = %why, "upstream handshake failed");
                 first.take().map(|f| f.send(()));
-                why
+                Gone::Handshake(why)
             }
         };
         self.shared.refuse_requests();
@@ -312,7 +314,7 @@ impl Supervisor {
     async fn handshake(
         &self,
         writer: &mpsc::UnboundedSender<Vec<u8>>,
-    ) -> Result<(Era, Value), String> {
+    ) -> Result<(Era, Value), HandshakeError> {
         if self.era != EraPreference::Legacy {
             let wait = if self.era == EraPreference::Auto {
                 DISCOVER_TIMEOUT
@@ -321,21 +323,21 @@ impl Supervisor {
             };
             match self
                 .shared
-                .call(writer, inflight::discover_request(), wait)
+                .call(writer, messages::discover_request(), wait)
                 .await
             {
                 Some(r) if r.get("result").is_some() => {
                     return Ok((Era::Modern, capabilities_of(&r)));
                 }
                 r if self.era == EraPreference::Modern => {
-                    return Err(format!("server/discover failed: {r:?}"));
+                    return Err(HandshakeError::Discover(r));
                 }
                 _ => {}
             }
         }
         let response = self
             .shared
-            .call(writer, inflight::initialize_request(), INITIALIZE_TIMEOUT)
+            .call(writer, messages::initialize_request(), INITIALIZE_TIMEOUT)
             .await;
         match response {
             Some(r) if r.get("result").is_some() => {
@@ -345,15 +347,15 @@ impl Supervisor {
                 )));
                 Ok((Era::Legacy, capabilities_of(&r)))
             }
-            r => Err(format!("initialize failed: {r:?}")),
+            r => Err(HandshakeError::Initialize(r)),
         }
     }
 
     /// Waits until the child exits or shutdown; says why it is gone.
-    async fn wait_for_exit(&self, child: &mut Child) -> String {
+    async fn wait_for_exit(&self, child: &mut Child) -> Gone {
         tokio::select! {
-            status = child.wait() => exit_reason(status),
-            _ = self.stop.cancelled() => "was shut down".into(),
+            status = child.wait() => Gone::Exited(status.into()),
+            _ = self.stop.cancelled() => Gone::ShutDown,
         }
     }
 
@@ -383,11 +385,50 @@ fn capabilities_of(response: &Value) -> Value {
         .unwrap_or_else(|| json!({}))
 }
 
-fn exit_reason(status: std::io::Result<ExitStatus>) -> String {
-    match status {
-        Ok(status) => format!("exited ({status})"),
-        Err(e) => format!("could not be waited for: {e}"),
+/// How a child process ended.
+#[derive(Debug, thiserror::Error)]
+enum Exit {
+    #[error("exited ({0})")]
+    Status(ExitStatus),
+    #[error("could not be waited for: {0}")]
+    Unwaitable(#[source] std::io::Error),
+}
+
+impl From<std::io::Result<ExitStatus>> for Exit {
+    fn from(status: std::io::Result<ExitStatus>) -> Self {
+        match status {
+            Ok(status) => Exit::Status(status),
+            Err(e) => Exit::Unwaitable(e),
+        }
     }
+}
+
+/// Why a child did not get through the handshake.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    /// A `modern` upstream did not answer `server/discover` with a result (`None`: not in time).
+    #[error("server/discover failed: {0:?}")]
+    Discover(Option<Value>),
+    /// `initialize` was not answered with a result (`None`: not in time).
+    #[error("initialize failed: {0:?}")]
+    Initialize(Option<Value>),
+    /// The child ended during the handshake.
+    #[error(transparent)]
+    Exited(#[from] Exit),
+    #[error("shut down")]
+    ShutDown,
+}
+
+/// Why a child no longer serves requests; those in flight end with `upstream {name} {why}`.
+#[derive(Debug, thiserror::Error)]
+enum Gone {
+    #[error(transparent)]
+    Handshake(HandshakeError),
+    /// The child ended after it was ready.
+    #[error(transparent)]
+    Exited(Exit),
+    #[error("was shut down")]
+    ShutDown,
 }
 
 async fn write_lines(mut stdin: ChildStdin, mut lines: mpsc::UnboundedReceiver<Vec<u8>>) {
