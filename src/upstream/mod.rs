@@ -52,17 +52,32 @@ pub struct ClientContext {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// The upstream cannot take the message now (not reached yet, HTTP 5xx, no process running).
     #[error("upstream {upstream} is unavailable: {reason}")]
     Unavailable { upstream: String, reason: String },
+    /// A request could not be sent (refused connection, TLS, reset); the text names every cause,
+    /// so that a refused certificate says why.
+    #[error("upstream {upstream} is unavailable: {}", crate::tls::explain(.source))]
+    Unreachable {
+        upstream: String,
+        source: reqwest::Error,
+    },
+    /// An answer broke off while its body was read.
+    #[error("upstream {upstream} is unavailable: {source}")]
+    BodyRead {
+        upstream: String,
+        source: reqwest::Error,
+    },
     /// A configuration that can never work (an HTTP upstream's URL, headers or TLS setup).
     #[error("upstream {upstream} is unavailable: {source}")]
     Unusable {
         upstream: String,
-        #[source]
         source: HttpSetupError,
     },
+    /// No answer within the upstream's `timeout_secs`.
     #[error("upstream {upstream} did not answer within {secs} s")]
     Timeout { upstream: String, secs: u64 },
+    /// The upstream answered, but not as MCP requires.
     #[error("upstream {upstream} answered with something that is not MCP: {reason}")]
     Protocol { upstream: String, reason: String },
 }

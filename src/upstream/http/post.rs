@@ -49,7 +49,10 @@ impl Shared {
             Err(_) => Err(self.timed_out()),
             Ok(Err(e)) => {
                 self.health.set(false);
-                Err(self.unavailable(crate::tls::explain(&e)))
+                Err(UpstreamError::Unreachable {
+                    upstream: self.name.clone(),
+                    source: e,
+                })
             }
             Ok(Ok(response)) => {
                 self.health.set(!response.status().is_server_error());
@@ -116,7 +119,12 @@ impl Shared {
         }
         let bytes = match tokio::time::timeout(self.timeout, response.bytes()).await {
             Err(_) => return Err(self.timed_out()),
-            Ok(Err(e)) => return Err(self.unavailable(e.to_string())),
+            Ok(Err(source)) => {
+                return Err(UpstreamError::BodyRead {
+                    upstream: self.name.clone(),
+                    source,
+                });
+            }
             Ok(Ok(bytes)) => bytes,
         };
         match serde_json::from_slice::<Value>(&bytes) {
