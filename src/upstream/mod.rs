@@ -8,11 +8,25 @@
 //! Era bridging: a request is sent over a connection of the client's era when the upstream
 //! speaks it; otherwise the upstream adds the modern `_meta` a modern server requires (from
 //! [`ClientContext`]) or sends the request inside its own legacy session.
+//!
+//! # Layout
+//!
+//! ```text
+//! mod.rs       Upstream: the transport-independent handle, and its errors
+//! http/        a Streamable HTTP upstream (either era)
+//! stdio.rs     a child process speaking JSON-RPC lines on stdin/stdout
+//! inflight/    many client requests over one connection: ids, routing, Exchange
+//! messages.rs  the messages the gateway writes itself, and method classes
+//! health.rs    whether an upstream is up, and the backoff between attempts
+//! ```
 
+mod health;
 mod http;
 mod inflight;
+mod messages;
 mod stdio;
 
+pub use http::{HeaderError, HttpSetupError};
 pub use inflight::Exchange;
 
 use crate::config::UpstreamConfig;
@@ -38,10 +52,32 @@ pub struct ClientContext {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// The upstream cannot take the message now (not reached yet, HTTP 5xx, no process running).
     #[error("upstream {upstream} is unavailable: {reason}")]
     Unavailable { upstream: String, reason: String },
+    /// A request could not be sent (refused connection, TLS, reset); the text names every cause,
+    /// so that a refused certificate says why.
+    #[error("upstream {upstream} is unavailable: {}", crate::tls::explain(.source))]
+    Unreachable {
+        upstream: String,
+        source: reqwest::Error,
+    },
+    /// An answer broke off while its body was read.
+    #[error("upstream {upstream} is unavailable: {source}")]
+    BodyRead {
+        upstream: String,
+        source: reqwest::Error,
+    },
+    /// A configuration that can never work (an HTTP upstream's URL, headers or TLS setup).
+    #[error("upstream {upstream} is unavailable: {source}")]
+    Unusable {
+        upstream: String,
+        source: HttpSetupError,
+    },
+    /// No answer within the upstream's `timeout_secs`.
     #[error("upstream {upstream} did not answer within {secs} s")]
     Timeout { upstream: String, secs: u64 },
+    /// The upstream answered, but not as MCP requires.
     #[error("upstream {upstream} answered with something that is not MCP: {reason}")]
     Protocol { upstream: String, reason: String },
 }
