@@ -5,7 +5,8 @@
 use super::ledger::{Binding, Feed, Ledger};
 use super::transitions::{Close, Decision, Forward, Open, Review, ReviewRefusal};
 use super::waiting::{PROGRESS_EVERY, Wakers, wake};
-use super::{Approval, Broker, BrokerError, Directory, GrantUse, Notifier, Status, now_ms, store};
+use super::{Approval, Broker, BrokerError, Directory, GrantUse, Notifier, Status, store};
+use crate::timestamp::now_ms;
 use crate::audit::AuditLog;
 use crate::audit::events::{ApprovalRequested, BreakGlassGrant, CallForwarded};
 use crate::call::ToolCall;

@@ -146,11 +146,6 @@ pub struct Sighting {
     pub evidence: Value,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    crate::timestamp::now_ms()
-}
-
 /// Hex SHA-256 of the canonical form of the arguments (RFC 8785 with exact 64-bit integers,
 /// see [`crate::canonical`]): what a grant is bound to.
 pub fn arguments_digest(arguments: &Value) -> String {

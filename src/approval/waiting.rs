@@ -3,7 +3,8 @@
 //! approvals, reads what other processes appended, and wakes the waiters of rows changed by
 //! hand.
 
-use super::{Approval, Broker, BrokerError, Status, now_ms, store};
+use super::{Approval, Broker, BrokerError, Status, store};
+use crate::timestamp::now_ms;
 use crate::call::Progress;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

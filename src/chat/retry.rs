@@ -1,6 +1,6 @@
 //! Posting a card again and again (with backoff) until it works or the approval expires.
 
-use crate::approval::now_ms;
+use crate::timestamp::now_ms;
 use std::future::Future;
 use std::time::Duration;
 

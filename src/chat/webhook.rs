@@ -56,7 +56,7 @@ impl Webhook {
 
     async fn deliver(&self, event: &str, payload: &Value) -> Result<(), DeliveryError> {
         let body = payload.to_string();
-        let timestamp = crate::approval::now_ms() / 1000;
+        let timestamp = crate::timestamp::now_ms() / 1000;
         let signature = sign(
             self.config.secret.expose_secret().as_bytes(),
             timestamp,

@@ -86,7 +86,7 @@ async fn verify(
     record_read(&console, &current, "/console/audit/verify", &Params::new()).await?;
     let options = console.audit.verify_options()?;
     let running = Running {
-        started_ms: crate::approval::now_ms(),
+        started_ms: crate::timestamp::now_ms(),
         total: super::inbox::head(&console).await.unwrap_or(0).max(0) as u64,
         checked: Arc::default(),
     };
@@ -106,7 +106,7 @@ async fn run(console: Arc<Console>, options: crate::audit::VerifyOptions, checke
     let result = crate::audit::verify_counting(console.audit.db(), &options, &checked).await;
     let last = match result {
         Ok(report) => LastVerify {
-            at_ms: crate::approval::now_ms(),
+            at_ms: crate::timestamp::now_ms(),
             ok: report.ok,
             summary: report.to_string(),
             details: format!(
@@ -119,7 +119,7 @@ async fn run(console: Arc<Console>, options: crate::audit::VerifyOptions, checke
             ),
         },
         Err(e) => LastVerify {
-            at_ms: crate::approval::now_ms(),
+            at_ms: crate::timestamp::now_ms(),
             ok: false,
             summary: format!("the verify could not run: {e}"),
             details: String::new(),

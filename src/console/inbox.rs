@@ -156,7 +156,7 @@ pub(super) fn quorum(approval: &Approval, voters: &[String]) -> String {
 
 /// The live countdown (the script keeps it ticking).
 pub(super) fn countdown(approval: &Approval) -> String {
-    let left = approval.expires_at - crate::approval::now_ms();
+    let left = approval.expires_at - crate::timestamp::now_ms();
     format!(
         "<span class=\"countdown\" data-expires-ms=\"{}\">expires in {}</span> ({})",
         approval.expires_at,

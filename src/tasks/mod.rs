@@ -13,7 +13,7 @@
 
 mod store;
 
-use crate::approval::now_ms;
+use crate::timestamp::now_ms;
 use crate::audit::events::{AuditEvent, CallAmbiguous};
 use crate::audit::{AuditLog, NewEvent};
 use crate::store::Db;

@@ -144,7 +144,7 @@ pub fn accounts(who: &str) -> String {
 /// `timestamp` (now when `None`). Returns the HTTP status.
 pub async fn interact(gw: &TestGateway, payload: &Value, timestamp: Option<i64>) -> u16 {
     let timestamp = timestamp
-        .unwrap_or_else(|| countersign::approval::now_ms() / 1000)
+        .unwrap_or_else(|| countersign::timestamp::now_ms() / 1000)
         .to_string();
     let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
     let sig = signature::sign(SIGNING_SECRET.as_bytes(), &timestamp, body.as_bytes());
@@ -275,7 +275,7 @@ async fn deny_asks_for_the_reason_in_a_modal() {
 /// POSTs an Events API envelope as Slack would: JSON, v0-signed now (or with `sig`). Returns
 /// the status and the body.
 async fn send_event(gw: &TestGateway, envelope: &Value, sig: Option<&str>) -> (u16, String) {
-    let timestamp = (countersign::approval::now_ms() / 1000).to_string();
+    let timestamp = (countersign::timestamp::now_ms() / 1000).to_string();
     let body = envelope.to_string();
     let signed = signature::sign(SIGNING_SECRET.as_bytes(), &timestamp, body.as_bytes());
     let response = crate::support::http()
@@ -361,9 +361,9 @@ async fn unsigned_stale_and_altered_interactions_are_refused() {
     let id = approval["id"].as_str().unwrap();
     let ts = stub.card(id).await;
     let payload = click("bob", id, "countersign_approve", &ts);
-    let stale = countersign::approval::now_ms() / 1000 - 301;
+    let stale = countersign::timestamp::now_ms() / 1000 - 301;
     assert_eq!(interact(&gw, &payload, Some(stale)).await, 401, "stale");
-    let now = (countersign::approval::now_ms() / 1000).to_string();
+    let now = (countersign::timestamp::now_ms() / 1000).to_string();
     let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
     let sig = signature::sign(SIGNING_SECRET.as_bytes(), &now, body.as_bytes());
     let altered = body.replace("U0BOB", "U0CAROL");

@@ -41,7 +41,7 @@ fn chat(url: &str) -> String {
 fn verified(headers: &HeaderMap, body: &str) -> Value {
     let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
     let timestamp = header("x-countersign-timestamp");
-    let age = countersign::approval::now_ms() / 1000 - timestamp.parse::<i64>().unwrap();
+    let age = countersign::timestamp::now_ms() / 1000 - timestamp.parse::<i64>().unwrap();
     assert!((0..=300).contains(&age), "fresh timestamp");
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(format!("v1:{timestamp}:{body}").as_bytes());

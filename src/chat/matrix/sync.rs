@@ -4,7 +4,8 @@
 
 use super::render::{APPROVAL_KEY, APPROVE, DENY};
 use super::{Matrix, store};
-use crate::approval::{Ballot, Broker, Sighting, VoteSource, now_ms};
+use crate::approval::{Ballot, Broker, Sighting, VoteSource};
+use crate::timestamp::now_ms;
 use crate::backoff::Backoff;
 use crate::chat::db::{CardRef, card_by_message};
 use crate::chat::reply::{self, Answer};

@@ -265,7 +265,7 @@ impl Mattermost {
             post_id: post_id.to_owned(),
             channel_id,
         };
-        store::save_card(self.db().await?, &card, crate::approval::now_ms()).await?;
+        store::save_card(self.db().await?, &card, crate::timestamp::now_ms()).await?;
         Ok(card)
     }
 

@@ -4,7 +4,8 @@
 
 use super::render::{APPROVE_ACTION, DENY_ACTION, DENY_MODAL, REASON_BLOCK, REASON_INPUT};
 use super::{BACKEND, Slack, signature};
-use crate::approval::{Ballot, Broker, Sighting, VoteSource, now_ms};
+use crate::approval::{Ballot, Broker, Sighting, VoteSource};
+use crate::timestamp::now_ms;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;

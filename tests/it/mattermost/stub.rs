@@ -479,7 +479,7 @@ impl Stub {
 }
 
 pub fn now_ms() -> i64 {
-    countersign::approval::now_ms()
+    countersign::timestamp::now_ms()
 }
 
 /// The server's `update` semantics: the message is always replaced; props `null` keeps them,
