@@ -1,10 +1,17 @@
-//! The architecture's layering rule, checked on the source: no import cycle between the
-//! top-level modules of `src/`. A module's dependencies are every `crate::NAME` it names
-//! outside comments and its `#[cfg(test)]` part. A new cycle fails here with the edges that
-//! close it, naming the files.
+//! The architecture's rules, checked on the source:
+//!
+//! * no import cycle between the top-level modules of `src/`. A module's dependencies are
+//!   every `crate::NAME` it names outside comments and its `#[cfg(test)]` part. A new cycle
+//!   fails here with the edges that close it, naming the files;
+//! * no file in `src/` over 500 lines, and no function over 60 lines outside tests (read with
+//!   a Rust parser, from `fn` to its closing brace);
+//! * the gateway builds every audit event from the typed `AuditEvent`: the untyped
+//!   constructor is for tests that forge history.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use syn::spanned::Spanned;
+use syn::visit::Visit;
 
 /// Top-level module → (module it uses → files that use it).
 type Graph = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
@@ -127,4 +134,145 @@ fn the_check_sees_a_cycle() {
     assert!(path_back(&graph, "b", "a", &mut BTreeSet::new()).is_some());
     assert!(!graph["a"].contains_key("c"), "comments do not count");
     assert!(!graph.contains_key("c"), "tests do not count");
+}
+
+const MOST_LINES_PER_FILE: usize = 500;
+const MOST_LINES_PER_FUNCTION: usize = 60;
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn source_files() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    files.sort();
+    let files: Vec<_> = files
+        .into_iter()
+        .map(|path| {
+            let name = path.strip_prefix(src()).unwrap().display().to_string();
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect();
+    assert!(files.len() > 50, "the sources were not read");
+    files
+}
+
+/// Functions longer than the rule allows, outside `#[cfg(test)]` modules and `#[test]`s.
+#[derive(Default)]
+struct LongFunctions(Vec<(String, usize)>);
+
+fn is_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|attr| {
+        let path = attr.path();
+        path.is_ident("test")
+            || (path.is_ident("cfg")
+                && attr
+                    .parse_args::<syn::Ident>()
+                    .is_ok_and(|arg| arg == "test"))
+    })
+}
+
+impl LongFunctions {
+    fn measure(&mut self, name: &syn::Ident, fn_token: &syn::token::Fn, body: &syn::Block) {
+        let from = fn_token.span().start().line;
+        let to = body.brace_token.span.close().end().line;
+        let lines = to + 1 - from;
+        if lines > MOST_LINES_PER_FUNCTION {
+            self.0.push((name.to_string(), lines));
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for LongFunctions {
+    fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
+        if !is_test(&item.attrs) {
+            syn::visit::visit_item_mod(self, item);
+        }
+    }
+
+    fn visit_item_fn(&mut self, item: &'ast syn::ItemFn) {
+        if !is_test(&item.attrs) {
+            self.measure(&item.sig.ident, &item.sig.fn_token, &item.block);
+            syn::visit::visit_item_fn(self, item);
+        }
+    }
+
+    fn visit_impl_item_fn(&mut self, item: &'ast syn::ImplItemFn) {
+        if !is_test(&item.attrs) {
+            self.measure(&item.sig.ident, &item.sig.fn_token, &item.block);
+            syn::visit::visit_impl_item_fn(self, item);
+        }
+    }
+
+    fn visit_trait_item_fn(&mut self, item: &'ast syn::TraitItemFn) {
+        if let Some(body) = &item.default {
+            self.measure(&item.sig.ident, &item.sig.fn_token, body);
+        }
+        syn::visit::visit_trait_item_fn(self, item);
+    }
+}
+
+fn long_functions(code: &str) -> Vec<(String, usize)> {
+    let file = syn::parse_file(code).expect("the source parses");
+    let mut long = LongFunctions::default();
+    long.visit_file(&file);
+    long.0
+}
+
+#[test]
+fn no_file_over_500_lines() {
+    let long: Vec<String> = source_files()
+        .into_iter()
+        .filter_map(|(name, code)| {
+            let lines = code.lines().count();
+            (lines > MOST_LINES_PER_FILE).then(|| format!("{name}: {lines} lines"))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "files over {MOST_LINES_PER_FILE} lines (split them by job):\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn no_function_over_60_lines_outside_tests() {
+    let long: Vec<String> = source_files()
+        .into_iter()
+        .flat_map(|(name, code)| {
+            long_functions(&code)
+                .into_iter()
+                .map(move |(function, lines)| format!("{name}: {function} ({lines} lines)"))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "functions over {MOST_LINES_PER_FUNCTION} lines (make them a few named steps):\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn the_check_measures_functions_from_fn_to_the_closing_brace() {
+    let body = "    step();\n".repeat(58);
+    let code = format!(
+        "/// Docs do not count.\nfn fits() {{\n{body}}}\n\
+         struct S;\nimpl S {{\n    fn too_long(&self) {{\n{body}    step();\n    }}\n}}\n\
+         #[cfg(test)]\nmod tests {{\n    fn long_test_helper() {{\n{body}{body}    }}\n}}\n"
+    );
+    assert_eq!(long_functions(&code), vec![("too_long".to_owned(), 61)]);
+}
+
+#[test]
+fn audit_events_are_built_typed() {
+    let untyped: Vec<String> = source_files()
+        .into_iter()
+        .filter(|(name, code)| name != "audit/mod.rs" && code.contains("NewEvent::untyped"))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        untyped.is_empty(),
+        "build audit events with NewEvent::new(.., AuditEvent::..), not untyped, in: {untyped:?}"
+    );
 }

@@ -140,7 +140,10 @@ async fn list(broker: &Broker, status: &str, json: bool) -> anyhow::Result<ExitC
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         for (approval, approvers) in &listed {
-            print!("{}", table_row(approval, approvers, crate::timestamp::now_ms()));
+            print!(
+                "{}",
+                table_row(approval, approvers, crate::timestamp::now_ms())
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -224,7 +227,10 @@ fn print_change(
             serde_json::to_string(&described(approval, approvers))?
         );
     } else {
-        print!("{}", table_row(approval, approvers, crate::timestamp::now_ms()));
+        print!(
+            "{}",
+            table_row(approval, approvers, crate::timestamp::now_ms())
+        );
     }
     Ok(())
 }

@@ -6,9 +6,9 @@ use super::broker::report_decided;
 use super::eligibility;
 use super::transitions::Cast;
 use super::{Approval, Ballot, Broker, BrokerError, Sighting, VoteResult};
-use crate::timestamp::now_ms;
 use crate::audit::NewEvent;
 use crate::audit::events::{ApprovalSeen, AuditEvent, VoteRejected};
+use crate::timestamp::now_ms;
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -4,8 +4,8 @@
 //! hand.
 
 use super::{Approval, Broker, BrokerError, Status, store};
-use crate::timestamp::now_ms;
 use crate::call::Progress;
+use crate::timestamp::now_ms;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -13,10 +13,10 @@
 
 mod store;
 
-use crate::timestamp::now_ms;
 use crate::audit::events::{AuditEvent, CallAmbiguous};
 use crate::audit::{AuditLog, NewEvent};
 use crate::store::Db;
+use crate::timestamp::now_ms;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

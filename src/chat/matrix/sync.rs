@@ -5,12 +5,12 @@
 use super::render::{APPROVAL_KEY, APPROVE, DENY};
 use super::{Matrix, store};
 use crate::approval::{Ballot, Broker, Sighting, VoteSource};
-use crate::timestamp::now_ms;
 use crate::backoff::Backoff;
 use crate::chat::db::{CardRef, card_by_message};
 use crate::chat::reply::{self, Answer};
 use crate::chat::retry::Retryable;
 use crate::store::Db;
+use crate::timestamp::now_ms;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
