@@ -5,7 +5,7 @@
 use super::ledger::{Binding, Feed, Ledger};
 use super::transitions::{Close, Decision, Forward, Open, Review, ReviewRefusal};
 use super::waiting::{PROGRESS_EVERY, Wakers, wake};
-use super::{Approval, Broker, BrokerError, Directory, GrantUse, Notifier, Status, store};
+use super::{Approval, Broker, BrokerError, Directory, GrantUse, Notifier, Status, table};
 use crate::audit::AuditLog;
 use crate::audit::events::{ApprovalRequested, BreakGlassGrant, CallForwarded};
 use crate::call::ToolCall;
@@ -34,7 +34,7 @@ impl Broker {
                 move |id| wake(&wakers, id)
             }),
         };
-        let from = store::replay_from(&db).await?;
+        let from = table::replay_from(&db).await?;
         audit.attach(Arc::new(feed), from).await?;
         Ok(Arc::new(Broker {
             db,
@@ -129,18 +129,18 @@ impl Broker {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Approval, BrokerError> {
-        store::get(&self.db, id)
+        table::get(&self.db, id)
             .await?
             .ok_or(BrokerError::NotFound(id))
     }
 
     pub async fn list(&self, status: Option<Status>) -> Result<Vec<Approval>, BrokerError> {
-        Ok(store::list(&self.db, status).await?)
+        Ok(table::list(&self.db, status).await?)
     }
 
     /// Who approved `id` so far, in order (from the working table, for display).
     pub async fn approvers(&self, id: Uuid) -> Result<Vec<String>, BrokerError> {
-        Ok(store::approvers(&self.db, id).await?)
+        Ok(table::approvers(&self.db, id).await?)
     }
 
     /// Marks a pending approval expired once it is due (a concurrent decision wins).
@@ -178,7 +178,7 @@ impl Broker {
 
     /// Expires every overdue approval (run periodically; waiting calls also expire their own).
     pub async fn expire_due(&self) -> Result<usize, BrokerError> {
-        let due = store::overdue(&self.db, now_ms()).await?;
+        let due = table::overdue(&self.db, now_ms()).await?;
         for approval in &due {
             self.expire(approval.id).await?;
         }

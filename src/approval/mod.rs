@@ -31,7 +31,7 @@ pub mod ledger;
 pub mod limits;
 mod notify;
 mod source;
-mod store;
+mod table;
 mod transitions;
 mod voting;
 mod waiting;
@@ -41,8 +41,8 @@ pub use ledger::GrantRefusal;
 pub use notify::{CallSummary, Notifier, NotifyError};
 pub use source::VoteSource;
 /// Approving votes counted so far (chat backends show it on decided cards).
-pub use store::count_approvals;
-pub use store::{Approval, Status};
+pub use table::count_approvals;
+pub use table::{Approval, Status};
 pub use transitions::ReviewRefusal;
 
 use crate::audit::AuditLog;

@@ -3,7 +3,7 @@
 //! approvals, reads what other processes appended, and wakes the waiters of rows changed by
 //! hand.
 
-use super::{Approval, Broker, BrokerError, Status, store};
+use super::{Approval, Broker, BrokerError, Status, table};
 use crate::call::Progress;
 use crate::timestamp::now_ms;
 use std::collections::HashMap;
@@ -80,7 +80,7 @@ impl Broker {
                     if approval.status != Status::Pending {
                         return Ok(approval);
                     }
-                    Waiting::of_row(&approval, store::count_approvals(&self.db, id).await?)
+                    Waiting::of_row(&approval, table::count_approvals(&self.db, id).await?)
                 }
             };
             if open.expires_at_ms <= now_ms() {
@@ -166,7 +166,7 @@ impl Broker {
             .keys()
             .copied()
             .collect();
-        let decided = store::decided_among(&self.db, &waited).await?;
+        let decided = table::decided_among(&self.db, &waited).await?;
         for id in decided {
             if self.open_in_ledger(id).is_some() {
                 self.changed_rows

@@ -11,12 +11,12 @@
 //! broker ◀──────────── vote / seen ──────────────── backend ◀── click, reaction, reply
 //! ```
 
+pub mod answer;
 pub mod card;
 pub mod db;
 pub mod escape;
 pub mod matrix;
 pub mod mattermost;
-pub mod reply;
 pub mod retry;
 pub mod slack;
 pub mod tools;

@@ -11,7 +11,7 @@
 //! over: resumed while it was still waiting for approval, recorded as ambiguous (and never run
 //! again) when its call had already been forwarded.
 
-mod store;
+mod table;
 
 use crate::audit::events::{AuditEvent, CallAmbiguous};
 use crate::audit::{AuditLog, NewEvent};
@@ -195,7 +195,7 @@ impl Tasks {
             poll_ms: POLL_INTERVAL_MS,
         };
         let _turn = self.db.write_turn().await;
-        store::insert(
+        table::insert(
             &self.db,
             &task,
             &self.instance,
@@ -207,12 +207,12 @@ impl Tasks {
 
     /// The task, when it exists and belongs to `agent` (others' tasks do not exist for them).
     pub async fn get(&self, id: Uuid, agent: &str) -> Result<Option<Task>, sqlx::Error> {
-        let task = store::get(&self.db, id).await?.filter(|t| t.agent == agent);
+        let task = table::get(&self.db, id).await?.filter(|t| t.agent == agent);
         Ok(task.map(|t| self.with_note(t)))
     }
 
     pub async fn list(&self, agent: &str, limit: i64) -> Result<Vec<Task>, sqlx::Error> {
-        let tasks = store::list(&self.db, agent, limit).await?;
+        let tasks = table::list(&self.db, agent, limit).await?;
         Ok(tasks.into_iter().map(|t| self.with_note(t)).collect())
     }
 
@@ -239,7 +239,7 @@ impl Tasks {
         message: &str,
     ) -> Result<bool, sqlx::Error> {
         let turn = self.db.write_turn().await;
-        let set = store::set_phase(&self.db, id, phase, approval, message, now_ms()).await;
+        let set = table::set_phase(&self.db, id, phase, approval, message, now_ms()).await;
         drop(turn);
         let set = set?;
         // The new phase's message replaces the last phase's progress.
@@ -266,7 +266,7 @@ impl Tasks {
         error: Option<&Value>,
     ) -> Result<bool, sqlx::Error> {
         let _turn = self.db.write_turn().await;
-        store::finish(&self.db, id, status, message, result, error, now_ms()).await
+        table::finish(&self.db, id, status, message, result, error, now_ms()).await
     }
 
     /// Ends a task whose call had been forwarded by an instance that died: the call may or may
@@ -343,10 +343,10 @@ impl Tasks {
         let sole_process = at_startup && self.db.backend == crate::store::Backend::Sqlite;
         let lapsed_before = if sole_process { i64::MAX } else { now };
         let mut claimed = Vec::new();
-        for task in store::orphans(&self.db, lapsed_before).await? {
+        for task in table::orphans(&self.db, lapsed_before).await? {
             let turn = self.db.write_turn().await;
             let claimed_it =
-                store::claim(&self.db, task.id, &self.instance, lapsed_before, until).await?;
+                table::claim(&self.db, task.id, &self.instance, lapsed_before, until).await?;
             drop(turn);
             if claimed_it {
                 claimed.push(task);
@@ -389,7 +389,7 @@ impl Tasks {
             .collect();
         let until = now_ms() + LEASE.as_millis() as i64;
         let turn = self.db.write_turn().await;
-        let lost = store::renew(&self.db, &self.instance, &mine, until).await;
+        let lost = table::renew(&self.db, &self.instance, &mine, until).await;
         drop(turn);
         for lost in lost? {
             if let Some(runner) = self.running.lock().expect("running lock").get(&lost) {
@@ -401,7 +401,7 @@ impl Tasks {
             orphans(claimed);
         }
         let _turn = self.db.write_turn().await;
-        store::purge(&self.db, now_ms()).await?;
+        table::purge(&self.db, now_ms()).await?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use super::{Decision, Shared, decided_event, event};
 use crate::approval::eligibility::{recorded_idp, refusal};
 use crate::approval::ledger::Entry;
-use crate::approval::store;
+use crate::approval::table;
 use crate::approval::{Approval, Ballot, Status, VoteResult};
 use crate::audit::events::{ApprovalVote, AuditEvent, Choice, CountedVote, IdpVoter};
 use crate::audit::{NewEvent, Transition};
@@ -204,10 +204,10 @@ impl Transition for Cast {
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(async move {
             if self.counted {
-                store::insert_vote(conn, self.id, &self.ballot, self.now).await?;
+                table::insert_vote(conn, self.id, &self.ballot, self.now).await?;
             }
             if let Some(decision) = &self.decision {
-                store::decide(conn, self.id, decision).await?;
+                table::decide(conn, self.id, decision).await?;
             }
             Ok(())
         })

@@ -4,7 +4,7 @@
 use super::{Shared, event};
 use crate::approval::Status;
 use crate::approval::ledger::{Binding, GrantRefusal};
-use crate::approval::store;
+use crate::approval::table;
 use crate::audit::events::{AuditAlert, AuditEvent, CallForwarded};
 use crate::audit::{NewEvent, Transition};
 use futures::future::BoxFuture;
@@ -71,7 +71,7 @@ impl Transition for Forward {
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(async move {
             if self.refused.is_none() {
-                store::consume(conn, self.id, self.call_id).await?;
+                table::consume(conn, self.id, self.call_id).await?;
             }
             Ok(())
         })

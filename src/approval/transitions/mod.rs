@@ -23,7 +23,7 @@ pub use review::ReviewRefusal;
 
 use super::Status;
 use super::ledger::{Entry, Ledger};
-use super::store;
+use super::table;
 use crate::audit::NewEvent;
 use crate::audit::events::{ApprovalDecided, AuditEvent};
 use futures::future::BoxFuture;
@@ -68,5 +68,5 @@ fn write_decision<'c>(
     id: Uuid,
     decision: &'c Decision,
 ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-    Box::pin(async move { store::decide(conn, id, decision).await })
+    Box::pin(async move { table::decide(conn, id, decision).await })
 }

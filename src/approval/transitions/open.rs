@@ -3,7 +3,7 @@
 use super::{Shared, event};
 use crate::approval::Approval;
 use crate::approval::ledger::Binding;
-use crate::approval::store;
+use crate::approval::table;
 use crate::audit::events::{ApprovalRequested, AuditEvent};
 use crate::audit::{NewEvent, Transition};
 use futures::future::BoxFuture;
@@ -45,7 +45,7 @@ impl Transition for Open {
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(async move {
             if self.joined.is_none() {
-                store::insert(conn, &self.approval).await?;
+                table::insert(conn, &self.approval).await?;
             }
             Ok(())
         })

@@ -2,7 +2,7 @@
 
 use super::{Shared, event};
 use crate::approval::ledger::Entry;
-use crate::approval::store;
+use crate::approval::table;
 use crate::audit::events::{ApprovalReviewed, AuditEvent};
 use crate::audit::{NewEvent, Transition};
 use futures::future::BoxFuture;
@@ -93,7 +93,7 @@ impl Transition for Review {
     ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(async move {
             if self.refused.is_none() {
-                store::reviewed(conn, self.id, &self.reviewer).await?;
+                table::reviewed(conn, self.id, &self.reviewer).await?;
             }
             Ok(())
         })

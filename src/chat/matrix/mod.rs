@@ -10,8 +10,8 @@
 
 mod client;
 mod render;
-mod store;
 mod sync;
+mod sync_state;
 
 pub use client::{MatrixClient, MatrixError};
 

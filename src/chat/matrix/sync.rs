@@ -3,11 +3,11 @@
 //! event once.
 
 use super::render::{APPROVAL_KEY, APPROVE, DENY};
-use super::{Matrix, store};
+use super::{Matrix, sync_state};
 use crate::approval::{Ballot, Broker, Sighting, VoteSource};
 use crate::backoff::Backoff;
+use crate::chat::answer::{self, Answer};
 use crate::chat::db::{CardRef, card_by_message};
-use crate::chat::reply::{self, Answer};
 use crate::chat::retry::Retryable;
 use crate::store::Db;
 use crate::timestamp::now_ms;
@@ -43,7 +43,7 @@ pub async fn run(
             return;
         }
     };
-    let mut since = store::position(db, &bot).await.unwrap_or_else(|e| {
+    let mut since = sync_state::position(db, &bot).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "matrix: cannot read the sync position; starting afresh");
         None
     });
@@ -64,7 +64,7 @@ pub async fn run(
                 backoff.reset();
                 handler.batch(&batch, since.as_deref()).await;
                 if let Some(next) = batch["next_batch"].as_str() {
-                    if let Err(e) = store::save_position(db, &bot, next, now_ms()).await {
+                    if let Err(e) = sync_state::save_position(db, &bot, next, now_ms()).await {
                         tracing::warn!(error = %e, "matrix: cannot store the sync position");
                     }
                     since = Some(next.to_owned());
@@ -194,7 +194,7 @@ impl Handler<'_> {
             return Ok(());
         };
         let content = &event["content"];
-        if !store::claim(self.db, event_id, now_ms()).await? {
+        if !sync_state::claim(self.db, event_id, now_ms()).await? {
             return Ok(());
         }
         let evidence = json!({
@@ -250,7 +250,7 @@ impl Handler<'_> {
             };
             for (user, receipt) in readers.iter().filter(|(u, _)| *u != self.bot) {
                 let key = format!("receipt:{event_id}:{user}");
-                if !store::claim(self.db, &key, now_ms()).await? {
+                if !sync_state::claim(self.db, &key, now_ms()).await? {
                     continue;
                 }
                 let who = self.broker.directory().by_chat(BACKEND, &[user]);
@@ -336,7 +336,7 @@ fn response<'a>(room: &str, sender: &str, event: &'a Value) -> Option<Response<'
             Some(Response {
                 how: "reply",
                 target: reply_target(content),
-                answer: reply::answer(body),
+                answer: answer::parse(body),
             })
         }
         Some("m.room.redaction") => {
@@ -350,7 +350,7 @@ fn response<'a>(room: &str, sender: &str, event: &'a Value) -> Option<Response<'
 fn answer_given(event: &Value) -> bool {
     let content = &event["content"];
     reaction_answer(content["m.relates_to"]["key"].as_str().unwrap_or_default()).is_some()
-        || reply::answer(content["body"].as_str().unwrap_or_default()).is_some()
+        || answer::parse(content["body"].as_str().unwrap_or_default()).is_some()
 }
 
 /// ✅ approves, ❌ denies (with or without the emoji variation selector); others are not answers.

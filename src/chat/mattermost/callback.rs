@@ -19,8 +19,8 @@
 //! carries an `update` with the whole card (progress while pending, no buttons once decided).
 
 use super::api::ApiError;
+use super::cards::{self, TokenRow};
 use super::dialog::{self, DialogState};
-use super::store::{self, TokenRow};
 use super::trigger::{Proof, TriggerError};
 use super::{DIALOG_PATH, HEALTH_PATH, Mattermost, NAME};
 use crate::approval::{Approval, Ballot, Broker, Sighting, Status, VoteResult, VoteSource};
@@ -331,14 +331,14 @@ impl Mattermost {
 async fn recorded_card(
     db: &crate::store::Db,
     approval: Uuid,
-) -> Result<Option<store::Card>, sqlx::Error> {
+) -> Result<Option<cards::Card>, sqlx::Error> {
     for _ in 0..CARD_WAIT_STEPS {
-        if let Some(card) = store::card(db, approval).await? {
+        if let Some(card) = cards::card(db, approval).await? {
             return Ok(Some(card));
         }
         tokio::time::sleep(CARD_WAIT_STEP).await;
     }
-    store::card(db, approval).await
+    cards::card(db, approval).await
 }
 
 /// A click that could not be checked (the store failed): not audited, only logged.
@@ -362,7 +362,7 @@ async fn token_of(
         Err(_) => None,
     };
     let invalid = |why: &str| refuse(approval.as_ref(), "This button is not valid.", why);
-    let token = store::find(db, context.token.expose_secret())
+    let token = cards::find(db, context.token.expose_secret())
         .await
         .map_err(internal)?
         .ok_or_else(|| invalid("unknown context token"))?;

@@ -8,7 +8,7 @@
 //! What agents and approvers wrote (tool, agent, arguments, reasons) is shown in code spans and
 //! code blocks, where Mattermost renders no link, mention, emoji or emphasis.
 
-use super::store::Tokens;
+use super::cards::Tokens;
 use crate::approval::{Approval, Status};
 use crate::chat::card;
 use crate::chat::escape::{markdown_block, markdown_code};

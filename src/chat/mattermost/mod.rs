@@ -14,10 +14,10 @@
 mod api;
 mod callback;
 mod card;
+mod cards;
 mod diagnose;
 mod dialog;
 mod people;
-mod store;
 mod trigger;
 mod websocket;
 
@@ -143,7 +143,7 @@ impl Mattermost {
     /// buttons mode).
     async fn render(&self, approval: &Approval) -> Result<Value, ChatError> {
         let db = self.db().await?;
-        let approved_by = store::approvers(db, approval.id)
+        let approved_by = cards::approvers(db, approval.id)
             .await?
             .iter()
             .map(|a| self.shown(a))
@@ -151,7 +151,7 @@ impl Mattermost {
         let url = self.callback(ACTION_PATH);
         let tokens = match (&url, approval.status, self.config.mode) {
             (Some(_), Status::Pending, Mode::Buttons) => {
-                Some(store::issue(db, approval.id, approval.expires_at).await?)
+                Some(cards::issue(db, approval.id, approval.expires_at).await?)
             }
             _ => None,
         };
@@ -238,7 +238,7 @@ impl Mattermost {
     }
 
     /// One attempt to post the card and remember it.
-    async fn post_card(&self, approval: &Approval) -> Result<store::Card, ChatError> {
+    async fn post_card(&self, approval: &Approval) -> Result<cards::Card, ChatError> {
         let channel_id = self.channel_id(approval).await?;
         let mut post = self.render(approval).await?;
         post["channel_id"] = json!(channel_id);
@@ -260,17 +260,17 @@ impl Mattermost {
         let post_id = created["id"]
             .as_str()
             .ok_or_else(|| refused("the created post has no id".into()))?;
-        let card = store::Card {
+        let card = cards::Card {
             approval_id: approval.id,
             post_id: post_id.to_owned(),
             channel_id,
         };
-        store::save_card(self.db().await?, &card, crate::timestamp::now_ms()).await?;
+        cards::save_card(self.db().await?, &card, crate::timestamp::now_ms()).await?;
         Ok(card)
     }
 
     /// Records the channel's members as the card's audience (`approval.seen`, how `audience`).
-    async fn record_audience(&self, approval: &Approval, card: &store::Card) {
+    async fn record_audience(&self, approval: &Approval, card: &cards::Card) {
         let Some(broker) = self.broker() else { return };
         let members = match self.api.channel_members(&card.channel_id).await {
             Ok(members) => members,
@@ -298,7 +298,7 @@ impl Mattermost {
     /// Replaces the card's message and props (best effort: logged on failure).
     async fn patch_card(&self, approval: &Approval) {
         let patched = async {
-            let Some(card) = store::card(self.db().await?, approval.id).await? else {
+            let Some(card) = cards::card(self.db().await?, approval.id).await? else {
                 return Ok(());
             };
             let patch = self.render(approval).await?;
@@ -318,7 +318,7 @@ impl Mattermost {
         approval: &Approval,
         call: &CallSummary,
     ) -> Result<(), ChatError> {
-        let Some(card) = store::card(self.db().await?, approval.id).await? else {
+        let Some(card) = cards::card(self.db().await?, approval.id).await? else {
             return Ok(());
         };
         let mut message = format!(

@@ -4,11 +4,11 @@
 //! server over the bot's own authenticated connection; that is the evidence recorded.
 
 use super::api::ApiError;
-use super::store::{self, Card};
+use super::cards::{self, Card};
 use super::{Mattermost, Mode, NAME};
 use crate::approval::{Ballot, Broker, BrokerError, Sighting, VoteSource};
 use crate::chat::ChatError;
-use crate::chat::reply::{self, Answer};
+use crate::chat::answer::{self, Answer};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -163,7 +163,7 @@ fn signal(event: &Value) -> Option<Signal> {
                 user_id: text(&p, "user_id"),
                 post_id: root,
                 how: "reply",
-                vote: reply::answer(p["message"].as_str().unwrap_or_default())
+                vote: answer::parse(p["message"].as_str().unwrap_or_default())
                     .map(Answer::into_vote),
                 evidence,
             })
@@ -185,7 +185,7 @@ async fn on_event(
         return Ok(());
     }
     let db = mm.db().await?;
-    let Some(card) = store::card_by_post(db, &signal.post_id).await? else {
+    let Some(card) = cards::card_by_post(db, &signal.post_id).await? else {
         return Ok(());
     };
     let approval = broker.get(card.approval_id).await?;

@@ -7,8 +7,8 @@
 use super::BACKEND;
 use super::interactions::Callbacks;
 use crate::approval::{Sighting, VoteSource};
+use crate::chat::answer;
 use crate::chat::db::card_by_message_soon;
-use crate::chat::reply;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
@@ -86,7 +86,7 @@ impl Callbacks {
             evidence: evidence.clone(),
         };
         self.broker.seen(&approval, sighting).await?;
-        let Some(answer) = reply::answer(event["text"].as_str().unwrap_or_default()) else {
+        let Some(answer) = answer::parse(event["text"].as_str().unwrap_or_default()) else {
             return Ok(());
         };
         let Some(approver) = approver else {

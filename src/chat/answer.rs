@@ -20,7 +20,7 @@ impl Answer {
 
 /// Reads a reply, case-insensitively, after the quoted fallback (`> …` lines) some clients
 /// prepend. Anything else (`approve after lunch?`, `denying nothing`) is not an answer.
-pub fn answer(body: &str) -> Option<Answer> {
+pub fn parse(body: &str) -> Option<Answer> {
     let text = body
         .lines()
         .skip_while(|l| l.starts_with('>'))
@@ -49,20 +49,20 @@ mod tests {
 
     #[test]
     fn replies_say_approve_or_deny_with_a_reason() {
-        assert_eq!(answer("approve"), Some(Answer::Approve));
-        assert_eq!(answer("Approve "), Some(Answer::Approve));
+        assert_eq!(parse("approve"), Some(Answer::Approve));
+        assert_eq!(parse("Approve "), Some(Answer::Approve));
         assert_eq!(
-            answer("deny: not on prod"),
+            parse("deny: not on prod"),
             Some(Answer::Deny(Some("not on prod".into())))
         );
         assert_eq!(
-            answer("> <@bot:x> Approval needed\n\nDENY not today"),
+            parse("> <@bot:x> Approval needed\n\nDENY not today"),
             Some(Answer::Deny(Some("not today".into())))
         );
-        assert_eq!(answer("deny"), Some(Answer::Deny(None)));
-        assert_eq!(answer("approve after lunch?"), None);
-        assert_eq!(answer("who asked for this?"), None);
-        assert_eq!(answer("denyx"), None);
-        assert_eq!(answer("denying nothing"), None);
+        assert_eq!(parse("deny"), Some(Answer::Deny(None)));
+        assert_eq!(parse("approve after lunch?"), None);
+        assert_eq!(parse("who asked for this?"), None);
+        assert_eq!(parse("denyx"), None);
+        assert_eq!(parse("denying nothing"), None);
     }
 }
