@@ -45,7 +45,6 @@ mod writer;
 
 pub use anchor::{Anchor, Anchors};
 pub use chain::GENESIS_HASH;
-pub(crate) use chain::format_timestamp;
 pub(crate) use chain::timestamp_micros;
 pub use error::{AnchorsFileError, AuditError, WriteFailure};
 pub use http::auditor_router;

@@ -12,9 +12,9 @@ use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// What a gate decided.
+/// What a gate decided: whether the call is cleared to go upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Clearance {
     /// Send the call to the upstream.
     Forward,
     /// Do not run the call; the agent receives this reason as a tool error.
@@ -37,7 +37,7 @@ pub struct CallOutcome<'a> {
 /// Decides whether a call may run. May take as long as it needs (a human approval), and must
 /// fail closed: any error inside a gate is a `Refuse`.
 pub trait CallGate: Send + Sync + 'static {
-    fn check<'a>(&'a self, call: &'a ToolCall, progress: &'a Progress) -> BoxFuture<'a, Verdict>;
+    fn check<'a>(&'a self, call: &'a ToolCall, progress: &'a Progress) -> BoxFuture<'a, Clearance>;
 
     /// Whether `tools/list` should leave this tool out for this agent (every call of it would
     /// be refused whatever the arguments).
@@ -58,8 +58,8 @@ pub trait CallGate: Send + Sync + 'static {
         _call: &'a ToolCall,
         _approval: Uuid,
         _progress: &'a Progress,
-    ) -> BoxFuture<'a, Verdict> {
-        Box::pin(std::future::ready(Verdict::Refuse(
+    ) -> BoxFuture<'a, Clearance> {
+        Box::pin(std::future::ready(Clearance::Refuse(
             "this gateway cannot resume a held call".into(),
         )))
     }
@@ -86,7 +86,11 @@ pub trait CallGate: Send + Sync + 'static {
 pub struct ForwardAll;
 
 impl CallGate for ForwardAll {
-    fn check<'a>(&'a self, _call: &'a ToolCall, _progress: &'a Progress) -> BoxFuture<'a, Verdict> {
-        Box::pin(std::future::ready(Verdict::Forward))
+    fn check<'a>(
+        &'a self,
+        _call: &'a ToolCall,
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Clearance> {
+        Box::pin(std::future::ready(Clearance::Forward))
     }
 }

@@ -15,7 +15,7 @@ mod route;
 pub mod session;
 mod tasks;
 
-pub use gate::{CallGate, ForwardAll, ToolCall, Verdict};
+pub use gate::{CallGate, Clearance, ForwardAll, ToolCall};
 pub use gate::{CallOutcome, Progress};
 pub use reply::{Reply, ReplyStream};
 pub use session::{Session, Sessions};

@@ -7,7 +7,7 @@
 //! stream withdraws the approval request, or cancels the call upstream).
 
 use super::ReplyStream;
-use super::gate::{CallGate, CallOutcome, Outcome, Progress, ToolCall, Verdict};
+use super::gate::{CallGate, CallOutcome, Clearance, Outcome, Progress, ToolCall};
 use super::reply::{Completion, Gated};
 use super::session::Session;
 use crate::jsonrpc;
@@ -142,7 +142,7 @@ async fn gate_then_send(
         },
         None => decision.await,
     };
-    if let Verdict::Refuse(reason) = verdict {
+    if let Clearance::Refuse(reason) = verdict {
         return refuse(&reason, Outcome::Refused);
     }
     if let Some(before_send) = hooks.before_send

@@ -5,7 +5,7 @@
 use super::PolicyGate;
 use super::record::{decision_events, facts, forwarded_event, forwarded_payload};
 use crate::approval::{self, Approval, GrantUse, Status};
-use crate::gateway::{Progress, ToolCall, Verdict};
+use crate::gateway::{Clearance, Progress, ToolCall};
 use crate::policy::{self, ApprovalSpec, Decision};
 use uuid::Uuid;
 
@@ -35,7 +35,7 @@ impl PolicyGate {
         &self,
         call: &ToolCall,
         progress: &Progress,
-    ) -> Result<Verdict, Unrecorded> {
+    ) -> Result<Clearance, Unrecorded> {
         let args_sha256 = approval::arguments_digest(&call.arguments);
         let decision = self.policies.current().evaluate(&facts(call));
         let keys = self.audit.keys();
@@ -61,8 +61,8 @@ impl PolicyGate {
             "call decided"
         );
         match &decision.verdict {
-            policy::Verdict::Allow => Ok(Verdict::Forward),
-            policy::Verdict::Deny { reason } => Ok(Verdict::Refuse(format!(
+            policy::Verdict::Allow => Ok(Clearance::Forward),
+            policy::Verdict::Deny { reason } => Ok(Clearance::Refuse(format!(
                 "Denied by policy (rule {}): {reason}",
                 decision.rule
             ))),
@@ -82,7 +82,7 @@ impl PolicyGate {
         decision: &Decision,
         spec: &ApprovalSpec,
         progress: &Progress,
-    ) -> Result<Verdict, Unrecorded> {
+    ) -> Result<Clearance, Unrecorded> {
         let limits = self.broker.directory().limits();
         let _permit = match limits.admit(&call.agent.id, &call.upstream, &call.tool) {
             Ok(permit) => permit,
@@ -90,7 +90,7 @@ impl PolicyGate {
                 let event = refused.event(call);
                 self.audit.append(event).await?;
                 tracing::warn!(call = %call.id, agent = %call.agent.id, "{refused}");
-                return Ok(Verdict::Refuse(refused.to_string()));
+                return Ok(Clearance::Refuse(refused.to_string()));
             }
         };
         let (approval, joined) = self
@@ -108,7 +108,7 @@ impl PolicyGate {
         }
         progress.held(approval.id);
         let Some(decided) = self.hold(call, approval.id, progress).await? else {
-            return Ok(Verdict::Refuse(format!(
+            return Ok(Clearance::Refuse(format!(
                 "Approval {} is still pending after {} s. Retry the same call (same arguments) to keep waiting: it joins this approval, and runs once when it is approved.",
                 approval.id,
                 self.max_hold.unwrap_or_default().as_secs()
@@ -147,7 +147,7 @@ impl PolicyGate {
         call: &ToolCall,
         args_sha256: &str,
         approval: Approval,
-    ) -> Result<Verdict, Unrecorded> {
+    ) -> Result<Clearance, Unrecorded> {
         let id = approval.id;
         let by = approval
             .decided_by
@@ -167,7 +167,7 @@ impl PolicyGate {
                     .await?;
                 if let GrantUse::Refused(why) = used {
                     tracing::warn!(call = %call.id, approval = %id, why = %why, "a held call may not use its grant");
-                    return Ok(Verdict::Refuse(format!(
+                    return Ok(Clearance::Refuse(format!(
                         "Approval {id} cannot be used for this call: {why}. The call was not run."
                     )));
                 }
@@ -175,18 +175,18 @@ impl PolicyGate {
                     .lock()
                     .expect("running lock")
                     .insert(call.id, approval);
-                Ok(Verdict::Forward)
+                Ok(Clearance::Forward)
             }
-            Status::Denied => Ok(Verdict::Refuse(format!(
+            Status::Denied => Ok(Clearance::Refuse(format!(
                 "Denied by {by}: {reason} (approval {id})"
             ))),
-            Status::Expired => Ok(Verdict::Refuse(format!(
+            Status::Expired => Ok(Clearance::Refuse(format!(
                 "Approval {id} expired before enough approvers decided; the call was not run."
             ))),
-            Status::Cancelled => Ok(Verdict::Refuse(format!(
+            Status::Cancelled => Ok(Clearance::Refuse(format!(
                 "Approval {id} was cancelled by {by}: {reason}"
             ))),
-            Status::Pending => Ok(Verdict::Refuse(format!(
+            Status::Pending => Ok(Clearance::Refuse(format!(
                 "Approval {id} is still pending; the call was not run."
             ))),
         }

@@ -22,7 +22,7 @@ mod record;
 use crate::approval::{self, Approval, Broker};
 use crate::audit::AuditLog;
 use crate::chat::CallSummary;
-use crate::gateway::{CallGate, CallOutcome, Progress, ToolCall, Verdict};
+use crate::gateway::{CallGate, CallOutcome, Clearance, Progress, ToolCall};
 use crate::policy::{self, Annotations, Policies};
 use futures::future::BoxFuture;
 use record::{completion_event, facts};
@@ -72,7 +72,7 @@ impl PolicyGate {
 }
 
 impl CallGate for PolicyGate {
-    fn check<'a>(&'a self, call: &'a ToolCall, progress: &'a Progress) -> BoxFuture<'a, Verdict> {
+    fn check<'a>(&'a self, call: &'a ToolCall, progress: &'a Progress) -> BoxFuture<'a, Clearance> {
         Box::pin(async move {
             // A card lists the tool's required arguments first.
             crate::chat::tools::learn(&call.upstream, &call.tool, &call.definition);
@@ -80,7 +80,7 @@ impl CallGate for PolicyGate {
                 Ok(verdict) => verdict,
                 Err(why) => {
                     tracing::error!(call = %call.id, error = %why, "refusing a call: cannot record it");
-                    Verdict::Refuse(format!(
+                    Clearance::Refuse(format!(
                         "Countersign could not record this call ({why}); it was not run."
                     ))
                 }
@@ -114,7 +114,7 @@ impl CallGate for PolicyGate {
         call: &'a ToolCall,
         approval: Uuid,
         progress: &'a Progress,
-    ) -> BoxFuture<'a, Verdict> {
+    ) -> BoxFuture<'a, Clearance> {
         Box::pin(async move {
             crate::chat::tools::learn(&call.upstream, &call.tool, &call.definition);
             let args_sha256 = approval::arguments_digest(&call.arguments);
@@ -122,13 +122,13 @@ impl CallGate for PolicyGate {
                 let decided = self.hold(call, approval, progress).await?;
                 match decided {
                     Some(decided) => self.after_approval(call, &args_sha256, decided).await,
-                    None => Ok(Verdict::Refuse(format!(
+                    None => Ok(Clearance::Refuse(format!(
                         "Approval {approval} is still pending."
                     ))),
                 }
             };
             resumed.await.unwrap_or_else(|why| {
-                Verdict::Refuse(format!(
+                Clearance::Refuse(format!(
                     "Countersign could not record this call ({why}); it was not run."
                 ))
             })

@@ -8,7 +8,7 @@ pub(super) fn error(code: i64, message: impl Into<String>) -> Value {
 }
 
 fn timestamp(ms: i64) -> String {
-    crate::audit::format_timestamp(ms * 1000)
+    crate::timestamp::rfc3339_micros(ms * 1000)
 }
 
 /// 2026-07-28 `CreateTaskResult`: flat, `resultType: "task"`.
