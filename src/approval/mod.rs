@@ -8,16 +8,18 @@
 //! ```
 //!
 //! Votes come from distinct authorized approvers; the requesting agent and (unless the policy
-//! allows it) the requester's own human never count. Every transition is a compare-and-set in
-//! the database, so double clicks, simultaneous votes and votes after the end are answered and
-//! recorded but never applied twice. Waiting lives in the database too: a restart loses nothing,
-//! and waiters poll it, so a vote cast by another process (the CLI, another replica) is seen.
+//! allows it) the requester's own human never count. Every state change is an audit
+//! transition judged on the ledger (the state the verified log tells), inside the writer's
+//! transaction, so double clicks, simultaneous votes and votes after the end are answered and
+//! recorded but never applied twice. A restart loses nothing: the ledger is rebuilt from the
+//! log. Waiters read the ledger, woken when a decision commits here or is seen in the log (a
+//! vote cast by another process: the CLI, another replica).
 //!
 //! The parts: `broker` (the entry points: open, close, use a grant, review, read), `voting`
 //! (votes, refused attempts, sightings), `eligibility` (who may vote), `transitions` (every
 //! state change, as an audit transition), `ledger` (the state the verified log tells),
 //! `waiting` (waiters and the watch loop), `fanout` and `notify` (telling the chat backends),
-//! `store` (the working `approvals` table), `directory` (who the approvers are), `source`
+//! `table` (the working `approvals` table), `directory` (who the approvers are), `source`
 //! (where a vote came from), and the approver channels `cli` and `http`; `limits` bounds
 //! how many requests an agent may have waiting, and how fast it asks.
 
