@@ -9,7 +9,7 @@ use std::time::Duration;
 pub(crate) use crate::app::compat::{
     answer, base, call, call_events, gateway_with, held_delete, pending, policy_dir, story, vote,
 };
-pub(crate) use crate::app::{AGENT_KEY, POLICY, api, text};
+pub(crate) use crate::app::{AGENT_KEY, api, text};
 
 /// The standard app (see `TestAppBuilder`) on `backend`.
 async fn setup(backend: Backend) -> TestApp {
