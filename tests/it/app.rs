@@ -3,6 +3,15 @@
 //! [`TestAppBuilder`], turned into the gateway's YAML in one place ([`TestAppBuilder::yaml`]);
 //! the [`TestApp`] it spawns owns the gateway, its database and its files, and talks to it
 //! through typed methods ([`Client`]).
+//!
+//! ```ignore
+//! let app = TestApp::builder().backend(backend).max_hold_secs(1).spawn().await;
+//! let (held, id) = app.held_delete("r1").await;
+//! app.vote(&id, "bob", Vote::Approve).await;
+//! assert_eq!(app.vote(&id, "carol", Vote::Approve).await["result"], "decided");
+//! assert_eq!(held.answer().await.text(), "deleted r1");
+//! let kinds = app.story(&app.approval(&id).await.call_id).await;
+//! ```
 
 #![allow(dead_code)]
 
@@ -288,12 +297,12 @@ impl TestAppBuilder {
             Policy::Dir(dir) => dir.clone(),
         };
         let mut app = TestApp {
-            db,
-            dir,
-            policies,
-            settings: self,
             running: Running::Stopped,
             client: Client::at(([127, 0, 0, 1], 0).into(), ""),
+            settings: self,
+            policies,
+            dir,
+            db,
         };
         std::fs::write(app.config_file(), app.yaml(None)).unwrap();
         app.start().await;
@@ -340,7 +349,10 @@ impl TestAppBuilder {
         let approvers: Vec<Value> = self
             .approvers
             .iter()
-            .map(|a| json!({"id": a.id, "groups": a.groups, "token_sha256": countersign::auth::hash_key(&token(&a.id))}))
+            .map(|a| {
+                let token_sha256 = countersign::auth::hash_key(&token(&a.id));
+                json!({"id": a.id, "groups": a.groups, "token_sha256": token_sha256})
+            })
             .collect();
         if !approvers.is_empty() {
             config.insert("approvers".into(), json!(approvers));
@@ -398,13 +410,14 @@ enum Running {
 /// A gateway, its database and files; the gateway stops and the database goes when dropped.
 /// Derefs to the [`Client`] of its gateway.
 pub struct TestApp {
-    pub db: TestDb,
-    /// The app's files: its policy (unless the test gave a directory), config files, keys.
-    dir: tempfile::TempDir,
-    policies: PathBuf,
-    settings: TestAppBuilder,
+    // Dropped in this order: the gateway stops before its files and database go.
     running: Running,
     client: Client,
+    settings: TestAppBuilder,
+    policies: PathBuf,
+    /// The app's files: its policy (unless the test gave a directory), config files, keys.
+    dir: tempfile::TempDir,
+    pub db: TestDb,
 }
 
 impl std::ops::Deref for TestApp {
