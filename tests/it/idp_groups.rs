@@ -4,8 +4,8 @@
 //! one), against a running gateway; and the attacks on it, each refused by the ledger or
 //! named by `audit verify`. The sign-in itself is tested in the browser (`console.rs`).
 
-use crate::approvals::{answer, api, base, gateway_with, held_delete, policy_dir, text};
-use crate::support::{Backend, TestDb};
+use crate::app::{Oidc, TestApp};
+use crate::support::Backend;
 use countersign::approval::{Ballot, Broker, Directory, VoteResult, VoteSource};
 use countersign::audit::events::IdpVoter;
 use countersign::audit::{EventKind, NewEvent};
@@ -17,36 +17,22 @@ const ISSUER: &str = "https://idp.example";
 
 /// The console's identity provider: its group `idp-ops` stands for the approver group `ops`
 /// (which `destructive-needs-two` names, quorum 2); `contractors` stands for nothing.
-fn console_section() -> String {
-    format!(
-        "console:
-  oidc:
-    issuer: '{ISSUER}'
-    client_id: countersign
-    client_secret: not-used-here
-    approver_groups: {{idp-ops: ops}}
-"
-    )
+fn console_oidc() -> Oidc {
+    Oidc {
+        issuer: ISSUER.into(),
+        client_id: "countersign".into(),
+        client_secret: "not-used-here".into(),
+        approver_groups: vec![("idp-ops".into(), "ops".into())],
+    }
 }
 
-/// The gateway's database and approvers, for the test's own broker and for the CLI.
-fn config_file(db: &TestDb, dir: &Path) -> std::path::PathBuf {
-    let yaml = format!(
-        "database: {{url: '{}'}}
-upstreams: [{{name: echo, stdio: {{command: 'true'}}}}]
-server: {{allow_anonymous: true}}
-approvers:
-  - {{id: alice, groups: [ops]}}
-  - {{id: bob, groups: [ops]}}
-  - {{id: carol, groups: [ops]}}
-  - {{id: dave, groups: [finance]}}
-{}",
-        db.url,
-        console_section()
-    );
-    let path = dir.join("countersign.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
+/// The standard app on `backend`, with the console's identity provider.
+async fn setup(backend: Backend) -> TestApp {
+    TestApp::builder()
+        .backend(backend)
+        .oidc(console_oidc())
+        .spawn()
+        .await
 }
 
 /// A broker on the gateway's database, as `countersign approvals` opens one.
@@ -81,11 +67,8 @@ fn console_ballot(who: &str, subject: &str, groups: &[&str]) -> Ballot {
 }
 
 /// `countersign audit verify`: (success, what it said).
-fn verify(config: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["audit", "verify", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+fn verify(app: &TestApp) -> (bool, String) {
+    let out = app.cli(&["audit", "verify"]).output().unwrap();
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -95,11 +78,8 @@ fn verify(config: &Path) -> (bool, String) {
 }
 
 /// The payloads of the audit events of `kind` (as auditor audrey).
-async fn payloads(gw: &crate::support::TestGateway, kind: &str) -> Vec<Value> {
-    let url = format!("{}/audit/events?kind={kind}&limit=1000", base(gw));
-    let (status, events) = api(reqwest::Method::GET, url, "audrey", None).await;
-    assert_eq!(status, 200, "{events}");
-    let events = events.as_array().unwrap();
+async fn payloads(app: &TestApp, kind: &str) -> Vec<Value> {
+    let events = app.audit_events(&format!("kind={kind}&limit=1000")).await;
     events.iter().map(|e| e["payload"].clone()).collect()
 }
 
@@ -113,17 +93,14 @@ fn refused(result: &VoteResult, want: &str) {
 /// A member of `idp-ops` who is not in `approvers` approves with bob: the call runs, the log
 /// shows why she could, and the story holds. Every attack on the way is refused.
 async fn a_group_member_approves(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let (policies, work) = (policy_dir(), tempfile::tempdir().unwrap());
-    let gw = gateway_with(&db, policies.path(), &console_section()).await;
-    let config = config_file(&db, work.path());
-    let console = broker(&config).await;
-    let (agent, id) = held_delete(&gw, "rec-groups").await;
+    let app = setup(backend).await;
+    let console = broker(&app.config_file()).await;
+    let (agent, id) = app.held_delete("rec-groups").await;
     let approval = id.parse().unwrap();
-    outsiders_and_the_agents_human_are_refused(&console, &gw, &id).await;
+    outsiders_and_the_agents_human_are_refused(&console, &app, &id).await;
     // bob approves with his token, then signs in mapped to his id and holding the group.
-    let url = format!("{}/approvals/{id}/approve", base(&gw));
-    let (status, said) = api(reqwest::Method::POST, url, "bob", None).await;
+    let approve = format!("/approvals/{id}/approve");
+    let (status, said) = app.post(&approve, "bob", None).await;
     assert_eq!(
         (status, said["result"].as_str()),
         (200, Some("counted")),
@@ -138,12 +115,12 @@ async fn a_group_member_approves(backend: Backend) {
     let gina = console_ballot("idp:0123456789abcdef", "s-gina", &["x", "idp-ops"]);
     let decided = console.vote(approval, gina).await.unwrap();
     assert!(matches!(decided, VoteResult::Decided { .. }), "{decided:?}");
-    let (response, _) = answer(agent).await;
-    assert!(text(&response).contains("rec-groups"), "{response}");
-    the_log_shows_the_group(&gw).await;
+    let response = agent.answer().await;
+    assert!(response.text().contains("rec-groups"), "{response}");
+    the_log_shows_the_group(&app).await;
 
     // On the next call, gina votes again as carol (mapped to her subject since): one person.
-    let (_agent, id) = held_delete(&gw, "rec-groups-2").await;
+    let (_agent, id) = app.held_delete("rec-groups-2").await;
     let approval = id.parse().unwrap();
     let gina = console_ballot("idp:0123456789abcdef", "s-gina", &["idp-ops"]);
     let counted = console.vote(approval, gina).await.unwrap();
@@ -159,18 +136,14 @@ async fn a_group_member_approves(backend: Backend) {
         console.vote(approval, as_carol).await.unwrap(),
         VoteResult::AlreadyVoted
     );
-    let (ok, said) = verify(&config);
+    let (ok, said) = verify(&app);
     assert!(ok, "{said}");
 }
 
 /// An outsider whose token carries only an unmapped group; the agent's own human holding the
 /// group; a configured approver outside `ops` claiming the group over a channel that is not
 /// the console, or in an API body: none counts.
-async fn outsiders_and_the_agents_human_are_refused(
-    console: &Broker,
-    gw: &crate::support::TestGateway,
-    id: &str,
-) {
+async fn outsiders_and_the_agents_human_are_refused(console: &Broker, app: &TestApp, id: &str) {
     let approval = id.parse().unwrap();
     let eve = console_ballot("idp:e5e5e5e5e5e5e5e5", "s-eve", &["contractors"]);
     let eve = console.vote(approval, eve).await.unwrap();
@@ -184,9 +157,9 @@ async fn outsiders_and_the_agents_human_are_refused(
     dave.source = VoteSource::Http;
     let dave = console.vote(approval, dave).await.unwrap();
     refused(&dave, "not an approver for this call");
-    let url = format!("{}/approvals/{id}/approve", base(gw));
+    let approve = format!("/approvals/{id}/approve");
     let body = json!({"idp": {"issuer": ISSUER, "subject": "s-dave", "groups": ["idp-ops"]}});
-    let (status, said) = api(reqwest::Method::POST, url, "dave", Some(body)).await;
+    let (status, said) = app.post(&approve, "dave", Some(body)).await;
     assert_eq!(status, 422, "{said}");
 }
 
@@ -194,13 +167,13 @@ crate::on_both_databases!(a_group_member_approves: a_group_member_not_in_approve
 
 /// `approval.requested` records what the group stood for; gina's vote, who she is at the
 /// provider and the group that made her eligible (only that one).
-async fn the_log_shows_the_group(gw: &crate::support::TestGateway) {
-    let requested = payloads(gw, "approval.requested").await;
+async fn the_log_shows_the_group(app: &TestApp) {
+    let requested = payloads(app, "approval.requested").await;
     assert_eq!(
         requested[0]["eligible_groups"],
         json!([{"group": "ops", "issuer": ISSUER, "idp_groups": ["idp-ops"]}])
     );
-    let votes = payloads(gw, "approval.vote").await;
+    let votes = payloads(app, "approval.vote").await;
     let gina = votes
         .iter()
         .find(|v| v["idp"]["subject"] == "s-gina")
@@ -211,7 +184,7 @@ async fn the_log_shows_the_group(gw: &crate::support::TestGateway) {
         json!({"issuer": ISSUER, "subject": "s-gina", "groups": ["idp-ops"]}),
         "{gina}"
     );
-    let decided = payloads(gw, "approval.decided").await;
+    let decided = payloads(app, "approval.decided").await;
     let counted = &decided[0]["approvers"];
     assert_eq!(counted[0]["approver"], "bob", "{counted}");
     assert_eq!(counted[1]["idp"]["subject"], "s-gina", "{counted}");
@@ -227,21 +200,19 @@ async fn the_log_shows_the_group(gw: &crate::support::TestGateway) {
 /// Someone holding the signing key forges a counted vote from a group the request never
 /// recorded, and the decision: the gateway runs nothing, and `audit verify` names the vote.
 async fn a_forged_group_vote(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let (policies, work) = (policy_dir(), tempfile::tempdir().unwrap());
-    let gw = gateway_with(&db, policies.path(), &console_section()).await;
-    let config = config_file(&db, work.path());
-    let (agent, id) = held_delete(&gw, "rec-forged").await;
-    let url = format!("{}/approvals/{id}/approve", base(&gw));
-    let (status, _) = api(reqwest::Method::POST, url, "bob", None).await;
+    let app = setup(backend).await;
+    let (agent, id) = app.held_delete("rec-forged").await;
+    let (status, _) = app
+        .post(&format!("/approvals/{id}/approve"), "bob", None)
+        .await;
     assert_eq!(status, 200);
-    forge_group_vote(&db, &config, &gw, &id).await;
-    let (response, _) = answer(agent).await;
+    forge_group_vote(&app, &id).await;
+    let response = agent.answer().await;
     assert!(
-        response["result"]["isError"] == true || response.get("error").is_some(),
+        response.is_error() || response.message.get("error").is_some(),
         "{response}"
     );
-    let (ok, said) = verify(&config);
+    let (ok, said) = verify(&app);
     assert!(!ok, "{said}");
     assert!(
         said.contains("a vote from idp:ffffffffffffffff counted")
@@ -253,14 +224,14 @@ async fn a_forged_group_vote(backend: Backend) {
 /// What someone with the database and the signing key can do: a counted vote from mallory,
 /// whose group `contractors` the request did not record, and the approval decided on it (the
 /// working table too, or the waiting call would not look again), all properly signed.
-async fn forge_group_vote(db: &TestDb, config: &Path, gw: &crate::support::TestGateway, id: &str) {
-    let loaded = countersign::config::load(config).unwrap();
+async fn forge_group_vote(app: &TestApp, id: &str) {
+    let loaded = countersign::config::load(&app.config_file()).unwrap();
     let url = &loaded.database.url;
     let handle = countersign::store::connect(url).await.unwrap();
     let log = countersign::audit::setup::open(handle, &loaded.audit, url)
         .await
         .unwrap();
-    let call_id = Some(requested_call(gw, id).await);
+    let call_id = Some(app.approval(id).await.call_id.parse().unwrap());
     let names = json!({"agent": "agent-1", "server": "echo", "tool": "delete_record"});
     let mut vote = json!({"approval_id": id, "approver": "idp:ffffffffffffffff",
         "vote": "approve", "source": "console", "result": {"result": "counted"},
@@ -270,8 +241,7 @@ async fn forge_group_vote(db: &TestDb, config: &Path, gw: &crate::support::TestG
         let names = names.as_object().unwrap().clone();
         p.as_object_mut().unwrap().extend(names);
     }
-    sqlx::any::install_default_drivers();
-    let owner = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let owner = app.owner().await;
     let row =
         "UPDATE approvals SET status = 'approved', decided_by = 'bob' WHERE status = 'pending'";
     sqlx::query(row).execute(&owner).await.unwrap();
@@ -287,10 +257,3 @@ async fn forge_group_vote(db: &TestDb, config: &Path, gw: &crate::support::TestG
 }
 
 crate::on_both_databases!(a_forged_group_vote: a_forged_vote_from_a_group_the_request_did_not_record_runs_nothing_and_is_named_on_sqlite, a_forged_vote_from_a_group_the_request_did_not_record_runs_nothing_and_is_named_on_postgres);
-
-/// The call id of approval `id` (from the approver API).
-async fn requested_call(gw: &crate::support::TestGateway, id: &str) -> uuid::Uuid {
-    let url = format!("{}/approvals/{id}", base(gw));
-    let (_, approval) = api(reqwest::Method::GET, url, "bob", None).await;
-    approval["call_id"].as_str().unwrap().parse().unwrap()
-}

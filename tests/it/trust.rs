@@ -3,20 +3,11 @@
 //! shutdown during a flood of cancellations; a crash right after the deciding vote; and
 //! secrets a rule redacts.
 
-use crate::approvals::{
-    AGENT_KEY, POLICY, answer, api, base, call, gateway_with, held_delete, pending, text, vote,
-};
-use crate::support::{self, Backend, TestDb};
+use crate::app::{ApprovalLimits, Approver, POLICY, TestApp, TestAppBuilder, Vote, countersign};
+use crate::support::{self, Backend};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::path::Path;
 use std::time::Duration;
-
-/// A connection to the test database, as its owner has one.
-async fn owner(db: &TestDb) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::AnyPool::connect(&db.url).await.unwrap()
-}
 
 async fn exec(pool: &sqlx::AnyPool, sql: &str) {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
@@ -49,31 +40,9 @@ async fn kinds(pool: &sqlx::AnyPool) -> Vec<String> {
         .unwrap()
 }
 
-/// Runs the `countersign` binary with `args`.
-fn countersign(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(args)
-        .env_remove("COUNTERSIGN_APPROVER_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// The gateway's configuration for the CLI (the same database, keys and anchors).
-fn cli_config(db: &TestDb, dir: &Path, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("cli.yaml");
-    let yaml = format!(
-        "database: {{url: '{}'}}\nupstreams: [{{name: echo, stdio: {{command: 'true'}}}}]\n\
-         server: {{allow_anonymous: true}}\n{extra}\n",
-        db.url
-    );
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
 /// `audit verify` with the gateway's config; (success, stdout + stderr).
-fn verify_cli(config: &Path) -> (bool, String) {
-    let out = countersign(&["audit", "verify", "--config", config.to_str().unwrap()]);
+fn verify_cli(app: &TestApp) -> (bool, String) {
+    let out = app.cli(&["audit", "verify"]).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -83,8 +52,8 @@ fn verify_cli(config: &Path) -> (bool, String) {
 }
 
 /// The gateway's public key, as an auditor is given it.
-fn public_key(config: &Path) -> String {
-    let out = countersign(&["audit", "public-key", "--config", config.to_str().unwrap()]);
+fn public_key(app: &TestApp) -> String {
+    let out = app.cli(&["audit", "public-key"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -93,23 +62,30 @@ fn public_key(config: &Path) -> String {
         .to_owned()
 }
 
+/// The standard app on `backend`, telling a waiting call every second.
+async fn progressing(backend: Backend) -> TestApp {
+    TestApp::builder()
+        .backend(backend)
+        .progress_secs(1)
+        .spawn()
+        .await
+}
+
 /// Attack 1: `UPDATE approvals SET status = 'approved'` makes nothing run. The gateway reads
 /// decisions from the verified log, sees the forged row and records an alert.
 async fn forged_row(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = crate::approvals::policy_dir();
-    let gw = gateway_with(&db, dir.path(), "approvals: {progress_secs: 1}").await;
-    let (agent, id) = held_delete(&gw, "forged-1").await;
-    let pool = owner(&db).await;
+    let app = progressing(backend).await;
+    let (agent, id) = app.held_delete("forged-1").await;
+    let pool = app.owner().await;
     exec(
         &pool,
         "UPDATE approvals SET status = 'approved', decided_by = 'mallory', decided_at = 1 \
          WHERE status = 'pending'",
     )
     .await;
-    let (response, _) = answer(agent).await;
-    assert_eq!(response["result"]["isError"], true, "{response}");
-    let said = text(&response);
+    let response = agent.answer().await;
+    assert!(response.is_error(), "{response}");
+    let said = response.text();
     assert!(
         said.contains(&format!("Approval {id} cannot be used")) && said.contains("not approved"),
         "{said}"
@@ -117,13 +93,7 @@ async fn forged_row(backend: Backend) {
     let kinds = kinds(&pool).await;
     assert!(!kinds.contains(&"call.forwarded".to_string()), "{kinds:?}");
     assert!(kinds.contains(&"audit.alert".to_string()), "{kinds:?}");
-    let (_, report) = api(
-        reqwest::Method::GET,
-        format!("{}/audit/verify", base(&gw)),
-        "audrey",
-        None,
-    )
-    .await;
+    let report = app.verify_report().await;
     assert_eq!(
         report["ok"], true,
         "the log itself was not touched: {report}"
@@ -145,12 +115,9 @@ fn chain_hash(prev: &str, fields: &Value) -> String {
 /// INSERTs. The writer refuses to continue from them (every call is refused, fail closed) and
 /// `audit verify`, offline with only the public key, names them.
 async fn forged_inserts(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = crate::approvals::policy_dir();
-    let work = tempfile::tempdir().unwrap();
-    let gw = gateway_with(&db, dir.path(), "approvals: {progress_secs: 1}").await;
-    let (agent, id) = held_delete(&gw, "forged-2").await;
-    let pool = owner(&db).await;
+    let app = progressing(backend).await;
+    let (agent, id) = app.held_delete("forged-2").await;
+    let pool = app.owner().await;
     let (seq, hash, at): (i64, String, String) =
         sqlx::query_as("SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_one(&pool)
@@ -199,27 +166,21 @@ async fn forged_inserts(backend: Backend) {
     )
     .await;
 
-    let (response, _) = answer(agent).await;
+    let response = agent.answer().await;
     assert!(
-        !text(&response).starts_with("deleted"),
+        !response.text().starts_with("deleted"),
         "a forged decision must not run the call: {response}"
     );
-    let (allowed, _) = call(gw.url.clone(), "echo", json!({"message": "hi"})).await;
+    let allowed = app.call("echo", json!({"message": "hi"})).await;
     assert!(
-        text(&allowed).contains("could not record"),
+        allowed.text().contains("could not record"),
         "nothing is appended on top of forged events: {allowed}"
     );
 
-    let config = cli_config(&db, work.path(), "");
-    let key = public_key(&config);
-    let out = countersign(&[
-        "audit",
-        "verify",
-        "--database",
-        &db.url,
-        "--public-key",
-        &key,
-    ]);
+    let key = public_key(&app);
+    let db = &app.db.url;
+    let offline = ["audit", "verify", "--database", db, "--public-key", &key];
+    let out = countersign(&offline).output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
     assert!(
@@ -227,7 +188,9 @@ async fn forged_inserts(backend: Backend) {
             && said.contains("does not hold a signing key"),
         "{said}"
     );
-    let offline_without_key = countersign(&["audit", "verify", "--database", &db.url]);
+    let offline_without_key = countersign(&["audit", "verify", "--database", db])
+        .output()
+        .unwrap();
     assert!(!offline_without_key.status.success());
     assert!(String::from_utf8_lossy(&offline_without_key.stderr).contains("--public-key"));
 }
@@ -238,20 +201,17 @@ crate::on_both_databases!(forged_inserts: forged_inserts_stop_the_writer_and_ver
 /// signature; the anchors the gateway wrote off the database catch both, in `audit verify`
 /// and when the gateway starts.
 async fn cut_and_emptied(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = crate::approvals::policy_dir();
-    let work = tempfile::tempdir().unwrap();
-    let anchors = dir.path().join("anchors.jsonl");
-    let audit = format!(
-        "audit: {{anchors: {{file: '{}', every_secs: 1}}}}",
-        anchors.display()
-    );
-    let gw = gateway_with(&db, dir.path(), &audit).await;
+    let mut app = TestApp::builder()
+        .backend(backend)
+        .anchors_every_secs(1)
+        .spawn()
+        .await;
+    let anchors = app.anchors_file();
     for n in 0..3 {
-        let (response, _) = call(gw.url.clone(), "echo", json!({"message": format!("m{n}")})).await;
-        assert_eq!(text(&response), format!("m{n}"));
+        let response = app.call("echo", json!({"message": format!("m{n}")})).await;
+        assert_eq!(response.text(), format!("m{n}"));
     }
-    let pool = owner(&db).await;
+    let pool = app.owner().await;
     let head: i64 = sqlx::query_scalar("SELECT max(seq) FROM audit_events")
         .fetch_one(&pool)
         .await
@@ -266,9 +226,8 @@ async fn cut_and_emptied(backend: Backend) {
             .unwrap_or(0)
     };
     support::until("the head is anchored", || anchored() >= head).await;
-    drop(gw);
-    let config = cli_config(&db, work.path(), &audit);
-    let (ok, said) = verify_cli(&config);
+    app.stop();
+    let (ok, said) = verify_cli(&app);
     assert!(ok, "{said}");
 
     // Cut back to an earlier signed head, so no signature is missing: only the anchors know.
@@ -285,19 +244,9 @@ async fn cut_and_emptied(backend: Backend) {
         &format!("DELETE FROM audit_events WHERE seq > {signed}"),
     )
     .await;
-    let (ok, said) = verify_cli(&config);
+    let (ok, said) = verify_cli(&app);
     assert!(!ok && said.contains("removed from the tail"), "{said}");
-    let yaml = std::fs::read_to_string(&config).unwrap();
-    let restarted = countersign::startup::Application::build(
-        &countersign::config::parse(
-            &format!("{yaml}\npolicy_dir: '{}'\n", dir.path().display()),
-            "restart.yaml",
-            &[],
-        )
-        .unwrap(),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await;
+    let restarted = app.try_build().await;
     let error = format!("{:#}", restarted.err().expect("a cut log refuses to start"));
     assert!(
         error.contains("tampered") && error.contains("removed from the tail"),
@@ -305,7 +254,7 @@ async fn cut_and_emptied(backend: Backend) {
     );
 
     exec(&pool, "DELETE FROM audit_events").await;
-    let (ok, said) = verify_cli(&config);
+    let (ok, said) = verify_cli(&app);
     assert!(!ok && said.contains("the log is empty"), "{said}");
 }
 
@@ -314,29 +263,28 @@ crate::on_both_databases!(cut_and_emptied: a_cut_or_emptied_log_is_caught_by_the
 /// Redacted values are never stored in clear: every event carries the keyed digest, which
 /// whoever holds the redaction key can check against a value they know.
 async fn redaction(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
     let policy = POLICY.replace(
         "    break_glass: {approvers: [bob], min_justification: 20}",
         "    break_glass: {approvers: [bob], min_justification: 20}\n    redact: [/password]",
     );
-    std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let key_file = dir.path().join("redaction.key");
-    let audit = format!("audit: {{redaction_key: '{}'}}", key_file.display());
-    let gw = gateway_with(&db, dir.path(), &audit).await;
-    let agent = tokio::spawn(call(
-        gw.url.clone(),
+    let app = TestApp::builder()
+        .backend(backend)
+        .policy(&policy)
+        .redaction_key()
+        .spawn()
+        .await;
+    let key_file = app.redaction_key_file();
+    let agent = app.spawn_call(
         "delete_record",
         json!({"record_id": "r-secret", "password": "hunter2"}),
-    ));
-    let id = pending(&gw, 1).await[0]["id"].as_str().unwrap().to_owned();
+    );
+    let id = app.pending(1).await.remove(0).id;
     for who in ["bob", "carol"] {
-        vote(&gw, &id, who, true, None).await;
+        app.vote(&id, who, Vote::Approve).await;
     }
-    let (response, _) = answer(agent).await;
-    assert_eq!(text(&response), "deleted r-secret");
+    assert_eq!(agent.answer().await.text(), "deleted r-secret");
 
-    let pool = owner(&db).await;
+    let pool = app.owner().await;
     let payloads: Vec<(String, String)> =
         sqlx::query_as("SELECT kind, payload FROM audit_events ORDER BY seq")
             .fetch_all(&pool)
@@ -377,44 +325,22 @@ async fn redaction(backend: Backend) {
     )
     .unwrap();
     assert_eq!(requested["arguments"]["password"], expected.as_str());
-    let (_, shown) = api(
-        reqwest::Method::GET,
-        format!("{}/approvals/{id}", base(&gw)),
-        "bob",
-        None,
-    )
-    .await;
-    assert_eq!(shown["arguments"]["password"], expected.as_str());
+    let shown = app.approval(&id).await;
+    assert_eq!(shown.arguments["password"], expected.as_str());
 }
 
 crate::on_both_databases!(redaction: redacted_values_are_keyed_digests_in_every_event_on_sqlite, redacted_values_are_keyed_digests_in_every_event_on_postgres);
 
-/// The gateway as a child process, so it can be sent SIGTERM or SIGKILL.
-struct Child;
-
-impl Child {
-    /// A gateway on `policies`, its config written in `work`.
-    async fn start(db: &TestDb, dir: &Path, work: &Path, extra: &str) -> support::GatewayProcess {
-        let port = support::free_port();
-        let path = work.join(format!("gateway-{port}.yaml"));
-        let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
-        let yaml = format!(
-            "server: {{listen: '127.0.0.1:{port}'}}\ndatabase: {{url: '{db}'}}\npolicy_dir: '{policies}'\n\
-             upstreams:\n  - name: echo\n    stdio: {{command: python3, args: ['{echo}']}}\n\
-             agents:\n  - {{id: agent-1, on_behalf_of: alice, key_sha256: {agent}}}\n\
-             approvers:\n  - {{id: bob, groups: [ops], token_sha256: {bob}}}\n  - {{id: carol, groups: [ops], token_sha256: {carol}}}\n\
-             auditors:\n  - {{id: audrey, token_sha256: {audrey}}}\n{extra}\n",
-            db = db.url,
-            policies = dir.display(),
-            echo = support::echo_upstream().display(),
-            agent = countersign::auth::hash_key(AGENT_KEY),
-            bob = token("bob"),
-            carol = token("carol"),
-            audrey = token("audrey"),
-        );
-        std::fs::write(&path, yaml).unwrap();
-        support::GatewayProcess::spawn(&path, port).await
-    }
+/// The gateway as a child process, so it can be sent SIGTERM or SIGKILL, with approvers bob
+/// and carol (ops).
+fn child(backend: Backend) -> TestAppBuilder {
+    TestApp::builder()
+        .backend(backend)
+        .child_process()
+        .approvers(vec![
+            Approver::new("bob").in_groups(&["ops"]),
+            Approver::new("carol").in_groups(&["ops"]),
+        ])
 }
 
 /// Every approval row that left `pending` has the `approval.decided` event that moved it, and
@@ -457,28 +383,18 @@ async fn assert_state_matches_log(pool: &sqlx::AnyPool) -> (usize, usize) {
 /// was decided has its event (they commit together), and whatever was not stays pending.
 async fn sigterm_flood(backend: Backend) {
     const CALLS: usize = 300;
-    let db = TestDb::new(backend).await;
-    let dir = crate::approvals::policy_dir();
-    let work = tempfile::tempdir().unwrap();
     // The flood caps would refuse most of them (tested in edge.rs): lift them here.
-    let uncapped = "approvals: {max_pending_per_agent: 1000, max_pending_per_tool: 1000, \
-                    new_per_minute_per_agent: 100000}";
-    let child = Child::start(&db, dir.path(), work.path(), uncapped).await;
-    let url = child.gw.url.clone();
+    let uncapped = ApprovalLimits {
+        max_pending_per_agent: Some(1000),
+        max_pending_per_tool: Some(1000),
+        new_per_minute_per_agent: Some(100000),
+        ..Default::default()
+    };
+    let mut app = child(backend).limits(uncapped).spawn().await;
     let agents: Vec<_> = (0..CALLS)
-        .map(|n| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                call(
-                    url,
-                    "delete_record",
-                    json!({"record_id": format!("flood-{n}")}),
-                )
-                .await
-            })
-        })
+        .map(|n| app.spawn_call("delete_record", json!({"record_id": format!("flood-{n}")})))
         .collect();
-    let pool = owner(&db).await;
+    let pool = app.owner().await;
     for _ in 0..300 {
         let open: i64 = sqlx::query_scalar("SELECT count(*) FROM approvals")
             .fetch_one(&pool)
@@ -494,12 +410,11 @@ async fn sigterm_flood(backend: Backend) {
         agent.abort();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.signal("-TERM").await;
+    app.signal("-TERM").await;
     let (rows, ended) = assert_state_matches_log(&pool).await;
     assert_eq!(rows, CALLS, "every held call opened its approval");
     assert!(ended > 0, "some cancellations were decided before the stop");
-    let config = cli_config(&db, work.path(), "");
-    let (ok, said) = verify_cli(&config);
+    let (ok, said) = verify_cli(&app);
     assert!(ok, "{said}");
 }
 
@@ -509,49 +424,31 @@ crate::on_both_databases!(sigterm_flood: sigterm_during_300_cancellations_loses_
 /// to retry). The grant is used only in the same commit as the forward, so it survives the
 /// crash: the agent's retry joins it and the upstream runs the call once.
 async fn kill_after_vote(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let dir = crate::approvals::policy_dir();
-    let work = tempfile::tempdir().unwrap();
-    let hold = "approvals: {max_hold_secs: 1}";
-    let first = Child::start(&db, dir.path(), work.path(), hold).await;
-    let (response, _) = call(
-        first.gw.url.clone(),
-        "delete_record",
-        json!({"record_id": "k9"}),
-    )
-    .await;
-    assert!(text(&response).contains("still pending"), "{response}");
-    let id = pending(&first.gw, 1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    vote(&first.gw, &id, "bob", true, None).await;
-    let decided = vote(&first.gw, &id, "carol", true, None).await;
+    let mut app = child(backend).max_hold_secs(1).spawn().await;
+    let response = app.call("delete_record", json!({"record_id": "k9"})).await;
+    assert!(response.text().contains("still pending"), "{response}");
+    let id = app.pending(1).await.remove(0).id;
+    app.vote(&id, "bob", Vote::Approve).await;
+    let decided = app.vote(&id, "carol", Vote::Approve).await;
     assert_eq!(decided["result"], "decided");
-    first.signal("-KILL").await;
+    app.signal("-KILL").await;
 
-    let second = Child::start(&db, dir.path(), work.path(), hold).await;
-    let (response, _) = call(
-        second.gw.url.clone(),
-        "delete_record",
-        json!({"record_id": "k9"}),
-    )
-    .await;
+    app.start().await;
+    let response = app.call("delete_record", json!({"record_id": "k9"})).await;
     assert_eq!(
-        text(&response),
+        response.text(),
         "deleted k9",
         "the retry joins the unused grant"
     );
-    let pool = owner(&db).await;
+    let pool = app.owner().await;
     let forwarded: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE kind = 'call.forwarded'")
             .fetch_one(&pool)
             .await
             .unwrap();
     assert_eq!(forwarded, 1, "the upstream ran the call once");
-    drop(second);
-    let config = cli_config(&db, work.path(), "");
-    let (ok, said) = verify_cli(&config);
+    app.stop();
+    let (ok, said) = verify_cli(&app);
     assert!(ok, "{said}");
 }
 
@@ -562,26 +459,17 @@ crate::on_both_databases!(kill_after_vote: kill_9_after_the_deciding_vote_leaves
 /// ledger learns the other's approval and votes from the log, and the call runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_decide_on_each_others_verified_events() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let dir = crate::approvals::policy_dir();
-    let first = gateway_with(&db, dir.path(), "").await;
-    let second = gateway_with(&db, dir.path(), "").await;
-    let (agent, id) = held_delete(&first, "replicated").await;
-    vote(&second, &id, "bob", true, None).await;
-    let decided = vote(&second, &id, "carol", true, None).await;
+    let first = TestApp::builder().backend(Backend::Postgres).spawn().await;
+    let second = first.replica().await;
+    let (agent, id) = first.held_delete("replicated").await;
+    second.vote(&id, "bob", Vote::Approve).await;
+    let decided = second.vote(&id, "carol", Vote::Approve).await;
     assert_eq!(decided["result"], "decided", "{decided}");
-    let (response, _) = answer(agent).await;
-    assert_eq!(text(&response), "deleted replicated");
-    let pool = owner(&db).await;
+    assert_eq!(agent.answer().await.text(), "deleted replicated");
+    let pool = first.owner().await;
     let kinds = kinds(&pool).await;
     let forwards = kinds.iter().filter(|k| *k == "call.forwarded").count();
     assert_eq!(forwards, 1, "{kinds:?}");
-    let (_, report) = api(
-        reqwest::Method::GET,
-        format!("{}/audit/verify", base(&first)),
-        "audrey",
-        None,
-    )
-    .await;
+    let report = first.verify_report().await;
     assert_eq!(report["ok"], true, "{report}");
 }

@@ -1,0 +1,930 @@
+//! A typed test app, in the manner of zero-to-production's `spawn_app`: the settings a test
+//! varies (database, cast, policy, upstream, console, limits) are named fields of
+//! [`TestAppBuilder`], turned into the gateway's YAML in one place ([`TestAppBuilder::yaml`]);
+//! the [`TestApp`] it spawns owns the gateway, its database and its files, and talks to it
+//! through typed methods ([`Client`]).
+//!
+//! ```ignore
+//! let app = TestApp::builder().backend(backend).max_hold_secs(1).spawn().await;
+//! let (held, id) = app.held_delete("r1").await;
+//! app.vote(&id, "bob", Vote::Approve).await;
+//! assert_eq!(app.vote(&id, "carol", Vote::Approve).await["result"], "decided");
+//! assert_eq!(held.answer().await.text(), "deleted r1");
+//! let kinds = app.story(&app.approval(&id).await.call_id).await;
+//! ```
+
+#![allow(dead_code)]
+
+use crate::support::{self, Backend, GatewayProcess, TestDb, TestGateway, modern_meta, post};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The test policy most tests run under: arithmetic is refused, reads are allowed, production
+/// records are never deleted, `slow_count` needs bob within a second and `delete_record` two
+/// of ops (bob may break the glass).
+pub const POLICY: &str = r#"
+defaults:
+  verdict: deny
+  reason: no rule allows this call
+rules:
+  - id: no-adding
+    match: {tool: add}
+    verdict: deny
+    reason: agents do their own arithmetic
+  - id: read-only-is-fine
+    match: {server: echo, read_only: true}
+    verdict: allow
+  - id: no-deleting-prod
+    match:
+      tool: delete_record
+      arguments: {properties: {record_id: {pattern: "^prod-"}}, required: [record_id]}
+    verdict: deny
+    reason: production records are never deleted by agents
+  - id: slow-needs-one-quickly
+    match: {tool: slow_count}
+    verdict: approve
+    approvers: [bob]
+    quorum: 1
+    timeout: 1s
+  - id: destructive-needs-two
+    match: {tool: delete_record, destructive: true}
+    verdict: approve
+    approver_groups: [ops]
+    quorum: 2
+    timeout: 1m
+    break_glass: {approvers: [bob], min_justification: 20}
+"#;
+
+/// The key of the standard agent, `agent-1`.
+pub const AGENT_KEY: &str = "agent-key";
+
+/// The bearer token of approver or auditor `who`.
+pub fn token(who: &str) -> String {
+    format!("{who}-token")
+}
+
+/// An agent: its id, API key and the human it acts for.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub id: String,
+    pub key: String,
+    pub on_behalf_of: Option<String>,
+}
+
+impl Agent {
+    pub fn new(id: &str, key: &str) -> Agent {
+        Agent {
+            id: id.into(),
+            key: key.into(),
+            on_behalf_of: None,
+        }
+    }
+
+    pub fn on_behalf_of(mut self, human: &str) -> Agent {
+        self.on_behalf_of = Some(human.into());
+        self
+    }
+}
+
+/// An approver, with the token [`token`] gives them.
+#[derive(Debug, Clone)]
+pub struct Approver {
+    pub id: String,
+    pub groups: Vec<String>,
+}
+
+impl Approver {
+    pub fn new(id: &str) -> Approver {
+        Approver {
+            id: id.into(),
+            groups: Vec::new(),
+        }
+    }
+
+    pub fn in_groups(mut self, groups: &[&str]) -> Approver {
+        self.groups = groups.iter().map(|g| g.to_string()).collect();
+        self
+    }
+}
+
+/// The upstream MCP server, named `echo`.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// `examples/upstreams/echo_server.py` over stdio.
+    Echo,
+    /// A server over streamable HTTP.
+    Http { url: String },
+}
+
+/// The console's OpenID Connect sign-in.
+#[derive(Debug, Clone)]
+pub struct Oidc {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Provider group → approver group.
+    pub approver_groups: Vec<(String, String)>,
+}
+
+/// `approvals:`; what is `None` keeps the gateway's default.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ApprovalLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_hold_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_per_agent: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_per_tool: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_per_minute_per_agent: Option<u32>,
+}
+
+/// Where the policy comes from.
+#[derive(Debug, Clone)]
+enum Policy {
+    /// This text, written to `policy.yaml` in the app's own policy directory.
+    Text(String),
+    /// A directory the test made.
+    Dir(PathBuf),
+}
+
+/// The settings of a test gateway. The defaults are the standard cast: agent `agent-1` (key
+/// [`AGENT_KEY`]) acting for alice; approvers alice, bob and carol (ops) and dave (finance);
+/// auditor audrey; [`POLICY`]; the echo upstream; SQLite; in process.
+#[derive(Debug, Clone)]
+pub struct TestAppBuilder {
+    backend: Backend,
+    policy: Policy,
+    upstream: Upstream,
+    agents: Vec<Agent>,
+    approvers: Vec<Approver>,
+    auditors: Vec<String>,
+    limits: ApprovalLimits,
+    /// Write head anchors to the app's `anchors.jsonl` this often.
+    anchors_every_secs: Option<u64>,
+    /// Redact with a key kept in the app's `redaction.key`.
+    redaction_key: bool,
+    oidc: Option<Oidc>,
+    /// Run `countersign serve` as a child process (so it can be sent signals).
+    child_process: bool,
+    /// Top-level YAML merged over the rest (for the helpers that still take YAML text).
+    extra: Option<String>,
+}
+
+impl Default for TestAppBuilder {
+    fn default() -> Self {
+        TestAppBuilder {
+            backend: Backend::Sqlite,
+            policy: Policy::Text(POLICY.into()),
+            upstream: Upstream::Echo,
+            agents: vec![Agent::new("agent-1", AGENT_KEY).on_behalf_of("alice")],
+            approvers: vec![
+                Approver::new("alice").in_groups(&["ops"]),
+                Approver::new("bob").in_groups(&["ops"]),
+                Approver::new("carol").in_groups(&["ops"]),
+                Approver::new("dave").in_groups(&["finance"]),
+            ],
+            auditors: vec!["audrey".into()],
+            limits: ApprovalLimits::default(),
+            anchors_every_secs: None,
+            redaction_key: false,
+            oidc: None,
+            child_process: false,
+            extra: None,
+        }
+    }
+}
+
+impl TestAppBuilder {
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// The policy, as the text of one policy file.
+    pub fn policy(mut self, text: &str) -> Self {
+        self.policy = Policy::Text(text.into());
+        self
+    }
+
+    /// The policy directory, made by the test.
+    pub fn policy_dir(mut self, dir: &Path) -> Self {
+        self.policy = Policy::Dir(dir.into());
+        self
+    }
+
+    pub fn upstream(mut self, upstream: Upstream) -> Self {
+        self.upstream = upstream;
+        self
+    }
+
+    pub fn agents(mut self, agents: Vec<Agent>) -> Self {
+        self.agents = agents;
+        self
+    }
+
+    pub fn approvers(mut self, approvers: Vec<Approver>) -> Self {
+        self.approvers = approvers;
+        self
+    }
+
+    pub fn auditors(mut self, auditors: &[&str]) -> Self {
+        self.auditors = auditors.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    pub fn limits(mut self, limits: ApprovalLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// A call held longer than this is told to retry (`approvals.max_hold_secs`).
+    pub fn max_hold_secs(mut self, secs: u64) -> Self {
+        self.limits.max_hold_secs = Some(secs);
+        self
+    }
+
+    /// How often a waiting call hears progress (`approvals.progress_secs`).
+    pub fn progress_secs(mut self, secs: u64) -> Self {
+        self.limits.progress_secs = Some(secs);
+        self
+    }
+
+    /// Signed heads anchored to [`TestApp::anchors_file`] every `secs`.
+    pub fn anchors_every_secs(mut self, secs: u64) -> Self {
+        self.anchors_every_secs = Some(secs);
+        self
+    }
+
+    /// Redacted values keyed with [`TestApp::redaction_key_file`].
+    pub fn redaction_key(mut self) -> Self {
+        self.redaction_key = true;
+        self
+    }
+
+    pub fn oidc(mut self, oidc: Oidc) -> Self {
+        self.oidc = Some(oidc);
+        self
+    }
+
+    /// Run the gateway as a child process, on a free loopback port.
+    pub fn child_process(mut self) -> Self {
+        self.child_process = true;
+        self
+    }
+
+    /// Top-level YAML merged over the settings (for [`compat::gateway_with`]).
+    fn extra_yaml(mut self, extra: &str) -> Self {
+        self.extra = Some(extra.into());
+        self
+    }
+
+    /// A fresh database, the policy and the app's files, and the gateway over them.
+    pub async fn spawn(self) -> TestApp {
+        let db = TestDb::new(self.backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let policies = match &self.policy {
+            Policy::Text(text) => {
+                let policies = dir.path().join("policies");
+                std::fs::create_dir(&policies).unwrap();
+                std::fs::write(policies.join("policy.yaml"), text).unwrap();
+                policies
+            }
+            Policy::Dir(dir) => dir.clone(),
+        };
+        let mut app = TestApp {
+            running: Running::Stopped,
+            client: Client::at(([127, 0, 0, 1], 0).into(), ""),
+            settings: self,
+            policies,
+            dir,
+            db,
+        };
+        std::fs::write(app.config_file(), app.yaml(None)).unwrap();
+        app.start().await;
+        app
+    }
+
+    /// The gateway's YAML: these settings over `db_url` and `policies`, listening on loopback
+    /// `port` when given (else where the harness puts it), with the app's files in `dir`.
+    pub fn yaml(&self, db_url: &str, policies: &Path, dir: &Path, port: Option<u16>) -> String {
+        let mut config = Map::new();
+        let mut server = Map::new();
+        if let Some(port) = port {
+            server.insert("listen".into(), json!(format!("127.0.0.1:{port}")));
+        }
+        if self.agents.is_empty() {
+            server.insert("allow_anonymous".into(), json!(true));
+        }
+        if !server.is_empty() {
+            config.insert("server".into(), Value::Object(server));
+        }
+        config.insert("database".into(), json!({"url": db_url}));
+        config.insert("policy_dir".into(), json!(policies));
+        let upstream = match &self.upstream {
+            Upstream::Echo => json!({"name": "echo",
+                "stdio": {"command": "python3", "args": [support::echo_upstream()]}}),
+            Upstream::Http { url } => json!({"name": "echo", "http": {"url": url}}),
+        };
+        config.insert("upstreams".into(), json!([upstream]));
+        let agents: Vec<Value> = self
+            .agents
+            .iter()
+            .map(|a| {
+                let mut agent =
+                    json!({"id": a.id, "key_sha256": countersign::auth::hash_key(&a.key)});
+                if let Some(human) = &a.on_behalf_of {
+                    agent["on_behalf_of"] = json!(human);
+                }
+                agent
+            })
+            .collect();
+        if !agents.is_empty() {
+            config.insert("agents".into(), json!(agents));
+        }
+        let approvers: Vec<Value> = self
+            .approvers
+            .iter()
+            .map(|a| {
+                let token_sha256 = countersign::auth::hash_key(&token(&a.id));
+                json!({"id": a.id, "groups": a.groups, "token_sha256": token_sha256})
+            })
+            .collect();
+        if !approvers.is_empty() {
+            config.insert("approvers".into(), json!(approvers));
+        }
+        let auditors: Vec<Value> = self
+            .auditors
+            .iter()
+            .map(|a| json!({"id": a, "token_sha256": countersign::auth::hash_key(&token(a))}))
+            .collect();
+        if !auditors.is_empty() {
+            config.insert("auditors".into(), json!(auditors));
+        }
+        let limits = serde_json::to_value(&self.limits).unwrap();
+        if limits.as_object().is_some_and(|l| !l.is_empty()) {
+            config.insert("approvals".into(), limits);
+        }
+        let mut audit = Map::new();
+        if let Some(every) = self.anchors_every_secs {
+            let file = dir.join("anchors.jsonl");
+            audit.insert("anchors".into(), json!({"file": file, "every_secs": every}));
+        }
+        if self.redaction_key {
+            audit.insert("redaction_key".into(), json!(dir.join("redaction.key")));
+        }
+        if !audit.is_empty() {
+            config.insert("audit".into(), Value::Object(audit));
+        }
+        if let Some(oidc) = &self.oidc {
+            let groups: Map<String, Value> = oidc
+                .approver_groups
+                .iter()
+                .map(|(idp, group)| (idp.clone(), json!(group)))
+                .collect();
+            config.insert(
+                "console".into(),
+                json!({"oidc": {"issuer": oidc.issuer, "client_id": oidc.client_id,
+                    "client_secret": oidc.client_secret, "approver_groups": groups}}),
+            );
+        }
+        if let Some(extra) = &self.extra {
+            let extra: Option<Map<String, Value>> = serde_yaml_ng::from_str(extra).unwrap();
+            config.extend(extra.unwrap_or_default());
+        }
+        serde_yaml_ng::to_string(&config).unwrap()
+    }
+}
+
+/// The gateway of a [`TestApp`].
+enum Running {
+    InProcess(TestGateway),
+    Child(GatewayProcess),
+    Stopped,
+}
+
+/// A gateway, its database and files; the gateway stops and the database goes when dropped.
+/// Derefs to the [`Client`] of its gateway.
+pub struct TestApp {
+    // Dropped in this order: the gateway stops before its files and database go.
+    running: Running,
+    client: Client,
+    settings: TestAppBuilder,
+    policies: PathBuf,
+    /// The app's files: its policy (unless the test gave a directory), config files, keys.
+    dir: tempfile::TempDir,
+    pub db: TestDb,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    /// The running gateway.
+    pub fn gateway(&self) -> &TestGateway {
+        match &self.running {
+            Running::InProcess(gw) => gw,
+            Running::Child(child) => &child.gw,
+            Running::Stopped => panic!("the gateway is stopped"),
+        }
+    }
+
+    /// The directory holding the app's files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The anchors file (with [`TestAppBuilder::anchors_every_secs`]).
+    pub fn anchors_file(&self) -> PathBuf {
+        self.dir().join("anchors.jsonl")
+    }
+
+    /// The redaction key (with [`TestAppBuilder::redaction_key`]).
+    pub fn redaction_key_file(&self) -> PathBuf {
+        self.dir().join("redaction.key")
+    }
+
+    fn yaml(&self, port: Option<u16>) -> String {
+        self.settings
+            .yaml(&self.db.url, &self.policies, self.dir(), port)
+    }
+
+    /// The gateway's configuration in a file, as the CLI reads it.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir().join("countersign.yaml")
+    }
+
+    /// `countersign ARGS --config` the gateway's configuration.
+    pub fn cli(&self, args: &[&str]) -> std::process::Command {
+        let mut command = countersign(args);
+        command.arg("--config").arg(self.config_file());
+        command
+    }
+
+    /// Starts the gateway (again), on the same database and files.
+    pub async fn start(&mut self) {
+        let running = if self.settings.child_process {
+            let port = support::free_port();
+            let path = self.dir().join(format!("gateway-{port}.yaml"));
+            std::fs::write(&path, self.yaml(Some(port))).unwrap();
+            Running::Child(GatewayProcess::spawn(&path, port).await)
+        } else {
+            Running::InProcess(support::spawn_gateway(&self.yaml(None)).await)
+        };
+        self.running = running;
+        self.client = Client::new(self.gateway(), &self.agent_key());
+    }
+
+    /// Builds a gateway on this configuration without serving it: what a restart would meet.
+    pub async fn try_build(&self) -> anyhow::Result<countersign::startup::Application> {
+        let config = countersign::config::parse(&self.yaml(None), "restart.yaml", &[])?;
+        countersign::startup::Application::build(
+            &config,
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+    }
+
+    /// Stops the gateway (in process: cancels it; a child: kills it).
+    pub fn stop(&mut self) {
+        self.running = Running::Stopped;
+    }
+
+    /// Sends `signal` (`-TERM`, `-KILL`) to the child process and waits for it to end.
+    pub async fn signal(&mut self, signal: &str) {
+        match std::mem::replace(&mut self.running, Running::Stopped) {
+            Running::Child(child) => child.signal(signal).await,
+            _ => panic!("signals go to a child process"),
+        }
+    }
+
+    /// Another gateway on the same configuration and database, running beside this one.
+    pub async fn replica(&self) -> Replica {
+        let gw = support::spawn_gateway(&self.yaml(None)).await;
+        let client = Client::new(&gw, &self.agent_key());
+        Replica { _gw: gw, client }
+    }
+
+    /// A connection pool to the database, as its owner has one.
+    pub async fn owner(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.db.url).await.unwrap()
+    }
+
+    fn agent_key(&self) -> String {
+        self.settings
+            .agents
+            .first()
+            .map(|a| a.key.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A second gateway of a [`TestApp`]; derefs to its [`Client`].
+pub struct Replica {
+    _gw: TestGateway,
+    client: Client,
+}
+
+impl std::ops::Deref for Replica {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// `countersign ARGS`, with no approver token in its environment and nothing on stdin.
+pub fn countersign(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    command
+        .args(args)
+        .env_remove("COUNTERSIGN_APPROVER_TOKEN")
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+/// An approval, as the approver API shows it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub call_id: String,
+    pub rule: String,
+    pub status: String,
+    pub arguments: Value,
+    pub args_sha256: String,
+    #[serde(default)]
+    pub break_glass: bool,
+    pub reason: Option<String>,
+    pub decided_by: Option<String>,
+}
+
+/// The end of a tool call: the final message and the progress notifications before it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub message: Value,
+    pub progress: Vec<Value>,
+}
+
+impl Reply {
+    /// The text of the result's first content block ("" if none).
+    pub fn text(&self) -> &str {
+        text(&self.message)
+    }
+
+    /// Whether the result is a tool error (`isError`).
+    pub fn is_error(&self) -> bool {
+        self.message["result"]["isError"] == true
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.message.fmt(f)
+    }
+}
+
+/// A tool call running in a task (held for approval, typically).
+pub struct HeldCall(tokio::task::JoinHandle<Reply>);
+
+impl HeldCall {
+    /// The agent's answer (within 20 s).
+    pub async fn answer(self) -> Reply {
+        tokio::time::timeout(Duration::from_secs(20), self.0)
+            .await
+            .expect("the call ends in time")
+            .expect("the call task")
+    }
+
+    /// The client gives up (closes its stream).
+    pub fn abort(&self) {
+        self.0.abort();
+    }
+}
+
+/// An approver's decision.
+#[derive(Debug, Clone, Copy)]
+pub enum Vote<'a> {
+    Approve,
+    /// Deny, with the reason a deny needs (or without, to be refused).
+    Deny(Option<&'a str>),
+    /// Approve alone, with this justification.
+    BreakGlass(&'a str),
+}
+
+/// The agent's and the humans' view of one gateway: MCP calls as the agent, the approver API
+/// (listing as bob) and the auditor API (as audrey).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `http://127.0.0.1:PORT/mcp`
+    pub url: String,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    agent_key: String,
+}
+
+impl Client {
+    pub fn new(gw: &TestGateway, agent_key: &str) -> Client {
+        Client::at(gw.addr, agent_key)
+    }
+
+    /// The gateway at `addr`, called with `agent_key`.
+    pub fn at(addr: std::net::SocketAddr, agent_key: &str) -> Client {
+        Client {
+            url: format!("http://{addr}/mcp"),
+            base: format!("http://{addr}"),
+            agent_key: agent_key.into(),
+        }
+    }
+
+    /// Calls `echo__<tool>` as the agent (modern era, with a progress token).
+    pub async fn call(&self, tool: &str, arguments: Value) -> Reply {
+        agent_call(self.url.clone(), self.agent_key.clone(), tool, arguments).await
+    }
+
+    /// The same call, with `arguments` as raw JSON text (so numbers arrive exactly as written)
+    /// and no progress token.
+    pub async fn call_raw(&self, tool: &str, arguments: &str) -> Reply {
+        let name = format!("echo__{tool}");
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{arguments},"_meta":{}}}}}"#,
+            modern_meta()
+        );
+        let auth = format!("Bearer {}", self.agent_key);
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", name.as_str()),
+        ];
+        let mut messages = support::post_raw(&self.url, &headers, body)
+            .await
+            .messages();
+        let message = messages.pop().expect("a response");
+        Reply {
+            message,
+            progress: messages,
+        }
+    }
+
+    /// [`Client::call`] in a task.
+    pub fn spawn_call(&self, tool: &str, arguments: Value) -> HeldCall {
+        let (url, key, tool) = (self.url.clone(), self.agent_key.clone(), tool.to_owned());
+        HeldCall(tokio::spawn(async move {
+            agent_call(url, key, &tool, arguments).await
+        }))
+    }
+
+    /// [`Client::call_raw`] in a task.
+    pub fn spawn_call_raw(&self, tool: &str, arguments: String) -> HeldCall {
+        let (client, tool) = (self.clone(), tool.to_owned());
+        HeldCall(tokio::spawn(async move {
+            client.call_raw(&tool, &arguments).await
+        }))
+    }
+
+    /// The agent's `delete_record` call, held for approval (the only one pending); and the
+    /// approval's id.
+    pub async fn held_delete(&self, record: &str) -> (HeldCall, String) {
+        let call = self.spawn_call("delete_record", json!({"record_id": record}));
+        let id = self.pending(1).await.remove(0).id;
+        (call, id)
+    }
+
+    /// Waits (10 s at most) until `count` approvals are pending; returns them.
+    pub async fn pending(&self, count: usize) -> Vec<Approval> {
+        let pending = self.pending_json(count).await;
+        serde_json::from_value(Value::Array(pending)).unwrap()
+    }
+
+    /// [`Client::pending`], as the API's JSON.
+    pub async fn pending_json(&self, count: usize) -> Vec<Value> {
+        let mut seen = Value::Null;
+        for _ in 0..200 {
+            seen = self.get("/approvals?status=pending", "bob").await.1;
+            if let Some(list) = seen.as_array().filter(|l| l.len() == count) {
+                return list.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("expected {count} pending approvals, have {seen}");
+    }
+
+    /// The approvals with `status` (`all` for every one), as bob lists them.
+    pub async fn approvals(&self, status: &str) -> Vec<Approval> {
+        let (code, list) = self
+            .get(&format!("/approvals?status={status}"), "bob")
+            .await;
+        assert_eq!(code, 200, "{list}");
+        serde_json::from_value(list).unwrap()
+    }
+
+    /// Approval `id`, as bob sees it.
+    pub async fn approval(&self, id: &str) -> Approval {
+        let (code, approval) = self.get(&format!("/approvals/{id}"), "bob").await;
+        assert_eq!(code, 200, "{approval}");
+        serde_json::from_value(approval).unwrap()
+    }
+
+    /// `who` votes on approval `id`; the API's answer.
+    pub async fn vote(&self, id: &str, who: &str, vote: Vote<'_>) -> Value {
+        let (verb, body) = match vote {
+            Vote::Approve => ("approve", None),
+            Vote::Deny(reason) => ("deny", reason.map(|r| json!({"reason": r}))),
+            Vote::BreakGlass(why) => ("approve", Some(json!({"break_glass": why}))),
+        };
+        self.post(&format!("/approvals/{id}/{verb}"), who, body)
+            .await
+            .1
+    }
+
+    /// GET `path` with `who`'s token: (status, JSON body or null).
+    pub async fn get(&self, path: &str, who: &str) -> (u16, Value) {
+        api(reqwest::Method::GET, self.endpoint(path), who, None).await
+    }
+
+    /// POST `body` to `path` with `who`'s token: (status, JSON body or null).
+    pub async fn post(&self, path: &str, who: &str, body: Option<Value>) -> (u16, Value) {
+        api(reqwest::Method::POST, self.endpoint(path), who, body).await
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The audit events of one call (as auditor audrey).
+    pub async fn call_events(&self, call_id: &str) -> Vec<Value> {
+        let (status, events) = self.get(&format!("/audit/calls/{call_id}"), "audrey").await;
+        assert_eq!(status, 200, "{events}");
+        let events = events.get("events").cloned().unwrap_or(events);
+        events.as_array().unwrap().clone()
+    }
+
+    /// The kinds of the audit events of one call.
+    pub async fn story(&self, call_id: &str) -> Vec<String> {
+        self.call_events(call_id)
+            .await
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The audit events matching `query` (`kind=call.completed&limit=1000`), as audrey.
+    pub async fn audit_events(&self, query: &str) -> Vec<Value> {
+        let (status, events) = self.get(&format!("/audit/events?{query}"), "audrey").await;
+        assert_eq!(status, 200, "{events}");
+        let events = events.get("events").cloned().unwrap_or(events);
+        events.as_array().unwrap().clone()
+    }
+
+    /// `/audit/verify`, as audrey.
+    pub async fn verify_report(&self) -> Value {
+        self.get("/audit/verify", "audrey").await.1
+    }
+}
+
+async fn agent_call(url: String, key: String, tool: &str, arguments: Value) -> Reply {
+    let name = format!("echo__{tool}");
+    let mut meta = modern_meta();
+    meta["progressToken"] = json!("p");
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":arguments,"_meta":meta}});
+    let auth = format!("Bearer {key}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", name.as_str()),
+    ];
+    let mut messages = post(&url, &headers, &body).await.messages();
+    let message = messages.pop().expect("a response");
+    Reply {
+        message,
+        progress: messages,
+    }
+}
+
+/// The text of a tool result's first content block ("" if none).
+pub fn text(response: &Value) -> &str {
+    response["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// A request to `url` with `who`'s token: (status, JSON body or null).
+pub async fn api(
+    method: reqwest::Method,
+    url: String,
+    who: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = support::http().request(method, url).bearer_auth(token(who));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The untyped helpers the files not yet on [`TestApp`] import (through `crate::approvals`),
+/// each a thin layer over it.
+pub mod compat {
+    use super::*;
+
+    fn client(gw: &TestGateway) -> Client {
+        Client::new(gw, AGENT_KEY)
+    }
+
+    /// The standard gateway over `db` and `policy_dir`, with `extra` top-level YAML.
+    pub async fn gateway_with(db: &TestDb, policy_dir: &Path, extra: &str) -> TestGateway {
+        let yaml = TestApp::builder()
+            .extra_yaml(extra)
+            .yaml(&db.url, policy_dir, policy_dir, None);
+        support::spawn_gateway(&yaml).await
+    }
+
+    /// A directory holding [`POLICY`].
+    pub fn policy_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+        dir
+    }
+
+    /// [`Client::call`]: (final response, progress notifications).
+    pub async fn call(gw_url: String, tool: &str, arguments: Value) -> (Value, Vec<Value>) {
+        let reply = agent_call(gw_url, AGENT_KEY.into(), tool, arguments).await;
+        (reply.message, reply.progress)
+    }
+
+    /// [`Client::held_delete`].
+    pub async fn held_delete(
+        gw: &TestGateway,
+        record: &str,
+    ) -> (tokio::task::JoinHandle<(Value, Vec<Value>)>, String) {
+        let agent = tokio::spawn(call(
+            gw.url.clone(),
+            "delete_record",
+            json!({"record_id": record}),
+        ));
+        let id = client(gw).pending(1).await.remove(0).id;
+        (agent, id)
+    }
+
+    /// [`HeldCall::answer`].
+    pub async fn answer(
+        agent: tokio::task::JoinHandle<(Value, Vec<Value>)>,
+    ) -> (Value, Vec<Value>) {
+        tokio::time::timeout(Duration::from_secs(20), agent)
+            .await
+            .expect("the call ends in time")
+            .expect("the call task")
+    }
+
+    pub fn base(gw: &TestGateway) -> String {
+        format!("http://{}", gw.addr)
+    }
+
+    /// [`Client::vote`].
+    pub async fn vote(
+        gw: &TestGateway,
+        id: &str,
+        who: &str,
+        approve: bool,
+        reason: Option<&str>,
+    ) -> Value {
+        let vote = if approve {
+            Vote::Approve
+        } else {
+            Vote::Deny(reason)
+        };
+        client(gw).vote(id, who, vote).await
+    }
+
+    /// [`Client::pending_json`].
+    pub async fn pending(gw: &TestGateway, count: usize) -> Vec<Value> {
+        client(gw).pending_json(count).await
+    }
+
+    /// [`Client::call_events`].
+    pub async fn call_events(gw: &TestGateway, call_id: &str) -> Vec<Value> {
+        client(gw).call_events(call_id).await
+    }
+
+    /// [`Client::story`].
+    pub async fn story(gw: &TestGateway, call_id: &str) -> Vec<String> {
+        client(gw).story(call_id).await
+    }
+}
