@@ -1,5 +1,5 @@
 //! A typed test app, in the manner of zero-to-production's `spawn_app`: the settings a test
-//! varies (database, cast, policy, upstream, console, limits) are named fields of
+//! varies (database, cast, policy, upstreams, server, TLS, console, limits) are named fields of
 //! [`TestAppBuilder`], turned into the gateway's YAML in one place ([`TestAppBuilder::yaml`]);
 //! the [`TestApp`] it spawns owns the gateway, its database and its files, and talks to it
 //! through typed methods ([`Client`]).
@@ -109,13 +109,38 @@ impl Approver {
     }
 }
 
-/// The upstream MCP server, named `echo`.
+/// An upstream MCP server (the standard one is [`Upstream::Echo`], named `echo`).
 #[derive(Debug, Clone)]
 pub enum Upstream {
     /// `examples/upstreams/echo_server.py` over stdio.
     Echo,
     /// A server over streamable HTTP.
     Http { url: String },
+    /// `python3 SCRIPT` over stdio.
+    Python { script: PathBuf },
+}
+
+impl Upstream {
+    fn yaml(&self, name: &str) -> Value {
+        match self {
+            Upstream::Echo => Upstream::Python {
+                script: support::echo_upstream(),
+            }
+            .yaml(name),
+            Upstream::Http { url } => json!({"name": name, "http": {"url": url}}),
+            Upstream::Python { script } => {
+                json!({"name": name, "stdio": {"command": "python3", "args": [script]}})
+            }
+        }
+    }
+}
+
+/// `server:`; what is `None` keeps the gateway's default.
+#[derive(Debug, Clone, Default)]
+pub struct Server {
+    /// Where a gateway started outside the harness listens (`countersign serve`, the CLI).
+    pub listen: Option<std::net::SocketAddr>,
+    pub max_body_bytes: Option<usize>,
 }
 
 /// The console's OpenID Connect sign-in.
@@ -150,6 +175,8 @@ enum Policy {
     Text(String),
     /// A directory the test made.
     Dir(PathBuf),
+    /// None: no `policy_dir` and no `database`, so the gateway is a plain proxy.
+    None,
 }
 
 /// The settings of a test gateway. The defaults are the standard cast: agent `agent-1` (key
@@ -159,7 +186,11 @@ enum Policy {
 pub struct TestAppBuilder {
     backend: Backend,
     policy: Policy,
-    upstream: Upstream,
+    /// In order, by name; the first is the default route.
+    upstreams: Vec<(String, Upstream)>,
+    server: Server,
+    /// `tls.ca_files`: the CAs `https://` upstreams and chat servers are checked against.
+    ca_files: Vec<PathBuf>,
     agents: Vec<Agent>,
     approvers: Vec<Approver>,
     auditors: Vec<String>,
@@ -180,7 +211,9 @@ impl Default for TestAppBuilder {
         TestAppBuilder {
             backend: Backend::Sqlite,
             policy: Policy::Text(POLICY.into()),
-            upstream: Upstream::Echo,
+            upstreams: vec![("echo".into(), Upstream::Echo)],
+            server: Server::default(),
+            ca_files: Vec::new(),
             agents: vec![Agent::new("agent-1", AGENT_KEY).on_behalf_of("alice")],
             approvers: vec![
                 Approver::new("alice").in_groups(&["ops"]),
@@ -217,8 +250,42 @@ impl TestAppBuilder {
         self
     }
 
-    pub fn upstream(mut self, upstream: Upstream) -> Self {
-        self.upstream = upstream;
+    /// A plain proxy: no policy, no database, nobody to approve or audit.
+    pub fn plain_proxy(mut self) -> Self {
+        self.policy = Policy::None;
+        self.approvers.clear();
+        self.auditors.clear();
+        self
+    }
+
+    /// The only upstream, named `echo`.
+    pub fn upstream(self, upstream: Upstream) -> Self {
+        self.upstreams(vec![("echo", upstream)])
+    }
+
+    /// The upstreams, in order, by name.
+    pub fn upstreams(mut self, upstreams: Vec<(&str, Upstream)>) -> Self {
+        self.upstreams = upstreams
+            .into_iter()
+            .map(|(name, upstream)| (name.to_owned(), upstream))
+            .collect();
+        self
+    }
+
+    /// One more upstream, after the others.
+    pub fn also_upstream(mut self, name: &str, upstream: Upstream) -> Self {
+        self.upstreams.push((name.into(), upstream));
+        self
+    }
+
+    pub fn server(mut self, server: Server) -> Self {
+        self.server = server;
+        self
+    }
+
+    /// Trust the CA in `pem` (`tls.ca_files`).
+    pub fn trust_ca(mut self, pem: &Path) -> Self {
+        self.ca_files.push(pem.into());
         self
     }
 
@@ -285,6 +352,14 @@ impl TestAppBuilder {
 
     /// A fresh database, the policy and the app's files, and the gateway over them.
     pub async fn spawn(self) -> TestApp {
+        let mut app = self.spawn_stopped().await;
+        app.start().await;
+        app
+    }
+
+    /// The same, with the gateway not started (for the command line; [`TestApp::start`]
+    /// starts it).
+    pub async fn spawn_stopped(self) -> TestApp {
         let db = TestDb::new(self.backend).await;
         let dir = tempfile::tempdir().unwrap();
         let policies = match &self.policy {
@@ -295,8 +370,10 @@ impl TestAppBuilder {
                 policies
             }
             Policy::Dir(dir) => dir.clone(),
+            // Not in the configuration.
+            Policy::None => dir.path().join("policies"),
         };
-        let mut app = TestApp {
+        let app = TestApp {
             running: Running::Stopped,
             client: Client::at(([127, 0, 0, 1], 0).into(), ""),
             settings: self,
@@ -305,7 +382,6 @@ impl TestAppBuilder {
             db,
         };
         std::fs::write(app.config_file(), app.yaml(None)).unwrap();
-        app.start().await;
         app
     }
 
@@ -316,6 +392,11 @@ impl TestAppBuilder {
         let mut server = Map::new();
         if let Some(port) = port {
             server.insert("listen".into(), json!(format!("127.0.0.1:{port}")));
+        } else if let Some(listen) = self.server.listen {
+            server.insert("listen".into(), json!(listen));
+        }
+        if let Some(max) = self.server.max_body_bytes {
+            server.insert("max_body_bytes".into(), json!(max));
         }
         if self.agents.is_empty() {
             server.insert("allow_anonymous".into(), json!(true));
@@ -323,14 +404,19 @@ impl TestAppBuilder {
         if !server.is_empty() {
             config.insert("server".into(), Value::Object(server));
         }
-        config.insert("database".into(), json!({"url": db_url}));
-        config.insert("policy_dir".into(), json!(policies));
-        let upstream = match &self.upstream {
-            Upstream::Echo => json!({"name": "echo",
-                "stdio": {"command": "python3", "args": [support::echo_upstream()]}}),
-            Upstream::Http { url } => json!({"name": "echo", "http": {"url": url}}),
-        };
-        config.insert("upstreams".into(), json!([upstream]));
+        if !matches!(self.policy, Policy::None) {
+            config.insert("database".into(), json!({"url": db_url}));
+            config.insert("policy_dir".into(), json!(policies));
+        }
+        let upstreams: Vec<Value> = self
+            .upstreams
+            .iter()
+            .map(|(name, upstream)| upstream.yaml(name))
+            .collect();
+        config.insert("upstreams".into(), json!(upstreams));
+        if !self.ca_files.is_empty() {
+            config.insert("tls".into(), json!({"ca_files": self.ca_files}));
+        }
         let agents: Vec<Value> = self
             .agents
             .iter()
