@@ -6,9 +6,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 // The untyped helpers the files not yet on `TestApp` import from here.
-pub(crate) use crate::app::compat::{
-    answer, base, call, call_events, gateway_with, held_delete, pending, policy_dir, story, vote,
-};
+pub(crate) use crate::app::compat::{call, call_events, pending, policy_dir, story, vote};
 pub(crate) use crate::app::{AGENT_KEY, api, text};
 
 /// The standard app (see `TestAppBuilder`) on `backend`.

@@ -2,8 +2,7 @@
 //! CSRF, votes without or with a forged CSRF token, requests that are not the voter's, a
 //! tampered session cookie, sign-out, and the security headers. Nothing refused is decided.
 
-use crate::approvals::{answer, api, base, gateway_with, held_delete, policy_dir};
-use crate::support::{Backend, TestDb, TestGateway};
+use crate::app::{Client, TestApp};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
 
@@ -53,12 +52,12 @@ fn hidden(page: &str, name: &str) -> String {
 
 /// Posts the token form with `form`, and the login cookie when given.
 async fn post_login(
-    gw: &TestGateway,
+    app: &Client,
     form: &[(&str, &str)],
     cookie: Option<&str>,
 ) -> reqwest::Response {
     let mut request = client()
-        .post(format!("{}/console/login/token", base(gw)))
+        .post(format!("{}/console/login/token", app.base))
         .form_body(form);
     if let Some(cookie) = cookie {
         request = request.header(COOKIE, cookie);
@@ -69,9 +68,9 @@ async fn post_login(
 /// Signs in with `who`'s API token; returns the session cookie (`name=value`). On the way: the
 /// page's CSP, and the token form refused without its CSRF echo, from another browser, or with
 /// an unknown token.
-async fn sign_in(gw: &TestGateway, who: &str) -> String {
+async fn sign_in(app: &Client, who: &str) -> String {
     let login = client()
-        .get(format!("{}/console/login", base(gw)))
+        .get(format!("{}/console/login", app.base))
         .send()
         .await
         .unwrap();
@@ -85,7 +84,7 @@ async fn sign_in(gw: &TestGateway, who: &str) -> String {
     );
     let cookie = set_cookie(&login, "countersign-login").expect("a login cookie");
     let value = hidden(&login.text().await.unwrap(), "login");
-    let token = format!("{who}-token");
+    let token = crate::app::token(who);
     for (form, cookie, why) in [
         (
             vec![("token", token.as_str())],
@@ -103,10 +102,10 @@ async fn sign_in(gw: &TestGateway, who: &str) -> String {
             "with an unknown token",
         ),
     ] {
-        let refused = post_login(gw, &form, cookie).await;
+        let refused = post_login(app, &form, cookie).await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN, "a sign-in {why}");
     }
-    let ok = post_login(gw, &[("login", &value), ("token", &token)], Some(&cookie)).await;
+    let ok = post_login(app, &[("login", &value), ("token", &token)], Some(&cookie)).await;
     assert_eq!(ok.status(), StatusCode::OK);
     let raw = ok
         .headers()
@@ -122,9 +121,9 @@ async fn sign_in(gw: &TestGateway, who: &str) -> String {
     set_cookie(&ok, "countersign-session").expect("a session cookie")
 }
 
-async fn get(gw: &TestGateway, path: &str, cookie: &str) -> (StatusCode, String, Option<String>) {
+async fn get(app: &Client, path: &str, cookie: &str) -> (StatusCode, String, Option<String>) {
     let response = client()
-        .get(format!("{}{path}", base(gw)))
+        .get(format!("{}{path}", app.base))
         .header(COOKIE, cookie)
         .send()
         .await
@@ -136,14 +135,9 @@ async fn get(gw: &TestGateway, path: &str, cookie: &str) -> (StatusCode, String,
     (response.status(), response.text().await.unwrap(), location)
 }
 
-async fn vote(
-    gw: &TestGateway,
-    id: &str,
-    cookie: &str,
-    form: &[(&str, &str)],
-) -> (StatusCode, String) {
+async fn vote(app: &Client, id: &str, cookie: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
     let response = client()
-        .post(format!("{}/console/approvals/{id}/vote", base(gw)))
+        .post(format!("{}/console/approvals/{id}/vote", app.base))
         .header(COOKIE, cookie)
         .form_body(form)
         .send()
@@ -154,41 +148,33 @@ async fn vote(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_refuses_forged_and_foreign_requests_and_decides_nothing() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let dir = policy_dir();
-    let gw = gateway_with(&db, dir.path(), "").await;
+    let app = TestApp::builder().spawn().await;
     // delete_record: group ops, quorum 2; the agent acts for alice, so she may not decide it.
-    let (agent, id) = held_delete(&gw, "rec-9").await;
-    let bob = sign_in(&gw, "bob").await;
-    let (status, page, _) = get(&gw, &format!("/console/approvals/{id}"), &bob).await;
+    let (held, id) = app.held_delete("rec-9").await;
+    let bob = sign_in(&app, "bob").await;
+    let (status, page, _) = get(&app, &format!("/console/approvals/{id}"), &bob).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let csrf = hidden(&page, "csrf");
-    forged_votes_are_refused(&gw, &id, &bob, &csrf).await;
+    forged_votes_are_refused(&app, &id, &bob, &csrf).await;
     for who in ["alice", "dave"] {
-        not_theirs(&gw, &id, who).await;
+        not_theirs(&app, &id, who).await;
     }
     let mut tampered = bob.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
-    let (status, _, location) = get(&gw, "/console/inbox", &tampered).await;
+    let (status, _, location) = get(&app, "/console/inbox", &tampered).await;
     assert_eq!(
         (status, location.as_deref()),
         (StatusCode::SEE_OTHER, Some("/console/login"))
     );
-    let (_, votes) = api(
-        reqwest::Method::GET,
-        format!("{}/audit/events?kind=approval.vote", base(&gw)),
-        "audrey",
-        None,
-    )
-    .await;
+    let (_, votes) = app.get("/audit/events?kind=approval.vote", "audrey").await;
     assert_eq!(
         votes.as_array().map(Vec::len),
         Some(0),
         "a refused request reached the ballot box: {votes}"
     );
     let (status, said) = vote(
-        &gw,
+        &app,
         &id,
         &bob,
         &[
@@ -202,51 +188,54 @@ async fn the_console_refuses_forged_and_foreign_requests_and_decides_nothing() {
         status == StatusCode::OK && said.contains("denied"),
         "{said}"
     );
-    let (response, _) = answer(agent).await;
-    assert!(
-        crate::approvals::text(&response).contains("not today"),
-        "{response}"
-    );
-    signing_out_ends_the_session(&gw, &bob, &csrf).await;
+    let reply = held.answer().await;
+    assert!(reply.text().contains("not today"), "{reply}");
+    signing_out_ends_the_session(&app, &bob, &csrf).await;
 }
 
 /// Without the CSRF token, with a forged one, or a deny without a reason: refused.
-async fn forged_votes_are_refused(gw: &TestGateway, id: &str, cookie: &str, csrf: &str) {
+async fn forged_votes_are_refused(app: &Client, id: &str, cookie: &str, csrf: &str) {
     for form in [
         vec![("decision", "approve")],
         vec![("decision", "approve"), ("csrf", "forged")],
     ] {
-        let (status, _) = vote(gw, id, cookie, &form).await;
+        let (status, _) = vote(app, id, cookie, &form).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{form:?}");
     }
-    let (status, _) = vote(gw, id, cookie, &[("decision", "deny"), ("csrf", csrf)]).await;
+    let (status, _) = vote(app, id, cookie, &[("decision", "deny"), ("csrf", csrf)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a deny without a reason");
 }
 
 /// `who` may not decide request `id`: it is not in their inbox, its page is 403, a vote is 403.
-async fn not_theirs(gw: &TestGateway, id: &str, who: &str) {
-    let cookie = sign_in(gw, who).await;
-    let (status, _, _) = get(gw, &format!("/console/approvals/{id}"), &cookie).await;
+async fn not_theirs(app: &Client, id: &str, who: &str) {
+    let cookie = sign_in(app, who).await;
+    let (status, _, _) = get(app, &format!("/console/approvals/{id}"), &cookie).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{who} opened it");
-    let (_, list, _) = get(gw, "/console/inbox/list", &cookie).await;
+    let (_, list, _) = get(app, "/console/inbox/list", &cookie).await;
     assert!(!list.contains(id), "{who} sees it: {list}");
-    let (_, mine, _) = get(gw, "/console/inbox", &cookie).await;
+    let (_, mine, _) = get(app, "/console/inbox", &cookie).await;
     let csrf = hidden(&mine, "csrf");
-    let (status, _) = vote(gw, id, &cookie, &[("decision", "approve"), ("csrf", &csrf)]).await;
+    let (status, _) = vote(
+        app,
+        id,
+        &cookie,
+        &[("decision", "approve"), ("csrf", &csrf)],
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{who} voted");
 }
 
 /// Sign-out (with the CSRF token) ends the session.
-async fn signing_out_ends_the_session(gw: &TestGateway, cookie: &str, csrf: &str) {
+async fn signing_out_ends_the_session(app: &Client, cookie: &str, csrf: &str) {
     let sign_out = client()
-        .post(format!("{}/console/logout", base(gw)))
+        .post(format!("{}/console/logout", app.base))
         .header(COOKIE, cookie)
         .form_body(&[("csrf", csrf)])
         .send()
         .await
         .unwrap();
     assert_eq!(sign_out.status(), StatusCode::OK);
-    let (status, _, _) = get(gw, "/console/inbox", cookie).await;
+    let (status, _, _) = get(app, "/console/inbox", cookie).await;
     assert_eq!(
         status,
         StatusCode::SEE_OTHER,
