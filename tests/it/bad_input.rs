@@ -1,28 +1,24 @@
 //! Bad input gets a clear error, and the gateway keeps serving other calls.
 
-use crate::support::{self, TestGateway, initialize, modern_meta, post, post_raw};
+use crate::app::{Agent, Server, TestApp, TestAppBuilder, Upstream};
+use crate::support::{initialize, modern_meta, post, post_raw};
 use serde_json::{Value, json};
 
 const KEY: &str = "test-key";
 
-fn config(extra_upstreams: &str) -> String {
-    format!(
-        "server: {{listen: 127.0.0.1:0, max_body_bytes: 65536}}
-upstreams:
-  - name: echo
-    stdio: {{command: python3, args: [{echo}]}}
-{extra_upstreams}
-agents:
-  - id: tester
-    key_sha256: {hash}
-",
-        echo = support::echo_upstream().display(),
-        hash = countersign::auth::hash_key(KEY),
-    )
+/// A plain proxy over the echo server, for agent `tester`, taking bodies up to 64 KiB.
+fn proxy() -> TestAppBuilder {
+    TestApp::builder()
+        .plain_proxy()
+        .agents(vec![Agent::new("tester", KEY)])
+        .server(Server {
+            max_body_bytes: Some(65536),
+            ..Server::default()
+        })
 }
 
-async fn gateway() -> TestGateway {
-    support::spawn_gateway(&config("")).await
+async fn gateway() -> TestApp {
+    proxy().spawn().await
 }
 
 const AUTH: (&str, &str) = ("authorization", "Bearer test-key");
@@ -41,7 +37,7 @@ fn modern_call(name: &str, arguments: Value) -> Value {
 }
 
 /// A good modern call still works: the gateway survived whatever came before.
-async fn assert_still_serving(gw: &TestGateway) {
+async fn assert_still_serving(gw: &TestApp) {
     let r = post(
         &gw.url,
         &modern_headers("tools/call", "echo__echo"),
@@ -305,8 +301,10 @@ async fn an_upstream_that_is_down_gets_a_clear_error_and_others_keep_working() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let extra = format!("  - name: down\n    http: {{url: \"http://{closed}/mcp\"}}\n");
-    let gw = support::spawn_gateway(&config(&extra)).await;
+    let down = Upstream::Http {
+        url: format!("http://{closed}/mcp"),
+    };
+    let gw = proxy().also_upstream("down", down).spawn().await;
     let call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"down__anything","arguments":{},"_meta":modern_meta()}});
     let r = post(
         &gw.url,
@@ -323,11 +321,8 @@ async fn an_upstream_crashing_mid_call_fails_that_call_only() {
     let dir = tempfile::tempdir().unwrap();
     let crasher = dir.path().join("crasher.py");
     std::fs::write(&crasher, CRASHER).unwrap();
-    let extra = format!(
-        "  - name: crash\n    stdio: {{command: python3, args: [{}]}}\n",
-        crasher.display()
-    );
-    let gw = support::spawn_gateway(&config(&extra)).await;
+    let crash = Upstream::Python { script: crasher };
+    let gw = proxy().also_upstream("crash", crash).spawn().await;
     let call = json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"crash__boom","arguments":{},"_meta":modern_meta()}});
     let r = post(&gw.url, &modern_headers("tools/call", "crash__boom"), &call).await;
     let last = r.messages().pop().unwrap();
