@@ -1,6 +1,7 @@
 //! `https://` upstreams and chat servers: a TLS front (a test CA's certificate for `localhost`)
 //! before plain servers, trusted through `tls.ca_files` or not at all.
 
+use crate::app::{Agent, Client, TestApp, TestAppBuilder, Upstream};
 use crate::chat_gateway::{self as cg, Setting};
 use crate::mattermost::stub::{BOT_TOKEN, Stub, User};
 use crate::support::{self, modern_meta, post};
@@ -83,8 +84,13 @@ fn stub_addr(stub: &Stub) -> SocketAddr {
     stub.url.trim_start_matches("http://").parse().unwrap()
 }
 
+/// A plain proxy that lets anonymous agents in.
+fn anonymous_proxy() -> TestAppBuilder {
+    TestApp::builder().plain_proxy().agents(Vec::<Agent>::new())
+}
+
 /// A modern `tools/call` without credentials (the gateways here allow anonymous agents).
-async fn anonymous_call(gw: &support::TestGateway, tool: &str, arguments: Value) -> Value {
+async fn anonymous_call(gw: &Client, tool: &str, arguments: Value) -> Value {
     let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
         "params":{"name":tool,"arguments":arguments,"_meta":modern_meta()}});
     let headers = [
@@ -99,9 +105,9 @@ async fn anonymous_call(gw: &support::TestGateway, tool: &str, arguments: Value)
         .expect("a response")
 }
 
-async fn health(gw: &support::TestGateway) -> Value {
+async fn health(gw: &Client) -> Value {
     let response = support::http()
-        .get(format!("http://{}/healthz", gw.addr))
+        .get(format!("{}/healthz", gw.base))
         .send()
         .await
         .unwrap();
@@ -111,19 +117,13 @@ async fn health(gw: &support::TestGateway) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_is_used_only_when_its_ca_is_trusted() {
     // The upstream: a gateway over the echo server, reached through the TLS front.
-    let inner = support::spawn_gateway(&format!(
-        "server: {{allow_anonymous: true}}\nupstreams:\n  - name: echo\n    stdio: {{command: python3, args: ['{}']}}\n",
-        support::echo_upstream().display()
-    ))
-    .await;
-    let front = TlsFront::before(inner.addr).await;
-    let outer = |tls: &str| {
-        format!(
-            "server: {{allow_anonymous: true}}\nupstreams:\n  - name: web\n    http: {{url: 'https://{}/mcp'}}\n{tls}\n",
-            front.authority
-        )
+    let inner = anonymous_proxy().spawn().await;
+    let front = TlsFront::before(inner.gateway().addr).await;
+    let outer = || {
+        let url = format!("https://{}/mcp", front.authority);
+        anonymous_proxy().upstreams(vec![("web", Upstream::Http { url })])
     };
-    let trusting = support::spawn_gateway(&outer(&front.trusted())).await;
+    let trusting = outer().trust_ca(&front.ca_file).spawn().await;
     assert_eq!(health(&trusting).await["upstreams"]["web"], "up");
     let answer = anonymous_call(&trusting, "web__echo__echo", json!({"message": "over tls"})).await;
     assert_eq!(
@@ -132,7 +132,7 @@ async fn an_https_upstream_is_used_only_when_its_ca_is_trusted() {
     );
 
     // The same upstream without its CA: the certificate is refused, nothing is sent.
-    let untrusting = support::spawn_gateway(&outer("")).await;
+    let untrusting = outer().spawn().await;
     assert_eq!(health(&untrusting).await["upstreams"]["web"], "down");
     let refused = anonymous_call(&untrusting, "web__echo__echo", json!({"message": "x"})).await;
     assert!(
