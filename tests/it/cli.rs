@@ -1,11 +1,11 @@
 //! The command line's own helpers: shell completions and the man page, generated from the same
 //! definitions the parser uses.
 
+use crate::app::{Agent, Server, TestApp};
+use std::process::Command;
+
 fn countersign(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = crate::app::countersign(args).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap()
 }
@@ -26,12 +26,14 @@ fn completions_and_the_man_page_know_every_command() {
 
 /// `countersign ARGS` in `dir`: exit success, stdout, stderr.
 fn run_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(args)
+    run(crate::app::countersign(args)
         .current_dir(dir)
-        .env_remove("COUNTERSIGN_CONFIG")
-        .output()
-        .unwrap();
+        .env_remove("COUNTERSIGN_CONFIG"))
+}
+
+/// Runs `command`: exit success, stdout, stderr.
+fn run(command: &mut Command) -> (bool, String, String) {
+    let out = command.output().unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     (out.status.success(), text(out.stdout), text(out.stderr))
 }
@@ -127,19 +129,20 @@ fn the_quick_start_configuration_checks_clean() {
     assert!(!out.contains("problem:"), "{out}");
 }
 
-#[test]
-fn serve_on_a_port_in_use_says_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
+#[tokio::test]
+async fn serve_on_a_port_in_use_says_what_to_do() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = held.local_addr().unwrap();
-    std::fs::write(
-        dir.path().join("c.yaml"),
-        format!(
-            "server: {{listen: '{busy}', allow_anonymous: true}}\nupstreams:\n  - {{name: here, stdio: {{command: python3}}}}\n"
-        ),
-    )
-    .unwrap();
-    let (ok, _, err) = run_in(dir.path(), &["serve", "--config", "c.yaml"]);
+    let app = TestApp::builder()
+        .plain_proxy()
+        .agents(Vec::<Agent>::new())
+        .server(Server {
+            listen: Some(busy),
+            ..Server::default()
+        })
+        .spawn_stopped()
+        .await;
+    let (ok, _, err) = run(&mut app.cli(&["serve"]));
     assert!(!ok);
     assert!(
         err.contains(&format!("cannot listen on {busy}"))
@@ -151,24 +154,15 @@ fn serve_on_a_port_in_use_says_what_to_do() {
 
 /// `audit.read` names the operating-system account that ran the query, even when `$USER` and
 /// `$LOGNAME` are empty (a service account, a bare `sudo`).
-#[test]
-fn an_audit_query_from_the_cli_names_the_account_that_ran_it() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::write(
-        dir.path().join("policies/p.yaml"),
-        "defaults: {verdict: allow}\nrules: []\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("c.yaml"),
-        "server: {allow_anonymous: true}\ndatabase: {url: 'sqlite://audit.db'}\npolicy_dir: policies\nupstreams:\n  - {name: x, stdio: {command: python3}}\n",
-    )
-    .unwrap();
+#[tokio::test]
+async fn an_audit_query_from_the_cli_names_the_account_that_ran_it() {
+    let app = TestApp::builder()
+        .policy("defaults: {verdict: allow}\nrules: []\n")
+        .agents(Vec::<Agent>::new())
+        .spawn_stopped()
+        .await;
     let list = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(["audit", "list", "--config", "c.yaml", "--format", "json"])
-            .current_dir(dir.path())
+        app.cli(&["audit", "list", "--format", "json"])
             .env("USER", "")
             .env("LOGNAME", "")
             .env_remove("USERNAME")
