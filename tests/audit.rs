@@ -18,53 +18,35 @@ use std::future::Future;
 use std::time::Duration;
 use uuid::Uuid;
 
-const PG_MAINTENANCE: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+#[path = "common/db.rs"]
+mod db;
+#[path = "common/wait.rs"]
+mod wait;
+
+use db::TestDb;
+
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A database for one test; removed when dropped.
-struct TestDb {
+/// A fresh database for one test, connected (and migrated) for the audit log, with the tools of
+/// the attacker the tampering tests play. The database is removed when dropped.
+struct AuditDb {
     db: Db,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    pg_name: Option<String>,
+    /// After `db`: the pool is let go before the database is dropped.
+    fresh: TestDb,
 }
 
-impl TestDb {
-    async fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        let db = store::connect(&url).await.unwrap();
-        assert_eq!(db.backend, Backend::Sqlite);
-        TestDb {
-            db,
-            url,
-            _dir: Some(dir),
-            pg_name: None,
-        }
+impl AuditDb {
+    async fn sqlite() -> AuditDb {
+        AuditDb::on(TestDb::sqlite().await).await
     }
 
-    async fn postgres() -> TestDb {
-        sqlx::any::install_default_drivers();
-        let maintenance = pg_maintenance_url();
-        let name = format!("cs_test_{}", Uuid::new_v4().simple());
-        let admin = sqlx::AnyPool::connect(&maintenance)
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432 (see tests/audit.rs)");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let (base, _) = maintenance.rsplit_once('/').unwrap();
-        let url = format!("{base}/{name}");
-        let db = store::connect(&url).await.unwrap();
-        assert_eq!(db.backend, Backend::Postgres);
-        TestDb {
-            db,
-            url,
-            _dir: None,
-            pg_name: Some(name),
-        }
+    async fn postgres() -> AuditDb {
+        AuditDb::on(TestDb::postgres().await).await
+    }
+
+    async fn on(fresh: TestDb) -> AuditDb {
+        let db = fresh.connect().await;
+        AuditDb { db, fresh }
     }
 
     async fn log(&self) -> AuditLog {
@@ -99,49 +81,17 @@ impl TestDb {
     }
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some(name) = self.pg_name.take() else {
-            return;
-        };
-        let pool = self.db.pool.clone();
-        // Drop may run inside the test's runtime: do the async cleanup on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                pool.close().await;
-                if let Ok(admin) = sqlx::AnyPool::connect(&pg_maintenance_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&admin)
-                    .await;
-                    admin.close().await;
-                }
-            })
-        })
-        .join();
-    }
-}
-
-fn pg_maintenance_url() -> String {
-    std::env::var("COUNTERSIGN_TEST_PG_URL").unwrap_or_else(|_| PG_MAINTENANCE.into())
-}
-
 /// Every test runs on both backends, bounded in time.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::bounded(async { super::$name(super::TestDb::sqlite().await).await }).await
+                super::bounded(async { super::$name(super::AuditDb::sqlite().await).await }).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::bounded(async { super::$name(super::TestDb::postgres().await).await }).await
+                super::bounded(async { super::$name(super::AuditDb::postgres().await).await }).await
             }
         }
     )*};
@@ -204,13 +154,13 @@ fn options(checkpoint: Option<&Checkpoint>) -> audit::VerifyOptions {
     }
 }
 
-async fn verify_ok(t: &TestDb) -> audit::VerifyReport {
+async fn verify_ok(t: &AuditDb) -> audit::VerifyReport {
     let report = audit::verify(&t.db, &options(None)).await.unwrap();
     assert!(report.ok, "{report}");
     report
 }
 
-async fn first_bad(t: &TestDb, checkpoint: Option<&Checkpoint>) -> (i64, String) {
+async fn first_bad(t: &AuditDb, checkpoint: Option<&Checkpoint>) -> (i64, String) {
     let report = audit::verify(&t.db, &options(checkpoint)).await.unwrap();
     assert!(!report.ok, "verify missed the tampering: {report}");
     let breach = report.first_bad.unwrap();
@@ -241,7 +191,7 @@ fn forge_hash(
     hex::encode(h.finalize())
 }
 
-async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
+async fn appended_events_form_a_chain_that_verifies(t: AuditDb) {
     let log = t.log().await;
     let empty = audit::checkpoint(&t.db).await.unwrap();
     assert_eq!(empty.to_string(), format!("0:{}", audit::GENESIS_HASH));
@@ -342,7 +292,7 @@ async fn appended_events_form_a_chain_that_verifies(t: TestDb) {
     assert_eq!(report.first_bad, None, "{report}");
 }
 
-async fn concurrent_appends_get_gap_free_seqs(t: TestDb) {
+async fn concurrent_appends_get_gap_free_seqs(t: AuditDb) {
     let log = t.log().await;
     let tasks: Vec<_> = (0..40)
         .map(|task| {
@@ -381,7 +331,7 @@ async fn concurrent_appends_get_gap_free_seqs(t: TestDb) {
 /// How a call ended is appended deferred: alone it still commits (within the deferral bound),
 /// and an append on a call's path that comes meanwhile carries it in the same commit (one
 /// transaction: one `at`, consecutive seqs, one signed head).
-async fn a_deferred_append_shares_the_next_commit(t: TestDb) {
+async fn a_deferred_append_shares_the_next_commit(t: AuditDb) {
     let log = t.log().await;
     let alone = tokio::time::timeout(
         Duration::from_secs(5),
@@ -448,7 +398,7 @@ impl audit::Transition for Keyed {
 
 /// Transitions of one kind with different keys commit together; the same key, another kind or
 /// no key at all never share a commit (each must decide on state the others did not change).
-async fn transitions_share_a_commit_only_on_disjoint_keys(t: TestDb) {
+async fn transitions_share_a_commit_only_on_disjoint_keys(t: AuditDb) {
     let log = t.log().await;
     let key = |kind: &'static str, key: &str| Keyed(Some((kind, key.to_owned())));
     // Queued in this order (join polls them in order) while the writer commits the first,
@@ -473,9 +423,9 @@ async fn transitions_share_a_commit_only_on_disjoint_keys(t: TestDb) {
     assert_eq!(verify_ok(&t).await.events, 7);
 }
 
-async fn two_writers_on_one_database_never_fork_the_chain(t: TestDb) {
+async fn two_writers_on_one_database_never_fork_the_chain(t: AuditDb) {
     // Two gateways (two pools, two writer tasks) on one database.
-    let other = store::connect(&t.url).await.unwrap();
+    let other = store::connect(&t.fresh.url).await.unwrap();
     let logs = [t.log().await, AuditLog::open(other).await.unwrap()];
     let mut tasks = Vec::new();
     for (n, log) in logs.iter().enumerate() {
@@ -500,7 +450,7 @@ async fn two_writers_on_one_database_never_fork_the_chain(t: TestDb) {
     assert_eq!(verify_ok(&t).await.events, 400);
 }
 
-async fn the_database_refuses_update_and_delete(t: TestDb) {
+async fn the_database_refuses_update_and_delete(t: AuditDb) {
     let log = t.log().await;
     seed(&log, 3).await;
     for sql in [
@@ -523,7 +473,7 @@ async fn the_database_refuses_update_and_delete(t: TestDb) {
     assert_eq!(verify_ok(&t).await.events, 3);
 }
 
-async fn an_edited_row_is_caught(t: TestDb) {
+async fn an_edited_row_is_caught(t: AuditDb) {
     let log = t.log().await;
     seed(&log, 10).await;
     t.drop_guard().await;
@@ -536,9 +486,9 @@ async fn an_edited_row_is_caught(t: TestDb) {
 
     // Editing only an indexed column (to hide a row from `agent=` filters) is caught too.
     let t2 = if t.db.backend == Backend::Sqlite {
-        TestDb::sqlite().await
+        AuditDb::sqlite().await
     } else {
-        TestDb::postgres().await
+        AuditDb::postgres().await
     };
     seed(&t2.log().await, 10).await;
     t2.drop_guard().await;
@@ -550,7 +500,7 @@ async fn an_edited_row_is_caught(t: TestDb) {
     assert!(reason.contains("column agent"), "{reason}");
 }
 
-async fn a_deleted_row_is_caught(t: TestDb) {
+async fn a_deleted_row_is_caught(t: AuditDb) {
     let log = t.log().await;
     seed(&log, 10).await;
     t.drop_guard().await;
@@ -565,7 +515,7 @@ async fn a_deleted_row_is_caught(t: TestDb) {
     assert!(reason.contains("missing"), "{reason}");
 }
 
-async fn swapped_rows_are_caught(t: TestDb) {
+async fn swapped_rows_are_caught(t: AuditDb) {
     let log = t.log().await;
     seed(&log, 10).await;
     t.drop_guard().await;
@@ -584,7 +534,7 @@ async fn swapped_rows_are_caught(t: TestDb) {
     assert!(reason.contains("prev_hash"), "{reason}");
 }
 
-async fn an_inserted_row_is_caught(t: TestDb) {
+async fn an_inserted_row_is_caught(t: AuditDb) {
     let log = t.log().await;
     seed(&log, 10).await;
     t.drop_guard().await;
@@ -643,7 +593,7 @@ async fn an_inserted_row_is_caught(t: TestDb) {
     assert_eq!(first_bad(&t, None).await.0, 6);
 }
 
-async fn a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint(t: TestDb) {
+async fn a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint(t: AuditDb) {
     let log = t.log().await;
     seed(&log, 10).await;
     let checkpoint: Checkpoint = audit::checkpoint(&t.db)
@@ -721,7 +671,7 @@ async fn a_cut_tail_or_a_rewritten_chain_is_caught_against_a_checkpoint(t: TestD
     assert_eq!(seq, 3);
 }
 
-async fn filters_select_the_right_events(t: TestDb) {
+async fn filters_select_the_right_events(t: AuditDb) {
     let log = t.log().await;
     let call_a = Uuid::now_v7();
     let call_b = Uuid::now_v7();
@@ -744,12 +694,22 @@ async fn filters_select_the_right_events(t: TestDb) {
             ),
         ]
     };
-    log.append_all(story(call_a, "ci-bot", "push", "alice", "approved"))
+    let story_a = log
+        .append_all(story(call_a, "ci-bot", "push", "alice", "approved"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let between = countersign_now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // `between` falls strictly after story A and strictly before story B: wait for the clock.
+    let last_a = &story_a.last().unwrap().at;
+    let between = wait::eventually("the clock to pass story A", Duration::from_secs(1), || {
+        std::future::ready(Some(countersign_now()).filter(|now| now > last_a))
+    })
+    .await;
+    wait::eventually(
+        "the clock to pass `between`",
+        Duration::from_secs(1),
+        || std::future::ready((countersign_now() > between).then_some(())),
+    )
+    .await;
     log.append_all(story(call_b, "ops-bot", "force_push", "bob", "denied"))
         .await
         .unwrap();
@@ -926,7 +886,7 @@ fn countersign_now() -> String {
     )
 }
 
-async fn a_failed_append_is_an_error_and_the_log_recovers(t: TestDb) {
+async fn a_failed_append_is_an_error_and_the_log_recovers(t: AuditDb) {
     let log = t.log().await;
     seed(&log, 3).await;
     // A poisoned event makes the whole batch's transaction fail.
@@ -981,7 +941,7 @@ async fn a_failed_append_is_an_error_and_the_log_recovers(t: TestDb) {
     );
 }
 
-async fn an_append_to_a_closed_database_fails(t: TestDb) {
+async fn an_append_to_a_closed_database_fails(t: AuditDb) {
     let log = t.log().await;
     seed(&log, 2).await;
     t.db.pool.close().await;
@@ -1049,7 +1009,7 @@ async fn audit_reads(log: &AuditLog) -> Vec<audit::Event> {
     .unwrap()
 }
 
-async fn the_auditor_api_authenticates_and_records_every_query(t: TestDb) {
+async fn the_auditor_api_authenticates_and_records_every_query(t: AuditDb) {
     let log = t.log().await;
     let calls = seed(&log, 6).await;
     let api = Api::start(log.clone()).await;
@@ -1157,7 +1117,7 @@ async fn the_auditor_api_authenticates_and_records_every_query(t: TestDb) {
     verify_ok(&t).await;
 }
 
-async fn the_auditor_api_fails_closed(t: TestDb) {
+async fn the_auditor_api_fails_closed(t: AuditDb) {
     let log = t.log().await;
     seed(&log, 2).await;
     let api = Api::start(log.clone()).await;
@@ -1177,7 +1137,7 @@ async fn the_auditor_api_fails_closed(t: TestDb) {
     }
 }
 
-async fn cli_functions_verify_and_record_reads(t: TestDb) {
+async fn cli_functions_verify_and_record_reads(t: AuditDb) {
     use audit::cli::{ListArgs, ShowArgs, VerifyArgs};
     use std::process::ExitCode;
     let log = t.log().await;
@@ -1257,7 +1217,7 @@ fn keys_of(
 
 /// Key rotation is an event in the chain: a verifier that knows only the old key accepts the
 /// heads of a new key the old one introduced, and refuses those of a key nobody introduced.
-async fn a_rotated_key_is_trusted_from_its_introduction(t: TestDb) {
+async fn a_rotated_key_is_trusted_from_its_introduction(t: AuditDb) {
     let old = audit::SigningKey::generate().unwrap();
     let new = audit::SigningKey::generate().unwrap();
     let stranger = audit::SigningKey::generate().unwrap();
@@ -1304,7 +1264,7 @@ async fn a_rotated_key_is_trusted_from_its_introduction(t: TestDb) {
     assert!(reason.contains("not trusted"), "{reason}");
 }
 
-async fn first_bad_with(t: &TestDb, options: &audit::VerifyOptions) -> (i64, String) {
+async fn first_bad_with(t: &AuditDb, options: &audit::VerifyOptions) -> (i64, String) {
     let report = audit::verify(&t.db, options).await.unwrap();
     assert!(!report.ok, "verify missed the tampering: {report}");
     let breach = report.first_bad.unwrap();

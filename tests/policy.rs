@@ -5,8 +5,11 @@ use countersign::policy::cli::{self, ExplainArgs};
 use countersign::policy::{Policies, PolicySet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+#[path = "common/wait.rs"]
+mod wait;
 
 fn policies_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
@@ -132,15 +135,11 @@ const V1: &str = "rules:\n  - id: r\n    verdict: allow\n";
 
 /// Polls `policies` until its version differs from `old`, for at most `limit`.
 async fn next_version(policies: &Policies, old: &str, limit: Duration) -> Option<String> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        let now = policies.current().version().to_owned();
-        if now != old {
-            return Some(now);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
+    wait::within(limit, || async move {
+        Some(policies.current().version().to_owned()).filter(|now| now != old)
+    })
+    .await
+    .ok()
 }
 
 #[tokio::test]

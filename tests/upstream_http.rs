@@ -23,6 +23,9 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
+#[path = "common/wait.rs"]
+mod wait;
+
 const WAIT: Duration = Duration::from_secs(5);
 
 /// What a test server saw and the knobs a test turns.
@@ -322,15 +325,9 @@ async fn next(exchange: &mut Exchange) -> Value {
         .expect("a message")
 }
 
+/// Waits (at most `WAIT`) until `check` holds.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait::eventually(what, WAIT, || std::future::ready(check().then_some(()))).await
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {

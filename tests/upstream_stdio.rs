@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+#[path = "common/wait.rs"]
+mod wait;
+
 /// Answers `server/discover` only when MODERN=1. Tools: `echo` (returns the request it got and
 /// its pid), `slow` (sleeps `ms`), `progress` (two progress notifications), `die` (exits),
 /// `wait` (never answers), `received` (every message received so far), `sample` (asks the
@@ -286,7 +289,15 @@ async fn dropping_an_exchange_sends_cancelled_with_the_upstream_id() {
         .request(call(json!(99), "wait", json!({})), &legacy_client())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let upstream = &f.upstream;
+    wait::eventually("the child to receive the wait call", WAIT, || async move {
+        let received = echo_received(upstream).await;
+        received
+            .iter()
+            .any(|m| m["params"]["name"] == "wait")
+            .then_some(())
+    })
+    .await;
     drop(ex);
 
     let received = echo_received(&f.upstream).await;
@@ -331,11 +342,10 @@ async fn a_child_that_dies_fails_its_calls_and_is_restarted() {
         );
     }
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f.upstream.is_healthy() {
-        assert!(tokio::time::Instant::now() < deadline, "restarted in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::eventually("the child to be restarted", WAIT, || {
+        std::future::ready(f.upstream.is_healthy().then_some(()))
+    })
+    .await;
     let second_pid = tool_json(&echo(&f.upstream, json!(2)).await)["pid"].clone();
     assert_ne!(first_pid, second_pid);
 }

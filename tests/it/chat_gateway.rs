@@ -2,6 +2,7 @@
 //! rules, approvers whose chat accounts the test chooses, and helpers to call, watch and vote.
 
 use crate::support::{self, TestDb, TestGateway, modern_meta, post};
+use crate::wait;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -218,27 +219,32 @@ pub async fn vote(
 
 /// Waits (bounded) for an approval matching `wanted`; returns it.
 pub async fn wait_for(gw: &TestGateway, wanted: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..300 {
-        let list = api(gw, reqwest::Method::GET, "/approvals", "bob", None).await;
-        if let Some(found) = list.as_array().and_then(|l| l.iter().find(|a| wanted(a))) {
-            return found.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no approval as expected appeared");
+    let wanted = &wanted;
+    wait::eventually(
+        "an approval as expected",
+        Duration::from_secs(15),
+        || async move {
+            let list = api(gw, reqwest::Method::GET, "/approvals", "bob", None).await;
+            list.as_array()
+                .and_then(|l| l.iter().find(|a| wanted(a)))
+                .cloned()
+        },
+    )
+    .await
 }
 
 /// Waits (bounded) until approval `id` has `status`.
 pub async fn wait_status(gw: &TestGateway, id: &str, status: &str) -> Value {
-    let mut seen = Value::Null;
-    for _ in 0..300 {
-        seen = approval(gw, id).await;
+    let what = format!("approval {id} to become {status}");
+    wait::eventually(&what, Duration::from_secs(15), || async move {
+        let seen = approval(gw, id).await;
         if seen["status"] == status {
-            return seen;
+            Ok(seen)
+        } else {
+            Err(seen)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("approval {id} never became {status}: {seen}");
+    })
+    .await
 }
 
 /// The audit events of one call, from the auditor API.
@@ -261,15 +267,20 @@ pub async fn wait_audit(
     call_id: &str,
     wanted: impl Fn(&Value) -> bool,
 ) -> Vec<Value> {
-    let mut events = Vec::new();
-    for _ in 0..200 {
-        events = audit(gw, call_id).await;
-        if events.iter().any(&wanted) {
-            return events;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the expected audit event never came: {events:#?}");
+    let wanted = &wanted;
+    wait::eventually(
+        "the expected audit event",
+        Duration::from_secs(10),
+        || async move {
+            let events = audit(gw, call_id).await;
+            if events.iter().any(wanted) {
+                Ok(events)
+            } else {
+                Err(format!("{events:#?}"))
+            }
+        },
+    )
+    .await
 }
 
 /// Runs `countersign chat test BACKEND` with a configuration holding `chat` (the `chat:`

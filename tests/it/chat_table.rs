@@ -5,6 +5,7 @@
 
 use crate::chat_gateway::{self as cg, Setting};
 use crate::support::TestGateway;
+use crate::wait;
 use futures::future::BoxFuture;
 use std::time::Duration;
 
@@ -50,15 +51,18 @@ async fn card_says(
     approval: &str,
     needle: &str,
 ) -> String {
-    let mut text = String::new();
-    for _ in 0..200 {
-        text = driver.card_text(gw, approval).await;
+    let what = format!("the card to say {needle:?}");
+    // Every 50 ms: on Matrix, each look is a request to Synapse.
+    let every = Duration::from_millis(50);
+    wait::eventually_every(&what, Duration::from_secs(10), every, || async move {
+        let text = driver.card_text(gw, approval).await;
         if text.contains(needle) {
-            return text;
+            Ok(text)
+        } else {
+            Err(format!("it reads:\n{text}"))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the card never said {needle:?}; it reads:\n{text}");
+    })
+    .await
 }
 
 async fn start(driver: &dyn ChatDriver) -> (Setting, TestGateway) {
@@ -250,16 +254,14 @@ pub mod drivers {
 
         /// The card's post for `approval`, once posted.
         async fn card(&self, approval: &str) -> String {
-            for _ in 0..200 {
-                let card = self.stub.cards().into_iter().find(|post| {
+            let what = format!("a Mattermost card for approval {approval}");
+            let card = wait::eventually(&what, Duration::from_secs(5), || async move {
+                self.stub.cards().into_iter().find(|post| {
                     fields(post).any(|(title, value)| title == "Request" && value == approval)
-                });
-                if let Some(card) = card {
-                    return card["id"].as_str().unwrap().to_owned();
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            panic!("no Mattermost card for approval {approval}");
+                })
+            })
+            .await;
+            card["id"].as_str().unwrap().to_owned()
         }
 
         /// `who` clicks `button` on `approval`'s card; the ephemeral answer.

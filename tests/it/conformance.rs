@@ -6,11 +6,12 @@
 //! the suites' own results stay in `target/conformance/{direct,gateway}/`.
 
 use crate::support::{peers, root, spawn_gateway};
+use crate::wait;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::process::{Child, Command};
 
 const SUITES: [&str; 2] = ["0.1.16", "alpha"];
@@ -44,23 +45,27 @@ async fn start_fixture(log: &Path) -> Fixture {
         .kill_on_drop(true)
         .spawn()
         .expect("start the conformance fixture");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the conformance fixture exited before listening: {status} (log {})",
-                log.display()
-            );
+    let every = Duration::from_millis(100);
+    let what = "the conformance fixture to listen";
+    wait::eventually_every(what, Duration::from_secs(30), every, || {
+        let exited = child.try_wait();
+        async move {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(());
+            }
+            if let Ok(Some(status)) = exited {
+                panic!(
+                    "the conformance fixture exited before listening: {status} (log {})",
+                    log.display()
+                );
+            }
+            None
         }
-        assert!(
-            Instant::now() < deadline,
-            "the conformance fixture did not listen within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     Fixture { child, port }
 }
 

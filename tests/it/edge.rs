@@ -4,6 +4,7 @@
 //! on loopback.
 
 use crate::support::{self, Backend, TestDb, TestGateway, modern_meta, post};
+use crate::wait;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -180,21 +181,22 @@ async fn audit_events(gw: &TestGateway, kind: &str) -> Vec<Value> {
 
 /// How many approvals are pending, once `expected` are (or after 10 s).
 async fn pending_approvals(gw: &TestGateway, expected: usize) -> usize {
-    let mut pending = 0;
-    for _ in 0..100 {
+    let counted = wait::within(Duration::from_secs(10), || async move {
         let r = support::http()
             .get(format!("http://{}/approvals?status=pending", gw.addr))
             .header(BOB.0, BOB.1)
             .send()
             .await
             .unwrap();
-        pending = r.json::<Vec<Value>>().await.unwrap().len();
+        let pending = r.json::<Vec<Value>>().await.unwrap().len();
         if pending == expected {
-            break;
+            Ok(pending)
+        } else {
+            Err(pending)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    pending
+    })
+    .await;
+    counted.unwrap_or_else(|last| last.unwrap_or(0))
 }
 
 // --- item 9: notifications carrying requests ------------------------------------------------
@@ -371,10 +373,11 @@ async fn trickle(addr: SocketAddr, head: String) -> String {
     stream.write_all(head.as_bytes()).await.unwrap();
     let (mut read, mut write) = stream.into_split();
     let feeder = tokio::spawn(async move {
-        loop {
+        for _ in 0..30 {
             if write.write_all(b"x").await.is_err() {
                 return;
             }
+            // The slowness under test: one byte a second.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -440,6 +443,7 @@ async fn slow_headers_and_bodies_are_cut_off_and_healthz_stays_up() {
         .expect("/healthz answers within 1 s")
         .unwrap();
         assert_eq!(health.status(), 200);
+        // Not synchronisation: the probes are spread over the time the connections hang.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let mut answers = Vec::new();
@@ -560,10 +564,24 @@ impl Relay {
         relay
     }
 
-    fn cut(&self) {
-        for task in self.tasks.lock().unwrap().drain(..) {
-            task.abort();
+    /// Cuts every connection and closes the port; returns once all of them are closed.
+    async fn cut(&self) {
+        // The accept loop may add a pipe while it is being stopped: until none is left.
+        for _ in 0..10 {
+            let tasks: Vec<_> = self.tasks.lock().unwrap().drain(..).collect();
+            if tasks.is_empty() {
+                return;
+            }
+            for task in &tasks {
+                task.abort();
+            }
+            for task in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(5), task)
+                    .await
+                    .expect("a relay task ends once aborted");
+            }
         }
+        panic!("the relay kept accepting connections after it was cut");
     }
 }
 
@@ -576,8 +594,7 @@ async fn a_database_outage_is_answered_fast_and_fail_closed() {
     let ok = call_tool(&s.gw, 1, "rec__echo", json!({})).await;
     assert_eq!(ok["result"]["content"][0]["text"], "ran", "{ok}");
 
-    relay.cut();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.cut().await;
     let t = Instant::now();
     let refused = call_tool(&s.gw, 2, "rec__echo", json!({"n": 2})).await;
     // At worst the audit writer first fails an earlier batch and reloads its head (3 s each).
@@ -613,16 +630,22 @@ async fn a_database_outage_is_answered_fast_and_fail_closed() {
 
     // The database comes back: so does the gateway, without a restart.
     let _back = Relay::start(Some(relay.addr)).await;
-    let mut recovered = None;
-    for i in 0..20 {
-        let r = call_tool(&s.gw, 10 + i, "rec__echo", json!({"n": 10 + i})).await;
-        if r["result"]["isError"] != true {
-            recovered = Some(r);
-            break;
+    let (gw, mut next) = (&s.gw, 10);
+    let what = "calls to run again once the database is back";
+    let every = Duration::from_millis(500);
+    let recovered = wait::eventually_every(what, Duration::from_secs(45), every, || {
+        let n = next;
+        next += 1;
+        async move {
+            let r = call_tool(gw, n, "rec__echo", json!({"n": n})).await;
+            if r["result"]["isError"] != true {
+                Ok(r)
+            } else {
+                Err(r)
+            }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let recovered = recovered.expect("calls run again once the database is back");
+    })
+    .await;
     assert_eq!(recovered["result"]["content"][0]["text"], "ran");
 }
 

@@ -4,6 +4,7 @@
 use crate::approvals::{api, story, text, vote};
 use crate::peers::{Sdk, run_client};
 use crate::support::{self, Backend, TestDb, TestGateway, modern_meta, post};
+use crate::wait;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -138,14 +139,13 @@ async fn task_get(gw: &TestGateway, task: &str) -> Value {
 
 /// Polls (bounded) until the task satisfies `done`.
 async fn task_until(gw: &TestGateway, task: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..300 {
+    let what = format!("task {task} to get there");
+    let done = &done;
+    wait::eventually(&what, Duration::from_secs(15), || async move {
         let got = task_get(gw, task).await;
-        if done(&got) {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("task {task} never got there: {}", task_get(gw, task).await);
+        if done(&got) { Ok(got) } else { Err(got) }
+    })
+    .await
 }
 
 /// The first approval in `status` (bounded wait).
@@ -155,44 +155,46 @@ async fn approval(gw: &TestGateway, status: &str) -> Value {
 
 /// The first approval in `status` for `tool` (any tool when empty; bounded wait).
 async fn approval_of(gw: &TestGateway, status: &str, tool: &str) -> Value {
-    for _ in 0..600 {
+    let what = format!("a {status} approval");
+    wait::eventually(&what, Duration::from_secs(30), || async move {
         let url = format!("http://{}/approvals?status={status}", gw.addr);
         let (_, list) = api(reqwest::Method::GET, url, "bob", None).await;
         let mut matching = list.as_array().into_iter().flatten();
-        if let Some(first) = matching.find(|a| tool.is_empty() || a["tool"] == tool) {
-            return first.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no {status} approval");
+        matching
+            .find(|a| tool.is_empty() || a["tool"] == tool)
+            .cloned()
+    })
+    .await
 }
 
 /// The status of approval `id` once it is `wanted`, or as it stands after a bounded wait.
 async fn approval_status_until(gw: &TestGateway, id: &str, wanted: &str) -> String {
-    let url = format!("http://{}/approvals/{id}", gw.addr);
-    let mut status = String::new();
-    for _ in 0..300 {
+    let url = &format!("http://{}/approvals/{id}", gw.addr);
+    let status = wait::within(Duration::from_secs(15), || async move {
         let (_, approval) = api(reqwest::Method::GET, url.clone(), "bob", None).await;
-        status = approval["status"].as_str().unwrap_or_default().to_owned();
+        let status = approval["status"].as_str().unwrap_or_default().to_owned();
         if status == wanted {
-            break;
+            Ok(status)
+        } else {
+            Err(status)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    status
+    })
+    .await;
+    status.unwrap_or_else(|last| last.unwrap_or_default())
 }
 
 /// A call's audit story once it has an event of `kind`, or as it stands after a bounded wait.
 async fn story_until(gw: &TestGateway, call_id: &str, kind: &str) -> Vec<String> {
-    let mut kinds = Vec::new();
-    for _ in 0..300 {
-        kinds = story(gw, call_id).await;
+    let kinds = wait::within(Duration::from_secs(15), || async move {
+        let kinds = story(gw, call_id).await;
         if kinds.iter().any(|k| k == kind) {
-            break;
+            Ok(kinds)
+        } else {
+            Err(kinds)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    kinds
+    })
+    .await;
+    kinds.unwrap_or_else(|last| last.unwrap_or_default())
 }
 
 fn count(kinds: &[String], kind: &str) -> usize {
@@ -479,6 +481,7 @@ async fn cancelling_a_held_call_withdraws_its_approval_in_each_era() {
     );
     let pending = approval(&gw, "pending").await;
     held.abort();
+    // Nothing to wait for: this gives the gateway time to wrongly withdraw the approval.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let id = pending["id"].as_str().unwrap();
     assert_eq!(approval_status_until(&gw, id, "pending").await, "pending");
@@ -616,6 +619,7 @@ fn approve_later(gw: &TestGateway, after: Duration) -> tokio::task::JoinHandle<V
     let gw = support::external_gateway(gw.addr);
     tokio::spawn(async move {
         let pending = approval(&gw, "pending").await;
+        // The human's delay under test: the client must wait past its own timeout.
         tokio::time::sleep(after).await;
         vote(&gw, pending["id"].as_str().unwrap(), "bob", true, None).await;
         pending

@@ -3,6 +3,12 @@
 mod app;
 mod support;
 
+/// Shared with the other test binaries: a fresh database per test, and bounded waiting.
+#[path = "../common/db.rs"]
+mod db;
+#[path = "../common/wait.rs"]
+mod wait;
+
 mod approvals;
 mod bad_input;
 mod chat_gateway;

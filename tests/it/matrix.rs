@@ -4,8 +4,13 @@
 use crate::chat_gateway::{self as cg, Setting};
 use crate::support::{Backend, TestGateway};
 use crate::synapse::{MatrixUser, synapse, unique};
+use crate::wait;
 use serde_json::Value;
 use std::time::Duration;
+
+const TEN_S: Duration = Duration::from_secs(10);
+/// Each look is a request to Synapse: not more often than this.
+const SYNAPSE_POLL: Duration = Duration::from_millis(50);
 
 /// A bot, the four approvers, an outsider, and a room they all joined.
 pub struct World {
@@ -115,25 +120,32 @@ async fn approve_by_reaction_posts_the_card_edits_it_and_replies_in_its_thread()
             .contains("<code>agent-1</code>")
     );
     // The bot seeds both reactions (just after the card); they are its own and do not count.
-    let mut keys = Vec::new();
-    for _ in 0..100 {
-        keys = bob
-            .relations(&world.room, &card)
-            .await
-            .iter()
-            .filter(|e| e["type"] == "m.reaction")
-            .map(|e| {
-                e["content"]["m.relates_to"]["key"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
-        if keys.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (room, card_id) = (&world.room, &card);
+    let keys = wait::eventually_every(
+        "the bot's two reactions",
+        TEN_S,
+        SYNAPSE_POLL,
+        || async move {
+            let keys: Vec<String> = bob
+                .relations(room, card_id)
+                .await
+                .iter()
+                .filter(|e| e["type"] == "m.reaction")
+                .map(|e| {
+                    e["content"]["m.relates_to"]["key"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            if keys.len() >= 2 {
+                Ok(keys)
+            } else {
+                Err(format!("{keys:?}"))
+            }
+        },
+    )
+    .await;
     assert_eq!(keys, ["✅", "❌"]);
     assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
 
@@ -152,19 +164,14 @@ async fn approve_by_reaction_posts_the_card_edits_it_and_replies_in_its_thread()
         "no instructions once decided:\n{text}"
     );
     // The reply in the card's thread after the call ran.
-    let mut finished = None;
-    for _ in 0..100 {
-        finished = bob
-            .relations(&world.room, &card)
+    let what = "a thread reply after the call";
+    let finished = wait::eventually_every(what, TEN_S, SYNAPSE_POLL, || async move {
+        bob.relations(room, card_id)
             .await
             .into_iter()
-            .find(|e| e["content"]["m.relates_to"]["rel_type"] == "m.thread");
-        if finished.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let finished = finished.expect("a thread reply after the call");
+            .find(|e| e["content"]["m.relates_to"]["rel_type"] == "m.thread")
+    })
+    .await;
     assert!(
         finished["content"]["body"]
             .as_str()
@@ -296,14 +303,16 @@ async fn read_receipts_are_recorded_as_seen() {
     let call_id = approval["call_id"].as_str().unwrap();
     let receipts =
         |e: &Value| e["kind"] == "approval.seen" && e["payload"]["how"] == "read_receipt";
-    let mut events = Vec::new();
-    for _ in 0..200 {
-        events = cg::audit(&gw, call_id).await;
+    let (gw, receipts) = (&gw, &receipts);
+    let events = wait::eventually("two read receipts recorded", TEN_S, || async move {
+        let events = cg::audit(gw, call_id).await;
         if events.iter().filter(|e| receipts(e)).count() >= 2 {
-            break;
+            Ok(events)
+        } else {
+            Err(format!("{:?}", kinds(&events)))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let mut who: Vec<&str> = events
         .iter()
         .filter(|e| receipts(e))

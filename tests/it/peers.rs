@@ -5,10 +5,11 @@
 //! `tests/peers/setup.sh`); each prints one JSON line that the tests assert on.
 
 use crate::support::{TestGateway, free_port, peers, spawn_gateway};
+use crate::wait;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// Upper bound for one client run (the client's own limit is a little lower).
@@ -124,23 +125,24 @@ pub(crate) async fn run_client(
 
 /// Waits until something accepts connections on `port`.
 pub async fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
+    let awaited = format!("{what} to listen on {port}");
+    let every = Duration::from_millis(100);
+    wait::eventually_every(&awaited, Duration::from_secs(30), every, || {
+        let exited = child.try_wait();
+        async move {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(());
+            }
+            if let Ok(Some(status)) = exited {
+                panic!("{what} exited before listening on {port}: {status}");
+            }
+            None
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before listening on {port}: {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on {port} within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// A child process on a loopback port, killed (by its PID) when dropped.

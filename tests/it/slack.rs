@@ -4,6 +4,7 @@
 
 use crate::chat_gateway::{self as cg, Setting};
 use crate::support::TestGateway;
+use crate::wait;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use countersign::chat::slack::signature;
@@ -61,17 +62,14 @@ impl SlackStub {
 
     /// The posted card of `approval` (bounded wait): its message `ts`.
     pub async fn card(&self, approval: &str) -> String {
-        for _ in 0..200 {
-            let posted = self
-                .calls("chat.postMessage")
+        let what = format!("a Slack card for approval {approval}");
+        let posted = wait::eventually(&what, Duration::from_secs(5), || async move {
+            self.calls("chat.postMessage")
                 .into_iter()
-                .find(|m| m["blocks"].to_string().contains(approval) && m["thread_ts"].is_null());
-            if let Some(posted) = posted {
-                return posted["ts_given"].as_str().unwrap().to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("no Slack card for approval {approval}");
+                .find(|m| m["blocks"].to_string().contains(approval) && m["thread_ts"].is_null())
+        })
+        .await;
+        posted["ts_given"].as_str().unwrap().to_owned()
     }
 
     /// The card's text as it now reads (its last `chat.update`, or the post), without mrkdwn
@@ -199,22 +197,20 @@ pub async fn deny(stub: &SlackStub, gw: &TestGateway, who: &str, approval: &str,
         200
     );
     let trigger = format!("trigger-{who}-{approval}");
-    for _ in 0..200 {
-        let opened = stub
-            .calls("views.open")
-            .into_iter()
-            .find(|v| v["trigger_id"] == trigger.as_str());
-        if let Some(opened) = opened {
-            assert_eq!(opened["view"]["private_metadata"], approval);
-            assert_eq!(
-                interact(gw, &deny_submission(who, approval, reason), None).await,
-                200
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the deny modal never opened");
+    let opened = wait::eventually("the deny modal to open", Duration::from_secs(5), || {
+        let opened = stub.calls("views.open");
+        std::future::ready(
+            opened
+                .into_iter()
+                .find(|v| v["trigger_id"] == trigger.as_str()),
+        )
+    })
+    .await;
+    assert_eq!(opened["view"]["private_metadata"], approval);
+    assert_eq!(
+        interact(gw, &deny_submission(who, approval, reason), None).await,
+        200
+    );
 }
 
 async fn started() -> (SlackStub, Setting, TestGateway) {
@@ -239,14 +235,16 @@ async fn a_click_approves_and_chat_update_removes_the_buttons() {
         200
     );
     assert_eq!(cg::answer(agent).await, "deleted one-s1");
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = stub.card_text(&ts);
-        if text.contains("Approved by bob") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let text = wait::within(Duration::from_millis(2500), || {
+        let text = stub.card_text(&ts);
+        std::future::ready(if text.contains("Approved by bob") {
+            Ok(text)
+        } else {
+            Err(text)
+        })
+    })
+    .await;
+    let text = text.unwrap_or_else(|last| last.unwrap_or_default());
     assert!(
         text.contains("Approved by bob") && !text.contains("[Approve]"),
         "{text}"
@@ -545,14 +543,16 @@ async fn approver_text_cannot_format_the_card() {
     let reason = "`<http://evil.example|click>` <!channel> *now*";
     deny(&stub, &gw, "carol", id, reason).await;
     assert!(cg::answer(agent).await.starts_with("Denied by carol"));
-    let mut mrkdwn = String::new();
-    for _ in 0..100 {
-        mrkdwn = stub.card_mrkdwn(&ts);
-        if mrkdwn.contains("Denied by carol") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let mrkdwn = wait::within(Duration::from_millis(2500), || {
+        let mrkdwn = stub.card_mrkdwn(&ts);
+        std::future::ready(if mrkdwn.contains("Denied by carol") {
+            Ok(mrkdwn)
+        } else {
+            Err(mrkdwn)
+        })
+    })
+    .await;
+    let mrkdwn = mrkdwn.unwrap_or_else(|last| last.unwrap_or_default());
     // Slack's code spans do not nest: split on backticks, keep the parts outside.
     let outside: String = mrkdwn.split('`').step_by(2).collect();
     assert!(

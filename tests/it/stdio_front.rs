@@ -59,6 +59,28 @@ impl StdioGateway {
         self.stdin.write_all(b"\n").await.unwrap();
     }
 
+    /// The next message on stdout that is `wanted` (within 20 s and 100 lines).
+    async fn next_where(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let lines = &mut self.lines;
+        let found = async {
+            for _ in 0..100 {
+                let line = lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("gateway still running");
+                let message: Value = serde_json::from_str(&line).unwrap();
+                if wanted(&message) {
+                    return message;
+                }
+            }
+            panic!("no such message in 100 lines");
+        };
+        tokio::time::timeout(Duration::from_secs(20), found)
+            .await
+            .expect("the message in time")
+    }
+
     /// The next message on stdout that has the given id (skipping notifications).
     async fn response(&mut self, id: i64) -> (Value, Vec<Value>) {
         let mut notifications = Vec::new();
@@ -120,8 +142,10 @@ async fn a_cancelled_request_gets_no_answer_and_the_next_one_does() {
     let mut gw = StdioGateway::spawn(Some("k1")).await;
     gw.send(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{}}})).await;
     gw.response(1).await;
-    gw.send(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo__slow_count","arguments":{"n":30}}})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.send(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo__slow_count","arguments":{"n":30},"_meta":{"progressToken":"c-2"}}})).await;
+    // Cancelled while it runs upstream: once its first progress notification is here.
+    gw.next_where(|m| m["method"] == "notifications/progress")
+        .await;
     gw.send(json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2,"reason":"changed my mind"}})).await;
     gw.send(json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo__echo","arguments":{"message":"after"}}})).await;
     let (next, seen) = gw.response(3).await;

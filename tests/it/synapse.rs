@@ -4,6 +4,7 @@
 //! watches its parent). Each test registers its own users and creates its own room.
 
 use crate::support;
+use crate::wait;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// Longest Synapse may take to answer `/health` after it was started.
 const START_LIMIT: Duration = Duration::from_secs(60);
+/// How long a card takes to show (or change) at most, and how often Synapse is asked.
+const TEN_S: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
 const SHARED_SECRET: &str = "countersign-test-shared-secret";
 
 /// The shared homeserver.
@@ -72,14 +76,12 @@ fn start() -> Synapse {
         .spawn()
         .expect("start Synapse");
     let pid = child.id();
-    while !healthy(port) {
-        assert!(
-            started.elapsed() < START_LIMIT,
-            "Synapse did not answer /health within {START_LIMIT:?}; see {}",
-            dir.path().join("homeserver.log").display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let what = format!(
+        "Synapse to answer /health (see {})",
+        dir.path().join("homeserver.log").display()
+    );
+    let every = Duration::from_millis(50);
+    wait::eventually_blocking(&what, START_LIMIT, every, || healthy(port).then_some(()));
     let ready_after_ms = started.elapsed().as_millis();
     eprintln!("synapse: pid {pid}, port {port}, ready after {ready_after_ms} ms");
     Synapse {
@@ -270,17 +272,15 @@ impl MatrixUser {
 
     /// Waits (bounded) for the card of `approval` in `room`; returns its event id.
     pub async fn card(&self, room: &str, approval: &str) -> String {
-        for _ in 0..200 {
-            let found = self.recent(room).await.into_iter().find(|e| {
+        let what = format!("a card for approval {approval} in {room}");
+        let card = wait::eventually_every(&what, TEN_S, POLL, || async move {
+            self.recent(room).await.into_iter().find(|e| {
                 e["content"]["org.countersign.approval"]["approval_id"] == approval
                     && e["content"]["m.relates_to"].is_null()
-            });
-            if let Some(card) = found {
-                return card["event_id"].as_str().unwrap().to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no card for approval {approval} in {room}");
+            })
+        })
+        .await;
+        card["event_id"].as_str().unwrap().to_owned()
     }
 
     /// The card's text as it now reads: the body of its latest edit, or its own.
@@ -301,15 +301,16 @@ impl MatrixUser {
 
     /// Waits (bounded) until the card's text contains `needle`; returns the text.
     pub async fn card_text_with(&self, room: &str, card: &str, needle: &str) -> String {
-        let mut text = String::new();
-        for _ in 0..200 {
-            text = self.card_text(room, card).await;
+        let what = format!("the card to say {needle:?}");
+        wait::eventually_every(&what, TEN_S, POLL, || async move {
+            let text = self.card_text(room, card).await;
             if text.contains(needle) {
-                return text;
+                Ok(text)
+            } else {
+                Err(format!("it reads:\n{text}"))
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the card never said {needle:?}; it reads:\n{text}");
+        })
+        .await
     }
 
     /// Events in `room` relating to `event` (reactions, replies, edits), oldest first.

@@ -1,6 +1,7 @@
 //! Metrics at `/metrics` and OTLP trace export.
 
 use crate::support::{self, modern_meta, post};
+use crate::wait;
 use axum::body::Bytes;
 use serde_json::json;
 use std::time::Duration;
@@ -103,19 +104,21 @@ async fn a_call_span_is_exported_over_otlp_in_the_clients_trace() {
         ("mcp-method", "tools/call"),
         ("mcp-name", "traced__echo"),
     ];
-    let mut answered = false;
-    for _ in 0..100 {
-        if let Ok(r) = crate::support::http()
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            && r.status() == 200
-        {
-            answered = post(&url, &headers, &call).await.status == 200;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let every = Duration::from_millis(100);
+    wait::eventually_every(
+        "the gateway to come up",
+        Duration::from_secs(10),
+        every,
+        || async move {
+            let health = crate::support::http()
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await;
+            health.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let answered = post(&url, &headers, &call).await.status == 200;
     assert!(answered, "gateway did not come up");
     // SIGTERM: graceful shutdown flushes the batch exporter.
     let pid = gateway.id().unwrap().to_string();
@@ -197,7 +200,8 @@ async fn a_run_is_told_in_the_log_and_the_metrics() {
     let approval = pending(&gateway.gw, 1).await.remove(0);
     let id = approval["id"].as_str().unwrap().to_owned();
     vote(&gateway.gw, &id, "bob", true, None).await;
-    // The humans take their time: the wait is what the tool's own duration must leave out.
+    // The humans take their time: the wait is what the tool's own duration must leave out
+    // (the behaviour under test, not synchronisation).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     vote(&gateway.gw, &id, "carol", true, None).await;
     let (deleted, _) = held.await.unwrap();
@@ -300,14 +304,15 @@ async fn a_run_is_told_in_the_log_and_the_metrics() {
 /// The `call.completed` payload of `call_id`, from the auditor API.
 async fn completed_event(gw: &support::TestGateway, call_id: &str) -> serde_json::Value {
     // `call.completed` is recorded once the answer left: wait for it (bounded).
-    for _ in 0..100 {
+    let what = format!("call.completed for {call_id}");
+    wait::eventually(&what, Duration::from_secs(5), || async move {
         let events = crate::approvals::call_events(gw, call_id).await;
-        if let Some(event) = events.iter().find(|e| e["kind"] == "call.completed") {
-            return event["payload"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no call.completed for {call_id}");
+        events
+            .iter()
+            .find(|e| e["kind"] == "call.completed")
+            .map(|event| event["payload"].clone())
+    })
+    .await
 }
 
 /// Every metric family in a Prometheus text page has its `# HELP` line.
@@ -361,19 +366,14 @@ async fn a_changed_config_file_is_reported_as_needing_a_restart() {
     let log = work.path().join("gateway.log");
     let gateway = support::GatewayProcess::spawn_logging_to(&config, port, Some(&log)).await;
     std::fs::write(&config, format!("{yaml}{}", agent("second"))).unwrap();
-    let mut warned = None;
-    for _ in 0..100 {
+    let warned = wait::eventually("the change to be logged", Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).unwrap();
-        warned = text
+        let line = text
             .lines()
-            .find(|l| l.contains("the configuration file changed"))
-            .map(str::to_owned);
-        if warned.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let warned = warned.expect("the change was logged within 10 s");
+            .find(|l| l.contains("the configuration file changed"));
+        std::future::ready(line.map(str::to_owned))
+    })
+    .await;
     assert!(
         warned.contains("WARN")
             && warned.contains("sections=\"agents\"")

@@ -2,6 +2,7 @@
 //! calls, and decides through the approver HTTP API.
 
 use crate::chat_gateway::{self as cg, Setting};
+use crate::wait;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
@@ -57,7 +58,8 @@ fn verified(headers: &HeaderMap, body: &str) -> Value {
 }
 
 async fn events(received: &Received, count: usize) -> Vec<Value> {
-    for _ in 0..200 {
+    let what = format!("{count} webhook deliveries");
+    wait::eventually(&what, Duration::from_secs(5), || async move {
         let got: Vec<Value> = received
             .lock()
             .unwrap()
@@ -65,11 +67,12 @@ async fn events(received: &Received, count: usize) -> Vec<Value> {
             .map(|(h, b)| verified(h, b))
             .collect();
         if got.len() >= count {
-            return got;
+            Ok(got)
+        } else {
+            Err(format!("{} of them", got.len()))
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("fewer than {count} webhook deliveries");
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,6 +253,7 @@ async fn mattermost_a_reply_in_a_busy_thread_still_answers_the_card() {
     .await;
     let agent = call(&h, "delete_record", json!({"record_id": "one-busy"}));
     let post_id = id(&card(&h, 1).await);
+    card_recorded(&h, &post_id).await;
     h.stub.reply(&mallory(), &post_id, "who asked for this?");
     h.stub.reply(&dave(), &post_id, "not me");
     h.stub.reply(&bob(), &post_id, "deny: not on prod");

@@ -211,6 +211,21 @@ async fn card(h: &Harness, n: usize) -> Value {
     h.stub.cards()[n - 1].clone()
 }
 
+/// Waits until the gateway has stored the card `post_id` (it then records who can see it, the
+/// `audience` sighting): a click, reaction or reply that comes sooner finds no card.
+async fn card_recorded(h: &Harness, post_id: &str) {
+    let what = format!("the gateway to record card {post_id}");
+    crate::wait::eventually(&what, Duration::from_secs(10), || async move {
+        let seen = events(h, "approval.seen").await;
+        seen.iter()
+            .any(|e| {
+                e["payload"]["how"] == "audience" && e["payload"]["evidence"]["post_id"] == post_id
+            })
+            .then_some(())
+    })
+    .await
+}
+
 fn id(post: &Value) -> String {
     post["id"].as_str().unwrap().to_owned()
 }
@@ -544,6 +559,7 @@ async fn mattermost_two_approvers_racing_decide_once() {
     let h = harness(Backend::Sqlite, BUTTONS).await;
     let agent = call(&h, "delete_record", json!({"record_id": "one-10"}));
     let post_id = id(&card(&h, 1).await);
+    card_recorded(&h, &post_id).await;
     let (url, from_bob) = h.stub.action_request(&post_id, "approve", &bob());
     let (_, from_carol) = h.stub.action_request(&post_id, "approve", &carol());
     let (a, b) = tokio::join!(
