@@ -798,15 +798,15 @@ impl Client {
 
     /// [`Client::pending`], as the API's JSON.
     pub async fn pending_json(&self, count: usize) -> Vec<Value> {
-        let mut seen = Value::Null;
-        for _ in 0..200 {
-            seen = self.get("/approvals?status=pending", "bob").await.1;
-            if let Some(list) = seen.as_array().filter(|l| l.len() == count) {
-                return list.clone();
+        let what = format!("{count} pending approvals");
+        let listed = || async move {
+            let seen = self.get("/approvals?status=pending", "bob").await.1;
+            match seen.as_array().filter(|l| l.len() == count) {
+                Some(list) => Ok(list.clone()),
+                None => Err(seen),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("expected {count} pending approvals, have {seen}");
+        };
+        crate::wait::eventually(&what, Duration::from_secs(10), listed).await
     }
 
     /// The approvals with `status` (`all` for every one), as bob lists them.

@@ -239,6 +239,8 @@ async fn restart(backend: Backend) {
     abandoned.abort();
     app.start().await;
     let retry = app.spawn_call("delete_record", json!({"record_id": "r4"}));
+    // Joining an approval records nothing of its own: give the retry time to arrive (and, were
+    // it wrong, to open a second approval) before counting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let still = app.pending(1).await;
     assert_eq!(

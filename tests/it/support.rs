@@ -94,13 +94,8 @@ pub fn http() -> reqwest::Client {
 
 /// Waits (at most 5 s) until `f` holds.
 pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting until {what}");
+    let holds = || std::future::ready(f().then_some(()));
+    crate::wait::eventually(what, std::time::Duration::from_secs(5), holds).await;
 }
 
 /// A gateway run as a child process (so it can be sent signals), from a config file that
@@ -133,17 +128,17 @@ impl GatewayProcess {
         }
         let process = command.spawn().unwrap();
         let gw = external_gateway(([127, 0, 0, 1], port).into());
-        for _ in 0..300 {
-            let health = http()
-                .get(format!("http://{}/healthz", gw.addr))
-                .send()
-                .await;
-            if health.is_ok_and(|r| r.status() == 200) {
-                return GatewayProcess { process, gw };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the gateway process did not come up");
+        let health = format!("http://{}/healthz", gw.addr);
+        let up = || async {
+            let answer = http().get(&health).send().await;
+            answer.is_ok_and(|r| r.status() == 200).then_some(())
+        };
+        let (timeout, every) = (
+            std::time::Duration::from_secs(15),
+            std::time::Duration::from_millis(50),
+        );
+        crate::wait::eventually_every("the gateway process comes up", timeout, every, up).await;
+        GatewayProcess { process, gw }
     }
 
     /// Sends `signal` (`-TERM`, `-KILL`) and waits (at most 20 s) for the process to end.

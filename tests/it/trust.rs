@@ -395,20 +395,29 @@ async fn sigterm_flood(backend: Backend) {
         .map(|n| app.spawn_call("delete_record", json!({"record_id": format!("flood-{n}")})))
         .collect();
     let pool = app.owner().await;
-    for _ in 0..300 {
+    let opened = || async {
         let open: i64 = sqlx::query_scalar("SELECT count(*) FROM approvals")
             .fetch_one(&pool)
             .await
             .unwrap();
         if open as usize == CALLS {
-            break;
+            Ok(())
+        } else {
+            Err(open)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    crate::wait::eventually(
+        "every held call opened its approval",
+        Duration::from_secs(30),
+        opened,
+    )
+    .await;
     // The clients close their streams: a modern client's cancel.
     for agent in &agents {
         agent.abort();
     }
+    // The cancellations race the stop on purpose: some are decided before it, some are not,
+    // and the log must agree with the rows either way.
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.signal("-TERM").await;
     let (rows, ended) = assert_state_matches_log(&pool).await;
