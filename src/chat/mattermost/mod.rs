@@ -18,6 +18,7 @@ mod cards;
 mod diagnose;
 mod dialog;
 mod people;
+mod posting;
 mod trigger;
 mod websocket;
 
@@ -69,6 +70,8 @@ pub struct Mattermost {
     /// Set when the gateway mounts the callbacks; cards posted by a process without it (none
     /// today) record no audience.
     broker: OnceLock<Weak<Broker>>,
+    /// Cards being posted, which events on unknown posts wait for.
+    posting: posting::Posting,
 }
 
 impl Mattermost {
@@ -104,6 +107,7 @@ impl Mattermost {
             bot_user_id: tokio::sync::OnceCell::new(),
             usernames: Mutex::default(),
             broker: OnceLock::new(),
+            posting: posting::Posting::default(),
             config: mm.clone(),
         })
     }
@@ -247,6 +251,7 @@ impl Mattermost {
             post["metadata"] =
                 json!({"priority": {"priority": "important", "requested_ack": true}});
         }
+        let _posting = self.posting.begin();
         let created = match self.api.create_post(&post).await {
             // An unlicensed server refuses acknowledgement requests with 501: post without.
             Err(e) if ask_ack && e.status() == Some(501) => {

@@ -4,7 +4,7 @@
 //! server over the bot's own authenticated connection; that is the evidence recorded.
 
 use super::api::ApiError;
-use super::cards::{self, Card};
+use super::cards::Card;
 use super::{Mattermost, Mode, NAME};
 use crate::approval::{Ballot, Broker, BrokerError, Sighting, VoteSource};
 use crate::chat::ChatError;
@@ -185,7 +185,7 @@ async fn on_event(
         return Ok(());
     }
     let db = mm.db().await?;
-    let Some(card) = cards::card_by_post(db, &signal.post_id).await? else {
+    let Some(card) = mm.posting.card_of_post(db, &signal.post_id).await? else {
         return Ok(());
     };
     let approval = broker.get(card.approval_id).await?;

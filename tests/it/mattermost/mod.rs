@@ -867,6 +867,26 @@ async fn mattermost_chat_test_checks_the_server_token_channel_and_callback() {
     assert!(out.contains("AllowedUntrustedInternalConnections"), "{out}");
 }
 
+/// The real server stores a post (and tells the channel of it) before its creator reads the
+/// answer: a reply in the card's thread can reach the gateway before it knows the card's post.
+/// It still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mattermost_a_reply_before_the_gateway_knows_its_card_still_counts() {
+    let h = harness(Backend::Sqlite, "mode: reactions").await;
+    until("the gateway listens on the websocket", || {
+        h.stub.websocket_listeners() >= 1
+    })
+    .await;
+    h.stub
+        .post_answer_delay_ms
+        .store(1000, std::sync::atomic::Ordering::Relaxed);
+    let agent = call(&h, "delete_record", json!({"record_id": "one-early"}));
+    let post_id = id(&card(&h, 1).await);
+    h.stub.reply(&bob(), &post_id, "approve");
+    assert_eq!(text(&answer(agent).await), "deleted one-early");
+    no_violations(&h);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_reactions_mode_decides_by_reaction_and_thread_reply() {
     let h = harness(Backend::Sqlite, "mode: reactions").await;

@@ -87,6 +87,10 @@ pub struct Stub {
     pub publishes_key: AtomicBool,
     /// Refuse the next N post creations with 503.
     pub fail_posts: AtomicU32,
+    /// How long the answer to a created post is held back (ms) after the post exists and
+    /// can be seen, replied to and reacted to: the window the real server has between
+    /// storing a post and its creator reading the response.
+    pub post_answer_delay_ms: AtomicU64,
     counter: AtomicU64,
     events: broadcast::Sender<Value>,
     contract: Vec<Operation>,
@@ -166,6 +170,7 @@ impl Stub {
             licensed: AtomicBool::new(false),
             publishes_key: AtomicBool::new(true),
             fail_posts: AtomicU32::new(0),
+            post_answer_delay_ms: AtomicU64::new(0),
             counter: AtomicU64::new(0),
             events: broadcast::channel(64).0,
             contract: load_contract(),
@@ -653,10 +658,14 @@ async fn create_post(State(stub): S, Json(body): Json<Value>) -> Response {
         "message": body["message"], "type": "", "props": body.get("props").cloned().unwrap_or(json!({})),
         "metadata": body.get("metadata").cloned().unwrap_or(json!({})),
     });
-    let mut inner = stub.inner.lock().unwrap();
-    inner.posts.insert(id.clone(), post.clone());
-    inner.post_arrivals.insert(id.clone(), arrived);
-    inner.post_order.push(id);
+    {
+        let mut inner = stub.inner.lock().unwrap();
+        inner.posts.insert(id.clone(), post.clone());
+        inner.post_arrivals.insert(id.clone(), arrived);
+        inner.post_order.push(id);
+    }
+    let delay = stub.post_answer_delay_ms.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
     (StatusCode::CREATED, Json(stripped(&post))).into_response()
 }
 
