@@ -15,11 +15,15 @@
 
 #![allow(dead_code)]
 
-use crate::support::{self, Backend, GatewayProcess, TestDb, TestGateway, modern_meta, post};
-use serde::Deserialize;
+mod client;
+pub mod compat;
+
+#[allow(unused_imports)]
+pub use client::{Approval, Client, HeldCall, Reply, Vote, api, text};
+
+use crate::support::{self, Backend, GatewayProcess, TestDb, TestGateway};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The test policy most tests run under: arithmetic is refused, reads are allowed, production
 /// records are never deleted, `slow_count` needs bob within a second and `delete_record` two
@@ -93,6 +97,8 @@ impl Agent {
 pub struct Approver {
     pub id: String,
     pub groups: Vec<String>,
+    /// Chat backend → their handle there (`chat: {mattermost: bob}`).
+    pub chat: Vec<(String, String)>,
 }
 
 impl Approver {
@@ -100,7 +106,14 @@ impl Approver {
         Approver {
             id: id.into(),
             groups: Vec::new(),
+            chat: Vec::new(),
         }
+    }
+
+    /// Their handle on chat `backend` (`mattermost`, `matrix`, `slack`).
+    pub fn chat(mut self, backend: &str, handle: &str) -> Approver {
+        self.chat.push((backend.into(), handle.into()));
+        self
     }
 
     pub fn in_groups(mut self, groups: &[&str]) -> Approver {
@@ -166,6 +179,8 @@ pub struct ApprovalLimits {
     pub max_pending_per_tool: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_per_minute_per_agent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_ttl_secs: Option<u64>,
 }
 
 /// Where the policy comes from.
@@ -202,6 +217,10 @@ pub struct TestAppBuilder {
     oidc: Option<Oidc>,
     /// Run `countersign serve` as a child process (so it can be sent signals).
     child_process: bool,
+    /// Listen on this loopback port, known before the gateway starts (a peer's callback URL).
+    port: Option<u16>,
+    /// Settings by dotted path (`chat.mattermost`, `server.max_connections`), over the rest.
+    settings: Vec<(String, Value)>,
     /// Top-level YAML merged over the rest (for the helpers that still take YAML text).
     extra: Option<String>,
 }
@@ -227,6 +246,8 @@ impl Default for TestAppBuilder {
             redaction_key: false,
             oidc: None,
             child_process: false,
+            port: None,
+            settings: Vec::new(),
             extra: None,
         }
     }
@@ -344,6 +365,22 @@ impl TestAppBuilder {
         self
     }
 
+    /// Listen on loopback `port`, known before the gateway starts: for peers that call back
+    /// (a chat server's buttons). [`TestApp::base`] names it.
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Sets the configuration value at dotted `path` (`chat.mattermost`,
+    /// `server.max_connections`, `telemetry`), over what the other settings wrote: for the
+    /// settings one area of tests varies, in the gateway's own terms.
+    pub fn set(mut self, path: &str, value: impl serde::Serialize) -> Self {
+        let value = serde_json::to_value(value).expect("a configuration value");
+        self.settings.push((path.into(), value));
+        self
+    }
+
     /// Top-level YAML merged over the settings (for [`compat::gateway_with`]).
     fn extra_yaml(mut self, extra: &str) -> Self {
         self.extra = Some(extra.into());
@@ -390,7 +427,7 @@ impl TestAppBuilder {
     pub fn yaml(&self, db_url: &str, policies: &Path, dir: &Path, port: Option<u16>) -> String {
         let mut config = Map::new();
         let mut server = Map::new();
-        if let Some(port) = port {
+        if let Some(port) = port.or(self.port) {
             server.insert("listen".into(), json!(format!("127.0.0.1:{port}")));
         } else if let Some(listen) = self.server.listen {
             server.insert("listen".into(), json!(listen));
@@ -437,7 +474,14 @@ impl TestAppBuilder {
             .iter()
             .map(|a| {
                 let token_sha256 = countersign::auth::hash_key(&token(&a.id));
-                json!({"id": a.id, "groups": a.groups, "token_sha256": token_sha256})
+                let mut approver =
+                    json!({"id": a.id, "groups": a.groups, "token_sha256": token_sha256});
+                if !a.chat.is_empty() {
+                    let chat: Map<String, Value> =
+                        a.chat.iter().map(|(b, h)| (b.clone(), json!(h))).collect();
+                    approver["chat"] = Value::Object(chat);
+                }
+                approver
             })
             .collect();
         if !approvers.is_empty() {
@@ -482,7 +526,26 @@ impl TestAppBuilder {
             let extra: Option<Map<String, Value>> = serde_yaml_ng::from_str(extra).unwrap();
             config.extend(extra.unwrap_or_default());
         }
+        for (path, value) in &self.settings {
+            set_path(&mut config, path, value.clone());
+        }
         serde_yaml_ng::to_string(&config).unwrap()
+    }
+}
+
+/// Sets `config.<path>` (dotted) to `value`, making the objects on the way.
+fn set_path(config: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            config.insert(path.into(), value);
+        }
+        Some((head, rest)) => {
+            let inner = config.entry(head).or_insert_with(|| json!({}));
+            let inner = inner
+                .as_object_mut()
+                .unwrap_or_else(|| panic!("{head} is not a map"));
+            set_path(inner, rest, value);
+        }
     }
 }
 
@@ -563,12 +626,13 @@ impl TestApp {
     /// Starts the gateway (again), on the same database and files.
     pub async fn start(&mut self) {
         let running = if self.settings.child_process {
-            let port = support::free_port();
+            let port = self.settings.port.unwrap_or_else(support::free_port);
             let path = self.dir().join(format!("gateway-{port}.yaml"));
             std::fs::write(&path, self.yaml(Some(port))).unwrap();
             Running::Child(GatewayProcess::spawn(&path, port).await)
         } else {
-            Running::InProcess(support::spawn_gateway(&self.yaml(None)).await)
+            let port = self.settings.port.unwrap_or(0);
+            Running::InProcess(support::spawn_gateway_on(&self.yaml(None), port).await)
         };
         self.running = running;
         self.client = Client::new(self.gateway(), &self.agent_key());
@@ -641,376 +705,4 @@ pub fn countersign(args: &[&str]) -> std::process::Command {
         .env_remove("COUNTERSIGN_APPROVER_TOKEN")
         .stdin(std::process::Stdio::null());
     command
-}
-
-/// An approval, as the approver API shows it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Approval {
-    pub id: String,
-    pub call_id: String,
-    pub rule: String,
-    pub status: String,
-    pub arguments: Value,
-    pub args_sha256: String,
-    #[serde(default)]
-    pub break_glass: bool,
-    pub reason: Option<String>,
-    pub decided_by: Option<String>,
-}
-
-/// The end of a tool call: the final message and the progress notifications before it.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub message: Value,
-    pub progress: Vec<Value>,
-}
-
-impl Reply {
-    /// The text of the result's first content block ("" if none).
-    pub fn text(&self) -> &str {
-        text(&self.message)
-    }
-
-    /// Whether the result is a tool error (`isError`).
-    pub fn is_error(&self) -> bool {
-        self.message["result"]["isError"] == true
-    }
-}
-
-impl std::fmt::Display for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.message.fmt(f)
-    }
-}
-
-/// A tool call running in a task (held for approval, typically).
-pub struct HeldCall(tokio::task::JoinHandle<Reply>);
-
-impl HeldCall {
-    /// The agent's answer (within 20 s).
-    pub async fn answer(self) -> Reply {
-        tokio::time::timeout(Duration::from_secs(20), self.0)
-            .await
-            .expect("the call ends in time")
-            .expect("the call task")
-    }
-
-    /// The client gives up (closes its stream).
-    pub fn abort(&self) {
-        self.0.abort();
-    }
-}
-
-/// An approver's decision.
-#[derive(Debug, Clone, Copy)]
-pub enum Vote<'a> {
-    Approve,
-    /// Deny, with the reason a deny needs (or without, to be refused).
-    Deny(Option<&'a str>),
-    /// Approve alone, with this justification.
-    BreakGlass(&'a str),
-}
-
-/// The agent's and the humans' view of one gateway: MCP calls as the agent, the approver API
-/// (listing as bob) and the auditor API (as audrey).
-#[derive(Debug, Clone)]
-pub struct Client {
-    /// `http://127.0.0.1:PORT/mcp`
-    pub url: String,
-    /// `http://127.0.0.1:PORT`
-    pub base: String,
-    agent_key: String,
-}
-
-impl Client {
-    pub fn new(gw: &TestGateway, agent_key: &str) -> Client {
-        Client::at(gw.addr, agent_key)
-    }
-
-    /// The gateway at `addr`, called with `agent_key`.
-    pub fn at(addr: std::net::SocketAddr, agent_key: &str) -> Client {
-        Client {
-            url: format!("http://{addr}/mcp"),
-            base: format!("http://{addr}"),
-            agent_key: agent_key.into(),
-        }
-    }
-
-    /// Calls `echo__<tool>` as the agent (modern era, with a progress token).
-    pub async fn call(&self, tool: &str, arguments: Value) -> Reply {
-        agent_call(self.url.clone(), self.agent_key.clone(), tool, arguments).await
-    }
-
-    /// The same call, with `arguments` as raw JSON text (so numbers arrive exactly as written)
-    /// and no progress token.
-    pub async fn call_raw(&self, tool: &str, arguments: &str) -> Reply {
-        let name = format!("echo__{tool}");
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{name}","arguments":{arguments},"_meta":{}}}}}"#,
-            modern_meta()
-        );
-        let auth = format!("Bearer {}", self.agent_key);
-        let headers = [
-            ("authorization", auth.as_str()),
-            ("mcp-protocol-version", "2026-07-28"),
-            ("mcp-method", "tools/call"),
-            ("mcp-name", name.as_str()),
-        ];
-        let mut messages = support::post_raw(&self.url, &headers, body)
-            .await
-            .messages();
-        let message = messages.pop().expect("a response");
-        Reply {
-            message,
-            progress: messages,
-        }
-    }
-
-    /// [`Client::call`] in a task.
-    pub fn spawn_call(&self, tool: &str, arguments: Value) -> HeldCall {
-        let (url, key, tool) = (self.url.clone(), self.agent_key.clone(), tool.to_owned());
-        HeldCall(tokio::spawn(async move {
-            agent_call(url, key, &tool, arguments).await
-        }))
-    }
-
-    /// [`Client::call_raw`] in a task.
-    pub fn spawn_call_raw(&self, tool: &str, arguments: String) -> HeldCall {
-        let (client, tool) = (self.clone(), tool.to_owned());
-        HeldCall(tokio::spawn(async move {
-            client.call_raw(&tool, &arguments).await
-        }))
-    }
-
-    /// The agent's `delete_record` call, held for approval (the only one pending); and the
-    /// approval's id.
-    pub async fn held_delete(&self, record: &str) -> (HeldCall, String) {
-        let call = self.spawn_call("delete_record", json!({"record_id": record}));
-        let id = self.pending(1).await.remove(0).id;
-        (call, id)
-    }
-
-    /// Waits (10 s at most) until `count` approvals are pending; returns them.
-    pub async fn pending(&self, count: usize) -> Vec<Approval> {
-        let pending = self.pending_json(count).await;
-        serde_json::from_value(Value::Array(pending)).unwrap()
-    }
-
-    /// [`Client::pending`], as the API's JSON.
-    pub async fn pending_json(&self, count: usize) -> Vec<Value> {
-        let what = format!("{count} pending approvals");
-        let listed = || async move {
-            let seen = self.get("/approvals?status=pending", "bob").await.1;
-            match seen.as_array().filter(|l| l.len() == count) {
-                Some(list) => Ok(list.clone()),
-                None => Err(seen),
-            }
-        };
-        crate::wait::eventually(&what, Duration::from_secs(10), listed).await
-    }
-
-    /// The approvals with `status` (`all` for every one), as bob lists them.
-    pub async fn approvals(&self, status: &str) -> Vec<Approval> {
-        let (code, list) = self
-            .get(&format!("/approvals?status={status}"), "bob")
-            .await;
-        assert_eq!(code, 200, "{list}");
-        serde_json::from_value(list).unwrap()
-    }
-
-    /// Approval `id`, as bob sees it.
-    pub async fn approval(&self, id: &str) -> Approval {
-        let (code, approval) = self.get(&format!("/approvals/{id}"), "bob").await;
-        assert_eq!(code, 200, "{approval}");
-        serde_json::from_value(approval).unwrap()
-    }
-
-    /// `who` votes on approval `id`; the API's answer.
-    pub async fn vote(&self, id: &str, who: &str, vote: Vote<'_>) -> Value {
-        let (verb, body) = match vote {
-            Vote::Approve => ("approve", None),
-            Vote::Deny(reason) => ("deny", reason.map(|r| json!({"reason": r}))),
-            Vote::BreakGlass(why) => ("approve", Some(json!({"break_glass": why}))),
-        };
-        self.post(&format!("/approvals/{id}/{verb}"), who, body)
-            .await
-            .1
-    }
-
-    /// GET `path` with `who`'s token: (status, JSON body or null).
-    pub async fn get(&self, path: &str, who: &str) -> (u16, Value) {
-        api(reqwest::Method::GET, self.endpoint(path), who, None).await
-    }
-
-    /// POST `body` to `path` with `who`'s token: (status, JSON body or null).
-    pub async fn post(&self, path: &str, who: &str, body: Option<Value>) -> (u16, Value) {
-        api(reqwest::Method::POST, self.endpoint(path), who, body).await
-    }
-
-    fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// The audit events of one call (as auditor audrey).
-    pub async fn call_events(&self, call_id: &str) -> Vec<Value> {
-        let (status, events) = self.get(&format!("/audit/calls/{call_id}"), "audrey").await;
-        assert_eq!(status, 200, "{events}");
-        let events = events.get("events").cloned().unwrap_or(events);
-        events.as_array().unwrap().clone()
-    }
-
-    /// The kinds of the audit events of one call.
-    pub async fn story(&self, call_id: &str) -> Vec<String> {
-        self.call_events(call_id)
-            .await
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap().to_owned())
-            .collect()
-    }
-
-    /// The audit events matching `query` (`kind=call.completed&limit=1000`), as audrey.
-    pub async fn audit_events(&self, query: &str) -> Vec<Value> {
-        let (status, events) = self.get(&format!("/audit/events?{query}"), "audrey").await;
-        assert_eq!(status, 200, "{events}");
-        let events = events.get("events").cloned().unwrap_or(events);
-        events.as_array().unwrap().clone()
-    }
-
-    /// `/audit/verify`, as audrey.
-    pub async fn verify_report(&self) -> Value {
-        self.get("/audit/verify", "audrey").await.1
-    }
-}
-
-async fn agent_call(url: String, key: String, tool: &str, arguments: Value) -> Reply {
-    let name = format!("echo__{tool}");
-    let mut meta = modern_meta();
-    meta["progressToken"] = json!("p");
-    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":arguments,"_meta":meta}});
-    let auth = format!("Bearer {key}");
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/call"),
-        ("mcp-name", name.as_str()),
-    ];
-    let mut messages = post(&url, &headers, &body).await.messages();
-    let message = messages.pop().expect("a response");
-    Reply {
-        message,
-        progress: messages,
-    }
-}
-
-/// The text of a tool result's first content block ("" if none).
-pub fn text(response: &Value) -> &str {
-    response["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-}
-
-/// A request to `url` with `who`'s token: (status, JSON body or null).
-pub async fn api(
-    method: reqwest::Method,
-    url: String,
-    who: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = support::http().request(method, url).bearer_auth(token(who));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// The untyped helpers the files not yet on [`TestApp`] import (through `crate::approvals`),
-/// each a thin layer over it.
-pub mod compat {
-    use super::*;
-
-    fn client(gw: &TestGateway) -> Client {
-        Client::new(gw, AGENT_KEY)
-    }
-
-    /// The standard gateway over `db` and `policy_dir`, with `extra` top-level YAML.
-    pub async fn gateway_with(db: &TestDb, policy_dir: &Path, extra: &str) -> TestGateway {
-        let yaml = TestApp::builder()
-            .extra_yaml(extra)
-            .yaml(&db.url, policy_dir, policy_dir, None);
-        support::spawn_gateway(&yaml).await
-    }
-
-    /// A directory holding [`POLICY`].
-    pub fn policy_dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
-        dir
-    }
-
-    /// [`Client::call`]: (final response, progress notifications).
-    pub async fn call(gw_url: String, tool: &str, arguments: Value) -> (Value, Vec<Value>) {
-        let reply = agent_call(gw_url, AGENT_KEY.into(), tool, arguments).await;
-        (reply.message, reply.progress)
-    }
-
-    /// [`Client::held_delete`].
-    pub async fn held_delete(
-        gw: &TestGateway,
-        record: &str,
-    ) -> (tokio::task::JoinHandle<(Value, Vec<Value>)>, String) {
-        let agent = tokio::spawn(call(
-            gw.url.clone(),
-            "delete_record",
-            json!({"record_id": record}),
-        ));
-        let id = client(gw).pending(1).await.remove(0).id;
-        (agent, id)
-    }
-
-    /// [`HeldCall::answer`].
-    pub async fn answer(
-        agent: tokio::task::JoinHandle<(Value, Vec<Value>)>,
-    ) -> (Value, Vec<Value>) {
-        tokio::time::timeout(Duration::from_secs(20), agent)
-            .await
-            .expect("the call ends in time")
-            .expect("the call task")
-    }
-
-    pub fn base(gw: &TestGateway) -> String {
-        format!("http://{}", gw.addr)
-    }
-
-    /// [`Client::vote`].
-    pub async fn vote(
-        gw: &TestGateway,
-        id: &str,
-        who: &str,
-        approve: bool,
-        reason: Option<&str>,
-    ) -> Value {
-        let vote = if approve {
-            Vote::Approve
-        } else {
-            Vote::Deny(reason)
-        };
-        client(gw).vote(id, who, vote).await
-    }
-
-    /// [`Client::pending_json`].
-    pub async fn pending(gw: &TestGateway, count: usize) -> Vec<Value> {
-        client(gw).pending_json(count).await
-    }
-
-    /// [`Client::call_events`].
-    pub async fn call_events(gw: &TestGateway, call_id: &str) -> Vec<Value> {
-        client(gw).call_events(call_id).await
-    }
-
-    /// [`Client::story`].
-    pub async fn story(gw: &TestGateway, call_id: &str) -> Vec<String> {
-        client(gw).story(call_id).await
-    }
 }
