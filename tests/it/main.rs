@@ -3,13 +3,12 @@
 mod app;
 mod support;
 
-/// Shared with the other test binaries: a fresh database per test, and bounded waiting.
-#[path = "../common/db.rs"]
+/// A fresh database per test, and bounded waiting.
 mod db;
-#[path = "../common/wait.rs"]
 mod wait;
 
 mod approvals;
+mod audit;
 mod bad_input;
 mod chat_gateway;
 mod chat_table;
@@ -21,14 +20,18 @@ mod console_http;
 mod edge;
 mod exact;
 mod idp_groups;
+mod layers;
 mod long_waits;
 mod matrix;
 mod mattermost;
 mod peers;
+mod policy;
 mod slack;
 mod stdio_front;
 mod synapse;
 mod telemetry;
 mod tls;
 mod trust;
+mod upstream_http;
+mod upstream_stdio;
 mod webhook;

@@ -265,5 +265,5 @@ pub fn modern_meta() -> Value {
         "io.modelcontextprotocol/clientInfo":{"name":"it","version":"0"}})
 }
 
-/// A fresh database for one test (shared with the other test binaries: `tests/common/db.rs`).
+/// A fresh database for one test (`tests/it/db.rs`).
 pub use crate::db::{Backend, TestDb};

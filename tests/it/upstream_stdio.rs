@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-#[path = "common/wait.rs"]
-mod wait;
+use crate::wait;
 
 /// Answers `server/discover` only when MODERN=1. Tools: `echo` (returns the request it got and
 /// its pid), `slow` (sleeps `ms`), `progress` (two progress notifications), `die` (exits),

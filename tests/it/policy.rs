@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-#[path = "common/wait.rs"]
-mod wait;
+use crate::wait;
 
 fn policies_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")

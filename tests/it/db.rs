@@ -1,4 +1,4 @@
-//! A fresh database for one test, shared by the test binaries (`#[path]`-included): a SQLite
+//! A fresh database for one test, for the integration tests: a SQLite
 //! file in a temporary directory, or a new database on the machine's PostgreSQL (127.0.0.1:5432,
 //! or the server of `COUNTERSIGN_TEST_PG_URL`), dropped when the value is dropped.
 

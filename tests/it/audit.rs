@@ -18,10 +18,8 @@ use std::future::Future;
 use std::time::Duration;
 use uuid::Uuid;
 
-#[path = "common/db.rs"]
-mod db;
-#[path = "common/wait.rs"]
-mod wait;
+use crate::db;
+use crate::wait;
 
 use db::TestDb;
 

@@ -1,4 +1,4 @@
-//! Bounded waiting, shared by the test binaries (`#[path]`-included): poll a condition at a
+//! Bounded waiting, for the integration tests: poll a condition at a
 //! short interval until it holds, bounded in attempts and in time, and fail naming what was
 //! awaited (and what was last seen) when it never does.
 //!

@@ -23,8 +23,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
-#[path = "common/wait.rs"]
-mod wait;
+use crate::wait;
 
 const WAIT: Duration = Duration::from_secs(5);
 
