@@ -3,30 +3,26 @@
 //! and Slack on its stub. Another backend joins the table by implementing [`ChatDriver`] and
 //! adding one line to [`every_backend!`].
 
-use crate::chat_gateway::{self as cg, Setting};
-use crate::support::TestGateway;
+use crate::app::{Approver, TestApp, TestAppBuilder};
+use crate::chat_gateway as cg;
 use crate::wait;
 use futures::future::BoxFuture;
 use std::time::Duration;
 
 /// How a test acts as an approver on one backend, and reads the card there.
 pub trait ChatDriver: Send + Sync {
-    /// The approver's `chat:` accounts, YAML flow style: `{matrix: '@bob:localhost'}`.
-    fn accounts(&self, approver: &str) -> String;
+    /// The approver's account on this backend, as (backend, handle); none for the built-in
+    /// API.
+    fn account(&self, approver: &str) -> Option<(&'static str, String)>;
 
-    /// The body of the gateway's `chat:` section (empty for none).
-    fn chat(&self) -> String;
-
-    /// The loopback port the gateway must listen on, when the chat server calls it back at a
-    /// URL given in [`ChatDriver::chat`]; 0 for any.
-    fn port(&self) -> u16 {
-        0
-    }
+    /// The gateway's settings for this backend: its `chat:` section, and the port to listen
+    /// on when the chat server calls the gateway back at a URL given there.
+    fn configure(&self, app: TestAppBuilder) -> TestAppBuilder;
 
     /// `approver` approves `approval` the way this backend's users do.
     fn approve<'a>(
         &'a self,
-        gw: &'a TestGateway,
+        app: &'a TestApp,
         approval: &'a str,
         approver: &'a str,
     ) -> BoxFuture<'a, ()>;
@@ -34,28 +30,23 @@ pub trait ChatDriver: Send + Sync {
     /// `approver` denies `approval`, saying why.
     fn deny<'a>(
         &'a self,
-        gw: &'a TestGateway,
+        app: &'a TestApp,
         approval: &'a str,
         approver: &'a str,
         reason: &'a str,
     ) -> BoxFuture<'a, ()>;
 
     /// What the approvers now see about `approval` (the card after its edits), as plain text.
-    fn card_text<'a>(&'a self, gw: &'a TestGateway, approval: &'a str) -> BoxFuture<'a, String>;
+    fn card_text<'a>(&'a self, app: &'a TestApp, approval: &'a str) -> BoxFuture<'a, String>;
 }
 
 /// Waits (bounded) until the card says `needle`.
-async fn card_says(
-    driver: &dyn ChatDriver,
-    gw: &TestGateway,
-    approval: &str,
-    needle: &str,
-) -> String {
+async fn card_says(driver: &dyn ChatDriver, app: &TestApp, approval: &str, needle: &str) -> String {
     let what = format!("the card to say {needle:?}");
     // Every 50 ms: on Matrix, each look is a request to Synapse.
     let every = Duration::from_millis(50);
     wait::eventually_every(&what, Duration::from_secs(10), every, || async move {
-        let text = driver.card_text(gw, approval).await;
+        let text = driver.card_text(app, approval).await;
         if text.contains(needle) {
             Ok(text)
         } else {
@@ -65,72 +56,78 @@ async fn card_says(
     .await
 }
 
-async fn start(driver: &dyn ChatDriver) -> (Setting, TestGateway) {
-    let setting = Setting::new().await;
-    let gw = setting
-        .gateway_on(&|who| driver.accounts(who), &driver.chat(), driver.port())
-        .await;
-    (setting, gw)
-}
-
-fn id(approval: &serde_json::Value) -> String {
-    approval["id"].as_str().unwrap().to_owned()
+/// The chat tests' policy and approvers (`chat_gateway.rs`), with their accounts on the
+/// driver's backend, and the backend's settings.
+async fn start(driver: &dyn ChatDriver) -> TestApp {
+    let approvers = cg::APPROVERS
+        .iter()
+        .map(|who| match driver.account(who) {
+            Some((backend, handle)) => Approver::new(who).chat(backend, &handle),
+            None => Approver::new(who),
+        })
+        .collect();
+    let settings = TestApp::builder().policy(cg::POLICY).approvers(approvers);
+    driver.configure(settings).spawn().await
 }
 
 // === the scenarios ===
 
 pub async fn one_approval_runs_the_call(driver: &dyn ChatDriver) {
-    let (_setting, gw) = start(driver).await;
-    let (agent, approval) = cg::held_delete(&gw, "one-t1").await;
-    card_says(driver, &gw, &id(&approval), "Approvals: 0/1").await;
-    driver.approve(&gw, &id(&approval), "bob").await;
-    assert_eq!(cg::answer(agent).await, "deleted one-t1");
-    card_says(driver, &gw, &id(&approval), "Approved by bob").await;
+    let app = start(driver).await;
+    let (agent, approval) = app.requested_delete("one-t1").await;
+    card_says(driver, &app, &approval.id, "Approvals: 0/1").await;
+    driver.approve(&app, &approval.id, "bob").await;
+    assert_eq!(agent.answer().await.text(), "deleted one-t1");
+    card_says(driver, &app, &approval.id, "Approved by bob").await;
 }
 
 pub async fn a_deny_tells_the_agent_why(driver: &dyn ChatDriver) {
-    let (_setting, gw) = start(driver).await;
-    let (agent, approval) = cg::held_delete(&gw, "one-t2").await;
+    let app = start(driver).await;
+    let (agent, approval) = app.requested_delete("one-t2").await;
     driver
-        .deny(&gw, &id(&approval), "carol", "not on prod")
+        .deny(&app, &approval.id, "carol", "not on prod")
         .await;
-    let expected = format!("Denied by carol: not on prod (approval {})", id(&approval));
-    assert_eq!(cg::answer(agent).await, expected);
-    card_says(driver, &gw, &id(&approval), "Denied by carol: not on prod").await;
+    let expected = format!("Denied by carol: not on prod (approval {})", approval.id);
+    assert_eq!(agent.answer().await.text(), expected);
+    card_says(driver, &app, &approval.id, "Denied by carol: not on prod").await;
 }
 
 pub async fn two_of_three_must_approve(driver: &dyn ChatDriver) {
-    let (_setting, gw) = start(driver).await;
-    let (agent, approval) = cg::held_delete(&gw, "two-t3").await;
-    driver.approve(&gw, &id(&approval), "bob").await;
-    card_says(driver, &gw, &id(&approval), "Approvals: 1/2").await;
-    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
-    driver.approve(&gw, &id(&approval), "dave").await;
-    assert_eq!(cg::answer(agent).await, "deleted two-t3");
-    card_says(driver, &gw, &id(&approval), "Approved by dave").await;
+    let app = start(driver).await;
+    let (agent, approval) = app.requested_delete("two-t3").await;
+    driver.approve(&app, &approval.id, "bob").await;
+    card_says(driver, &app, &approval.id, "Approvals: 1/2").await;
+    assert_eq!(app.approval(&approval.id).await.status, "pending");
+    driver.approve(&app, &approval.id, "dave").await;
+    assert_eq!(agent.answer().await.text(), "deleted two-t3");
+    card_says(driver, &app, &approval.id, "Approved by dave").await;
 }
 
 pub async fn the_agents_own_human_cannot_approve(driver: &dyn ChatDriver) {
-    let (_setting, gw) = start(driver).await;
-    let (agent, approval) = cg::held_delete(&gw, "one-t4").await;
-    driver.approve(&gw, &id(&approval), "alice").await;
-    let call_id = approval["call_id"].as_str().unwrap();
-    let events = cg::wait_audit(&gw, call_id, |e| e["kind"] == "approval.vote").await;
-    let vote = events
-        .iter()
-        .find(|e| e["kind"] == "approval.vote")
-        .unwrap();
+    let app = &start(driver).await;
+    let (agent, approval) = app.requested_delete("one-t4").await;
+    driver.approve(app, &approval.id, "alice").await;
+    let call_id = approval.call_id.as_str();
+    let vote = wait::eventually(
+        "the vote in the audit log",
+        Duration::from_secs(10),
+        || async move {
+            let events = app.call_events(call_id).await;
+            events.into_iter().find(|e| e["kind"] == "approval.vote")
+        },
+    )
+    .await;
     assert_eq!(vote["payload"]["result"]["result"], "not_authorized");
-    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
-    driver.approve(&gw, &id(&approval), "carol").await;
-    assert_eq!(cg::answer(agent).await, "deleted one-t4");
+    assert_eq!(app.approval(&approval.id).await.status, "pending");
+    driver.approve(app, &approval.id, "carol").await;
+    assert_eq!(agent.answer().await.text(), "deleted one-t4");
 }
 
 pub async fn expiry_denies_and_shows_on_the_card(driver: &dyn ChatDriver) {
-    let (_setting, gw) = start(driver).await;
-    let (agent, approval) = cg::held_delete(&gw, "fast-t5").await;
-    assert!(cg::answer(agent).await.contains("expired"));
-    card_says(driver, &gw, &id(&approval), "Expired").await;
+    let app = start(driver).await;
+    let (agent, approval) = app.requested_delete("fast-t5").await;
+    assert!(agent.answer().await.text().contains("expired"));
+    card_says(driver, &app, &approval.id, "Expired").await;
 }
 
 /// One test per (backend, scenario).
@@ -165,53 +162,51 @@ pub mod drivers {
     use serde_json::{Value, json};
 
     /// No chat: the approver HTTP API votes; the "card" is the approval record and its votes.
+    /// (It votes through `chat_gateway::vote`, whose last user it is, until that file moves onto
+    /// the app; then through `Client::vote`.)
     pub struct BuiltIn;
 
     impl ChatDriver for BuiltIn {
-        fn accounts(&self, _: &str) -> String {
-            "{}".into()
+        fn account(&self, _: &str) -> Option<(&'static str, String)> {
+            None
         }
 
-        fn chat(&self) -> String {
-            String::new()
+        fn configure(&self, app: TestAppBuilder) -> TestAppBuilder {
+            app
         }
 
         fn approve<'a>(
             &'a self,
-            gw: &'a TestGateway,
+            app: &'a TestApp,
             approval: &'a str,
             who: &'a str,
         ) -> BoxFuture<'a, ()> {
             Box::pin(async move {
-                cg::vote(gw, approval, who, true, None).await;
+                cg::vote(app.gateway(), approval, who, true, None).await;
             })
         }
 
         fn deny<'a>(
             &'a self,
-            gw: &'a TestGateway,
+            app: &'a TestApp,
             approval: &'a str,
             who: &'a str,
             reason: &'a str,
         ) -> BoxFuture<'a, ()> {
             Box::pin(async move {
-                cg::vote(gw, approval, who, false, Some(reason)).await;
+                cg::vote(app.gateway(), approval, who, false, Some(reason)).await;
             })
         }
 
-        fn card_text<'a>(
-            &'a self,
-            gw: &'a TestGateway,
-            approval: &'a str,
-        ) -> BoxFuture<'a, String> {
+        fn card_text<'a>(&'a self, app: &'a TestApp, approval: &'a str) -> BoxFuture<'a, String> {
             Box::pin(async move {
-                let record = cg::approval(gw, approval).await;
-                let events = cg::audit(gw, record["call_id"].as_str().unwrap()).await;
+                // The record as the API gives it: its `spec` holds the quorum.
+                let (_, record) = app.get(&format!("/approvals/{approval}"), "bob").await;
+                let events = app.call_events(record["call_id"].as_str().unwrap()).await;
                 builtin_text(&record, &events)
             })
         }
     }
-
     /// The approval record in the card's words.
     fn builtin_text(record: &Value, events: &[Value]) -> String {
         let counted = |e: &&Value| {
@@ -241,7 +236,7 @@ pub mod drivers {
         port: u16,
     }
 
-    use crate::mattermost::stub::{BOT_TOKEN, Stub, User};
+    use crate::mattermost::stub::{Stub, User};
 
     impl Mattermost {
         pub async fn new() -> Self {
@@ -297,25 +292,19 @@ pub mod drivers {
     }
 
     impl ChatDriver for Mattermost {
-        fn accounts(&self, who: &str) -> String {
-            format!("{{mattermost: {who}}}")
+        fn account(&self, who: &str) -> Option<(&'static str, String)> {
+            Some(("mattermost", who.into()))
         }
 
-        fn chat(&self) -> String {
-            format!(
-                "  mattermost: {{url: '{}', token: {BOT_TOKEN}, channel: eng/mcp-approvals, \
-                 callback_url: 'http://127.0.0.1:{}', websocket: false}}",
-                self.stub.url, self.port
-            )
-        }
-
-        fn port(&self) -> u16 {
-            self.port
+        fn configure(&self, app: TestAppBuilder) -> TestAppBuilder {
+            let mattermost = crate::mattermost::buttons(&self.stub, self.port);
+            app.set("chat.mattermost", mattermost)
+                .listen_port(self.port)
         }
 
         fn approve<'a>(
             &'a self,
-            _: &'a TestGateway,
+            _: &'a TestApp,
             approval: &'a str,
             who: &'a str,
         ) -> BoxFuture<'a, ()> {
@@ -330,7 +319,7 @@ pub mod drivers {
 
         fn deny<'a>(
             &'a self,
-            _: &'a TestGateway,
+            _: &'a TestApp,
             approval: &'a str,
             who: &'a str,
             reason: &'a str,
@@ -346,7 +335,7 @@ pub mod drivers {
             })
         }
 
-        fn card_text<'a>(&'a self, _: &'a TestGateway, approval: &'a str) -> BoxFuture<'a, String> {
+        fn card_text<'a>(&'a self, _: &'a TestApp, approval: &'a str) -> BoxFuture<'a, String> {
             Box::pin(async move {
                 let post = self.stub.post(&self.card(approval).await);
                 let mut lines = vec![post["message"].as_str().unwrap_or_default().to_owned()];
@@ -354,6 +343,11 @@ pub mod drivers {
                 lines.join("\n").replace(['*', '`'], "")
             })
         }
+    }
+
+    /// A `chat:` section, which the Matrix and Slack helpers give as YAML text, as a value.
+    fn section(yaml: &str) -> Value {
+        serde_yaml_ng::from_str(yaml).unwrap()
     }
 
     /// Matrix on the shared Synapse: reactions approve, replies deny with a reason.
@@ -370,17 +364,17 @@ pub mod drivers {
     }
 
     impl ChatDriver for Matrix {
-        fn accounts(&self, who: &str) -> String {
-            self.world.accounts(who)
+        fn account(&self, who: &str) -> Option<(&'static str, String)> {
+            Some(("matrix", self.world.user(who).id.clone()))
         }
 
-        fn chat(&self) -> String {
-            self.world.chat()
+        fn configure(&self, app: TestAppBuilder) -> TestAppBuilder {
+            app.set("chat", section(&self.world.chat()))
         }
 
         fn approve<'a>(
             &'a self,
-            _: &'a TestGateway,
+            _: &'a TestApp,
             approval: &'a str,
             who: &'a str,
         ) -> BoxFuture<'a, ()> {
@@ -393,7 +387,7 @@ pub mod drivers {
 
         fn deny<'a>(
             &'a self,
-            _: &'a TestGateway,
+            _: &'a TestApp,
             approval: &'a str,
             who: &'a str,
             reason: &'a str,
@@ -406,7 +400,7 @@ pub mod drivers {
             })
         }
 
-        fn card_text<'a>(&'a self, _: &'a TestGateway, approval: &'a str) -> BoxFuture<'a, String> {
+        fn card_text<'a>(&'a self, _: &'a TestApp, approval: &'a str) -> BoxFuture<'a, String> {
             Box::pin(async move {
                 let bob = self.world.user("bob");
                 let card = bob.card(&self.world.room, approval).await;
@@ -429,38 +423,40 @@ pub mod drivers {
     }
 
     impl ChatDriver for Slack {
-        fn accounts(&self, who: &str) -> String {
-            crate::slack::accounts(who)
+        fn account(&self, who: &str) -> Option<(&'static str, String)> {
+            Some(("slack", crate::slack::slack_user(who)))
         }
 
-        fn chat(&self) -> String {
-            self.stub.chat()
+        fn configure(&self, app: TestAppBuilder) -> TestAppBuilder {
+            app.set("chat", section(&self.stub.chat()))
         }
 
         fn approve<'a>(
             &'a self,
-            gw: &'a TestGateway,
+            app: &'a TestApp,
             approval: &'a str,
             who: &'a str,
         ) -> BoxFuture<'a, ()> {
             Box::pin(async move {
                 let ts = self.stub.card(approval).await;
                 let click = crate::slack::click(who, approval, "countersign_approve", &ts);
-                assert_eq!(crate::slack::interact(gw, &click, None).await, 200);
+                let status = crate::slack::interact(app.gateway(), &click, None).await;
+                assert_eq!(status, 200);
             })
         }
 
         fn deny<'a>(
             &'a self,
-            gw: &'a TestGateway,
+            app: &'a TestApp,
             approval: &'a str,
             who: &'a str,
             reason: &'a str,
         ) -> BoxFuture<'a, ()> {
+            let gw = app.gateway();
             Box::pin(crate::slack::deny(&self.stub, gw, who, approval, reason))
         }
 
-        fn card_text<'a>(&'a self, _: &'a TestGateway, approval: &'a str) -> BoxFuture<'a, String> {
+        fn card_text<'a>(&'a self, _: &'a TestApp, approval: &'a str) -> BoxFuture<'a, String> {
             Box::pin(async move {
                 let ts = self.stub.card(approval).await;
                 self.stub.card_text(&ts)

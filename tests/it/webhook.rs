@@ -1,11 +1,13 @@
 //! The signed webhook: another system is told about pending approvals, decisions and finished
 //! calls, and decides through the approver HTTP API.
 
-use crate::chat_gateway::{self as cg, Setting};
+use crate::app::{Approver, TestApp};
+use crate::chat_gateway as cg;
 use crate::wait;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,8 +35,15 @@ async fn receiver(status: StatusCode) -> (String, Received) {
     (url, received)
 }
 
-fn chat(url: &str) -> String {
-    format!("  webhook: {{url: '{url}', secret: {SECRET}}}")
+/// The chat tests' policy and approvers (none with a chat account), telling the webhook at
+/// `url`.
+async fn spawn_app(url: &str) -> TestApp {
+    TestApp::builder()
+        .policy(cg::POLICY)
+        .approvers(cg::APPROVERS.map(Approver::new).to_vec())
+        .set("chat.webhook", json!({"url": url, "secret": SECRET}))
+        .spawn()
+        .await
 }
 
 /// Checks the signature as a receiver would (independently of the gateway's signer) and
@@ -78,24 +87,18 @@ async fn events(received: &Received, count: usize) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webhook_hears_of_the_request_the_decision_and_the_call() {
     let (url, received) = receiver(StatusCode::OK).await;
-    let setting = Setting::new().await;
-    let gw = setting.gateway(&|_| "{}".into(), &chat(&url)).await;
-    let (agent, approval) = cg::held_delete(&gw, "one-w1").await;
-    let id = approval["id"].as_str().unwrap();
+    let app = spawn_app(&url).await;
+    let (agent, approval) = app.requested_delete("one-w1").await;
+    let id = approval.id.as_str();
     let requested = events(&received, 1).await.remove(0);
     assert_eq!(requested["type"], "approval.requested");
     assert_eq!(requested["approval"]["id"], id);
     assert_eq!(requested["approval"]["arguments"]["record_id"], "one-w1");
     let approve = requested["decide"]["approve"].as_str().unwrap();
     assert_eq!(approve, format!("/approvals/{id}/approve"));
-    let voted = crate::support::http()
-        .post(format!("{}{approve}", cg::base(&gw)))
-        .bearer_auth("bob-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(voted.status(), 200);
-    assert_eq!(cg::answer(agent).await, "deleted one-w1");
+    let (status, voted) = app.post(approve, "bob", None).await;
+    assert_eq!(status, 200, "{voted}");
+    assert_eq!(agent.answer().await.text(), "deleted one-w1");
     let all = events(&received, 3).await;
     let kinds: Vec<&str> = all.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
@@ -110,16 +113,14 @@ async fn the_webhook_hears_of_the_request_the_decision_and_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_refuses_fails_the_call_closed() {
     let (url, received) = receiver(StatusCode::FORBIDDEN).await;
-    let setting = Setting::new().await;
-    let gw = setting.gateway(&|_| "{}".into(), &chat(&url)).await;
-    let (agent, approval) = cg::held_delete(&gw, "one-w2").await;
-    let text = cg::answer(agent).await;
+    let app = spawn_app(&url).await;
+    let (agent, approval) = app.requested_delete("one-w2").await;
+    let text = agent.answer().await.text().to_owned();
     assert!(
         text.contains("no approver could be asked") && text.contains("403"),
         "{text}"
     );
-    let id = approval["id"].as_str().unwrap();
-    assert_eq!(cg::approval(&gw, id).await["status"], "cancelled");
+    assert_eq!(app.approval(&approval.id).await.status, "cancelled");
     assert_eq!(
         received.lock().unwrap().len(),
         2,
@@ -132,18 +133,14 @@ async fn a_receiver_that_refuses_fails_the_call_closed() {
 #[test]
 fn an_empty_or_short_secret_is_refused_at_start() {
     let parse = |secret: &str| {
-        let yaml = format!(
-            "database: {{url: 'sqlite://unused.db'}}
-upstreams: [{{name: echo, stdio: {{command: 'true'}}}}]
-server: {{allow_anonymous: true}}
-chat:
-  webhook: {{url: 'http://127.0.0.1:9/hook', secret: {secret}}}
-"
-        );
+        let webhook = json!({"url": "http://127.0.0.1:9/hook", "secret": secret});
+        let settings = TestApp::builder().set("chat.webhook", webhook);
+        let unused = Path::new("unused");
+        let yaml = settings.yaml("sqlite://unused.db", unused, unused, None);
         countersign::config::parse(&yaml, "countersign.yaml", &[])
     };
     assert!(parse(SECRET).is_ok());
-    for secret in ["''", "'   '", "tooshort"] {
+    for secret in ["", "   ", "tooshort"] {
         let refused = parse(secret)
             .expect_err("a weak secret is refused")
             .to_string();

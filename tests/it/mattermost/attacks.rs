@@ -78,8 +78,8 @@ fn outside_code_drops_spans_and_blocks() {
 /// renamed account does not carry its old name's votes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_a_user_name_in_the_body_does_not_choose_the_approver() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(&h, "delete_record", json!({"record_id": "r-lie"}));
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = h.spawn_call("delete_record", json!({"record_id": "r-lie"}));
     let post_id = id(&card(&h, 1).await);
     for (attacker, claimed) in [(mallory(), "bob"), (oscar(), "carol")] {
         let (url, mut body) = h.stub.action_request(&post_id, "approve", &attacker);
@@ -116,7 +116,7 @@ async fn mattermost_a_user_name_in_the_body_does_not_choose_the_approver() {
         said["ephemeral_text"],
         "Recorded your vote: the call is approved."
     );
-    assert_eq!(text(&answer(agent).await), "deleted r-lie");
+    assert_eq!(agent.answer().await.text(), "deleted r-lie");
     let votes = events(&h, "approval.vote").await;
     let refused: Vec<&str> = votes
         .iter()
@@ -142,8 +142,8 @@ async fn mattermost_a_user_name_in_the_body_does_not_choose_the_approver() {
 /// `OutgoingIntegrationRequestsTimeout`), and for at most 2 s of clock skew ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_a_trigger_is_accepted_for_exactly_30_seconds() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(&h, "delete_record", json!({"record_id": "one-age"}));
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-age"}));
     let post_id = id(&card(&h, 1).await);
     let url = action_url(&h);
     for offset_ms in [-30_500, -31_000, -33_000, 2_500] {
@@ -162,7 +162,7 @@ async fn mattermost_a_trigger_is_accepted_for_exactly_30_seconds() {
         said["ephemeral_text"],
         "Recorded your vote: the call is approved."
     );
-    assert_eq!(text(&answer(agent).await), "deleted one-age");
+    assert_eq!(agent.answer().await.text(), "deleted one-age");
     no_violations(&h);
 }
 
@@ -170,8 +170,8 @@ async fn mattermost_a_trigger_is_accepted_for_exactly_30_seconds() {
 /// showed. Those buttons keep working, for the same approver and for everyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_a_click_whose_answer_was_lost_leaves_every_button_usable() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(&h, "delete_record", json!({"record_id": "r-lost"}));
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = h.spawn_call("delete_record", json!({"record_id": "r-lost"}));
     let post_id = id(&card(&h, 1).await);
     let wait = Duration::from_secs(5);
     let (url, deny) = h.stub.action_request(&post_id, "deny", &bob());
@@ -203,7 +203,7 @@ async fn mattermost_a_click_whose_answer_was_lost_leaves_every_button_usable() {
         said["ephemeral_text"],
         "Recorded your vote: the call is approved."
     );
-    assert_eq!(text(&answer(agent).await), "deleted r-lost");
+    assert_eq!(agent.answer().await.text(), "deleted r-lost");
     no_violations(&h);
 }
 
@@ -211,8 +211,8 @@ async fn mattermost_a_click_whose_answer_was_lost_leaves_every_button_usable() {
 /// two decide, the third is told who decided.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_three_approvers_clicking_at_once_are_all_heard() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(&h, "delete_record", json!({"record_id": "r-three"}));
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = h.spawn_call("delete_record", json!({"record_id": "r-three"}));
     let post_id = id(&card(&h, 1).await);
     let url = action_url(&h);
     let clicks: Vec<Value> = [bob(), carol(), eve()]
@@ -238,7 +238,7 @@ async fn mattermost_three_approvers_clicking_at_once_are_all_heard() {
         (1, 1, 1),
         "{said:?}"
     );
-    assert_eq!(text(&answer(agent).await), "deleted r-three");
+    assert_eq!(agent.answer().await.text(), "deleted r-three");
     assert_eq!(events(&h, "approval.decided").await.len(), 1);
     no_violations(&h);
 }
@@ -246,20 +246,20 @@ async fn mattermost_three_approvers_clicking_at_once_are_all_heard() {
 /// Item 4: a deny typed into a thread where others have already posted still decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_a_reply_in_a_busy_thread_still_answers_the_card() {
-    let h = harness(Backend::Sqlite, "mode: reactions").await;
+    let h = harness(Backend::Sqlite, Mode::Reactions).await;
     until("the gateway listens on the websocket", || {
         h.stub.websocket_listeners() >= 1
     })
     .await;
-    let agent = call(&h, "delete_record", json!({"record_id": "one-busy"}));
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-busy"}));
     let post_id = id(&card(&h, 1).await);
     card_recorded(&h, &post_id).await;
     h.stub.reply(&mallory(), &post_id, "who asked for this?");
     h.stub.reply(&dave(), &post_id, "not me");
     h.stub.reply(&bob(), &post_id, "deny: not on prod");
-    let response = answer(agent).await;
+    let response = agent.answer().await;
     assert!(
-        text(&response).starts_with("Denied by bob: not on prod"),
+        response.text().starts_with("Denied by bob: not on prod"),
         "{response}"
     );
     no_violations(&h);
@@ -269,9 +269,8 @@ async fn mattermost_a_reply_in_a_busy_thread_still_answers_the_card() {
 /// no mention, no emphasis reaches the card's markdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_approver_and_agent_text_cannot_format_the_card() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(
-        &h,
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = h.spawn_call(
         "delete_record",
         json!({"record_id": "one-esc", "note": "```\n[agent](http://evil.example/a) @channel"}),
     );
@@ -285,7 +284,13 @@ async fn mattermost_approver_and_agent_text_cannot_format_the_card() {
     h.stub.click(&post_id, "deny", &bob()).await;
     let reason = "[link](http://evil.example/r) @channel **now** `x`";
     assert_eq!(h.stub.submit_dialog(&bob(), Some(reason)).await, json!({}));
-    assert!(text(&answer(agent).await).starts_with("Denied by bob: [link]"));
+    assert!(
+        agent
+            .answer()
+            .await
+            .text()
+            .starts_with("Denied by bob: [link]")
+    );
     until("the card shows the denial", || {
         actions(&h.stub.post(&post_id)).is_empty()
     })
@@ -311,7 +316,7 @@ async fn mattermost_approver_and_agent_text_cannot_format_the_card() {
 /// where to read it whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_no_argument_field_can_be_pushed_off_the_card() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
     let mut arguments = serde_json::Map::new();
     arguments.insert("note".into(), json!("n".repeat(5_000)));
     for i in 0..20 {
@@ -319,7 +324,7 @@ async fn mattermost_no_argument_field_can_be_pushed_off_the_card() {
     }
     arguments.insert("to".into(), json!("mallory-offshore"));
     arguments.insert("record_id".into(), json!("one-hide"));
-    let agent = call(&h, "delete_record", Value::Object(arguments));
+    let agent = h.spawn_call("delete_record", Value::Object(arguments));
     let posted = card(&h, 1).await;
     let all = format!(
         "{}\n{}",
@@ -337,6 +342,6 @@ async fn mattermost_no_argument_field_can_be_pushed_off_the_card() {
         "the card says where to read the arguments in full:\n{all}"
     );
     h.stub.click(&id(&posted), "approve", &bob()).await;
-    assert_eq!(text(&answer(agent).await), "deleted one-hide");
+    assert_eq!(agent.answer().await.text(), "deleted one-hide");
     no_violations(&h);
 }

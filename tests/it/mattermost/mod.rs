@@ -4,14 +4,12 @@
 mod attacks;
 pub mod stub;
 
-use crate::support::{Backend, TestDb, free_port, modern_meta, post, until};
+use crate::app::{Approver, TestApp, countersign};
+use crate::support::{Backend, free_port, until};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use stub::{BOT_TOKEN, Stub, User};
-use tokio_util::sync::CancellationToken;
-
-const AGENT_KEY: &str = "agent-key";
 
 const POLICY: &str = r#"
 defaults:
@@ -73,31 +71,52 @@ fn oscar() -> User {
     User::named("oscar")
 }
 
-/// A stub Mattermost, and a gateway posting to it.
-struct Harness {
-    stub: Arc<Stub>,
-    /// `http://127.0.0.1:PORT`
-    base: String,
-    mcp: String,
-    config_path: std::path::PathBuf,
-    _db: TestDb,
-    _dir: tempfile::TempDir,
-    shutdown: CancellationToken,
+/// The channel cards go to.
+const CHANNEL: &str = "eng/mcp-approvals";
+
+/// How approvers answer on the card.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Buttons, whose clicks the stub sends back to the gateway.
+    Buttons,
+    /// Reactions and thread replies, which the gateway reads from the websocket.
+    Reactions,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+/// `chat.mattermost` for `stub` in buttons mode, with clicks coming back to loopback `port`
+/// (and no websocket).
+pub fn buttons(stub: &Stub, port: u16) -> Value {
+    json!({
+        "url": stub.url,
+        "token": BOT_TOKEN,
+        "channel": CHANNEL,
+        "callback_url": format!("http://127.0.0.1:{port}"),
+        "websocket": false,
+    })
+}
+
+/// A stub Mattermost, and a gateway posting to it; derefs to the gateway's [`TestApp`].
+struct Harness {
+    stub: Arc<Stub>,
+    app: TestApp,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.app
     }
 }
 
-async fn harness(backend: Backend, mattermost: &str) -> Harness {
-    harness_with(backend, mattermost, |_| {}).await
+async fn harness(backend: Backend, mode: Mode) -> Harness {
+    harness_with(backend, mode, |_| {}).await
 }
 
-/// `mattermost` is extra YAML for `chat.mattermost` (flow style, after the required keys);
-/// `script` prepares the stub before the gateway starts.
-async fn harness_with(backend: Backend, mattermost: &str, script: impl FnOnce(&Stub)) -> Harness {
+/// `script` prepares the stub before the gateway starts. Approvers alice, bob, carol and eve
+/// (ops) and dave (finance, known to Mattermost by his user id); mallory and oscar are only
+/// channel members.
+async fn harness_with(backend: Backend, mode: Mode, script: impl FnOnce(&Stub)) -> Harness {
     let stub = Stub::start(vec![
         alice(),
         bob(),
@@ -109,97 +128,38 @@ async fn harness_with(backend: Backend, mattermost: &str, script: impl FnOnce(&S
     ])
     .await;
     script(&stub);
-    let db = TestDb::new(backend).await;
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    std::fs::write(policies.join("policy.yaml"), POLICY).unwrap();
     let port = free_port();
-    let yaml = format!(
-        "database: {{url: '{db}'}}
-policy_dir: '{policies}'
-server: {{listen: '127.0.0.1:{port}'}}
-upstreams:
-  - name: echo
-    stdio: {{command: python3, args: ['{echo}']}}
-agents:
-  - {{id: agent-1, on_behalf_of: alice, key_sha256: {agent}}}
-approvers:
-  - {{id: alice, groups: [ops], chat: {{mattermost: alice}}}}
-  - {{id: bob, groups: [ops], chat: {{mattermost: bob}}}}
-  - {{id: carol, groups: [ops], chat: {{mattermost: carol}}}}
-  - {{id: dave, groups: [finance], chat: {{mattermost: {dave_id}}}}}
-  - {{id: eve, groups: [ops], chat: {{mattermost: eve}}}}
-auditors:
-  - {{id: audrey, token_sha256: {audrey}}}
-chat:
-  mattermost: {{url: '{stub}', token: {BOT_TOKEN}, channel: eng/mcp-approvals, {mattermost}}}
-",
-        db = db.url,
-        policies = policies.display(),
-        echo = crate::support::echo_upstream().display(),
-        agent = countersign::auth::hash_key(AGENT_KEY),
-        dave_id = dave().id,
-        audrey = countersign::auth::hash_key("audrey-token"),
-        stub = stub.url,
-    );
-    let yaml = yaml.replace("CALLBACK", &format!("http://127.0.0.1:{port}"));
-    let config_path = dir.path().join("gateway.yaml");
-    std::fs::write(&config_path, &yaml).unwrap();
-    let config =
-        countersign::config::parse(&yaml, "test.yaml", &[]).unwrap_or_else(|e| panic!("{e}"));
-    let shutdown = CancellationToken::new();
-    let app = countersign::startup::Application::build(&config, shutdown.clone())
-        .await
-        .expect("gateway starts");
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    Harness {
-        stub,
-        base: format!("http://127.0.0.1:{port}"),
-        mcp: format!("http://127.0.0.1:{port}/mcp"),
-        config_path,
-        _db: db,
-        _dir: dir,
-        shutdown,
-    }
-}
-
-const BUTTONS: &str = "callback_url: 'CALLBACK', websocket: false";
-
-/// The agent's call, in a task: the final response.
-fn call(h: &Harness, tool: &str, arguments: Value) -> tokio::task::JoinHandle<Value> {
-    let url = h.mcp.clone();
-    let tool = tool.to_owned();
-    tokio::spawn(async move {
-        let name = format!("echo__{tool}");
-        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":arguments,"_meta":modern_meta()}});
-        let auth = format!("Bearer {AGENT_KEY}");
-        let headers = [
-            ("authorization", auth.as_str()),
-            ("mcp-protocol-version", "2026-07-28"),
-            ("mcp-method", "tools/call"),
-            ("mcp-name", name.as_str()),
-        ];
-        post(&url, &headers, &body)
-            .await
-            .messages()
-            .pop()
-            .expect("a response")
-    })
-}
-
-async fn answer(agent: tokio::task::JoinHandle<Value>) -> Value {
-    tokio::time::timeout(Duration::from_secs(20), agent)
-        .await
-        .expect("the call ends in time")
-        .expect("the call task")
-}
-
-fn text(response: &Value) -> String {
-    response["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    let mattermost = match mode {
+        Mode::Buttons => buttons(&stub, port),
+        Mode::Reactions => json!({
+            "url": stub.url,
+            "token": BOT_TOKEN,
+            "channel": CHANNEL,
+            "mode": "reactions",
+        }),
+    };
+    let in_ops = |who: &str| {
+        Approver::new(who)
+            .in_groups(&["ops"])
+            .chat("mattermost", who)
+    };
+    let app = TestApp::builder()
+        .backend(backend)
+        .policy(POLICY)
+        .listen_port(port)
+        .approvers(vec![
+            in_ops("alice"),
+            in_ops("bob"),
+            in_ops("carol"),
+            Approver::new("dave")
+                .in_groups(&["finance"])
+                .chat("mattermost", &dave().id),
+            in_ops("eve"),
+        ])
+        .set("chat.mattermost", mattermost)
+        .spawn()
+        .await;
+    Harness { stub, app }
 }
 
 /// The n-th card (1-based) once posted.
@@ -253,22 +213,9 @@ fn field<'a>(post: &'a Value, title: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no field {title}: {post}"))
 }
 
-/// The audit events of the call behind an approval card.
+/// The audit events of `kind` (as auditor audrey).
 async fn events(h: &Harness, kind: &str) -> Vec<Value> {
-    let response = crate::support::http()
-        .get(format!("{}/audit/events?kind={kind}", h.base))
-        .bearer_auth("audrey-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body.get("events")
-        .cloned()
-        .unwrap_or(body)
-        .as_array()
-        .unwrap()
-        .clone()
+    h.audit_events(&format!("kind={kind}")).await
 }
 
 fn no_violations(h: &Harness) {
@@ -280,9 +227,8 @@ fn no_violations(h: &Harness) {
 }
 
 async fn approve_by_click(backend: Backend) {
-    let h = harness(backend, BUTTONS).await;
-    let agent = call(
-        &h,
+    let h = harness(backend, Mode::Buttons).await;
+    let agent = h.spawn_call(
         "delete_record",
         json!({"record_id": "one-1", "token": "s3cret", "note": "n".repeat(500)}),
     );
@@ -327,7 +273,7 @@ async fn approve_by_click(backend: Backend) {
         "{after}"
     );
     assert!(field(&after, "Decided").ends_with(" UTC"), "{after}");
-    assert_eq!(text(&answer(agent).await), "deleted one-1");
+    assert_eq!(agent.answer().await.text(), "deleted one-1");
     until("the thread reply", || {
         h.stub.replies(&id(&posted)).len() == 1
     })
@@ -381,8 +327,8 @@ async fn mattermost_approve_by_click_on_postgres() {
 }
 
 async fn deny_with_reason(backend: Backend) {
-    let h = harness(backend, BUTTONS).await;
-    let agent = call(&h, "delete_record", json!({"record_id": "one-2"}));
+    let h = harness(backend, Mode::Buttons).await;
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-2"}));
     let posted = card(&h, 1).await;
     let said = h.stub.click(&id(&posted), "deny", &bob()).await;
     assert!(
@@ -425,9 +371,9 @@ async fn deny_with_reason(backend: Backend) {
         h.stub.submit_dialog(&bob(), Some("not on prod")).await,
         json!({})
     );
-    let response = answer(agent).await;
+    let response = agent.answer().await;
     assert!(
-        text(&response).starts_with("Denied by bob: not on prod"),
+        response.text().starts_with("Denied by bob: not on prod"),
         "{response}"
     );
     until("the card shows the denial", || {
@@ -471,8 +417,8 @@ async fn mattermost_deny_with_a_reason_from_the_dialog_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_quorum_shows_progress_and_refuses_non_approvers_and_double_clicks() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(&h, "delete_record", json!({"record_id": "r-2"}));
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = h.spawn_call("delete_record", json!({"record_id": "r-2"}));
     let posted = card(&h, 1).await;
     let post_id = id(&posted);
     let (_, unused_deny) = h.stub.action_request(&post_id, "deny", &bob());
@@ -536,7 +482,7 @@ async fn mattermost_quorum_shows_progress_and_refuses_non_approvers_and_double_c
         "{decided}"
     );
     assert_eq!(field(&decided, "Approvals"), "2/2 (@bob, @carol)");
-    assert_eq!(text(&answer(agent).await), "deleted r-2");
+    assert_eq!(agent.answer().await.text(), "deleted r-2");
     let late = h.stub.send_action(&url, &unused_deny).await;
     assert_eq!(late["ephemeral_text"], "Already approved by @carol.");
     until("the thread reply with the result", || {
@@ -556,8 +502,8 @@ async fn mattermost_quorum_shows_progress_and_refuses_non_approvers_and_double_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_two_approvers_racing_decide_once() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(&h, "delete_record", json!({"record_id": "one-10"}));
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-10"}));
     let post_id = id(&card(&h, 1).await);
     card_recorded(&h, &post_id).await;
     let (url, from_bob) = h.stub.action_request(&post_id, "approve", &bob());
@@ -581,7 +527,7 @@ async fn mattermost_two_approvers_racing_decide_once() {
         .filter(|s| s.starts_with("Already approved by @"))
         .count();
     assert_eq!((decided, late), (1, 1), "{said:?}");
-    assert_eq!(text(&answer(agent).await), "deleted one-10");
+    assert_eq!(agent.answer().await.text(), "deleted one-10");
     let decisions = events(&h, "approval.decided").await;
     assert_eq!(decisions.len(), 1);
     no_violations(&h);
@@ -589,8 +535,8 @@ async fn mattermost_two_approvers_racing_decide_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_refuses_forged_replayed_and_misdirected_clicks() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(&h, "delete_record", json!({"record_id": "one-3"}));
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-3"}));
     let post_id = id(&card(&h, 1).await);
     let url = format!("{}/mattermost/action", h.base);
     let (_, valid) = h.stub.action_request(&post_id, "approve", &bob());
@@ -674,7 +620,7 @@ async fn mattermost_refuses_forged_replayed_and_misdirected_clicks() {
         said["ephemeral_text"], "Recorded your vote: the call is approved.",
         "refusals changed nothing"
     );
-    assert_eq!(text(&answer(agent).await), "deleted one-3");
+    assert_eq!(agent.answer().await.text(), "deleted one-3");
     let replayed = h.stub.send_action(&url, &valid).await;
     assert_eq!(
         replayed["ephemeral_text"], "Already approved by @bob.",
@@ -706,12 +652,12 @@ fn tamper(trigger: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_click_after_expiry_is_refused_and_the_card_says_expired() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(&h, "slow_count", json!({"n": 1}));
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = h.spawn_call("slow_count", json!({"n": 1}));
     let post_id = id(&card(&h, 1).await);
     let (url, late) = h.stub.action_request(&post_id, "approve", &bob());
-    let response = answer(agent).await;
-    assert!(text(&response).contains("expired"), "{response}");
+    let response = agent.answer().await;
+    assert!(response.text().contains("expired"), "{response}");
     until("the card shows the expiry", || {
         let after = h.stub.post(&post_id);
         actions(&after).is_empty()
@@ -728,15 +674,17 @@ async fn mattermost_click_after_expiry_is_refused_and_the_card_says_expired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_down_while_posting_refuses_the_call_after_retrying() {
-    let h = harness_with(Backend::Sqlite, BUTTONS, |stub| {
+    let h = harness_with(Backend::Sqlite, Mode::Buttons, |stub| {
         stub.down.store(true, std::sync::atomic::Ordering::Relaxed)
     })
     .await;
     let started = std::time::Instant::now();
-    let response = answer(call(&h, "slow_count", json!({"n": 1}))).await;
-    assert_eq!(response["result"]["isError"], true);
+    let response = h.call("slow_count", json!({"n": 1})).await;
+    assert!(response.is_error(), "{response}");
     assert!(
-        text(&response).contains("no approver could be asked: mattermost unavailable"),
+        response
+            .text()
+            .contains("no approver could be asked: mattermost unavailable"),
         "{response}"
     );
     assert!(
@@ -765,28 +713,28 @@ async fn mattermost_down_while_posting_refuses_the_call_after_retrying() {
     h.stub
         .fail_posts
         .store(2, std::sync::atomic::Ordering::Relaxed);
-    let agent = call(&h, "delete_record", json!({"record_id": "one-4"}));
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-4"}));
     let post_id = id(&card(&h, 1).await);
     h.stub.click(&post_id, "approve", &carol()).await;
-    assert_eq!(text(&answer(agent).await), "deleted one-4");
+    assert_eq!(agent.answer().await.text(), "deleted one-4");
     no_violations(&h);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_without_a_signing_key_accepts_the_token_and_records_weaker_evidence() {
-    let h = harness_with(Backend::Sqlite, BUTTONS, |stub| {
+    let h = harness_with(Backend::Sqlite, Mode::Buttons, |stub| {
         stub.publishes_key
             .store(false, std::sync::atomic::Ordering::Relaxed)
     })
     .await;
-    let agent = call(&h, "delete_record", json!({"record_id": "one-5"}));
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-5"}));
     let post_id = id(&card(&h, 1).await);
     let said = h.stub.click(&post_id, "deny", &bob()).await;
     assert_eq!(
         said["ephemeral_text"], "Recorded your vote: the call is denied.",
         "no dialog without a verified trigger"
     );
-    assert!(text(&answer(agent).await).starts_with("Denied by bob"));
+    assert!(agent.answer().await.text().starts_with("Denied by bob"));
     let votes = events(&h, "approval.vote").await;
     let trigger = &votes[0]["payload"]["evidence"]["trigger"];
     assert_eq!(trigger["verified"], false, "{trigger}");
@@ -802,21 +750,21 @@ async fn mattermost_without_a_signing_key_accepts_the_token_and_records_weaker_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_acknowledgements_are_requested_only_from_a_licensed_server() {
-    let h = harness_with(Backend::Sqlite, BUTTONS, |stub| {
+    let h = harness_with(Backend::Sqlite, Mode::Buttons, |stub| {
         stub.licensed
             .store(true, std::sync::atomic::Ordering::Relaxed)
     })
     .await;
-    let agent = call(&h, "delete_record", json!({"record_id": "one-6"}));
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-6"}));
     let posted = card(&h, 1).await;
     assert_eq!(
         posted["metadata"]["priority"],
         json!({"priority": "important", "requested_ack": true})
     );
     h.stub.click(&id(&posted), "approve", &bob()).await;
-    answer(agent).await;
-    let unlicensed = harness(Backend::Sqlite, BUTTONS).await;
-    let agent = call(&unlicensed, "delete_record", json!({"record_id": "one-7"}));
+    agent.answer().await;
+    let unlicensed = harness(Backend::Sqlite, Mode::Buttons).await;
+    let agent = unlicensed.spawn_call("delete_record", json!({"record_id": "one-7"}));
     let posted = card(&unlicensed, 1).await;
     assert_eq!(
         posted["metadata"],
@@ -824,22 +772,21 @@ async fn mattermost_acknowledgements_are_requested_only_from_a_licensed_server()
         "no acknowledgement request on an unlicensed server"
     );
     unlicensed.stub.click(&id(&posted), "approve", &bob()).await;
-    answer(agent).await;
+    agent.answer().await;
     no_violations(&h);
     no_violations(&unlicensed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_chat_test_checks_the_server_token_channel_and_callback() {
-    let h = harness(Backend::Sqlite, BUTTONS).await;
+    let h = harness(Backend::Sqlite, Mode::Buttons).await;
     let run = |config: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(["chat", "test", "mattermost", "--config"])
+        countersign(&["chat", "test", "mattermost", "--config"])
             .arg(config)
             .output()
             .unwrap()
     };
-    let good = run(&h.config_path);
+    let good = run(&h.config_file());
     let out = String::from_utf8_lossy(&good.stdout).to_string();
     assert!(
         good.status.success(),
@@ -851,11 +798,11 @@ async fn mattermost_chat_test_checks_the_server_token_channel_and_callback() {
         5,
         "{out}"
     );
-    let yaml = std::fs::read_to_string(&h.config_path).unwrap();
+    let yaml = std::fs::read_to_string(h.config_file()).unwrap();
     let broken = yaml
         .replace(BOT_TOKEN, "wrong-token")
         .replace(&h.base, "http://127.0.0.1:9");
-    let broken_path = h.config_path.with_file_name("broken.yaml");
+    let broken_path = h.dir().join("broken.yaml");
     std::fs::write(&broken_path, broken).unwrap();
     let bad = run(&broken_path);
     let out = String::from_utf8_lossy(&bad.stdout).to_string();
@@ -872,7 +819,7 @@ async fn mattermost_chat_test_checks_the_server_token_channel_and_callback() {
 /// It still counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_a_reply_before_the_gateway_knows_its_card_still_counts() {
-    let h = harness(Backend::Sqlite, "mode: reactions").await;
+    let h = harness(Backend::Sqlite, Mode::Reactions).await;
     until("the gateway listens on the websocket", || {
         h.stub.websocket_listeners() >= 1
     })
@@ -880,21 +827,21 @@ async fn mattermost_a_reply_before_the_gateway_knows_its_card_still_counts() {
     h.stub
         .post_answer_delay_ms
         .store(1000, std::sync::atomic::Ordering::Relaxed);
-    let agent = call(&h, "delete_record", json!({"record_id": "one-early"}));
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-early"}));
     let post_id = id(&card(&h, 1).await);
     h.stub.reply(&bob(), &post_id, "approve");
-    assert_eq!(text(&answer(agent).await), "deleted one-early");
+    assert_eq!(agent.answer().await.text(), "deleted one-early");
     no_violations(&h);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mattermost_reactions_mode_decides_by_reaction_and_thread_reply() {
-    let h = harness(Backend::Sqlite, "mode: reactions").await;
+    let h = harness(Backend::Sqlite, Mode::Reactions).await;
     until("the gateway listens on the websocket", || {
         h.stub.websocket_listeners() >= 1
     })
     .await;
-    let agent = call(&h, "delete_record", json!({"record_id": "one-8"}));
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-8"}));
     let posted = card(&h, 1).await;
     let post_id = id(&posted);
     assert!(
@@ -916,7 +863,7 @@ async fn mattermost_reactions_mode_decides_by_reaction_and_thread_reply() {
     h.stub.react(&bob(), &post_id, "eyes");
     h.stub.acknowledge(&carol(), &post_id);
     h.stub.react(&bob(), &post_id, "white_check_mark");
-    assert_eq!(text(&answer(agent).await), "deleted one-8");
+    assert_eq!(agent.answer().await.text(), "deleted one-8");
     until("the card shows the approval", || {
         h.stub.post(&post_id)["message"]
             .as_str()
@@ -948,12 +895,12 @@ async fn mattermost_reactions_mode_decides_by_reaction_and_thread_reply() {
         "mallory's reaction does not count"
     );
     assert_eq!(votes[1]["payload"]["evidence"]["event"], "reaction_added");
-    let agent = call(&h, "delete_record", json!({"record_id": "one-9"}));
+    let agent = h.spawn_call("delete_record", json!({"record_id": "one-9"}));
     let second = id(&card(&h, 2).await);
     h.stub.reply(&carol(), &second, "deny: not on prod");
-    let response = answer(agent).await;
+    let response = agent.answer().await;
     assert!(
-        text(&response).starts_with("Denied by carol: not on prod"),
+        response.text().starts_with("Denied by carol: not on prod"),
         "{response}"
     );
     no_violations(&h);
