@@ -1,9 +1,11 @@
-//! A gateway for the chat backend tests: the echo upstream, a policy with three approval
-//! rules, approvers whose chat accounts the test chooses, and helpers to call, watch and vote.
+//! The app of the chat backend tests: the echo upstream, a policy with three approval rules,
+//! and approvers whose chat accounts the test chooses. What these tests ask of a gateway
+//! (a held call's approval, bounded waits, `chat test`) is in `app/chat.rs`.
 
-use crate::support::{self, TestDb, TestGateway, modern_meta, post};
-use crate::wait;
-use serde_json::{Value, json};
+use crate::app::{Agent, Approver, Client, TestApp, TestAppBuilder, Vote};
+use crate::support::{self, TestDb, TestGateway};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub const AGENT_KEY: &str = "chat-agent-key";
@@ -35,6 +37,36 @@ rules:
 
 pub const APPROVERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
 
+/// The chat tests' app: [`POLICY`]; agent-1 (key [`AGENT_KEY`]) acting for alice; approvers
+/// [`APPROVERS`], in no group and with no chat account (see [`approvers_on`]); auditor audrey.
+/// The caller adds the `chat.<backend>` settings.
+pub fn builder() -> TestAppBuilder {
+    TestApp::builder()
+        .policy(POLICY)
+        .agents(vec![Agent::new("agent-1", AGENT_KEY).on_behalf_of("alice")])
+        .approvers(APPROVERS.map(Approver::new).to_vec())
+}
+
+/// [`APPROVERS`], in no group, each with `account(who)` on chat `backend`.
+pub fn approvers_on(backend: &str, account: impl Fn(&str) -> String) -> Vec<Approver> {
+    APPROVERS
+        .iter()
+        .map(|who| Approver::new(who).chat(backend, &account(who)))
+        .collect()
+}
+
+/// An app with no agent (callers are anonymous), approver or auditor: the configuration
+/// `chat test` and the start-up checks of a `chat.<backend>` section are tried on.
+pub fn chat_only() -> TestAppBuilder {
+    TestApp::builder()
+        .agents(Vec::new())
+        .approvers(Vec::new())
+        .auditors(&[])
+}
+
+// The old untyped helpers, over the typed app, for the files not yet on `TestApp`
+// (chat_table.rs, webhook.rs, tls.rs). Delete them once those have moved.
+
 /// A database and policy directory that outlive gateways (for restarts).
 pub struct Setting {
     pub db: TestDb,
@@ -43,14 +75,10 @@ pub struct Setting {
 
 impl Setting {
     pub async fn new() -> Setting {
-        Setting::on(support::Backend::Sqlite).await
-    }
-
-    pub async fn on(backend: support::Backend) -> Setting {
         let policies = tempfile::tempdir().unwrap();
         std::fs::write(policies.path().join("policy.yaml"), POLICY).unwrap();
         Setting {
-            db: TestDb::new(backend).await,
+            db: TestDb::new(support::Backend::Sqlite).await,
             policies,
         }
     }
@@ -68,40 +96,40 @@ impl Setting {
         chat: &str,
         port: u16,
     ) -> TestGateway {
-        let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
-        let approvers: String = APPROVERS
+        let approvers = APPROVERS
             .iter()
             .map(|who| {
-                format!(
-                    "  - {{id: {who}, token_sha256: {}, chat: {}}}\n",
-                    token(who),
-                    accounts(who)
-                )
+                let accounts: BTreeMap<String, String> =
+                    serde_yaml_ng::from_str(&accounts(who)).unwrap();
+                accounts
+                    .iter()
+                    .fold(Approver::new(who), |approver, (backend, account)| {
+                        approver.chat(backend, account)
+                    })
             })
             .collect();
-        let yaml = format!(
-            "database: {{url: '{db}'}}
-policy_dir: '{policies}'
-upstreams:
-  - name: echo
-    stdio: {{command: python3, args: ['{echo}']}}
-agents:
-  - {{id: agent-1, on_behalf_of: alice, key_sha256: {agent}}}
-approvers:
-{approvers}auditors:
-  - {{id: audrey, token_sha256: {audrey}}}
-chat:
-{chat}
-",
-            db = self.db.url,
-            policies = self.policies.path().display(),
-            echo = support::echo_upstream().display(),
-            agent = countersign::auth::hash_key(AGENT_KEY),
-            audrey = token("audrey"),
-        );
-        let yaml = yaml.replace("chat:\n\n", "");
+        let builder = with_chat_section(builder().approvers(approvers), chat);
+        let policies = self.policies.path();
+        let yaml = builder.yaml(&self.db.url, policies, policies, None);
         support::spawn_gateway_on(&yaml, port).await
     }
+}
+
+/// `builder` with `chat`, the body of an old `chat:` section (and any top-level sections
+/// written after it, as `tls:`).
+fn with_chat_section(mut builder: TestAppBuilder, chat: &str) -> TestAppBuilder {
+    let sections: Map<String, Value> =
+        serde_yaml_ng::from_str(&["chat:", chat].join("\n")).unwrap();
+    for (name, section) in sections {
+        if !section.is_null() {
+            builder = builder.set(&name, section);
+        }
+    }
+    builder
+}
+
+fn client(gw: &TestGateway) -> Client {
+    Client::new(gw, AGENT_KEY)
 }
 
 /// Calls `delete_record` as the agent in a task; returns the task and the approval it opened.
@@ -109,47 +137,15 @@ pub async fn held_delete(
     gw: &TestGateway,
     record: &str,
 ) -> (tokio::task::JoinHandle<Value>, Value) {
-    let url = gw.url.clone();
-    let record_id = record.to_owned();
-    let agent = tokio::spawn(async move { call(&url, record_id).await });
-    let approval = wait_for(gw, |a| a["arguments"]["record_id"] == record).await;
-    (agent, approval)
-}
-
-/// Calls `delete_record` with these `arguments` (they name the `record_id`); returns the task
-/// and the approval it opened.
-pub async fn held_delete_with(
-    gw: &TestGateway,
-    arguments: Value,
-) -> (tokio::task::JoinHandle<Value>, Value) {
-    let url = gw.url.clone();
-    let record = arguments["record_id"].clone();
-    let sent = arguments.clone();
-    let agent = tokio::spawn(async move { call_with(&url, sent).await });
-    let approval = wait_for(gw, |a| a["arguments"]["record_id"] == record).await;
-    (agent, approval)
-}
-
-async fn call(url: &str, record: String) -> Value {
-    call_with(url, json!({"record_id": record})).await
-}
-
-async fn call_with(url: &str, arguments: Value) -> Value {
-    let name = "echo__delete_record";
-    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,
-        "arguments":arguments,"_meta":modern_meta()}});
-    let auth = format!("Bearer {AGENT_KEY}");
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("mcp-protocol-version", "2026-07-28"),
-        ("mcp-method", "tools/call"),
-        ("mcp-name", name),
-    ];
-    post(url, &headers, &body)
+    let app = client(gw);
+    let caller = app.clone();
+    let arguments = json!({"record_id": record});
+    let agent = tokio::spawn(async move { caller.call("delete_record", arguments).await.message });
+    let id = app
+        .approval_where(|a| a.arguments["record_id"] == record)
         .await
-        .messages()
-        .pop()
-        .expect("a response")
+        .id;
+    (agent, approval(gw, &id).await)
 }
 
 /// The agent's answer text (bounded wait).
@@ -165,36 +161,12 @@ pub async fn answer(agent: tokio::task::JoinHandle<Value>) -> String {
 }
 
 pub fn base(gw: &TestGateway) -> String {
-    format!("http://{}", gw.addr)
-}
-
-async fn api(
-    gw: &TestGateway,
-    method: reqwest::Method,
-    path: &str,
-    who: &str,
-    body: Option<Value>,
-) -> Value {
-    let mut request = crate::support::http()
-        .request(method, format!("{}{path}", base(gw)))
-        .bearer_auth(format!("{who}-token"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    response.json().await.unwrap_or(Value::Null)
+    client(gw).base
 }
 
 /// The approval as the approver API shows it.
 pub async fn approval(gw: &TestGateway, id: &str) -> Value {
-    api(
-        gw,
-        reqwest::Method::GET,
-        &format!("/approvals/{id}"),
-        "bob",
-        None,
-    )
-    .await
+    client(gw).get(&format!("/approvals/{id}"), "bob").await.1
 }
 
 /// A vote through the approver HTTP API.
@@ -205,60 +177,17 @@ pub async fn vote(
     approve: bool,
     reason: Option<&str>,
 ) -> Value {
-    let verb = if approve { "approve" } else { "deny" };
-    let body = reason.map(|r| json!({"reason": r}));
-    api(
-        gw,
-        reqwest::Method::POST,
-        &format!("/approvals/{id}/{verb}"),
-        who,
-        body,
-    )
-    .await
-}
-
-/// Waits (bounded) for an approval matching `wanted`; returns it.
-pub async fn wait_for(gw: &TestGateway, wanted: impl Fn(&Value) -> bool) -> Value {
-    let wanted = &wanted;
-    wait::eventually(
-        "an approval as expected",
-        Duration::from_secs(15),
-        || async move {
-            let list = api(gw, reqwest::Method::GET, "/approvals", "bob", None).await;
-            list.as_array()
-                .and_then(|l| l.iter().find(|a| wanted(a)))
-                .cloned()
-        },
-    )
-    .await
-}
-
-/// Waits (bounded) until approval `id` has `status`.
-pub async fn wait_status(gw: &TestGateway, id: &str, status: &str) -> Value {
-    let what = format!("approval {id} to become {status}");
-    wait::eventually(&what, Duration::from_secs(15), || async move {
-        let seen = approval(gw, id).await;
-        if seen["status"] == status {
-            Ok(seen)
-        } else {
-            Err(seen)
-        }
-    })
-    .await
+    let vote = if approve {
+        Vote::Approve
+    } else {
+        Vote::Deny(reason)
+    };
+    client(gw).vote(id, who, vote).await
 }
 
 /// The audit events of one call, from the auditor API.
 pub async fn audit(gw: &TestGateway, call_id: &str) -> Vec<Value> {
-    let events = api(
-        gw,
-        reqwest::Method::GET,
-        &format!("/audit/calls/{call_id}"),
-        "audrey",
-        None,
-    )
-    .await;
-    let events = events.get("events").cloned().unwrap_or(events);
-    events.as_array().cloned().unwrap_or_default()
+    client(gw).call_events(call_id).await
 }
 
 /// Waits (bounded) until the call's audit events include one `wanted`; returns them all.
@@ -267,42 +196,12 @@ pub async fn wait_audit(
     call_id: &str,
     wanted: impl Fn(&Value) -> bool,
 ) -> Vec<Value> {
-    let wanted = &wanted;
-    wait::eventually(
-        "the expected audit event",
-        Duration::from_secs(10),
-        || async move {
-            let events = audit(gw, call_id).await;
-            if events.iter().any(wanted) {
-                Ok(events)
-            } else {
-                Err(format!("{events:#?}"))
-            }
-        },
-    )
-    .await
+    client(gw).call_events_with(call_id, wanted).await
 }
 
 /// Runs `countersign chat test BACKEND` with a configuration holding `chat` (the `chat:`
 /// section's body) and extra environment variables; returns the exit status and stdout.
 pub async fn chat_test(backend: &str, chat: &str, env: &[(&str, &str)]) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("cs.db").display());
-    let yaml = format!(
-        "database: {{url: '{db}'}}\nupstreams: [{{name: echo, stdio: {{command: 'true'}}}}]\nserver: {{allow_anonymous: true}}\nchat:\n{chat}\n"
-    );
-    let config = dir.path().join("countersign.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["chat", "test", backend, "--config"])
-        .arg(&config)
-        .envs(env.iter().copied())
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("chat test ends in time")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), format!("{stdout}{stderr}"))
+    let app = with_chat_section(chat_only(), chat).spawn_stopped().await;
+    app.chat_test(backend, env).await
 }

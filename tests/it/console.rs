@@ -4,8 +4,9 @@
 //! `npm ci` in `tests/console` (`.ci/run` installs both); without them the test is skipped,
 //! except under `CI=true`, where it fails. Screenshots go to `target/console-screenshots/`.
 
-use crate::support::{self, Backend, TestDb};
-use serde_json::Value;
+use crate::app::{Agent, Approver, Client, Oidc, TestApp, TestAppBuilder};
+use crate::support;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -110,41 +111,47 @@ impl Provider {
     }
 }
 
-fn config(db: &TestDb, policies: &Path, issuer: &str) -> String {
-    format!(
-        "database: {{url: '{db}'}}
-policy_dir: '{policies}'
-upstreams:
-  - name: echo
-    stdio: {{command: python3, args: ['{echo}']}}
-agents:
-  - {{id: ci-bot, on_behalf_of: dana, key_sha256: {agent}}}
-approvers:
-  - {{id: alice, groups: [operators]}}
-  - {{id: bob, groups: [operators]}}
-  - {{id: carol, groups: [operators], token_sha256: {carol}}}
-  - {{id: dana, groups: [operators]}}
-auditors:
-  - {{id: audrey, token_sha256: {audrey}}}
-console:
-  oidc:
-    issuer: '{issuer}'
-    client_id: countersign
-    client_secret: '{CLIENT_SECRET}'
-    scopes: [email, profile, groups]
-    people:
-      - {{subject: alice, approver: alice}}
-      - {{email: bob@example.org, approver: bob}}
-      - {{email: carol@example.org, approver: carol}}
-      - {{group: auditors, auditor: audrey}}
-",
-        db = db.url,
-        policies = policies.display(),
-        echo = support::echo_upstream().display(),
-        agent = countersign::auth::hash_key(AGENT_KEY),
-        audrey = countersign::auth::hash_key("audrey-token"),
-        carol = countersign::auth::hash_key("carol-token"),
-    )
+/// A console signing in through the provider at `issuer` (client `countersign`, asking for
+/// email, profile and groups), where `people` says who is who and each provider group of
+/// `approver_groups` stands for an approver group; the agent is ci-bot (key [`AGENT_KEY`])
+/// acting for dana.
+pub(crate) fn console_app(
+    issuer: &str,
+    people: Value,
+    approver_groups: &[(&str, &str)],
+) -> TestAppBuilder {
+    let oidc = Oidc {
+        issuer: issuer.into(),
+        client_id: "countersign".into(),
+        client_secret: CLIENT_SECRET.into(),
+        approver_groups: approver_groups
+            .iter()
+            .map(|(idp, group)| (idp.to_string(), group.to_string()))
+            .collect(),
+    };
+    TestApp::builder()
+        .agents(vec![Agent::new("ci-bot", AGENT_KEY).on_behalf_of("dana")])
+        .oidc(oidc)
+        .set("console.oidc.scopes", ["email", "profile", "groups"])
+        .set("console.oidc.people", people)
+}
+
+/// The console of four operators, with the provider at `issuer`: alice by her subject, bob
+/// and carol by their email addresses, and its group `auditors` as audrey. Of the operators'
+/// API tokens, only carol's is used.
+fn operators_console(issuer: &str) -> TestAppBuilder {
+    let people = json!([
+        {"subject": "alice", "approver": "alice"},
+        {"email": "bob@example.org", "approver": "bob"},
+        {"email": "carol@example.org", "approver": "carol"},
+        {"group": "auditors", "auditor": "audrey"},
+    ]);
+    let operators = ["alice", "bob", "carol", "dana"]
+        .map(|who| Approver::new(who).in_groups(&["operators"]))
+        .to_vec();
+    console_app(issuer, people, &[])
+        .policy(POLICY)
+        .approvers(operators)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,27 +159,23 @@ async fn the_console_in_a_real_browser_with_a_real_identity_provider() {
     let Some((chromium, dir)) = prerequisites() else {
         return;
     };
-    let policies = tempfile::tempdir().unwrap();
-    std::fs::write(policies.path().join("console.yaml"), POLICY).unwrap();
-    let (db, down_db) = (
-        TestDb::new(Backend::Sqlite).await,
-        TestDb::new(Backend::Sqlite).await,
-    );
     let shots = fresh_screenshots("console-screenshots");
     let port = support::free_port();
     let redirect = format!("http://127.0.0.1:{port}/console/callback");
     let provider = Provider::start(&dir, &[redirect], &shots.join("oidc-provider.log")).await;
-    let yaml = config(&db, policies.path(), &provider.issuer);
-    let gw = support::spawn_gateway_on(&yaml, port).await;
+    let app = operators_console(&provider.issuer)
+        .listen_port(port)
+        .spawn()
+        .await;
     // The same console, but its identity provider is down (nothing listens there).
     let nobody = format!("http://127.0.0.1:{}", support::free_port());
-    let down = support::spawn_gateway(&config(&down_db, policies.path(), &nobody)).await;
-    let settings = serde_json::json!({
-        "gateway": format!("http://{}", gw.addr), "down_gateway": format!("http://{}", down.addr),
+    let down = operators_console(&nobody).spawn().await;
+    let settings = json!({
+        "gateway": app.base, "down_gateway": down.base,
         "issuer": provider.issuer, "agent_key": AGENT_KEY, "shots": shots, "chromium": chromium,
     });
     run_script(&dir, "browser.mjs", &settings).await;
-    votes_record_the_sign_in(&gw, &provider.issuer).await;
+    votes_record_the_sign_in(&app, &provider.issuer).await;
 }
 
 /// `target/NAME`, emptied: where a browser test keeps this run's screenshots.
@@ -206,25 +209,9 @@ pub(crate) async fn run_script(dir: &Path, script: &str, settings: &Value) {
 }
 
 /// Every console vote in the log says how its approver signed in: issuer and subject.
-async fn votes_record_the_sign_in(gw: &support::TestGateway, issuer: &str) {
-    let events: Value = support::http()
-        .get(format!(
-            "http://{}/audit/events?kind=approval.vote&limit=1000",
-            gw.addr
-        ))
-        .bearer_auth("audrey-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let votes: Vec<&Value> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e["payload"])
-        .collect();
+async fn votes_record_the_sign_in(app: &Client, issuer: &str) {
+    let events = app.audit_events("kind=approval.vote&limit=1000").await;
+    let votes: Vec<&Value> = events.iter().map(|e| &e["payload"]).collect();
     // carol's one vote came over the approver API, with her token; every other from the console.
     let (api, console): (Vec<&Value>, Vec<&Value>) =
         votes.into_iter().partition(|v| v["source"] == "http");

@@ -9,12 +9,12 @@
 //! * On a second gateway, sessions end after 2 s idle and 4 s in all: both end in the browser,
 //!   and the next page load signs in again through the provider.
 
+use crate::app::{Approver, Client, TestAppBuilder};
 use crate::console::{
-    AGENT_KEY, CLIENT_SECRET, Provider, fresh_screenshots, prerequisites, run_script,
+    AGENT_KEY, Provider, console_app, fresh_screenshots, prerequisites, run_script,
 };
-use crate::support::{self, Backend, TestDb};
+use crate::support;
 use serde_json::{Value, json};
-use std::path::Path;
 
 const IDLE_SECS: u64 = 2;
 const MAX_SECS: u64 = 4;
@@ -33,42 +33,22 @@ rules:
     timeout: 10m
 "#;
 
-/// A console whose provider's group `payments-team` stands for `payments`, with sessions of
-/// `idle` and `max` seconds.
-fn config(db: &TestDb, policies: &Path, issuer: &str, idle: u64, max: u64) -> String {
-    format!(
-        "database: {{url: '{db}'}}
-policy_dir: '{policies}'
-upstreams:
-  - name: echo
-    stdio: {{command: python3, args: ['{echo}']}}
-agents:
-  - {{id: ci-bot, on_behalf_of: dana, key_sha256: {agent}}}
-approvers:
-  - {{id: alice, groups: [payments]}}
-  - {{id: dana, groups: [payments]}}
-auditors:
-  - {{id: audrey, token_sha256: {audrey}}}
-console:
-  session_idle_secs: {idle}
-  session_max_secs: {max}
-  oidc:
-    issuer: '{issuer}'
-    client_id: countersign
-    client_secret: '{CLIENT_SECRET}'
-    scopes: [email, profile, groups]
-    people:
-      - {{subject: alice, approver: alice}}
-      - {{group: auditors, auditor: audrey}}
-    approver_groups:
-      payments-team: payments
-",
-        db = db.url,
-        policies = policies.display(),
-        echo = support::echo_upstream().display(),
-        agent = countersign::auth::hash_key(AGENT_KEY),
-        audrey = countersign::auth::hash_key("audrey-token"),
-    )
+/// A console whose provider (at `issuer`) knows alice by her subject, whose group
+/// `auditors` is audrey and whose group `payments-team` stands for `payments`, with sessions
+/// of `idle` and `max` seconds.
+fn payments_console(issuer: &str, idle: u64, max: u64) -> TestAppBuilder {
+    let people = json!([
+        {"subject": "alice", "approver": "alice"},
+        {"group": "auditors", "auditor": "audrey"},
+    ]);
+    let payments = ["alice", "dana"]
+        .map(|who| Approver::new(who).in_groups(&["payments"]))
+        .to_vec();
+    console_app(issuer, people, &[("payments-team", "payments")])
+        .policy(POLICY)
+        .approvers(payments)
+        .set("console.session_idle_secs", idle)
+        .set("console.session_max_secs", max)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,39 +56,26 @@ async fn idp_groups_and_session_timeouts_in_a_real_browser() {
     let Some((chromium, dir)) = prerequisites() else {
         return;
     };
-    let policies = tempfile::tempdir().unwrap();
-    std::fs::write(policies.path().join("groups.yaml"), POLICY).unwrap();
-    let (db, short_db) = (
-        TestDb::new(Backend::Sqlite).await,
-        TestDb::new(Backend::Sqlite).await,
-    );
     let shots = fresh_screenshots("console-groups-screenshots");
     let ports = [support::free_port(), support::free_port()];
     let callbacks = ports.map(|p| format!("http://127.0.0.1:{p}/console/callback"));
     let provider = Provider::start(&dir, &callbacks, &shots.join("oidc-provider.log")).await;
-    let yaml = config(&db, policies.path(), &provider.issuer, 900, 3600);
-    let gw = support::spawn_gateway_on(&yaml, ports[0]).await;
-    let short = config(
-        &short_db,
-        policies.path(),
-        &provider.issuer,
-        IDLE_SECS,
-        MAX_SECS,
-    );
-    let short_gw = support::spawn_gateway_on(&short, ports[1]).await;
+    let app = payments_console(&provider.issuer, 900, 3600)
+        .listen_port(ports[0])
+        .spawn()
+        .await;
+    let short = payments_console(&provider.issuer, IDLE_SECS, MAX_SECS)
+        .listen_port(ports[1])
+        .spawn()
+        .await;
     let settings = json!({
-        "gateway": format!("http://{}", gw.addr), "short_gateway": format!("http://{}", short_gw.addr),
+        "gateway": app.base, "short_gateway": short.base,
         "agent_key": AGENT_KEY, "idle_ms": IDLE_SECS * 1000, "max_ms": MAX_SECS * 1000,
         "shots": shots, "chromium": chromium,
     });
     run_script(&dir, "groups.mjs", &settings).await;
-    the_log_proves_ginas_vote(&gw, &provider.issuer).await;
-    let config_file = shots.join("countersign.yaml");
-    std::fs::write(&config_file, &yaml).unwrap();
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["audit", "verify", "--config", config_file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    the_log_proves_ginas_vote(&app, &provider.issuer).await;
+    let verify = app.cli(&["audit", "verify"]).output().unwrap();
     let said = String::from_utf8_lossy(&verify.stdout);
     assert!(
         verify.status.success(),
@@ -124,17 +91,13 @@ async fn idp_groups_and_session_timeouts_in_a_real_browser() {
 
 /// What the log says about the approval: the group the request let stand in, and gina's vote
 /// with who she is at the provider and the group that made her eligible.
-async fn the_log_proves_ginas_vote(gw: &support::TestGateway, issuer: &str) {
+async fn the_log_proves_ginas_vote(app: &Client, issuer: &str) {
     let events = |kind: &'static str| async move {
-        let url = format!("http://{}/audit/events?kind={kind}&limit=100", gw.addr);
-        let response = support::http().get(url).bearer_auth("audrey-token").send();
-        let events: Value = response.await.unwrap().json().await.unwrap();
+        let events = app.audit_events(&format!("kind={kind}&limit=100")).await;
         events
-            .as_array()
-            .unwrap()
             .iter()
             .map(|e| e["payload"].clone())
-            .collect::<Vec<_>>()
+            .collect::<Vec<Value>>()
     };
     let requested = events("approval.requested").await;
     assert_eq!(

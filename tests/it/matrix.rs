@@ -1,11 +1,12 @@
 //! The Matrix backend against a real Synapse (see `synapse.rs`): cards, reactions, replies,
 //! read receipts, edits, expiry, and a restart in the middle of a pending approval.
 
-use crate::chat_gateway::{self as cg, Setting};
-use crate::support::{Backend, TestGateway};
+use crate::app::{TestApp, TestAppBuilder};
+use crate::chat_gateway as cg;
+use crate::support::Backend;
 use crate::synapse::{MatrixUser, synapse, unique};
 use crate::wait;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const TEN_S: Duration = Duration::from_secs(10);
@@ -51,37 +52,24 @@ impl World {
         &self.people.iter().find(|(w, _)| *w == who).unwrap().1
     }
 
-    /// `{matrix: '@bob_…:localhost'}`
-    pub fn accounts(&self, who: &str) -> String {
-        format!("{{matrix: '{}'}}", self.user(who).id)
+    /// `chat.matrix`: the bot's token and the room.
+    pub fn settings(&self) -> Value {
+        json!({"homeserver": synapse().url, "access_token": self.bot.token, "room": self.room,
+            "sync_timeout_secs": 5})
     }
 
-    /// The `chat:` section: the bot's token and the room.
-    pub fn chat(&self) -> String {
-        format!(
-            "  matrix: {{homeserver: '{}', access_token: '{}', room: '{}', sync_timeout_secs: 5}}",
-            synapse().url,
-            self.bot.token,
-            self.room
-        )
-    }
-
-    pub async fn gateway(&self, setting: &Setting) -> TestGateway {
-        setting
-            .gateway(&|who| self.accounts(who), &self.chat())
-            .await
+    /// The chat tests' app in this world, each approver's Matrix account being their user here.
+    pub fn builder(&self) -> TestAppBuilder {
+        cg::builder()
+            .approvers(cg::approvers_on("matrix", |who| self.user(who).id.clone()))
+            .set("chat.matrix", self.settings())
     }
 }
 
-async fn started() -> (World, Setting, TestGateway) {
+async fn started() -> (World, TestApp) {
     let world = World::new().await;
-    let setting = Setting::new().await;
-    let gw = world.gateway(&setting).await;
-    (world, setting, gw)
-}
-
-fn id(approval: &Value) -> String {
-    approval["id"].as_str().unwrap().to_owned()
+    let app = world.builder().spawn().await;
+    (world, app)
 }
 
 fn kinds(events: &[Value]) -> Vec<&str> {
@@ -90,10 +78,10 @@ fn kinds(events: &[Value]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_by_reaction_posts_the_card_edits_it_and_replies_in_its_thread() {
-    let (world, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-r1").await;
+    let (world, app) = started().await;
+    let (agent, approval) = app.held_record("one-r1").await;
     let bob = world.user("bob");
-    let card = bob.card(&world.room, &id(&approval)).await;
+    let card = bob.card(&world.room, &approval.id).await;
     let text = bob.card_text(&world.room, &card).await;
     for fact in [
         "delete_record on echo",
@@ -147,14 +135,14 @@ async fn approve_by_reaction_posts_the_card_edits_it_and_replies_in_its_thread()
     )
     .await;
     assert_eq!(keys, ["✅", "❌"]);
-    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
+    assert_eq!(app.approval(&approval.id).await.status, "pending");
 
     bob.react(&world.room, &card, "✅").await;
-    assert_eq!(cg::answer(agent).await, "deleted one-r1");
-    let decided = cg::approval(&gw, &id(&approval)).await;
+    assert_eq!(agent.answer().await.text(), "deleted one-r1");
+    let decided = app.approval(&approval.id).await;
     assert_eq!(
-        (decided["status"].as_str(), decided["decided_by"].as_str()),
-        (Some("approved"), Some("bob"))
+        (decided.status.as_str(), decided.decided_by.as_deref()),
+        ("approved", Some("bob"))
     );
     let text = bob
         .card_text_with(&world.room, &card, "Approved by bob")
@@ -179,7 +167,7 @@ async fn approve_by_reaction_posts_the_card_edits_it_and_replies_in_its_thread()
             .starts_with("Call finished: ok"),
         "{finished}"
     );
-    let events = cg::audit(&gw, approval["call_id"].as_str().unwrap()).await;
+    let events = app.call_events(&approval.call_id).await;
     let vote = events
         .iter()
         .find(|e| e["kind"] == "approval.vote")
@@ -191,18 +179,18 @@ async fn approve_by_reaction_posts_the_card_edits_it_and_replies_in_its_thread()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_by_reply_carries_the_reason_to_the_agent_and_the_card() {
-    let (world, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-r2").await;
+    let (world, app) = started().await;
+    let (agent, approval) = app.held_record("one-r2").await;
     let carol = world.user("carol");
-    let card = carol.card(&world.room, &id(&approval)).await;
+    let card = carol.card(&world.room, &approval.id).await;
     carol.reply(&world.room, &card, "who asked for this?").await;
     carol.reply(&world.room, &card, "deny: not on prod").await;
-    let expected = format!("Denied by carol: not on prod (approval {})", id(&approval));
-    assert_eq!(cg::answer(agent).await, expected);
+    let expected = format!("Denied by carol: not on prod (approval {})", approval.id);
+    assert_eq!(agent.answer().await.text(), expected);
     carol
         .card_text_with(&world.room, &card, "Denied by carol: not on prod")
         .await;
-    let events = cg::audit(&gw, approval["call_id"].as_str().unwrap()).await;
+    let events = app.call_events(&approval.call_id).await;
     let votes: Vec<&Value> = events
         .iter()
         .filter(|e| e["kind"] == "approval.vote")
@@ -213,20 +201,21 @@ async fn deny_by_reply_carries_the_reason_to_the_agent_and_the_card() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reactions_from_unmapped_users_the_agents_human_and_other_keys_do_not_count() {
-    let (world, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-r3").await;
+    let (world, app) = started().await;
+    let (agent, approval) = app.held_record("one-r3").await;
     let bob = world.user("bob");
-    let card = bob.card(&world.room, &id(&approval)).await;
+    let card = bob.card(&world.room, &approval.id).await;
     world.mallory.react(&world.room, &card, "✅").await;
     world.user("alice").react(&world.room, &card, "✅").await;
     bob.react(&world.room, &card, "👍").await;
     // Let the sync loop see them all: the sightings are recorded, the status stays pending.
-    let call_id = approval["call_id"].as_str().unwrap();
-    let events = cg::wait_audit(&gw, call_id, |e| {
-        e["kind"] == "approval.seen"
-            && e["payload"]["evidence"]["content"]["m.relates_to"]["key"] == "👍"
-    })
-    .await;
+    let call_id = &approval.call_id;
+    let events = app
+        .call_events_with(call_id, |e| {
+            e["kind"] == "approval.seen"
+                && e["payload"]["evidence"]["content"]["m.relates_to"]["key"] == "👍"
+        })
+        .await;
     let seen_by: Vec<&str> = events
         .iter()
         .filter(|e| e["kind"] == "approval.seen" && e["payload"]["how"] == "reaction")
@@ -238,7 +227,7 @@ async fn reactions_from_unmapped_users_the_agents_human_and_other_keys_do_not_co
             && seen_by.contains(&"bob"),
         "{seen_by:?}"
     );
-    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
+    assert_eq!(app.approval(&approval.id).await.status, "pending");
     let votes: Vec<&Value> = events
         .iter()
         .filter(|e| e["kind"] == "approval.vote")
@@ -250,21 +239,21 @@ async fn reactions_from_unmapped_users_the_agents_human_and_other_keys_do_not_co
     );
     assert_eq!(votes[0]["payload"]["result"]["result"], "not_authorized");
     bob.react(&world.room, &card, "✅").await;
-    assert_eq!(cg::answer(agent).await, "deleted one-r3");
+    assert_eq!(agent.answer().await.text(), "deleted one-r3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_two_of_three_shows_progress_on_the_card() {
-    let (world, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "two-r4").await;
+    let (world, app) = started().await;
+    let (agent, approval) = app.held_record("two-r4").await;
     let (bob, dave) = (world.user("bob"), world.user("dave"));
-    let card = bob.card(&world.room, &id(&approval)).await;
+    let card = bob.card(&world.room, &approval.id).await;
     bob.react(&world.room, &card, "✅").await;
     bob.card_text_with(&world.room, &card, "Approvals: 1/2")
         .await;
-    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "pending");
+    assert_eq!(app.approval(&approval.id).await.status, "pending");
     dave.reply(&world.room, &card, "approve").await;
-    assert_eq!(cg::answer(agent).await, "deleted two-r4");
+    assert_eq!(agent.answer().await.text(), "deleted two-r4");
     let text = bob
         .card_text_with(&world.room, &card, "Approved by dave")
         .await;
@@ -273,39 +262,41 @@ async fn quorum_two_of_three_shows_progress_on_the_card() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_edits_the_card() {
-    let (world, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "fast-r5").await;
+    let (world, app) = started().await;
+    let (agent, approval) = app.held_record("fast-r5").await;
     let bob = world.user("bob");
-    let card = bob.card(&world.room, &id(&approval)).await;
-    assert!(cg::answer(agent).await.contains("expired"));
+    let card = bob.card(&world.room, &approval.id).await;
+    assert!(agent.answer().await.text().contains("expired"));
     bob.card_text_with(&world.room, &card, "Expired: nobody decided in time")
         .await;
     // A reaction after the end is recorded but changes nothing.
     bob.react(&world.room, &card, "✅").await;
-    let call_id = approval["call_id"].as_str().unwrap();
-    let events = cg::wait_audit(&gw, call_id, |e| e["kind"] == "approval.vote").await;
+    let call_id = &approval.call_id;
+    let events = app
+        .call_events_with(call_id, |e| e["kind"] == "approval.vote")
+        .await;
     let vote = events
         .iter()
         .find(|e| e["kind"] == "approval.vote")
         .unwrap();
     assert_eq!(vote["payload"]["result"]["result"], "already_decided");
-    assert_eq!(cg::approval(&gw, &id(&approval)).await["status"], "expired");
+    assert_eq!(app.approval(&approval.id).await.status, "expired");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_receipts_are_recorded_as_seen() {
-    let (world, _setting, gw) = started().await;
-    let (_agent, approval) = cg::held_delete(&gw, "one-r6").await;
+    let (world, app) = started().await;
+    let (_agent, approval) = app.held_record("one-r6").await;
     let carol = world.user("carol");
-    let card = carol.card(&world.room, &id(&approval)).await;
+    let card = carol.card(&world.room, &approval.id).await;
     carol.read_receipt(&world.room, &card).await;
     world.mallory.read_receipt(&world.room, &card).await;
-    let call_id = approval["call_id"].as_str().unwrap();
+    let call_id = &approval.call_id;
     let receipts =
         |e: &Value| e["kind"] == "approval.seen" && e["payload"]["how"] == "read_receipt";
-    let (gw, receipts) = (&gw, &receipts);
+    let (app, receipts) = (&app, &receipts);
     let events = wait::eventually("two read receipts recorded", TEN_S, || async move {
-        let events = cg::audit(gw, call_id).await;
+        let events = app.call_events(call_id).await;
         if events.iter().filter(|e| receipts(e)).count() >= 2 {
             Ok(events)
         } else {
@@ -342,19 +333,19 @@ async fn a_restart_resumes_from_the_stored_sync_position_on_postgres() {
 
 async fn restart_resumes(backend: Backend) {
     let world = World::new().await;
-    let setting = Setting::on(backend).await;
-    let gw = world.gateway(&setting).await;
-    let (agent, approval) = cg::held_delete(&gw, "two-r7").await;
+    let mut app = world.builder().backend(backend).spawn().await;
+    let (agent, approval) = app.held_record("two-r7").await;
     let (bob, carol) = (world.user("bob"), world.user("carol"));
-    let card = bob.card(&world.room, &id(&approval)).await;
+    let card = bob.card(&world.room, &approval.id).await;
     bob.react(&world.room, &card, "✅").await;
     bob.card_text_with(&world.room, &card, "Approvals: 1/2")
         .await;
-    drop(gw);
-    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    app.stop();
+    // The call still waiting is answered as the gateway stops.
+    agent.answer().await;
     // Forget which events were handled: only the stored sync position now keeps bob's reaction
     // from being read (and counted) again.
-    let db = countersign::store::connect(&setting.db.url).await.unwrap();
+    let db = countersign::store::connect(&app.db.url).await.unwrap();
     let stored: i64 = sqlx::query_scalar("select count(*) from chat_matrix_sync")
         .fetch_one(&db.pool)
         .await
@@ -366,12 +357,12 @@ async fn restart_resumes(backend: Backend) {
         .unwrap();
     // While the gateway is down: carol approves, and bob's earlier reaction is still there.
     carol.react(&world.room, &card, "✅").await;
-    let gw = world.gateway(&setting).await;
-    let decided = cg::wait_status(&gw, &id(&approval), "approved").await;
-    assert_eq!(decided["decided_by"], "carol");
+    app.start().await;
+    let decided = app.approval_becomes(&approval.id, "approved").await;
+    assert_eq!(decided.decided_by.as_deref(), Some("carol"));
     bob.card_text_with(&world.room, &card, "Approved by carol")
         .await;
-    let events = cg::audit(&gw, approval["call_id"].as_str().unwrap()).await;
+    let events = app.call_events(&approval.call_id).await;
     let votes: Vec<&str> = events
         .iter()
         .filter(|e| e["kind"] == "approval.vote")
@@ -392,16 +383,13 @@ async fn restart_resumes(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_room_is_refused_and_the_call_fails_closed() {
     let world = World::with_room(true).await;
-    let setting = Setting::new().await;
-    let gw = world.gateway(&setting).await;
-    let (agent, approval) = cg::held_delete(&gw, "one-r8").await;
-    let text = cg::answer(agent).await;
+    let app = world.builder().spawn().await;
+    let (agent, approval) = app.held_record("one-r8").await;
+    let reply = agent.answer().await;
+    let text = reply.text();
     assert!(text.contains("no approver could be asked"), "{text}");
     assert!(text.contains("encrypted"), "{text}");
-    assert_eq!(
-        cg::approval(&gw, &id(&approval)).await["status"],
-        "cancelled"
-    );
+    assert_eq!(app.approval(&approval.id).await.status, "cancelled");
     let posted = world
         .bot
         .recent(&world.room)
@@ -415,31 +403,34 @@ async fn an_encrypted_room_is_refused_and_the_call_fails_closed() {
 async fn chat_test_checks_the_token_the_room_and_encryption() {
     let world = World::new().await;
     // The token comes from the environment, as secrets should.
-    let chat = format!(
-        "  matrix: {{homeserver: '{}', room: '{}'}}",
-        synapse().url,
-        world.room
-    );
+    let matrix = json!({"homeserver": synapse().url, "room": world.room});
+    let app = cg::chat_only()
+        .set("chat.matrix", matrix)
+        .spawn_stopped()
+        .await;
     let token = [(
         "COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN",
         world.bot.token.as_str(),
     )];
-    let (ok, out) = cg::chat_test("matrix", &chat, &token).await;
+    let (ok, out) = app.chat_test("matrix", &token).await;
     assert!(ok, "{out}");
     assert_eq!(out.matches("ok  ").count(), 3, "{out}");
-    let (ok, out) = cg::chat_test(
-        "matrix",
-        &chat,
-        &[("COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN", "wrong")],
-    )
-    .await;
+    let (ok, out) = app
+        .chat_test(
+            "matrix",
+            &[("COUNTERSIGN_CHAT__MATRIX__ACCESS_TOKEN", "wrong")],
+        )
+        .await;
     assert!(
         !ok && out.contains("FAIL homeserver") && out.contains("fix: check chat.matrix.homeserver"),
         "{out}"
     );
     let encrypted = World::with_room(true).await;
-    let chat = encrypted.chat();
-    let (ok, out) = cg::chat_test("matrix", &chat, &[]).await;
+    let app = cg::chat_only()
+        .set("chat.matrix", encrypted.settings())
+        .spawn_stopped()
+        .await;
+    let (ok, out) = app.chat_test("matrix", &[]).await;
     assert!(!ok && out.contains("is end-to-end encrypted"), "{out}");
 }
 
@@ -455,18 +446,16 @@ fn the_shared_synapse_runs_on_loopback_as_our_child() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_buried_under_chatter_while_down_is_still_read() {
     let world = World::new().await;
-    let setting = Setting::new().await;
-    let gw = world.gateway(&setting).await;
-    let (agent, approval) = cg::held_delete(&gw, "one-r9").await;
+    let mut app = world.builder().spawn().await;
+    let (agent, approval) = app.held_record("one-r9").await;
     let carol = world.user("carol");
-    let card = carol.card(&world.room, &id(&approval)).await;
+    let card = carol.card(&world.room, &approval.id).await;
     carol.read_receipt(&world.room, &card).await;
-    cg::wait_audit(&gw, approval["call_id"].as_str().unwrap(), |e| {
-        e["payload"]["how"] == "read_receipt"
-    })
-    .await;
-    drop(gw);
-    let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+    app.call_events_with(&approval.call_id, |e| e["payload"]["how"] == "read_receipt")
+        .await;
+    app.stop();
+    // The call still waiting is answered as the gateway stops.
+    agent.answer().await;
     // More events than one sync returns (100) arrive after carol's answer.
     carol.react(&world.room, &card, "✅").await;
     for n in 0..120 {
@@ -475,33 +464,35 @@ async fn an_answer_buried_under_chatter_while_down_is_still_read() {
             .say(&world.room, &format!("chatter {n}"))
             .await;
     }
-    let gw = world.gateway(&setting).await;
-    let decided = cg::wait_status(&gw, &id(&approval), "approved").await;
-    assert_eq!(decided["decided_by"], "carol");
+    app.start().await;
+    let decided = app.approval_becomes(&approval.id, "approved").await;
+    assert_eq!(decided.decided_by.as_deref(), Some("carol"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_to_a_card_not_yet_stored_still_counts() {
-    let (world, setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-r10").await;
+    let (world, app) = started().await;
+    let (agent, approval) = app.held_record("one-r10").await;
     let bob = world.user("bob");
-    let card = bob.card(&world.room, &id(&approval)).await;
+    let card = bob.card(&world.room, &approval.id).await;
     // As if bob answered between the post and the store of its event id.
-    let db = countersign::store::connect(&setting.db.url).await.unwrap();
+    let db = countersign::store::connect(&app.db.url).await.unwrap();
     sqlx::query("delete from chat_cards")
         .execute(&db.pool)
         .await
         .unwrap();
     bob.react(&world.room, &card, "✅").await;
-    assert_eq!(cg::answer(agent).await, "deleted one-r10");
+    assert_eq!(agent.answer().await.text(), "deleted one-r10");
     // A reaction to somebody else's message is never taken for an answer to a card.
     let chatter = world.mallory.say(&world.room, "not a card").await;
-    let (agent, approval) = cg::held_delete(&gw, "one-r11").await;
+    let (agent, approval) = app.held_record("one-r11").await;
     bob.react(&world.room, &chatter, "✅").await;
-    let card = bob.card(&world.room, &id(&approval)).await;
+    let card = bob.card(&world.room, &approval.id).await;
     bob.read_receipt(&world.room, &card).await;
-    let call_id = approval["call_id"].as_str().unwrap();
-    let events = cg::wait_audit(&gw, call_id, |e| e["payload"]["how"] == "read_receipt").await;
+    let call_id = &approval.call_id;
+    let events = app
+        .call_events_with(call_id, |e| e["payload"]["how"] == "read_receipt")
+        .await;
     assert!(
         events.iter().all(|e| e["kind"] != "approval.vote"),
         "{events:#?}"
@@ -514,10 +505,10 @@ async fn an_answer_to_a_card_not_yet_stored_still_counts() {
 /// the card; the reply still answers the card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_in_a_busy_thread_answers_the_card() {
-    let (world, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "two-busy").await;
+    let (world, app) = started().await;
+    let (agent, approval) = app.held_record("two-busy").await;
     let (bob, carol) = (world.user("bob"), world.user("carol"));
-    let card = bob.card(&world.room, &id(&approval)).await;
+    let card = bob.card(&world.room, &approval.id).await;
     let chatter = world
         .mallory
         .thread_reply(&world.room, &card, &card, "is this the prod one?")
@@ -527,9 +518,9 @@ async fn a_deny_in_a_busy_thread_answers_the_card() {
         .await;
     bob.thread_reply(&world.room, &card, &latest, "deny: not on prod")
         .await;
-    let expected = format!("Denied by bob: not on prod (approval {})", id(&approval));
-    assert_eq!(cg::answer(agent).await, expected);
-    let events = cg::audit(&gw, approval["call_id"].as_str().unwrap()).await;
+    let expected = format!("Denied by bob: not on prod (approval {})", approval.id);
+    assert_eq!(agent.answer().await.text(), expected);
+    let events = app.call_events(&approval.call_id).await;
     assert!(
         events.iter().any(|e| e["kind"] == "approval.seen"
             && e["payload"]["who"] == "bob"
@@ -542,23 +533,24 @@ async fn a_deny_in_a_busy_thread_answers_the_card() {
 /// call is refused (fail closed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_encrypted_after_start_up_gets_no_plaintext_card() {
-    let (world, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-before").await;
+    let (world, app) = started().await;
+    let (agent, approval) = app.held_record("one-before").await;
     let bob = world.user("bob");
-    let card = bob.card(&world.room, &id(&approval)).await;
+    let card = bob.card(&world.room, &approval.id).await;
     bob.react(&world.room, &card, "✅").await;
-    assert_eq!(cg::answer(agent).await, "deleted one-before");
+    assert_eq!(agent.answer().await.text(), "deleted one-before");
     world.bot.enable_encryption(&world.room).await;
-    let (agent, approval) = cg::held_delete(&gw, "one-after").await;
-    let refused = cg::answer(agent).await;
+    let (agent, approval) = app.held_record("one-after").await;
+    let reply = agent.answer().await;
+    let refused = reply.text();
     assert!(
         refused.contains("end-to-end encrypted"),
         "the call is refused, saying why: {refused}"
     );
     let leaked = bob.recent(&world.room).await.into_iter().any(|e| {
-        e["content"]["org.countersign.approval"]["approval_id"] == id(&approval)
+        e["content"]["org.countersign.approval"]["approval_id"] == approval.id
             || e["content"]["m.new_content"]["org.countersign.approval"]["approval_id"]
-                == id(&approval)
+                == approval.id
     });
     assert!(!leaked, "a plaintext card went into the encrypted room");
 }
@@ -567,15 +559,15 @@ async fn a_room_encrypted_after_start_up_gets_no_plaintext_card() {
 /// link, no markup), and in the plain body it stays on its own line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approver_text_is_escaped_in_the_html_and_the_body() {
-    let (world, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-esc").await;
+    let (world, app) = started().await;
+    let (agent, approval) = app.held_record("one-esc").await;
     let carol = world.user("carol");
-    let card = carol.card(&world.room, &id(&approval)).await;
+    let card = carol.card(&world.room, &approval.id).await;
     let reason = "<a href=\"http://evil.example\">x</a> [y](http://evil.example)\nApproved by bob";
     carol
         .reply(&world.room, &card, &format!("deny: {reason}"))
         .await;
-    assert!(cg::answer(agent).await.starts_with("Denied by carol"));
+    assert!(agent.answer().await.text().starts_with("Denied by carol"));
     carol
         .card_text_with(&world.room, &card, "Denied by carol")
         .await;
@@ -613,12 +605,12 @@ async fn approver_text_is_escaped_in_the_html_and_the_body() {
 /// Item 8: a long first field cannot push the payee off the card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_argument_field_can_be_pushed_off_the_card() {
-    let (world, _setting, gw) = started().await;
+    let (world, app) = started().await;
     let arguments = serde_json::json!({"note": "n".repeat(5_000), "to": "mallory-offshore",
                                        "record_id": "one-hide"});
-    let (agent, approval) = cg::held_delete_with(&gw, arguments).await;
+    let (agent, approval) = app.held_record_with(arguments).await;
     let bob = world.user("bob");
-    let card = bob.card(&world.room, &id(&approval)).await;
+    let card = bob.card(&world.room, &approval.id).await;
     let text = bob.card_text(&world.room, &card).await;
     assert!(text.contains("mallory-offshore"), "`to` is hidden:\n{text}");
     assert!(
@@ -626,9 +618,23 @@ async fn no_argument_field_can_be_pushed_off_the_card() {
         "required fields first:\n{text}"
     );
     assert!(
-        text.contains(&format!("countersign approvals show {}", id(&approval))),
+        text.contains(&format!("countersign approvals show {}", approval.id)),
         "{text}"
     );
     bob.react(&world.room, &card, "✅").await;
-    assert_eq!(cg::answer(agent).await, "deleted one-hide");
+    assert_eq!(agent.answer().await.text(), "deleted one-hide");
+}
+
+// The old helpers chat_table.rs uses, until it moves onto `TestApp`.
+
+impl World {
+    /// `who`'s accounts, as the old `chat:` map of an approver.
+    pub fn accounts(&self, who: &str) -> String {
+        json!({"matrix": self.user(who).id}).to_string()
+    }
+
+    /// The body of the old `chat:` section.
+    pub fn chat(&self) -> String {
+        format!("  matrix: {}", self.settings())
+    }
 }

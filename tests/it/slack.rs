@@ -2,7 +2,8 @@
 //! `chat.postMessage`, outcomes through `chat.update`, and signed, form-encoded interaction
 //! posts as Slack would send them.
 
-use crate::chat_gateway::{self as cg, Setting};
+use crate::app::{Approver, Client, TestApp, TestAppBuilder};
+use crate::chat_gateway as cg;
 use crate::support::TestGateway;
 use crate::wait;
 use axum::extract::{Path, State};
@@ -48,16 +49,15 @@ impl SlackStub {
             .collect()
     }
 
-    /// The `chat:` section for a gateway using this stub.
-    pub fn chat(&self) -> String {
-        SlackStub::chat_with(&self.url, SIGNING_SECRET)
+    /// `chat.slack` for a gateway using this stub.
+    pub fn settings(&self) -> Value {
+        SlackStub::settings_at(&self.url, SIGNING_SECRET)
     }
 
-    /// The `chat:` section for a Web API at `api_base`, with this signing secret.
-    pub fn chat_with(api_base: &str, secret: &str) -> String {
-        format!(
-            "  slack: {{bot_token: xoxb-test, signing_secret: {secret}, team_id: {TEAM}, channel: {CHANNEL}, api_base: '{api_base}'}}"
-        )
+    /// `chat.slack` for a Web API at `api_base`, with this signing secret.
+    pub fn settings_at(api_base: &str, secret: &str) -> Value {
+        json!({"bot_token": "xoxb-test", "signing_secret": secret, "team_id": TEAM,
+            "channel": CHANNEL, "api_base": api_base})
     }
 
     /// The posted card of `approval` (bounded wait): its message `ts`.
@@ -134,25 +134,28 @@ pub fn slack_user(who: &str) -> String {
     format!("U0{}", who.to_uppercase())
 }
 
-pub fn accounts(who: &str) -> String {
-    format!("{{slack: {}}}", slack_user(who))
+/// The chat tests' app on `stub`, each approver's Slack account being [`slack_user`].
+fn app_on(stub: &SlackStub) -> TestAppBuilder {
+    cg::builder()
+        .approvers(cg::approvers_on("slack", slack_user))
+        .set("chat.slack", stub.settings())
 }
 
 /// POSTs an interaction payload to the gateway as Slack would: form-encoded, v0-signed at
 /// `timestamp` (now when `None`). Returns the HTTP status.
-pub async fn interact(gw: &TestGateway, payload: &Value, timestamp: Option<i64>) -> u16 {
+async fn signed_interaction(app: &Client, payload: &Value, timestamp: Option<i64>) -> u16 {
     let timestamp = timestamp
         .unwrap_or_else(|| countersign::timestamp::now_ms() / 1000)
         .to_string();
     let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
     let sig = signature::sign(SIGNING_SECRET.as_bytes(), &timestamp, body.as_bytes());
-    send_interaction(gw, &timestamp, &sig, body).await
+    send_interaction(app, &timestamp, &sig, body).await
 }
 
-pub async fn send_interaction(gw: &TestGateway, timestamp: &str, sig: &str, body: String) -> u16 {
+async fn send_interaction(app: &Client, timestamp: &str, sig: &str, body: String) -> u16 {
     let started = std::time::Instant::now();
     let response = crate::support::http()
-        .post(format!("{}/chat/slack/interactions", cg::base(gw)))
+        .post(format!("{}/chat/slack/interactions", app.base))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-slack-request-timestamp", timestamp)
         .header("x-slack-signature", sig)
@@ -190,12 +193,10 @@ pub fn deny_submission(who: &str, approval: &str, reason: &str) -> Value {
 }
 
 /// Clicks Deny, waits for the modal to open, and submits it with `reason`.
-pub async fn deny(stub: &SlackStub, gw: &TestGateway, who: &str, approval: &str, reason: &str) {
+async fn deny_in_modal(stub: &SlackStub, app: &Client, who: &str, approval: &str, reason: &str) {
     let ts = stub.card(approval).await;
-    assert_eq!(
-        interact(gw, &click(who, approval, "countersign_deny", &ts), None).await,
-        200
-    );
+    let deny = click(who, approval, "countersign_deny", &ts);
+    assert_eq!(signed_interaction(app, &deny, None).await, 200);
     let trigger = format!("trigger-{who}-{approval}");
     let opened = wait::eventually("the deny modal to open", Duration::from_secs(5), || {
         let opened = stub.calls("views.open");
@@ -207,34 +208,31 @@ pub async fn deny(stub: &SlackStub, gw: &TestGateway, who: &str, approval: &str,
     })
     .await;
     assert_eq!(opened["view"]["private_metadata"], approval);
-    assert_eq!(
-        interact(gw, &deny_submission(who, approval, reason), None).await,
-        200
-    );
+    let submission = deny_submission(who, approval, reason);
+    assert_eq!(signed_interaction(app, &submission, None).await, 200);
 }
 
-async fn started() -> (SlackStub, Setting, TestGateway) {
+async fn started() -> (SlackStub, TestApp) {
     let stub = SlackStub::start().await;
-    let setting = Setting::new().await;
-    let gw = setting.gateway(&accounts, &stub.chat()).await;
-    (stub, setting, gw)
+    let app = app_on(&stub).spawn().await;
+    (stub, app)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_click_approves_and_chat_update_removes_the_buttons() {
-    let (stub, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-s1").await;
-    let id = approval["id"].as_str().unwrap();
+    let (stub, app) = started().await;
+    let (agent, approval) = app.held_record("one-s1").await;
+    let id = approval.id.as_str();
     let ts = stub.card(id).await;
     let posted = &stub.calls("chat.postMessage")[0];
     assert_eq!(posted["channel"], CHANNEL);
     assert_eq!(posted["text"], "Approval needed: delete_record on echo");
     assert!(stub.card_text(&ts).contains("[Approve] [Deny]"));
     assert_eq!(
-        interact(&gw, &click("bob", id, "countersign_approve", &ts), None).await,
+        signed_interaction(&app, &click("bob", id, "countersign_approve", &ts), None).await,
         200
     );
-    assert_eq!(cg::answer(agent).await, "deleted one-s1");
+    assert_eq!(agent.answer().await.text(), "deleted one-s1");
     let text = wait::within(Duration::from_millis(2500), || {
         let text = stub.card_text(&ts);
         std::future::ready(if text.contains("Approved by bob") {
@@ -249,7 +247,8 @@ async fn a_click_approves_and_chat_update_removes_the_buttons() {
         text.contains("Approved by bob") && !text.contains("[Approve]"),
         "{text}"
     );
-    let vote = cg::audit(&gw, approval["call_id"].as_str().unwrap())
+    let vote = app
+        .call_events(&approval.call_id)
         .await
         .into_iter()
         .find(|e| e["kind"] == "approval.vote")
@@ -260,24 +259,24 @@ async fn a_click_approves_and_chat_update_removes_the_buttons() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_asks_for_the_reason_in_a_modal() {
-    let (stub, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-s2").await;
-    let id = approval["id"].as_str().unwrap();
-    deny(&stub, &gw, "carol", id, "not on prod").await;
+    let (stub, app) = started().await;
+    let (agent, approval) = app.held_record("one-s2").await;
+    let id = approval.id.as_str();
+    deny_in_modal(&stub, &app, "carol", id, "not on prod").await;
     assert_eq!(
-        cg::answer(agent).await,
+        agent.answer().await.text(),
         format!("Denied by carol: not on prod (approval {id})")
     );
 }
 
 /// POSTs an Events API envelope as Slack would: JSON, v0-signed now (or with `sig`). Returns
 /// the status and the body.
-async fn send_event(gw: &TestGateway, envelope: &Value, sig: Option<&str>) -> (u16, String) {
+async fn send_event(app: &Client, envelope: &Value, sig: Option<&str>) -> (u16, String) {
     let timestamp = (countersign::timestamp::now_ms() / 1000).to_string();
     let body = envelope.to_string();
     let signed = signature::sign(SIGNING_SECRET.as_bytes(), &timestamp, body.as_bytes());
     let response = crate::support::http()
-        .post(format!("{}/chat/slack/events", cg::base(gw)))
+        .post(format!("{}/chat/slack/events", app.base))
         .header("content-type", "application/json")
         .header("x-slack-request-timestamp", &timestamp)
         .header("x-slack-signature", sig.unwrap_or(&signed))
@@ -299,9 +298,9 @@ fn thread_reply(who: &str, ts: &str, text: &str, n: u32) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thread_reply_denies_with_its_reason_and_other_messages_do_not_vote() {
-    let (stub, _setting, gw) = started().await;
+    let (stub, app) = started().await;
     let (challenge, said) = send_event(
-        &gw,
+        &app,
         &json!({"type": "url_verification", "challenge": "c-123", "token": "t"}),
         None,
     )
@@ -310,11 +309,11 @@ async fn a_thread_reply_denies_with_its_reason_and_other_messages_do_not_vote() 
         (challenge, said.as_str()),
         (200, r#"{"challenge":"c-123"}"#)
     );
-    let (agent, approval) = cg::held_delete(&gw, "one-s3").await;
-    let id = approval["id"].as_str().unwrap();
+    let (agent, approval) = app.held_record("one-s3").await;
+    let id = approval.id.as_str();
     let ts = stub.card(id).await;
     let forged = thread_reply("carol", &ts, "approve", 1);
-    assert_eq!(send_event(&gw, &forged, Some("v0=00")).await.0, 401);
+    assert_eq!(send_event(&app, &forged, Some("v0=00")).await.0, 401);
     // Not votes: an unmapped user, the bot itself, an edit, chatter from an approver.
     let mut bot = thread_reply("bob", &ts, "approve", 2);
     bot["event"]["bot_id"] = json!("B1");
@@ -326,11 +325,11 @@ async fn a_thread_reply_denies_with_its_reason_and_other_messages_do_not_vote() 
         edit,
         thread_reply("bob", &ts, "approve after lunch?", 5),
     ] {
-        assert_eq!(send_event(&gw, &ignored, None).await.0, 200);
+        assert_eq!(send_event(&app, &ignored, None).await.0, 200);
     }
-    let call_id = approval["call_id"].as_str().unwrap();
+    let call_id = approval.call_id.as_str();
     for who in ["U0MALLORY", "bob"] {
-        cg::wait_audit(&gw, call_id, |e| {
+        app.call_events_with(call_id, |e| {
             e["kind"] == "approval.seen"
                 && e["payload"]["how"] == "reply"
                 && e["payload"]["who"] == who
@@ -338,12 +337,12 @@ async fn a_thread_reply_denies_with_its_reason_and_other_messages_do_not_vote() 
         .await;
     }
     let denial = thread_reply("carol", &ts, "deny: not on prod", 6);
-    assert_eq!(send_event(&gw, &denial, None).await.0, 200);
+    assert_eq!(send_event(&app, &denial, None).await.0, 200);
     assert_eq!(
-        cg::answer(agent).await,
+        agent.answer().await.text(),
         format!("Denied by carol: not on prod (approval {id})")
     );
-    let events = cg::audit(&gw, call_id).await;
+    let events = app.call_events(call_id).await;
     let votes: Vec<_> = events
         .iter()
         .filter(|e| e["kind"] == "approval.vote")
@@ -354,35 +353,45 @@ async fn a_thread_reply_denies_with_its_reason_and_other_messages_do_not_vote() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_stale_and_altered_interactions_are_refused() {
-    let (stub, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-s3").await;
-    let id = approval["id"].as_str().unwrap();
+    let (stub, app) = started().await;
+    let (agent, approval) = app.held_record("one-s3").await;
+    let id = approval.id.as_str();
     let ts = stub.card(id).await;
     let payload = click("bob", id, "countersign_approve", &ts);
     let stale = countersign::timestamp::now_ms() / 1000 - 301;
-    assert_eq!(interact(&gw, &payload, Some(stale)).await, 401, "stale");
+    assert_eq!(
+        signed_interaction(&app, &payload, Some(stale)).await,
+        401,
+        "stale"
+    );
     let now = (countersign::timestamp::now_ms() / 1000).to_string();
     let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
     let sig = signature::sign(SIGNING_SECRET.as_bytes(), &now, body.as_bytes());
     let altered = body.replace("U0BOB", "U0CAROL");
     assert_eq!(
-        send_interaction(&gw, &now, &sig, altered).await,
+        send_interaction(&app, &now, &sig, altered).await,
         401,
         "altered body"
     );
     let wrong = signature::sign(b"not-the-secret", &now, body.as_bytes());
     assert_eq!(
-        send_interaction(&gw, &now, &wrong, body.clone()).await,
+        send_interaction(&app, &now, &wrong, body.clone()).await,
         401,
         "wrong secret"
     );
-    assert_eq!(send_interaction(&gw, &now, "", body).await, 401, "unsigned");
+    assert_eq!(
+        send_interaction(&app, &now, "", body).await,
+        401,
+        "unsigned"
+    );
     // An unmapped Slack user's click is verified, recorded as a sighting, and not counted.
     let mut outsider = click("mallory", id, "countersign_approve", &ts);
     outsider["user"]["id"] = json!("U0MALLORY");
-    assert_eq!(interact(&gw, &outsider, None).await, 200);
-    let call_id = approval["call_id"].as_str().unwrap();
-    let events = cg::wait_audit(&gw, call_id, |e| e["kind"] == "approval.seen").await;
+    assert_eq!(signed_interaction(&app, &outsider, None).await, 200);
+    let call_id = approval.call_id.as_str();
+    let events = app
+        .call_events_with(call_id, |e| e["kind"] == "approval.seen")
+        .await;
     assert_eq!(
         events
             .iter()
@@ -391,60 +400,62 @@ async fn unsigned_stale_and_altered_interactions_are_refused() {
         0,
         "{events:#?}"
     );
-    assert_eq!(cg::approval(&gw, id).await["status"], "pending");
+    assert_eq!(app.approval(id).await.status, "pending");
     assert_eq!(
-        interact(&gw, &click("bob", id, "countersign_approve", &ts), None).await,
+        signed_interaction(&app, &click("bob", id, "countersign_approve", &ts), None).await,
         200
     );
-    assert_eq!(cg::answer(agent).await, "deleted one-s3");
+    assert_eq!(agent.answer().await.text(), "deleted one-s3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_bot_token_fails_the_call_closed() {
     let stub = SlackStub::start().await;
-    let setting = Setting::new().await;
-    let bad = stub.chat().replace("xoxb-test", "xoxb-revoked");
-    let gw = setting.gateway(&accounts, &bad).await;
-    let (agent, _approval) = cg::held_delete(&gw, "one-s4").await;
-    let text = cg::answer(agent).await;
+    let app = app_on(&stub)
+        .set("chat.slack.bot_token", "xoxb-revoked")
+        .spawn()
+        .await;
+    let (agent, _approval) = app.held_record("one-s4").await;
+    let answer = agent.answer().await;
+    let text = answer.text();
     assert!(text.contains("invalid_auth"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_test_checks_the_token_and_the_channel() {
     let stub = SlackStub::start().await;
-    let (ok, out) = cg::chat_test("slack", &stub.chat(), &[]).await;
+    let on_stub = || cg::chat_only().set("chat.slack", stub.settings());
+    let app = on_stub().spawn_stopped().await;
+    let (ok, out) = app.chat_test("slack", &[]).await;
     assert!(ok, "{out}");
     assert!(
         out.contains("ok   the bot can see channel C0APPROVALS"),
         "{out}"
     );
-    let elsewhere = stub.chat().replace(CHANNEL, "C0NOWHERE");
-    let (ok, out) = cg::chat_test("slack", &elsewhere, &[]).await;
+    let elsewhere = on_stub()
+        .set("chat.slack.channel", "C0NOWHERE")
+        .spawn_stopped()
+        .await;
+    let (ok, out) = elsewhere.chat_test("slack", &[]).await;
     assert!(
         !ok && out.contains("channel_not_found") && out.contains("fix: invite the app"),
         "{out}"
     );
-    let (ok, out) = cg::chat_test("matrix", &stub.chat(), &[]).await;
+    let (ok, out) = app.chat_test("matrix", &[]).await;
     assert!(
         !ok && out.contains("no chat backend \"matrix\" is configured (configured: slack)"),
         "{out}"
     );
 }
 
-/// A gateway configuration with this `chat:` section and these approvers' Slack accounts,
-/// parsed as at start-up: the error, if it is refused.
-fn refused_config(chat: &str, bob_account: &str) -> Option<String> {
-    let yaml = format!(
-        "database: {{url: 'sqlite://unused.db'}}
-upstreams: [{{name: echo, stdio: {{command: 'true'}}}}]
-server: {{allow_anonymous: true}}
-approvers:
-  - {{id: bob, chat: {{slack: {bob_account}}}}}
-chat:
-{chat}
-"
-    );
+/// A gateway configuration with `chat.slack` set to `slack` and bob's Slack account, parsed as
+/// at start-up: the error, if it is refused.
+fn refused_config(slack: Value, bob_account: &str) -> Option<String> {
+    let unused = std::path::Path::new("unused");
+    let yaml = cg::chat_only()
+        .approvers(vec![Approver::new("bob").chat("slack", bob_account)])
+        .set("chat.slack", slack)
+        .yaml("sqlite://unused.db", unused, unused, None);
     countersign::config::parse(&yaml, "countersign.yaml", &[])
         .err()
         .map(|e| e.to_string())
@@ -454,11 +465,11 @@ chat:
 /// refuses to start and names the key.
 #[test]
 fn an_empty_or_short_signing_secret_is_refused_at_start() {
-    let good = SlackStub::chat_with("http://127.0.0.1:9/api", SIGNING_SECRET);
-    assert_eq!(refused_config(&good, "U0BOB"), None);
-    for secret in ["''", "short-secret"] {
-        let chat = SlackStub::chat_with("http://127.0.0.1:9/api", secret);
-        let refused = refused_config(&chat, "U0BOB").unwrap_or_else(|| panic!("{secret} accepted"));
+    let good = SlackStub::settings_at("http://127.0.0.1:9/api", SIGNING_SECRET);
+    assert_eq!(refused_config(good, "U0BOB"), None);
+    for secret in ["", "short-secret"] {
+        let slack = SlackStub::settings_at("http://127.0.0.1:9/api", secret);
+        let refused = refused_config(slack, "U0BOB").unwrap_or_else(|| panic!("{secret} accepted"));
         assert!(
             refused.contains("chat.slack.signing_secret") && refused.contains("16"),
             "{refused}"
@@ -469,8 +480,8 @@ fn an_empty_or_short_signing_secret_is_refused_at_start() {
 /// Item 6: approvers are Slack user ids; a username (which any member can take) is refused.
 #[test]
 fn a_slack_approver_named_by_username_is_refused_at_start() {
-    let chat = SlackStub::chat_with("http://127.0.0.1:9/api", SIGNING_SECRET);
-    let refused = refused_config(&chat, "bob").expect("a username mapping is refused");
+    let slack = SlackStub::settings_at("http://127.0.0.1:9/api", SIGNING_SECRET);
+    let refused = refused_config(slack, "bob").expect("a username mapping is refused");
     assert!(
         refused.contains("approvers[0].chat.slack") && refused.contains("user id"),
         "{refused}"
@@ -481,54 +492,56 @@ fn a_slack_approver_named_by_username_is_refused_at_start() {
 /// workspace of the app) does not vote, even with an approver's user id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_click_from_another_team_does_not_vote() {
-    let (stub, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-team").await;
-    let id = approval["id"].as_str().unwrap();
+    let (stub, app) = started().await;
+    let (agent, approval) = app.held_record("one-team").await;
+    let id = approval.id.as_str();
     let ts = stub.card(id).await;
     let mut foreign = click("bob", id, "countersign_approve", &ts);
     foreign["team"]["id"] = json!("T_OTHER");
     foreign["user"]["team_id"] = json!("T_OTHER");
-    assert_eq!(interact(&gw, &foreign, None).await, 200);
-    let call_id = approval["call_id"].as_str().unwrap();
-    let events = cg::wait_audit(&gw, call_id, |e| e["kind"] == "approval.vote").await;
+    assert_eq!(signed_interaction(&app, &foreign, None).await, 200);
+    let call_id = approval.call_id.as_str();
+    let events = app
+        .call_events_with(call_id, |e| e["kind"] == "approval.vote")
+        .await;
     let vote = events
         .iter()
         .find(|e| e["kind"] == "approval.vote")
         .unwrap();
     assert_eq!(vote["payload"]["result"]["result"], "rejected", "{vote}");
-    assert_eq!(cg::approval(&gw, id).await["status"], "pending");
+    assert_eq!(app.approval(id).await.status, "pending");
     let mut foreign_reply = thread_reply("bob", &ts, "approve", 1);
     foreign_reply["team_id"] = json!("T_OTHER");
-    assert_eq!(send_event(&gw, &foreign_reply, None).await.0, 200);
-    cg::wait_audit(&gw, call_id, |e| {
+    assert_eq!(send_event(&app, &foreign_reply, None).await.0, 200);
+    app.call_events_with(call_id, |e| {
         e["kind"] == "approval.vote" && e["payload"]["evidence"]["event_id"] == "Ev1"
     })
     .await;
-    assert_eq!(cg::approval(&gw, id).await["status"], "pending");
+    assert_eq!(app.approval(id).await.status, "pending");
     assert_eq!(
-        interact(&gw, &click("bob", id, "countersign_approve", &ts), None).await,
+        signed_interaction(&app, &click("bob", id, "countersign_approve", &ts), None).await,
         200
     );
-    assert_eq!(cg::answer(agent).await, "deleted one-team");
+    assert_eq!(agent.answer().await.text(), "deleted one-team");
 }
 
 /// Item 4: in a busy thread, and sent with "Also send to channel" (`thread_broadcast`), a deny
 /// still answers the card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_in_a_busy_thread_answers_the_card() {
-    let (stub, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "two-busy").await;
-    let id = approval["id"].as_str().unwrap();
+    let (stub, app) = started().await;
+    let (agent, approval) = app.held_record("two-busy").await;
+    let id = approval.id.as_str();
     let ts = stub.card(id).await;
     for (n, who) in [(1, "mallory"), (2, "dave")] {
         let chatter = thread_reply(who, &ts, "is this prod?", n);
-        assert_eq!(send_event(&gw, &chatter, None).await.0, 200);
+        assert_eq!(send_event(&app, &chatter, None).await.0, 200);
     }
     let mut denial = thread_reply("bob", &ts, "deny: not on prod", 3);
     denial["event"]["subtype"] = json!("thread_broadcast");
-    assert_eq!(send_event(&gw, &denial, None).await.0, 200);
+    assert_eq!(send_event(&app, &denial, None).await.0, 200);
     assert_eq!(
-        cg::answer(agent).await,
+        agent.answer().await.text(),
         format!("Denied by bob: not on prod (approval {id})")
     );
 }
@@ -536,13 +549,13 @@ async fn a_deny_in_a_busy_thread_answers_the_card() {
 /// Item 7: the reason is shown in code on the card: no link, mention or emphasis renders.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approver_text_cannot_format_the_card() {
-    let (stub, _setting, gw) = started().await;
-    let (agent, approval) = cg::held_delete(&gw, "one-esc").await;
-    let id = approval["id"].as_str().unwrap();
+    let (stub, app) = started().await;
+    let (agent, approval) = app.held_record("one-esc").await;
+    let id = approval.id.as_str();
     let ts = stub.card(id).await;
     let reason = "`<http://evil.example|click>` <!channel> *now*";
-    deny(&stub, &gw, "carol", id, reason).await;
-    assert!(cg::answer(agent).await.starts_with("Denied by carol"));
+    deny_in_modal(&stub, &app, "carol", id, reason).await;
+    assert!(agent.answer().await.text().starts_with("Denied by carol"));
     let mrkdwn = wait::within(Duration::from_millis(2500), || {
         let mrkdwn = stub.card_mrkdwn(&ts);
         std::future::ready(if mrkdwn.contains("Denied by carol") {
@@ -568,11 +581,11 @@ async fn approver_text_cannot_format_the_card() {
 /// Item 8: a long first field cannot push the payee off the card.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_argument_field_can_be_pushed_off_the_card() {
-    let (stub, _setting, gw) = started().await;
+    let (stub, app) = started().await;
     let arguments =
         json!({"note": "n".repeat(5_000), "to": "mallory-offshore", "record_id": "one-hide"});
-    let (agent, approval) = cg::held_delete_with(&gw, arguments).await;
-    let id = approval["id"].as_str().unwrap();
+    let (agent, approval) = app.held_record_with(arguments).await;
+    let id = approval.id.as_str();
     let ts = stub.card(id).await;
     let text = stub.card_text(&ts);
     assert!(text.contains("mallory-offshore"), "`to` is hidden:\n{text}");
@@ -585,8 +598,32 @@ async fn no_argument_field_can_be_pushed_off_the_card() {
         "{text}"
     );
     assert_eq!(
-        interact(&gw, &click("bob", id, "countersign_approve", &ts), None).await,
+        signed_interaction(&app, &click("bob", id, "countersign_approve", &ts), None).await,
         200
     );
-    assert_eq!(cg::answer(agent).await, "deleted one-hide");
+    assert_eq!(agent.answer().await.text(), "deleted one-hide");
+}
+
+// The old helpers chat_table.rs uses, until it moves onto `TestApp`.
+
+impl SlackStub {
+    /// The body of the old `chat:` section for a gateway using this stub.
+    pub fn chat(&self) -> String {
+        format!("  slack: {}", self.settings())
+    }
+}
+
+/// `who`'s accounts, as the old `chat:` map of an approver.
+pub fn accounts(who: &str) -> String {
+    json!({"slack": slack_user(who)}).to_string()
+}
+
+/// [`signed_interaction`] to `gw`.
+pub async fn interact(gw: &TestGateway, payload: &Value, timestamp: Option<i64>) -> u16 {
+    signed_interaction(&Client::new(gw, cg::AGENT_KEY), payload, timestamp).await
+}
+
+/// [`deny_in_modal`] on `gw`.
+pub async fn deny(stub: &SlackStub, gw: &TestGateway, who: &str, approval: &str, reason: &str) {
+    deny_in_modal(stub, &Client::new(gw, cg::AGENT_KEY), who, approval, reason).await
 }

@@ -15,6 +15,7 @@
 
 #![allow(dead_code)]
 
+mod chat;
 mod client;
 pub mod compat;
 mod mattermost;
