@@ -3,7 +3,7 @@
 //! and Slack on its stub. Another backend joins the table by implementing [`ChatDriver`] and
 //! adding one line to [`every_backend!`].
 
-use crate::app::{Approver, TestApp, TestAppBuilder};
+use crate::app::{Approver, TestApp, TestAppBuilder, Vote};
 use crate::chat_gateway as cg;
 use crate::wait;
 use futures::future::BoxFuture;
@@ -162,8 +162,6 @@ pub mod drivers {
     use serde_json::{Value, json};
 
     /// No chat: the approver HTTP API votes; the "card" is the approval record and its votes.
-    /// (It votes through `chat_gateway::vote`, whose last user it is, until that file moves onto
-    /// the app; then through `Client::vote`.)
     pub struct BuiltIn;
 
     impl ChatDriver for BuiltIn {
@@ -182,7 +180,7 @@ pub mod drivers {
             who: &'a str,
         ) -> BoxFuture<'a, ()> {
             Box::pin(async move {
-                cg::vote(app.gateway(), approval, who, true, None).await;
+                app.vote(approval, who, Vote::Approve).await;
             })
         }
 
@@ -194,7 +192,7 @@ pub mod drivers {
             reason: &'a str,
         ) -> BoxFuture<'a, ()> {
             Box::pin(async move {
-                cg::vote(app.gateway(), approval, who, false, Some(reason)).await;
+                app.vote(approval, who, Vote::Deny(Some(reason))).await;
             })
         }
 
@@ -345,11 +343,6 @@ pub mod drivers {
         }
     }
 
-    /// A `chat:` section, which the Matrix and Slack helpers give as YAML text, as a value.
-    fn section(yaml: &str) -> Value {
-        serde_yaml_ng::from_str(yaml).unwrap()
-    }
-
     /// Matrix on the shared Synapse: reactions approve, replies deny with a reason.
     pub struct Matrix {
         world: crate::matrix::World,
@@ -369,7 +362,7 @@ pub mod drivers {
         }
 
         fn configure(&self, app: TestAppBuilder) -> TestAppBuilder {
-            app.set("chat", section(&self.world.chat()))
+            app.set("chat.matrix", self.world.settings())
         }
 
         fn approve<'a>(
@@ -428,7 +421,7 @@ pub mod drivers {
         }
 
         fn configure(&self, app: TestAppBuilder) -> TestAppBuilder {
-            app.set("chat", section(&self.stub.chat()))
+            app.set("chat.slack", self.stub.settings())
         }
 
         fn approve<'a>(
@@ -440,7 +433,7 @@ pub mod drivers {
             Box::pin(async move {
                 let ts = self.stub.card(approval).await;
                 let click = crate::slack::click(who, approval, "countersign_approve", &ts);
-                let status = crate::slack::interact(app.gateway(), &click, None).await;
+                let status = crate::slack::signed_interaction(app, &click, None).await;
                 assert_eq!(status, 200);
             })
         }
@@ -452,8 +445,9 @@ pub mod drivers {
             who: &'a str,
             reason: &'a str,
         ) -> BoxFuture<'a, ()> {
-            let gw = app.gateway();
-            Box::pin(crate::slack::deny(&self.stub, gw, who, approval, reason))
+            Box::pin(crate::slack::deny_in_modal(
+                &self.stub, app, who, approval, reason,
+            ))
         }
 
         fn card_text<'a>(&'a self, _: &'a TestApp, approval: &'a str) -> BoxFuture<'a, String> {

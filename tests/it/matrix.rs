@@ -624,17 +624,3 @@ async fn no_argument_field_can_be_pushed_off_the_card() {
     bob.react(&world.room, &card, "✅").await;
     assert_eq!(agent.answer().await.text(), "deleted one-hide");
 }
-
-// The old helpers chat_table.rs uses, until it moves onto `TestApp`.
-
-impl World {
-    /// `who`'s accounts, as the old `chat:` map of an approver.
-    pub fn accounts(&self, who: &str) -> String {
-        json!({"matrix": self.user(who).id}).to_string()
-    }
-
-    /// The body of the old `chat:` section.
-    pub fn chat(&self) -> String {
-        format!("  matrix: {}", self.settings())
-    }
-}

@@ -4,7 +4,6 @@
 
 use crate::app::{Approver, Client, TestApp, TestAppBuilder};
 use crate::chat_gateway as cg;
-use crate::support::TestGateway;
 use crate::wait;
 use axum::extract::{Path, State};
 use axum::routing::post;
@@ -143,7 +142,7 @@ fn app_on(stub: &SlackStub) -> TestAppBuilder {
 
 /// POSTs an interaction payload to the gateway as Slack would: form-encoded, v0-signed at
 /// `timestamp` (now when `None`). Returns the HTTP status.
-async fn signed_interaction(app: &Client, payload: &Value, timestamp: Option<i64>) -> u16 {
+pub async fn signed_interaction(app: &Client, payload: &Value, timestamp: Option<i64>) -> u16 {
     let timestamp = timestamp
         .unwrap_or_else(|| countersign::timestamp::now_ms() / 1000)
         .to_string();
@@ -193,7 +192,13 @@ pub fn deny_submission(who: &str, approval: &str, reason: &str) -> Value {
 }
 
 /// Clicks Deny, waits for the modal to open, and submits it with `reason`.
-async fn deny_in_modal(stub: &SlackStub, app: &Client, who: &str, approval: &str, reason: &str) {
+pub async fn deny_in_modal(
+    stub: &SlackStub,
+    app: &Client,
+    who: &str,
+    approval: &str,
+    reason: &str,
+) {
     let ts = stub.card(approval).await;
     let deny = click(who, approval, "countersign_deny", &ts);
     assert_eq!(signed_interaction(app, &deny, None).await, 200);
@@ -602,28 +607,4 @@ async fn no_argument_field_can_be_pushed_off_the_card() {
         200
     );
     assert_eq!(agent.answer().await.text(), "deleted one-hide");
-}
-
-// The old helpers chat_table.rs uses, until it moves onto `TestApp`.
-
-impl SlackStub {
-    /// The body of the old `chat:` section for a gateway using this stub.
-    pub fn chat(&self) -> String {
-        format!("  slack: {}", self.settings())
-    }
-}
-
-/// `who`'s accounts, as the old `chat:` map of an approver.
-pub fn accounts(who: &str) -> String {
-    json!({"slack": slack_user(who)}).to_string()
-}
-
-/// [`signed_interaction`] to `gw`.
-pub async fn interact(gw: &TestGateway, payload: &Value, timestamp: Option<i64>) -> u16 {
-    signed_interaction(&Client::new(gw, cg::AGENT_KEY), payload, timestamp).await
-}
-
-/// [`deny_in_modal`] on `gw`.
-pub async fn deny(stub: &SlackStub, gw: &TestGateway, who: &str, approval: &str, reason: &str) {
-    deny_in_modal(stub, &Client::new(gw, cg::AGENT_KEY), who, approval, reason).await
 }

@@ -2,7 +2,7 @@
 //! before plain servers, trusted through `tls.ca_files` or not at all.
 
 use crate::app::{Agent, Client, TestApp, TestAppBuilder, Upstream};
-use crate::chat_gateway::{self as cg, Setting};
+use crate::chat_gateway as cg;
 use crate::mattermost::stub::{BOT_TOKEN, Stub, User};
 use crate::support::{self, modern_meta, post};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -73,11 +73,6 @@ impl TlsFront {
             task,
         }
     }
-
-    /// The `tls:` section that trusts this front's CA.
-    fn trusted(&self) -> String {
-        format!("tls: {{ca_files: ['{}']}}", self.ca_file.display())
-    }
 }
 
 fn stub_addr(stub: &Stub) -> SocketAddr {
@@ -141,12 +136,14 @@ async fn an_https_upstream_is_used_only_when_its_ca_is_trusted() {
     );
 }
 
-/// Mattermost in reactions mode: REST over https and the websocket over wss.
-fn mattermost_chat(front: &TlsFront, tls: &str) -> String {
-    format!(
-        "  mattermost: {{url: 'https://{}', token: {BOT_TOKEN}, channel: eng/mcp-approvals, mode: reactions}}\n{tls}",
-        front.authority
-    )
+/// The chat tests' app, its approvers on Mattermost, with Mattermost in reactions mode behind
+/// `front`: REST over https and the websocket over wss.
+fn over_tls(front: &TlsFront) -> TestAppBuilder {
+    let mattermost = json!({"url": format!("https://{}", front.authority), "token": BOT_TOKEN,
+                            "channel": "eng/mcp-approvals", "mode": "reactions"});
+    cg::builder()
+        .approvers(cg::approvers_on("mattermost", |who| who.to_owned()))
+        .set("chat.mattermost", mattermost)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,16 +151,12 @@ async fn mattermost_over_https_and_wss_decides_by_reaction() {
     let members = cg::APPROVERS.iter().map(|who| User::named(who)).collect();
     let stub = Stub::start(members).await;
     let front = TlsFront::before(stub_addr(&stub)).await;
-    let setting = Setting::new().await;
-    let accounts = |who: &str| format!("{{mattermost: {who}}}");
-    let gw = setting
-        .gateway(&accounts, &mattermost_chat(&front, &front.trusted()))
-        .await;
+    let app = over_tls(&front).trust_ca(&front.ca_file).spawn().await;
     support::until("the gateway listens over wss", || {
         stub.websocket_listeners() >= 1
     })
     .await;
-    let (agent, _approval) = cg::held_delete(&gw, "one-tls").await;
+    let (agent, _approval) = app.held_record("one-tls").await;
     support::until("the card is posted over https", || !stub.cards().is_empty()).await;
     let card = &stub.cards()[0];
     stub.react(
@@ -171,7 +164,7 @@ async fn mattermost_over_https_and_wss_decides_by_reaction() {
         card["id"].as_str().unwrap(),
         "white_check_mark",
     );
-    assert_eq!(cg::answer(agent).await, "deleted one-tls");
+    assert_eq!(agent.answer().await.text(), "deleted one-tls");
     assert_eq!(stub.violations(), Vec::<String>::new());
 }
 
@@ -180,7 +173,8 @@ async fn an_untrusted_chat_server_gets_no_card_and_chat_test_says_why() {
     let members = cg::APPROVERS.iter().map(|who| User::named(who)).collect();
     let stub = Stub::start(members).await;
     let front = TlsFront::before(stub_addr(&stub)).await;
-    let (ok, out) = cg::chat_test("mattermost", &mattermost_chat(&front, ""), &[]).await;
+    let untrusted = over_tls(&front).spawn_stopped().await;
+    let (ok, out) = untrusted.chat_test("mattermost", &[]).await;
     assert!(!ok, "{out}");
     assert!(
         out.contains("FAIL")
@@ -188,21 +182,17 @@ async fn an_untrusted_chat_server_gets_no_card_and_chat_test_says_why() {
             && out.contains("tls.ca_files"),
         "the failed check names the certificate problem:\n{out}"
     );
-    let (ok, out) = cg::chat_test(
-        "mattermost",
-        &mattermost_chat(&front, &front.trusted()),
-        &[],
-    )
-    .await;
+    let trusted = over_tls(&front)
+        .trust_ca(&front.ca_file)
+        .spawn_stopped()
+        .await;
+    let (ok, out) = trusted.chat_test("mattermost", &[]).await;
     assert!(ok, "trusting the CA, every check passes:\n{out}");
 
-    let setting = Setting::new().await;
-    let accounts = |who: &str| format!("{{mattermost: {who}}}");
-    let gw = setting
-        .gateway(&accounts, &mattermost_chat(&front, ""))
-        .await;
-    let (agent, _approval) = cg::held_delete(&gw, "fast-tls").await;
-    let answer = cg::answer(agent).await;
+    let app = over_tls(&front).spawn().await;
+    let (agent, _approval) = app.held_record("fast-tls").await;
+    let answer = agent.answer().await;
+    let answer = answer.text();
     assert!(
         answer.contains("no approver could be asked") && answer.contains("UnknownIssuer"),
         "fails closed, saying why: {answer}"
