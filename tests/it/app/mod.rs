@@ -17,6 +17,7 @@
 
 mod client;
 pub mod compat;
+mod process;
 
 #[allow(unused_imports)]
 pub use client::{Approval, Client, HeldCall, Reply, Vote, api, text};
