@@ -1,13 +1,9 @@
 //! Policy, approvals and the audit log through the running gateway, on SQLite and PostgreSQL.
 
-use crate::app::{TestApp, Vote};
+use crate::app::{AGENT_KEY, TestApp, Vote};
 use crate::support::{Backend, modern_meta, post};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-// The untyped helpers the files not yet on `TestApp` import from here.
-pub(crate) use crate::app::compat::{call, call_events, pending, policy_dir, story, vote};
-pub(crate) use crate::app::{AGENT_KEY, api, text};
 
 /// The standard app (see `TestAppBuilder`) on `backend`.
 async fn setup(backend: Backend) -> TestApp {

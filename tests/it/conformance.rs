@@ -5,8 +5,10 @@
 //! Counts are printed (run with `--nocapture`) and written to `target/conformance-summary.txt`;
 //! the suites' own results stay in `target/conformance/{direct,gateway}/`.
 
-use crate::support::{peers, root, spawn_gateway};
+use crate::app::TestApp;
+use crate::support::{peers, root};
 use crate::wait;
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,15 @@ const SUITES: [&str; 2] = ["0.1.16", "alpha"];
 struct Fixture {
     child: Child,
     port: u16,
+}
+
+impl Fixture {
+    /// The fixture as an upstream of the gateway, its tools unprefixed (the suites call them by
+    /// their own names).
+    fn upstream(&self) -> Value {
+        let url = format!("http://127.0.0.1:{}/mcp", self.port);
+        json!({"name": "fixture", "prefix": "", "http": {"url": url}})
+    }
 }
 
 impl Drop for Fixture {
@@ -67,6 +78,17 @@ async fn start_fixture(log: &Path) -> Fixture {
     })
     .await;
     Fixture { child, port }
+}
+
+/// A plain proxy anyone may call, in front of `upstream`, started within 60 s.
+async fn gateway(upstream: Value) -> TestApp {
+    let builder = TestApp::builder()
+        .plain_proxy()
+        .agents(Vec::new())
+        .set("upstreams", [upstream]);
+    tokio::time::timeout(Duration::from_secs(60), builder.spawn())
+        .await
+        .expect("gateway starts")
 }
 
 /// Runs `tests/peers/conformance.sh URL OUT`; returns its summary lines.
@@ -169,15 +191,9 @@ async fn conformance_through_gateway_matches_direct() {
 
     // (b) through the gateway in front of a fresh fixture
     let fixture = start_fixture(&base.join("fixture-gateway.log")).await;
-    let yaml = format!(
-        "server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n  - name: fixture\n    prefix: \"\"\n    http: {{url: \"http://127.0.0.1:{}/mcp\"}}\n",
-        fixture.port
-    );
-    let gw = tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
-        .await
-        .expect("gateway starts");
-    let gateway_summary = run_suites(&gw.url, &gateway_out).await;
-    drop(gw);
+    let app = gateway(fixture.upstream()).await;
+    let gateway_summary = run_suites(&app.url, &gateway_out).await;
+    drop(app);
     drop(fixture);
 
     let mut report = String::new();
@@ -229,18 +245,11 @@ async fn conformance_through_gateway_matches_direct() {
 // ---- Pinpoint tests for the differences the suites found (fast, raw HTTP) ----
 
 use crate::support::{modern_meta, post};
-use serde_json::{Value, json};
 
 /// A gateway in front of `server-everything` (a legacy-only stdio server).
-async fn gateway_over_everything() -> crate::support::TestGateway {
+async fn gateway_over_everything() -> TestApp {
     let ev = peers().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    let yaml = format!(
-        "server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n  - name: ev\n    stdio: {{command: node, args: [{}, stdio]}}\n",
-        serde_json::to_string(&ev.to_string_lossy()).unwrap()
-    );
-    tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
-        .await
-        .expect("gateway starts")
+    gateway(json!({"name": "ev", "stdio": {"command": "node", "args": [ev, "stdio"]}})).await
 }
 
 fn modern_headers<'a>(method: &'a str, name: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
@@ -264,7 +273,7 @@ fn modern_request(id: u64, method: &str, mut params: Value) -> Value {
 /// answers a modern client. (Found by the Python and TypeScript clients in `peers.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modern_results_from_a_legacy_upstream_carry_result_type() {
-    let gw = gateway_over_everything().await;
+    let app = gateway_over_everything().await;
     let uri = "demo://resource/static/document/architecture.md";
     let cases = [
         (
@@ -284,7 +293,7 @@ async fn modern_results_from_a_legacy_upstream_carry_result_type() {
     let mut failures = Vec::new();
     for (i, (method, name, params, cacheable)) in cases.into_iter().enumerate() {
         let r = post(
-            &gw.url,
+            &app.url,
             &modern_headers(method, name),
             &modern_request(10 + i as u64, method, params),
         )
@@ -315,10 +324,10 @@ async fn modern_results_from_a_legacy_upstream_carry_result_type() {
 /// header says 2026-07-28 → HeaderMismatch (-32020), not UnsupportedProtocolVersion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modern_header_body_version_mismatch_is_32020() {
-    let gw = gateway_over_everything().await;
+    let app = gateway_over_everything().await;
     let mut body = modern_request(302, "server/discover", json!({}));
     body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("v999.0.0");
-    let r = post(&gw.url, &modern_headers("server/discover", None), &body).await;
+    let r = post(&app.url, &modern_headers("server/discover", None), &body).await;
     assert_eq!(
         (r.status, r.json()["error"]["code"].as_i64()),
         (400, Some(-32020)),
@@ -331,9 +340,9 @@ async fn modern_header_body_version_mismatch_is_32020() {
 /// carries the 2026-07-28 headers and `_meta` is modern even when its method is `initialize`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modern_initialize_is_404_method_not_found() {
-    let gw = gateway_over_everything().await;
+    let app = gateway_over_everything().await;
     let r = post(
-        &gw.url,
+        &app.url,
         &modern_headers("initialize", None),
         &modern_request(500, "initialize", json!({})),
     )
@@ -354,9 +363,9 @@ async fn modern_initialize_is_404_method_not_found() {
 /// -32601 for a modern client, also when the -32601 comes from the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modern_unknown_method_is_http_404() {
-    let gw = gateway_over_everything().await;
+    let app = gateway_over_everything().await;
     let r = post(
-        &gw.url,
+        &app.url,
         &modern_headers("unknown/method", None),
         &modern_request(601, "unknown/method", json!({})),
     )
@@ -379,14 +388,8 @@ async fn legacy_client_keeps_legacy_features_with_a_dual_era_http_upstream() {
     let base = root().join("target/conformance");
     std::fs::create_dir_all(&base).unwrap();
     let fixture = start_fixture(&base.join("fixture-pinpoint.log")).await;
-    let yaml = format!(
-        "server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n  - name: fixture\n    prefix: \"\"\n    http: {{url: \"http://127.0.0.1:{}/mcp\"}}\n",
-        fixture.port
-    );
-    let gw = tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
-        .await
-        .expect("gateway starts");
-    let sid = crate::support::initialize(&gw.url, &[]).await;
+    let app = gateway(fixture.upstream()).await;
+    let sid = crate::support::initialize(&app.url, &[]).await;
     let h = [
         ("mcp-session-id", sid.as_str()),
         ("mcp-protocol-version", "2025-11-25"),
@@ -406,7 +409,7 @@ async fn legacy_client_keeps_legacy_features_with_a_dual_era_http_upstream() {
         ),
     ] {
         let r = post(
-            &gw.url,
+            &app.url,
             &h,
             &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
         )
@@ -418,7 +421,7 @@ async fn legacy_client_keeps_legacy_features_with_a_dual_era_http_upstream() {
     }
     // A tool that asks the client for sampling: a legacy client must see sampling/createMessage.
     let r = post(
-        &gw.url,
+        &app.url,
         &h,
         &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
         "params": {"name": "test_sampling", "arguments": {"prompt": "hi"}}}),
@@ -434,7 +437,7 @@ async fn legacy_client_keeps_legacy_features_with_a_dual_era_http_upstream() {
             r.text.chars().take(600).collect::<String>()
         ));
     }
-    drop(gw);
+    drop(app);
     drop(fixture);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

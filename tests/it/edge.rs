@@ -3,7 +3,8 @@
 //! disk, shutdown and where the database goes. Loads are bounded in count and time and stay
 //! on loopback.
 
-use crate::support::{self, Backend, TestDb, TestGateway, modern_meta, post};
+use crate::app::{Agent, Approver, Client, TestApp, TestAppBuilder, token};
+use crate::support::{self, Backend, modern_meta, post};
 use crate::wait;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -16,8 +17,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 const KEY: &str = "edge-key";
 const AUTH: (&str, &str) = ("authorization", "Bearer edge-key");
-const BOB: (&str, &str) = ("authorization", "Bearer bob-token");
-const AUDREY: (&str, &str) = ("authorization", "Bearer audrey-token");
 
 const POLICY: &str = r#"
 defaults:
@@ -81,58 +80,30 @@ fn methods_seen(seen: &Seen) -> Vec<Value> {
 
 // --- the gateway under test -----------------------------------------------------------------
 
-/// A gateway with policies, approvals and audit in front of the recording upstream.
-struct Setup {
-    gw: TestGateway,
-    seen: Seen,
-    _db: TestDb,
-    _policies: tempfile::TempDir,
-}
-
-async fn setup(backend: Backend, server: &str, extra: &str) -> Setup {
-    let db = TestDb::new(backend).await;
-    setup_on(db, server, extra).await
-}
-
-async fn setup_on(db: TestDb, server: &str, extra: &str) -> Setup {
+/// A gateway with policies, approvals and audit in front of the recording upstream `rec`:
+/// [`POLICY`], agent `agent-1` ([`KEY`]) acting for nobody, approver bob, auditor audrey.
+async fn builder(backend: Backend) -> (TestAppBuilder, Seen) {
     let (addr, seen) = recording_upstream().await;
-    let policies = tempfile::tempdir().unwrap();
-    std::fs::write(policies.path().join("policy.yaml"), POLICY).unwrap();
-    let hash = countersign::auth::hash_key;
-    let yaml = format!(
-        "server: {{listen: 127.0.0.1:0 {server}}}
-database: {{url: '{db}'}}
-policy_dir: '{policies}'
-upstreams:
-  - name: rec
-    era: legacy
-    http: {{url: 'http://{addr}/mcp'}}
-    pass_methods: [custom/allowed]
-agents:
-  - {{id: agent-1, key_sha256: {agent}}}
-approvers:
-  - {{id: bob, token_sha256: {bob}}}
-auditors:
-  - {{id: audrey, token_sha256: {audrey}}}
-{extra}
-",
-        db = db.url,
-        policies = policies.path().display(),
-        agent = hash(KEY),
-        bob = hash("bob-token"),
-        audrey = hash("audrey-token"),
-    );
-    Setup {
-        gw: support::spawn_gateway(&yaml).await,
-        seen,
-        _db: db,
-        _policies: policies,
-    }
+    // More than `Upstream` says: the legacy era, and a method of its own passed through.
+    let rec = json!({"name": "rec", "era": "legacy", "http": {"url": format!("http://{addr}/mcp")},
+        "pass_methods": ["custom/allowed"]});
+    let builder = TestApp::builder()
+        .backend(backend)
+        .policy(POLICY)
+        .set("upstreams", json!([rec]))
+        .agents(vec![Agent::new("agent-1", KEY)])
+        .approvers(vec![Approver::new("bob")]);
+    (builder, seen)
+}
+
+async fn setup(backend: Backend) -> (TestApp, Seen) {
+    let (builder, rec) = builder(backend).await;
+    (builder.spawn().await, rec)
 }
 
 /// A 2026-07-28 message (a request when `id` is set, else a notification) with its headers.
 async fn modern(
-    gw: &TestGateway,
+    app: &Client,
     id: Option<i64>,
     method: &str,
     name: Option<&str>,
@@ -151,12 +122,12 @@ async fn modern(
     if let Some(name) = name {
         headers.push(("mcp-name", name));
     }
-    post(&gw.url, &headers, &message).await
+    post(&app.url, &headers, &message).await
 }
 
-async fn call_tool(gw: &TestGateway, id: i64, tool: &str, arguments: Value) -> Value {
+async fn call_tool(app: &Client, id: i64, tool: &str, arguments: Value) -> Value {
     let r = modern(
-        gw,
+        app,
         Some(id),
         "tools/call",
         Some(tool),
@@ -167,45 +138,17 @@ async fn call_tool(gw: &TestGateway, id: i64, tool: &str, arguments: Value) -> V
 }
 
 /// The audit events of `kind`, read through the auditor API.
-async fn audit_events(gw: &TestGateway, kind: &str) -> Vec<Value> {
-    let url = format!("http://{}/audit/events?kind={kind}&limit=1000", gw.addr);
-    let r = support::http()
-        .get(url)
-        .header(AUDREY.0, AUDREY.1)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
-/// How many approvals are pending, once `expected` are (or after 10 s).
-async fn pending_approvals(gw: &TestGateway, expected: usize) -> usize {
-    let counted = wait::within(Duration::from_secs(10), || async move {
-        let r = support::http()
-            .get(format!("http://{}/approvals?status=pending", gw.addr))
-            .header(BOB.0, BOB.1)
-            .send()
-            .await
-            .unwrap();
-        let pending = r.json::<Vec<Value>>().await.unwrap().len();
-        if pending == expected {
-            Ok(pending)
-        } else {
-            Err(pending)
-        }
-    })
-    .await;
-    counted.unwrap_or_else(|last| last.unwrap_or(0))
+async fn audit_events(app: &Client, kind: &str) -> Vec<Value> {
+    app.audit_events(&format!("kind={kind}&limit=1000")).await
 }
 
 // --- item 9: notifications carrying requests ------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tools_call_notification_never_reaches_the_upstream_and_is_recorded() {
-    let s = setup(Backend::Sqlite, "", "").await;
+    let (app, rec) = setup(Backend::Sqlite).await;
     let r = modern(
-        &s.gw,
+        &app,
         None,
         "tools/call",
         Some("rec__wipe"),
@@ -214,10 +157,10 @@ async fn a_tools_call_notification_never_reaches_the_upstream_and_is_recorded() 
     .await;
     assert_eq!(r.status, 202, "{}", r.text);
     // A real call afterwards reaches the upstream: the notification had its chance to.
-    let done = call_tool(&s.gw, 1, "rec__echo", json!({})).await;
+    let done = call_tool(&app, 1, "rec__echo", json!({})).await;
     assert_eq!(done["result"]["content"][0]["text"], "ran", "{done}");
 
-    let seen = methods_seen(&s.seen);
+    let seen = methods_seen(&rec);
     let calls: Vec<_> = seen
         .iter()
         .filter(|m| m["method"] == "tools/call")
@@ -229,7 +172,7 @@ async fn a_tools_call_notification_never_reaches_the_upstream_and_is_recorded() 
             || m["method"].as_str().unwrap().starts_with("notifications/")),
         "no request method arrived as a notification: {seen:?}"
     );
-    let denied = audit_events(&s.gw, "policy.decided").await;
+    let denied = audit_events(&app, "policy.decided").await;
     let dropped: Vec<_> = denied
         .iter()
         .filter(|e| e["payload"]["rule"] == "countersign:request-as-notification")
@@ -243,9 +186,9 @@ async fn a_tools_call_notification_never_reaches_the_upstream_and_is_recorded() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_methods_are_refused_unless_an_upstream_passes_them() {
-    let s = setup(Backend::Sqlite, "", "").await;
+    let (app, rec) = setup(Backend::Sqlite).await;
     let r = modern(
-        &s.gw,
+        &app,
         Some(1),
         "custom/exec",
         None,
@@ -256,17 +199,17 @@ async fn unknown_methods_are_refused_unless_an_upstream_passes_them() {
     assert_eq!(r.json()["error"]["code"], -32601, "{}", r.text);
     assert!(r.text.contains("pass_methods"), "{}", r.text);
 
-    let r = modern(&s.gw, Some(2), "custom/allowed", None, json!({"x": 1})).await;
+    let r = modern(&app, Some(2), "custom/allowed", None, json!({"x": 1})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.messages().pop().unwrap()["result"]["ran"], true);
 
-    let seen = methods_seen(&s.seen);
+    let seen = methods_seen(&rec);
     assert!(
         !seen.iter().any(|m| m["method"] == "custom/exec"),
         "{seen:?}"
     );
     assert!(seen.iter().any(|m| m["method"] == "custom/allowed"));
-    let received = audit_events(&s.gw, "call.received").await;
+    let received = audit_events(&app, "call.received").await;
     assert!(
         received
             .iter()
@@ -277,9 +220,9 @@ async fn unknown_methods_are_refused_unless_an_upstream_passes_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_reads_and_prompt_gets_are_recorded() {
-    let s = setup(Backend::Sqlite, "", "").await;
+    let (app, _rec) = setup(Backend::Sqlite).await;
     let r = modern(
-        &s.gw,
+        &app,
         Some(1),
         "resources/read",
         Some("rec://doc"),
@@ -292,7 +235,7 @@ async fn resource_reads_and_prompt_gets_are_recorded() {
         "the doc"
     );
     let r = modern(
-        &s.gw,
+        &app,
         Some(2),
         "prompts/get",
         Some("rec__greet"),
@@ -301,7 +244,7 @@ async fn resource_reads_and_prompt_gets_are_recorded() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
 
-    let received = audit_events(&s.gw, "call.received").await;
+    let received = audit_events(&app, "call.received").await;
     let read = received
         .iter()
         .find(|e| e["payload"]["method"] == "resources/read")
@@ -320,11 +263,11 @@ async fn resource_reads_and_prompt_gets_are_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_past_its_pending_cap_is_refused_and_recorded() {
-    let s = setup(Backend::Sqlite, "", "").await;
+    let (app, _rec) = setup(Backend::Sqlite).await;
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..25 {
-        let gw = support::external_gateway(s.gw.addr);
-        calls.spawn(async move { call_tool(&gw, i, "rec__wipe", json!({"n": i})).await });
+        let app = Client::clone(&app);
+        calls.spawn(async move { call_tool(&app, i, "rec__wipe", json!({"n": i})).await });
     }
     // Twenty wait for bob; five are refused at once.
     let mut refused = Vec::new();
@@ -343,8 +286,8 @@ async fn an_agent_past_its_pending_cap_is_refused_and_recorded() {
         let text = r["result"]["content"][0]["text"].as_str().unwrap();
         assert!(text.contains("max_pending_per_agent"), "{text}");
     }
-    assert_eq!(pending_approvals(&s.gw, 20).await, 20);
-    let decided = audit_events(&s.gw, "approval.refused").await;
+    assert_eq!(app.pending(20).await.len(), 20);
+    let decided = audit_events(&app, "approval.refused").await;
     let capped: Vec<_> = decided
         .iter()
         .filter(|e| e["payload"]["outcome"] == "refused")
@@ -389,13 +332,13 @@ async fn trickle(addr: SocketAddr, head: String) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_and_bodies_are_cut_off_and_healthz_stays_up() {
-    let s = setup(
-        Backend::Sqlite,
-        ", header_read_timeout_secs: 2, body_read_timeout_secs: 2",
-        "",
-    )
-    .await;
-    let addr = s.gw.addr;
+    let (builder, _rec) = builder(Backend::Sqlite).await;
+    let app = builder
+        .set("server.header_read_timeout_secs", 2)
+        .set("server.body_read_timeout_secs", 2)
+        .spawn()
+        .await;
+    let addr = app.gateway().addr;
     let started = Instant::now();
     let mut hanging = tokio::task::JoinSet::new();
     for _ in 0..26 {
@@ -479,9 +422,9 @@ async fn slow_headers_and_bodies_are_cut_off_and_healthz_stays_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_hosts_and_origins_are_refused_on_every_route() {
-    let s = setup(Backend::Sqlite, "", "").await;
+    let (app, _rec) = setup(Backend::Sqlite).await;
     for path in ["/healthz", "/metrics", "/approvals", "/audit/verify"] {
-        let url = format!("http://{}{path}", s.gw.addr);
+        let url = format!("{}{path}", app.base);
         let r = support::http()
             .get(&url)
             .header("host", "rebound.evil.example")
@@ -498,8 +441,8 @@ async fn foreign_hosts_and_origins_are_refused_on_every_route() {
         assert_eq!(r.status(), 403, "{path} with a foreign Origin");
     }
     let r = support::http()
-        .get(format!("http://{}/healthz", s.gw.addr))
-        .header("host", format!("localhost:{}", s.gw.addr.port()))
+        .get(format!("{}/healthz", app.base))
+        .header("host", format!("localhost:{}", app.gateway().addr.port()))
         .send()
         .await
         .unwrap();
@@ -509,13 +452,12 @@ async fn foreign_hosts_and_origins_are_refused_on_every_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_need_the_metrics_token_when_one_is_set() {
     let hash = countersign::auth::hash_key("metrics-secret");
-    let s = setup(
-        Backend::Sqlite,
-        &format!(", metrics_token_sha256: {hash}"),
-        "",
-    )
-    .await;
-    let url = format!("http://{}/metrics", s.gw.addr);
+    let (builder, _rec) = builder(Backend::Sqlite).await;
+    let app = builder
+        .set("server.metrics_token_sha256", hash)
+        .spawn()
+        .await;
+    let url = format!("{}/metrics", app.base);
     let get = |token: Option<&'static str>| {
         let mut r = support::http().get(&url);
         if let Some(token) = token {
@@ -587,35 +529,41 @@ impl Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_answered_fast_and_fail_closed() {
-    let mut db = TestDb::new(Backend::Postgres).await;
+    let (builder, rec) = builder(Backend::Postgres).await;
+    let mut app = builder.spawn_stopped().await;
     let relay = Relay::start(None).await;
-    db.url = db.url.replace("127.0.0.1:5432", &relay.addr.to_string());
-    let s = setup_on(db, "", "").await;
-    let ok = call_tool(&s.gw, 1, "rec__echo", json!({})).await;
+    // The gateway reaches its database through the relay.
+    let relayed = app
+        .db
+        .url
+        .replace("127.0.0.1:5432", &relay.addr.to_string());
+    app.db.url = relayed;
+    app.start().await;
+    let ok = call_tool(&app, 1, "rec__echo", json!({})).await;
     assert_eq!(ok["result"]["content"][0]["text"], "ran", "{ok}");
 
     relay.cut().await;
     let t = Instant::now();
-    let refused = call_tool(&s.gw, 2, "rec__echo", json!({"n": 2})).await;
+    let refused = call_tool(&app, 2, "rec__echo", json!({"n": 2})).await;
     // At worst the audit writer first fails an earlier batch and reloads its head (3 s each).
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert_eq!(refused["result"]["isError"], true, "{refused}");
     let text = refused["result"]["content"][0]["text"].as_str().unwrap();
     assert!(text.contains("could not record"), "{text}");
-    let calls = methods_seen(&s.seen);
+    let calls = methods_seen(&rec);
     assert_eq!(
         calls.iter().filter(|m| m["method"] == "tools/call").count(),
         1,
         "nothing ran unaudited"
     );
     for (path, who) in [
-        ("/approvals?status=pending", BOB),
-        ("/audit/verify", AUDREY),
+        ("/approvals?status=pending", "bob"),
+        ("/audit/verify", "audrey"),
     ] {
         let t = Instant::now();
         let r = support::http()
-            .get(format!("http://{}{path}", s.gw.addr))
-            .header(who.0, who.1)
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(token(who))
             .send()
             .await
             .unwrap();
@@ -630,14 +578,14 @@ async fn a_database_outage_is_answered_fast_and_fail_closed() {
 
     // The database comes back: so does the gateway, without a restart.
     let _back = Relay::start(Some(relay.addr)).await;
-    let (gw, mut next) = (&s.gw, 10);
+    let (app, mut next) = (&app, 10);
     let what = "calls to run again once the database is back";
     let every = Duration::from_millis(500);
     let recovered = wait::eventually_every(what, Duration::from_secs(45), every, || {
         let n = next;
         next += 1;
         async move {
-            let r = call_tool(gw, n, "rec__echo", json!({"n": n})).await;
+            let r = call_tool(app, n, "rec__echo", json!({"n": n})).await;
             if r["result"]["isError"] != true {
                 Ok(r)
             } else {
@@ -732,16 +680,14 @@ async fn sqlite_recovers_by_itself_once_a_full_disk_has_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_answers_held_calls_and_keeps_their_approvals_pending() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let url = db.url.clone();
-    let s = setup_on(db, ", shutdown_grace_secs: 2", "").await;
-    let gw = support::external_gateway(s.gw.addr);
-    let held = tokio::spawn(async move { call_tool(&gw, 1, "rec__wipe", json!({})).await });
+    let (builder, _rec) = builder(Backend::Sqlite).await;
+    let mut app = builder.set("server.shutdown_grace_secs", 2).spawn().await;
+    let client = Client::clone(&app);
+    let held = tokio::spawn(async move { call_tool(&client, 1, "rec__wipe", json!({})).await });
     support::until("the call waits for bob", || !held.is_finished()).await;
-    assert_eq!(pending_approvals(&s.gw, 1).await, 1);
-    let Setup { gw, _db, .. } = s;
+    assert_eq!(app.pending(1).await.len(), 1);
     let t = Instant::now();
-    drop(gw);
+    app.stop();
     let answer = tokio::time::timeout(Duration::from_secs(5), held)
         .await
         .expect("the held call is answered within the grace")
@@ -749,7 +695,7 @@ async fn stopping_answers_held_calls_and_keeps_their_approvals_pending() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     let text = answer["result"]["content"][0]["text"].as_str().unwrap();
     assert!(text.contains("shutting down"), "{text}");
-    let db = countersign::store::connect(&url).await.unwrap();
+    let db = countersign::store::connect(&app.db.url).await.unwrap();
     let status: String = sqlx::query_scalar("select status from approvals")
         .fetch_one(&db.pool)
         .await
@@ -759,27 +705,18 @@ async fn stopping_answers_held_calls_and_keeps_their_approvals_pending() {
 
 // --- item 17: where the database goes -------------------------------------------------------
 
-#[test]
-fn a_relative_sqlite_path_is_relative_to_the_config_file() {
-    let config_dir = tempfile::tempdir().unwrap();
+#[tokio::test]
+async fn a_relative_sqlite_path_is_relative_to_the_config_file() {
+    // A plain proxy anyone may call, its database named relative to its configuration file.
+    let app = TestApp::builder()
+        .plain_proxy()
+        .agents(Vec::new())
+        .set("database.url", "sqlite://data.db")
+        .spawn_stopped()
+        .await;
     let elsewhere = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("countersign.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "database: {{url: 'sqlite://data.db'}}
-upstreams:
-  - name: echo
-    stdio: {{command: python3, args: ['{}']}}
-server: {{allow_anonymous: true}}
-",
-            support::echo_upstream().display()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["audit", "verify", "--config"])
-        .arg(&config)
+    let out = app
+        .cli(&["audit", "verify"])
         .current_dir(elsewhere.path())
         .output()
         .unwrap();
@@ -788,6 +725,6 @@ server: {{allow_anonymous: true}}
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(config_dir.path().join("data.db").exists());
+    assert!(app.dir().join("data.db").exists());
     assert!(!elsewhere.path().join("data.db").exists());
 }

@@ -4,7 +4,8 @@
 //! The clients are the scripted ones in `tests/peers/` (copied to `.peers/scripts/` by
 //! `tests/peers/setup.sh`); each prints one JSON line that the tests assert on.
 
-use crate::support::{TestGateway, free_port, peers, spawn_gateway};
+use crate::app::{Agent, TestApp, TestAppBuilder};
+use crate::support::{free_port, peers};
 use crate::wait;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -184,35 +185,37 @@ async fn everything_http() -> ServerProcess {
     ServerProcess { child, port }
 }
 
-fn yaml_str(p: &Path) -> String {
-    serde_json::to_string(&p.to_string_lossy()).unwrap()
+/// `server-everything` over stdio, as upstream `ev`.
+fn everything_stdio_upstream() -> Value {
+    json!({"name": "ev", "stdio": {"command": "node", "args": [everything_js(), "stdio"]}})
 }
 
-fn everything_stdio_upstream() -> String {
-    format!(
-        "  - name: ev\n    stdio: {{command: node, args: [{}, stdio]}}\n",
-        yaml_str(&everything_js())
-    )
+/// `server-everything` at `url`, as upstream `ev`.
+fn everything_http_upstream(url: &str) -> Value {
+    json!({"name": "ev", "http": {"url": url}})
 }
 
-fn everything_http_upstream(url: &str) -> String {
-    format!("  - name: ev\n    http: {{url: {url}}}\n")
+/// `server-filesystem` over stdio, allowed `dir`, as upstream `fs`.
+fn filesystem_upstream(dir: &Path) -> Value {
+    json!({"name": "fs", "stdio": {"command": "node", "args": [filesystem_js(), dir]}})
 }
 
-fn filesystem_upstream(dir: &Path) -> String {
-    format!(
-        "  - name: fs\n    stdio: {{command: node, args: [{}, {}]}}\n",
-        yaml_str(&filesystem_js()),
-        yaml_str(dir)
-    )
+/// A plain proxy in front of `upstreams`, in the gateway's terms (`Upstream` starts no node
+/// server).
+fn proxy(upstreams: Vec<Value>) -> TestAppBuilder {
+    TestApp::builder().plain_proxy().set("upstreams", upstreams)
 }
 
-async fn gateway(upstreams: &str) -> TestGateway {
-    let yaml =
-        format!("server: {{listen: 127.0.0.1:0, allow_anonymous: true}}\nupstreams:\n{upstreams}");
-    tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
+/// The app, started within 60 s.
+async fn spawn(builder: TestAppBuilder) -> TestApp {
+    tokio::time::timeout(Duration::from_secs(60), builder.spawn())
         .await
         .expect("the gateway starts within 60 s")
+}
+
+/// A plain proxy anyone may call, in front of `upstreams`.
+async fn gateway(upstreams: Vec<Value>) -> TestApp {
+    spawn(proxy(upstreams).agents(Vec::new())).await
 }
 
 const ARCHITECTURE: &str = "demo://resource/static/document/architecture.md";
@@ -365,12 +368,12 @@ async fn everything_through_gateway(
     } else {
         None
     };
-    let upstreams = match &server {
+    let upstream = match &server {
         Some(s) => everything_http_upstream(&s.url()),
         None => everything_stdio_upstream(),
     };
-    let gw = gateway(&upstreams).await;
-    let run = run_client(sdk, &gw.url, mode, &everything_script(), None).await;
+    let app = gateway(vec![upstream]).await;
+    let run = run_client(sdk, &app.url, mode, &everything_script(), None).await;
     assert_eq!(
         run.report["protocol_version"],
         expect_version,
@@ -378,7 +381,7 @@ async fn everything_through_gateway(
         run.context()
     );
     check_everything(&run, &label);
-    drop(gw);
+    drop(app);
     drop(server);
 }
 
@@ -438,7 +441,7 @@ fn canonical_tempdir() -> (tempfile::TempDir, PathBuf) {
 async fn filesystem_read_write(sdk: Sdk, mode: &str) {
     let (_dir, root) = canonical_tempdir();
     std::fs::write(root.join("a.txt"), "alpha file\n").unwrap();
-    let gw = gateway(&filesystem_upstream(&root)).await;
+    let app = gateway(vec![filesystem_upstream(&root)]).await;
     let a = root.join("a.txt").to_string_lossy().into_owned();
     let b = root.join("sub-b.txt").to_string_lossy().into_owned();
     let outside = "/etc/hostname";
@@ -448,7 +451,7 @@ async fn filesystem_read_write(sdk: Sdk, mode: &str) {
         {"op": "call_tool", "name": "fs__read_text_file", "args": {"path": b}},
         {"op": "call_tool", "name": "fs__read_text_file", "args": {"path": outside}},
     ]);
-    let run = run_client(sdk, &gw.url, mode, &script, None).await;
+    let run = run_client(sdk, &app.url, mode, &script, None).await;
     let ctx = run.context();
     assert_eq!(run.step(0)["ok"], true, "read a.txt\n{ctx}");
     assert_eq!(run.step(0)["is_error"], false, "read a.txt\n{ctx}");
@@ -488,11 +491,10 @@ async fn ts_auto_filesystem_read_write() {
 async fn two_upstreams(sdk: Sdk, mode: &str) {
     let (_dir, root) = canonical_tempdir();
     std::fs::write(root.join("two.txt"), "from the filesystem upstream").unwrap();
-    let gw = gateway(&format!(
-        "{}{}",
+    let app = gateway(vec![
         everything_stdio_upstream(),
-        filesystem_upstream(&root)
-    ))
+        filesystem_upstream(&root),
+    ])
     .await;
     let file = root.join("two.txt").to_string_lossy().into_owned();
     let script = json!([
@@ -503,7 +505,7 @@ async fn two_upstreams(sdk: Sdk, mode: &str) {
         {"op": "call_tool", "name": "fs__echo", "args": {"message": "nobody"}, "allow_error": true},
         {"op": "call_tool", "name": "ev__read_text_file", "args": {"path": file}, "allow_error": true},
     ]);
-    let run = run_client(sdk, &gw.url, mode, &script, None).await;
+    let run = run_client(sdk, &app.url, mode, &script, None).await;
     let ctx = run.context();
     let tools: Vec<&str> = run.step(0)["tools"]
         .as_array()
@@ -569,28 +571,23 @@ async fn python_modern_two_upstreams() {
 
 const AGENT_KEY: &str = "peer-test-key-3f9c1e";
 
-async fn authenticated_gateway() -> TestGateway {
-    let yaml = format!(
-        "server: {{listen: 127.0.0.1:0}}\nupstreams:\n{}agents:\n  - id: peer-agent\n    key_sha256: {}\n",
-        everything_stdio_upstream(),
-        countersign::auth::hash_key(AGENT_KEY)
-    );
-    tokio::time::timeout(Duration::from_secs(60), spawn_gateway(&yaml))
-        .await
-        .expect("gateway starts")
+/// A plain proxy in front of `server-everything`, for agent `peer-agent` ([`AGENT_KEY`]).
+async fn authenticated_gateway() -> TestApp {
+    let agent = Agent::new("peer-agent", AGENT_KEY);
+    spawn(proxy(vec![everything_stdio_upstream()]).agents(vec![agent])).await
 }
 
 async fn auth_with_key(mode: &str) {
-    let gw = authenticated_gateway().await;
+    let app = authenticated_gateway().await;
     let script = json!([{"op": "list_tools"}, {"op": "call_tool", "name": "ev__echo", "args": {"message": "authed"}}]);
 
-    let run = run_client(Sdk::Python, &gw.url, mode, &script, Some(AGENT_KEY)).await;
+    let run = run_client(Sdk::Python, &app.url, mode, &script, Some(AGENT_KEY)).await;
     let ctx = run.context();
     assert_eq!(run.report["ok"], true, "with the key\n{ctx}");
     assert_eq!(run.step(1)["text"], "Echo: authed", "{ctx}");
     assert_eq!(run.exit, Some(0), "{ctx}");
 
-    let run = run_client(Sdk::Python, &gw.url, mode, &script, None).await;
+    let run = run_client(Sdk::Python, &app.url, mode, &script, None).await;
     assert_eq!(
         run.report["ok"],
         false,
@@ -606,7 +603,7 @@ async fn auth_with_key(mode: &str) {
         run.context()
     );
 
-    let run = run_client(Sdk::Python, &gw.url, mode, &script, Some("not-the-key")).await;
+    let run = run_client(Sdk::Python, &app.url, mode, &script, Some("not-the-key")).await;
     assert_eq!(
         run.report["ok"],
         false,
@@ -636,17 +633,16 @@ async fn python_modern_agent_key() {
 /// a gateway that requires its key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_python_sdk_example_passes_the_api_key() {
-    let yaml = format!(
-        "upstreams:\n  - name: echo\n    stdio: {{command: python3, args: ['{}']}}\nagents:\n  - {{id: readme, key_sha256: {}}}\n",
-        crate::support::echo_upstream().display(),
-        countersign::auth::hash_key("readme-key"),
-    );
-    let gw = spawn_gateway(&yaml).await;
+    let app = TestApp::builder()
+        .plain_proxy()
+        .agents(vec![Agent::new("readme", "readme-key")])
+        .spawn()
+        .await;
     let example = crate::support::root().join("examples/clients/python_sdk.py");
     let run = |key: &str| {
         Command::new(peers().join("venv/bin/python"))
             .arg(&example)
-            .arg(&gw.url)
+            .arg(&app.url)
             .env("COUNTERSIGN_API_KEY", key)
             .kill_on_drop(true)
             .output()

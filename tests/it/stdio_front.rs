@@ -1,5 +1,6 @@
 //! `countersign stdio`: the gateway as a stdio MCP server, spawned like any tool server.
 
+use crate::app::{Agent, TestApp};
 use crate::support;
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -7,28 +8,24 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+/// `countersign stdio` over a plain proxy whose one agent, `stdio-agent`, has key `k1`.
 struct StdioGateway {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
-    _dir: tempfile::TempDir,
+    /// Its configuration file.
+    _app: TestApp,
 }
 
 impl StdioGateway {
     async fn spawn(api_key: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("countersign.yaml");
-        let yaml = format!(
-            "upstreams:\n  - name: echo\n    stdio: {{command: python3, args: [{}]}}\nagents:\n  - id: stdio-agent\n    key_sha256: {}\n",
-            support::echo_upstream().display(),
-            countersign::auth::hash_key("k1"),
-        );
-        std::fs::write(&config, yaml).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_countersign"));
-        command
-            .args(["stdio", "--config"])
-            .arg(&config)
-            .env_remove("COUNTERSIGN_API_KEY");
+        let app = TestApp::builder()
+            .plain_proxy()
+            .agents(vec![Agent::new("stdio-agent", "k1")])
+            .spawn_stopped()
+            .await;
+        let mut command = Command::from(app.cli(&["stdio"]));
+        command.env_remove("COUNTERSIGN_API_KEY");
         if let Some(key) = api_key {
             command.env("COUNTERSIGN_API_KEY", key);
         }
@@ -45,7 +42,7 @@ impl StdioGateway {
             child,
             stdin,
             lines,
-            _dir: dir,
+            _app: app,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Metrics at `/metrics` and OTLP trace export.
 
+use crate::app::{AGENT_KEY, Agent, Approver, TestApp, Upstream, Vote};
 use crate::support::{self, modern_meta, post};
 use crate::wait;
 use axum::body::Bytes;
@@ -7,13 +8,27 @@ use serde_json::json;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// `/metrics` of `app`'s gateway.
+async fn metrics(app: &TestApp) -> String {
+    support::http()
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn calls_are_counted_by_server_tool_and_outcome() {
-    let yaml = format!(
-        "server: {{allow_anonymous: true}}\nupstreams:\n  - name: metered\n    stdio: {{command: python3, args: [{}]}}\n",
-        support::echo_upstream().display()
-    );
-    let gw = support::spawn_gateway(&yaml).await;
+    // Anyone may call (no agents), through the upstream `metered`.
+    let app = TestApp::builder()
+        .plain_proxy()
+        .agents(Vec::new())
+        .upstreams(vec![("metered", Upstream::Echo)])
+        .spawn()
+        .await;
     let headers = [
         ("mcp-protocol-version", "2026-07-28"),
         ("mcp-method", "tools/call"),
@@ -21,16 +36,9 @@ async fn calls_are_counted_by_server_tool_and_outcome() {
     ];
     for args in [json!({"a":1,"b":2}), json!({"a":"x"})] {
         let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"metered__add","arguments":args,"_meta":modern_meta()}});
-        post(&gw.url, &headers, &call).await;
+        post(&app.url, &headers, &call).await;
     }
-    let metrics = crate::support::http()
-        .get(format!("http://{}/metrics", gw.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&app).await;
     assert!(
         metrics.contains(
             r#"countersign_tool_calls_total{server="metered",tool="add",outcome="ok"} 1"#
@@ -73,28 +81,15 @@ async fn collector() -> (String, mpsc::UnboundedReceiver<Bytes>) {
 #[tokio::test]
 async fn a_call_span_is_exported_over_otlp_in_the_clients_trace() {
     let (endpoint, mut exports) = collector().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.yaml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        &config,
-        format!(
-            "server: {{listen: '127.0.0.1:{port}', allow_anonymous: true}}\ntelemetry: {{otlp_endpoint: '{endpoint}'}}\nupstreams:\n  - name: traced\n    stdio: {{command: python3, args: [{}]}}\n",
-            support::echo_upstream().display()
-        ),
-    )
-    .unwrap();
-    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .kill_on_drop(true)
+    // Its own process, so that SIGTERM ends it; anyone may call, through the upstream `traced`.
+    let mut app = TestApp::builder()
+        .plain_proxy()
+        .agents(Vec::new())
+        .upstreams(vec![("traced", Upstream::Echo)])
+        .set("telemetry.otlp_endpoint", endpoint)
+        .child_process()
         .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/mcp");
+        .await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut meta = modern_meta();
     meta["traceparent"] = json!(format!("00-{trace_id}-00f067aa0ba902b7-01"));
@@ -104,29 +99,10 @@ async fn a_call_span_is_exported_over_otlp_in_the_clients_trace() {
         ("mcp-method", "tools/call"),
         ("mcp-name", "traced__echo"),
     ];
-    let every = Duration::from_millis(100);
-    wait::eventually_every(
-        "the gateway to come up",
-        Duration::from_secs(10),
-        every,
-        || async move {
-            let health = crate::support::http()
-                .get(format!("http://127.0.0.1:{port}/healthz"))
-                .send()
-                .await;
-            health.is_ok_and(|r| r.status() == 200).then_some(())
-        },
-    )
-    .await;
-    let answered = post(&url, &headers, &call).await.status == 200;
+    let answered = post(&app.url, &headers, &call).await.status == 200;
     assert!(answered, "gateway did not come up");
     // SIGTERM: graceful shutdown flushes the batch exporter.
-    let pid = gateway.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), gateway.wait()).await;
+    app.signal("-TERM").await;
     let body = tokio::time::timeout(Duration::from_secs(5), exports.recv())
         .await
         .expect("an OTLP export")
@@ -153,38 +129,20 @@ async fn a_call_span_is_exported_over_otlp_in_the_clients_trace() {
 /// keep the tool's own time apart from the human wait, as `call.completed` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_told_in_the_log_and_the_metrics() {
-    use crate::approvals::{AGENT_KEY, call, pending, text, vote};
-    let db = support::TestDb::new(support::Backend::Sqlite).await;
-    let policies = crate::approvals::policy_dir();
-    let work = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let token = |who: &str| countersign::auth::hash_key(&format!("{who}-token"));
-    let config = work.path().join("gateway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server: {{listen: '127.0.0.1:{port}'}}\ndatabase: {{url: '{}'}}\npolicy_dir: '{}'\n\
-             upstreams:\n  - name: echo\n    stdio: {{command: python3, args: ['{}']}}\n\
-             agents:\n  - {{id: agent-1, key_sha256: {}}}\n\
-             approvers:\n  - {{id: bob, groups: [ops], token_sha256: {}}}\n  - {{id: carol, groups: [ops], token_sha256: {}}}\n\
-             auditors:\n  - {{id: audrey, token_sha256: {}}}\n",
-            db.url,
-            policies.path().display(),
-            support::echo_upstream().display(),
-            countersign::auth::hash_key(AGENT_KEY),
-            token("bob"),
-            token("carol"),
-            token("audrey"),
-        ),
-    )
-    .unwrap();
-    let log = work.path().join("gateway.log");
-    let gateway = support::GatewayProcess::spawn_logging_to(&config, port, Some(&log)).await;
-    let (allowed, _) = call(gateway.gw.url.clone(), "echo", json!({"message": "hi"})).await;
-    assert_eq!(text(&allowed), "hi");
+    // Agent-1 acting for nobody; approvers bob and carol (ops).
+    let mut app = TestApp::builder()
+        .agents(vec![Agent::new("agent-1", AGENT_KEY)])
+        .approvers(vec![
+            Approver::new("bob").in_groups(&["ops"]),
+            Approver::new("carol").in_groups(&["ops"]),
+        ])
+        .spawn_logging()
+        .await;
+    let allowed = app.call("echo", json!({"message": "hi"})).await;
+    assert_eq!(allowed.text(), "hi");
     for _ in 0..3 {
         let refused = crate::support::http()
-            .post(&gateway.gw.url)
+            .post(&app.url)
             .bearer_auth("not-a-key")
             .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
             .send()
@@ -192,36 +150,24 @@ async fn a_run_is_told_in_the_log_and_the_metrics() {
             .unwrap();
         assert_eq!(refused.status(), 401);
     }
-    let held = tokio::spawn(call(
-        gateway.gw.url.clone(),
-        "delete_record",
-        json!({"record_id": "logged"}),
-    ));
-    let approval = pending(&gateway.gw, 1).await.remove(0);
-    let id = approval["id"].as_str().unwrap().to_owned();
-    vote(&gateway.gw, &id, "bob", true, None).await;
+    let held = app.spawn_call("delete_record", json!({"record_id": "logged"}));
+    let approval = app.pending(1).await.remove(0);
+    let id = approval.id.clone();
+    app.vote(&id, "bob", Vote::Approve).await;
     // The humans take their time: the wait is what the tool's own duration must leave out
     // (the behaviour under test, not synchronisation).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    vote(&gateway.gw, &id, "carol", true, None).await;
-    let (deleted, _) = held.await.unwrap();
-    assert_eq!(text(&deleted), "deleted logged");
+    app.vote(&id, "carol", Vote::Approve).await;
+    let deleted = held.answer().await;
+    assert_eq!(deleted.text(), "deleted logged");
 
-    let call_id = approval["call_id"].as_str().unwrap();
-    let ended = completed_event(&gateway.gw, call_id).await;
+    let ended = completed_event(&app, &approval.call_id).await;
     let (tool_ms, total_ms) = (ended["tool_ms"].as_u64(), ended["total_ms"].as_u64());
     assert!(
         tool_ms.is_some_and(|t| t < 1000) && total_ms.is_some_and(|t| t >= 1200),
         "call.completed keeps the tool's time apart from the wait: {ended}"
     );
-    let metrics = crate::support::http()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&app).await;
     assert_every_family_has_help(&metrics);
     for sample in [
         r#"countersign_approvals_decided_total{outcome="approved",channel="http",rule="destructive-needs-two",server="echo",tool="delete_record",agent="agent-1"} 1"#,
@@ -256,7 +202,8 @@ async fn a_run_is_told_in_the_log_and_the_metrics() {
         ),
         "{metrics}"
     );
-    gateway.signal("-TERM").await;
+    let log = app.log_file();
+    app.signal("-TERM").await;
 
     let log = std::fs::read_to_string(&log).unwrap();
     let line = |needle: &str| {
@@ -302,11 +249,11 @@ async fn a_run_is_told_in_the_log_and_the_metrics() {
 }
 
 /// The `call.completed` payload of `call_id`, from the auditor API.
-async fn completed_event(gw: &support::TestGateway, call_id: &str) -> serde_json::Value {
+async fn completed_event(app: &TestApp, call_id: &str) -> serde_json::Value {
     // `call.completed` is recorded once the answer left: wait for it (bounded).
     let what = format!("call.completed for {call_id}");
     wait::eventually(&what, Duration::from_secs(5), || async move {
-        let events = crate::approvals::call_events(gw, call_id).await;
+        let events = app.call_events(call_id).await;
         events
             .iter()
             .find(|e| e["kind"] == "call.completed")
@@ -348,24 +295,14 @@ fn sample_value(metrics: &str, series: &str) -> f64 {
 /// sections changed and that a restart applies them, and the running agents stay as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_config_file_is_reported_as_needing_a_restart() {
-    let work = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let config = work.path().join("gateway.yaml");
-    let agent = |id: &str| {
-        format!(
-            "  - {{id: {id}, key_sha256: {}}}\n",
-            countersign::auth::hash_key(&format!("{id}-key"))
-        )
-    };
-    let yaml = format!(
-        "server: {{listen: '127.0.0.1:{port}'}}\nupstreams:\n  - name: echo\n    stdio: {{command: python3, args: ['{}']}}\nagents:\n{}",
-        support::echo_upstream().display(),
-        agent("first")
-    );
-    std::fs::write(&config, &yaml).unwrap();
-    let log = work.path().join("gateway.log");
-    let gateway = support::GatewayProcess::spawn_logging_to(&config, port, Some(&log)).await;
-    std::fs::write(&config, format!("{yaml}{}", agent("second"))).unwrap();
+    let agent = |id: &str| Agent::new(id, &format!("{id}-key"));
+    let mut app = TestApp::builder()
+        .plain_proxy()
+        .agents(vec![agent("first")])
+        .spawn_logging()
+        .await;
+    app.change_config(|settings| settings.agents(vec![agent("first"), agent("second")]));
+    let log = app.log_file();
     let warned = wait::eventually("the change to be logged", Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).unwrap();
         let line = text
@@ -382,7 +319,7 @@ async fn a_changed_config_file_is_reported_as_needing_a_restart() {
     );
     let ping = |key: &'static str| {
         crate::support::http()
-            .post(&gateway.gw.url)
+            .post(&app.url)
             .bearer_auth(key)
             .header("accept", "application/json, text/event-stream")
             .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
@@ -390,5 +327,5 @@ async fn a_changed_config_file_is_reported_as_needing_a_restart() {
     };
     assert_eq!(ping("second-key").await.unwrap().status(), 401);
     assert_ne!(ping("first-key").await.unwrap().status(), 401);
-    gateway.signal("-TERM").await;
+    app.signal("-TERM").await;
 }

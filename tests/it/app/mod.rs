@@ -17,8 +17,8 @@
 
 mod chat;
 mod client;
-pub mod compat;
 mod mattermost;
+mod process;
 
 #[allow(unused_imports)]
 pub use client::{Approval, Client, HeldCall, Reply, Vote, api, text};
@@ -223,8 +223,6 @@ pub struct TestAppBuilder {
     port: Option<u16>,
     /// Settings by dotted path (`chat.mattermost`, `server.max_connections`), over the rest.
     settings: Vec<(String, Value)>,
-    /// Top-level YAML merged over the rest (for the helpers that still take YAML text).
-    extra: Option<String>,
 }
 
 impl Default for TestAppBuilder {
@@ -250,7 +248,6 @@ impl Default for TestAppBuilder {
             child_process: false,
             port: None,
             settings: Vec::new(),
-            extra: None,
         }
     }
 }
@@ -380,12 +377,6 @@ impl TestAppBuilder {
     pub fn set(mut self, path: &str, value: impl serde::Serialize) -> Self {
         let value = serde_json::to_value(value).expect("a configuration value");
         self.settings.push((path.into(), value));
-        self
-    }
-
-    /// Top-level YAML merged over the settings (for [`compat::gateway_with`]).
-    fn extra_yaml(mut self, extra: &str) -> Self {
-        self.extra = Some(extra.into());
         self
     }
 
@@ -523,10 +514,6 @@ impl TestAppBuilder {
                 json!({"oidc": {"issuer": oidc.issuer, "client_id": oidc.client_id,
                     "client_secret": oidc.client_secret, "approver_groups": groups}}),
             );
-        }
-        if let Some(extra) = &self.extra {
-            let extra: Option<Map<String, Value>> = serde_yaml_ng::from_str(extra).unwrap();
-            config.extend(extra.unwrap_or_default());
         }
         for (path, value) in &self.settings {
             set_path(&mut config, path, value.clone());
