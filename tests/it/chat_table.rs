@@ -74,7 +74,7 @@ async fn start(driver: &dyn ChatDriver) -> TestApp {
 
 pub async fn one_approval_runs_the_call(driver: &dyn ChatDriver) {
     let app = start(driver).await;
-    let (agent, approval) = app.requested_delete("one-t1").await;
+    let (agent, approval) = app.held_record("one-t1").await;
     card_says(driver, &app, &approval.id, "Approvals: 0/1").await;
     driver.approve(&app, &approval.id, "bob").await;
     assert_eq!(agent.answer().await.text(), "deleted one-t1");
@@ -83,7 +83,7 @@ pub async fn one_approval_runs_the_call(driver: &dyn ChatDriver) {
 
 pub async fn a_deny_tells_the_agent_why(driver: &dyn ChatDriver) {
     let app = start(driver).await;
-    let (agent, approval) = app.requested_delete("one-t2").await;
+    let (agent, approval) = app.held_record("one-t2").await;
     driver
         .deny(&app, &approval.id, "carol", "not on prod")
         .await;
@@ -94,7 +94,7 @@ pub async fn a_deny_tells_the_agent_why(driver: &dyn ChatDriver) {
 
 pub async fn two_of_three_must_approve(driver: &dyn ChatDriver) {
     let app = start(driver).await;
-    let (agent, approval) = app.requested_delete("two-t3").await;
+    let (agent, approval) = app.held_record("two-t3").await;
     driver.approve(&app, &approval.id, "bob").await;
     card_says(driver, &app, &approval.id, "Approvals: 1/2").await;
     assert_eq!(app.approval(&approval.id).await.status, "pending");
@@ -105,7 +105,7 @@ pub async fn two_of_three_must_approve(driver: &dyn ChatDriver) {
 
 pub async fn the_agents_own_human_cannot_approve(driver: &dyn ChatDriver) {
     let app = &start(driver).await;
-    let (agent, approval) = app.requested_delete("one-t4").await;
+    let (agent, approval) = app.held_record("one-t4").await;
     driver.approve(app, &approval.id, "alice").await;
     let call_id = approval.call_id.as_str();
     let vote = wait::eventually(
@@ -125,7 +125,7 @@ pub async fn the_agents_own_human_cannot_approve(driver: &dyn ChatDriver) {
 
 pub async fn expiry_denies_and_shows_on_the_card(driver: &dyn ChatDriver) {
     let app = start(driver).await;
-    let (agent, approval) = app.requested_delete("fast-t5").await;
+    let (agent, approval) = app.held_record("fast-t5").await;
     assert!(agent.answer().await.text().contains("expired"));
     card_says(driver, &app, &approval.id, "Expired").await;
 }

@@ -88,7 +88,7 @@ async fn events(received: &Received, count: usize) -> Vec<Value> {
 async fn the_webhook_hears_of_the_request_the_decision_and_the_call() {
     let (url, received) = receiver(StatusCode::OK).await;
     let app = spawn_app(&url).await;
-    let (agent, approval) = app.requested_delete("one-w1").await;
+    let (agent, approval) = app.held_record("one-w1").await;
     let id = approval.id.as_str();
     let requested = events(&received, 1).await.remove(0);
     assert_eq!(requested["type"], "approval.requested");
@@ -114,7 +114,7 @@ async fn the_webhook_hears_of_the_request_the_decision_and_the_call() {
 async fn a_receiver_that_refuses_fails_the_call_closed() {
     let (url, received) = receiver(StatusCode::FORBIDDEN).await;
     let app = spawn_app(&url).await;
-    let (agent, approval) = app.requested_delete("one-w2").await;
+    let (agent, approval) = app.held_record("one-w2").await;
     let text = agent.answer().await.text().to_owned();
     assert!(
         text.contains("no approver could be asked") && text.contains("403"),

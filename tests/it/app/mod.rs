@@ -17,7 +17,6 @@
 
 mod chat;
 mod client;
-mod mattermost;
 mod process;
 
 #[allow(unused_imports)]
