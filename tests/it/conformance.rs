@@ -420,24 +420,44 @@ async fn legacy_client_keeps_legacy_features_with_a_dual_era_http_upstream() {
         }
     }
     // A tool that asks the client for sampling: a legacy client must see sampling/createMessage.
-    let r = post(
-        &app.url,
-        &h,
-        &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
-        "params": {"name": "test_sampling", "arguments": {"prompt": "hi"}}}),
-    )
-    .await;
-    let asked = r
-        .messages()
-        .iter()
-        .any(|m| m["method"] == "sampling/createMessage");
-    if !asked {
+    // The tool then waits for the answer this client never gives, so the stream is read only
+    // until the request arrives.
+    let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "test_sampling", "arguments": {"prompt": "hi"}}});
+    let seen = stream_until(&app.url, &h, &call, "sampling/createMessage").await;
+    if !seen.contains("sampling/createMessage") {
         failures.push(format!(
             "tools/call test_sampling: no sampling/createMessage relayed: {}",
-            r.text.chars().take(600).collect::<String>()
+            seen.chars().take(600).collect::<String>()
         ));
     }
     drop(app);
     drop(fixture);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// POSTs `body` and reads the response stream until it mentions `wanted` (10 s at most);
+/// returns what was read.
+async fn stream_until(url: &str, headers: &[(&str, &str)], body: &Value, wanted: &str) -> String {
+    use futures::StreamExt as _;
+    let mut request = crate::support::http()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("gateway reachable");
+    let mut chunks = response.bytes_stream();
+    let mut seen = String::new();
+    let read = async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains(wanted) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    seen
 }
