@@ -7,7 +7,6 @@
 
 use crate::app::TestApp;
 use crate::support::{peers, root};
-use crate::wait;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -56,27 +55,8 @@ async fn start_fixture(log: &Path) -> Fixture {
         .kill_on_drop(true)
         .spawn()
         .expect("start the conformance fixture");
-    let every = Duration::from_millis(100);
-    let what = "the conformance fixture to listen";
-    wait::eventually_every(what, Duration::from_secs(30), every, || {
-        let exited = child.try_wait();
-        async move {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Some(());
-            }
-            if let Ok(Some(status)) = exited {
-                panic!(
-                    "the conformance fixture exited before listening: {status} (log {})",
-                    log.display()
-                );
-            }
-            None
-        }
-    })
-    .await;
+    let what = format!("the conformance fixture (log {})", log.display());
+    crate::peers::wait_for_port(port, &mut child, &what).await;
     Fixture { child, port }
 }
 

@@ -342,11 +342,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 async fn modern_upstream_gets_stateless_posts_with_headers_and_meta() {
     let seen = Seen::new();
     let shutdown = CancellationToken::new();
-    let upstream = start(
-        serve(modern_app(seen.clone()), "127.0.0.1:0".parse().unwrap()).await,
-        &shutdown,
-    )
-    .await;
+    let upstream = modern_upstream(&seen, &shutdown).await;
     assert!(upstream.is_healthy());
     assert_eq!(upstream.capabilities(), json!({"tools": {"m": 1}}));
 
@@ -397,11 +393,7 @@ async fn modern_upstream_gets_stateless_posts_with_headers_and_meta() {
 async fn modern_sse_progress_maps_back_and_error_bodies_pass_through() {
     let seen = Seen::new();
     let shutdown = CancellationToken::new();
-    let upstream = start(
-        serve(modern_app(seen.clone()), "127.0.0.1:0".parse().unwrap()).await,
-        &shutdown,
-    )
-    .await;
+    let upstream = modern_upstream(&seen, &shutdown).await;
     let mut request = call(json!(5), "progress");
     request["params"]["_meta"] = json!({"progressToken": "mine"});
     let mut ex = upstream
@@ -434,11 +426,7 @@ async fn modern_sse_progress_maps_back_and_error_bodies_pass_through() {
 async fn dropping_a_modern_exchange_closes_the_stream() {
     let seen = Seen::new();
     let shutdown = CancellationToken::new();
-    let upstream = start(
-        serve(modern_app(seen.clone()), "127.0.0.1:0".parse().unwrap()).await,
-        &shutdown,
-    )
-    .await;
+    let upstream = modern_upstream(&seen, &shutdown).await;
     let mut ex = upstream
         .request(call(json!(1), "hang"), &client(Era::Modern))
         .await
@@ -487,6 +475,15 @@ async fn an_upstream_down_at_start_is_unhealthy_then_recovers() {
 }
 
 // === legacy ===
+
+/// An upstream client of a fresh modern (2026-07-28) test server.
+async fn modern_upstream(seen: &Shared, shutdown: &CancellationToken) -> Upstream {
+    start(
+        serve(modern_app(seen.clone()), "127.0.0.1:0".parse().unwrap()).await,
+        shutdown,
+    )
+    .await
+}
 
 async fn legacy_upstream(seen: &Shared, shutdown: &CancellationToken) -> Upstream {
     start(
